@@ -1,0 +1,184 @@
+//! Errors: calls that could not be made.
+//!
+//! A lock operation that was made but did not grant (a `NOQUEUE` request
+//! that would block, a conversion deadlock, a cancel) is *not* an error: it
+//! is a [`Status`](crate::Status) delivered in a completion. [`Error`] is
+//! for calls the DLM refused outright, as `write()` on the kernel device
+//! refuses them with an errno.
+
+use core::fmt;
+
+/// An error number, as the kernel or libdlm reports it.
+///
+/// This is a newtype, not an enum, because the host may report numbers this
+/// crate does not name. The constants cover every errno the DLM device and
+/// libdlm are documented to return.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Errno(i32);
+
+impl Errno {
+    /// `EPERM`: the caller lacks `CAP_SYS_ADMIN` (create/remove lockspace).
+    pub const EPERM: Errno = Errno(libc::EPERM);
+    /// `ENOENT`: no such lock id, lockspace or orphan.
+    pub const ENOENT: Errno = Errno(libc::ENOENT);
+    /// `EBADF`: the handle is closed.
+    pub const EBADF: Errno = Errno(libc::EBADF);
+    /// `EAGAIN`: an orphan exists in another mode, or no data yet.
+    pub const EAGAIN: Errno = Errno(libc::EAGAIN);
+    /// `ENOMEM`: out of memory or over a configured limit.
+    pub const ENOMEM: Errno = Errno(libc::ENOMEM);
+    /// `EACCES`: the lockspace's mode does not let the caller in.
+    pub const EACCES: Errno = Errno(libc::EACCES);
+    /// `EBUSY`: the lock has an operation in progress, or the lockspace
+    /// still holds locks.
+    pub const EBUSY: Errno = Errno(libc::EBUSY);
+    /// `EEXIST`: the lockspace exists and `NEWEXCL` was given.
+    pub const EEXIST: Errno = Errno(libc::EEXIST);
+    /// `EINVAL`: an argument check failed.
+    pub const EINVAL: Errno = Errno(libc::EINVAL);
+    /// `ENOSPC`: no lock id is left.
+    pub const ENOSPC: Errno = Errno(libc::ENOSPC);
+    /// `EPIPE`: the peer went away.
+    pub const EPIPE: Errno = Errno(libc::EPIPE);
+    /// `EDEADLK`: a conversion deadlock (only ever a completion status).
+    pub const EDEADLK: Errno = Errno(libc::EDEADLK);
+    /// `ENOSYS`: the operation does not exist (libdlm: `range` given).
+    pub const ENOSYS: Errno = Errno(libc::ENOSYS);
+    /// `EBADE`: the request's device version does not match.
+    pub const EBADE: Errno = Errno(libc::EBADE);
+    /// `EUNATCH`: no cluster controller is running.
+    pub const EUNATCH: Errno = Errno(libc::EUNATCH);
+    /// `ENOBUFS`: a message to another node could not be built.
+    pub const ENOBUFS: Errno = Errno(libc::ENOBUFS);
+    /// `ENOTCONN`: no local node address, or no lockspace handle.
+    pub const ENOTCONN: Errno = Errno(libc::ENOTCONN);
+    /// `ETIMEDOUT`: a lock timed out.
+    pub const ETIMEDOUT: Errno = Errno(libc::ETIMEDOUT);
+    /// `EPROTO`: a malformed record.
+    pub const EPROTO: Errno = Errno(libc::EPROTO);
+    /// `EMSGSIZE`: a record of the wrong size.
+    pub const EMSGSIZE: Errno = Errno(libc::EMSGSIZE);
+
+    /// Wrap a raw, positive error number.
+    pub const fn from_raw(raw: i32) -> Errno {
+        Errno(raw)
+    }
+
+    /// The raw, positive error number.
+    pub const fn raw(self) -> i32 {
+        self.0
+    }
+
+    /// The errno of the last failed libc call on this thread.
+    pub fn last_os_error() -> Errno {
+        Errno(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+    }
+
+    /// Decode a kernel-style return value: negative means `-errno`.
+    pub fn result(ret: i64) -> Result<u64, Errno> {
+        if ret < 0 {
+            Err(Errno(i32::try_from(-ret).unwrap_or(i32::MAX)))
+        } else {
+            Ok(ret as u64)
+        }
+    }
+}
+
+impl fmt::Debug for Errno {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Errno({} {})", self.0, self)
+    }
+}
+
+impl fmt::Display for Errno {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let io = std::io::Error::from_raw_os_error(self.0);
+        let text = io.to_string();
+        // std appends " (os error N)"; keep only the message.
+        let msg = text.split(" (os error").next().unwrap_or(&text);
+        f.write_str(msg)
+    }
+}
+
+impl std::error::Error for Errno {}
+
+impl From<Errno> for std::io::Error {
+    fn from(e: Errno) -> std::io::Error {
+        std::io::Error::from_raw_os_error(e.0)
+    }
+}
+
+impl From<std::io::Error> for Errno {
+    fn from(e: std::io::Error) -> Errno {
+        Errno(e.raw_os_error().unwrap_or(libc::EIO))
+    }
+}
+
+/// Everything that can stop a DLM call from being made.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// The DLM (kernel or daemon) refused the call with this errno.
+    Os(Errno),
+    /// An argument was rejected before anything was sent.
+    InvalidArgument(&'static str),
+}
+
+impl Error {
+    /// The errno a C caller would see for this error.
+    pub fn errno(&self) -> Errno {
+        match self {
+            Error::Os(e) => *e,
+            Error::InvalidArgument(_) => Errno::EINVAL,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Os(e) => write!(f, "{e} (errno {})", e.raw()),
+            Error::InvalidArgument(what) => write!(f, "invalid argument: {what}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Os(e) => Some(e),
+            Error::InvalidArgument(_) => None,
+        }
+    }
+}
+
+impl From<Errno> for Error {
+    fn from(e: Errno) -> Error {
+        Error::Os(e)
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Error {
+        Error::Os(e.into())
+    }
+}
+
+/// A `Result` whose error is [`Error`].
+pub type Result<T, E = Error> = core::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_and_round_trip() {
+        assert_eq!(Errno::EINVAL.to_string(), "Invalid argument");
+        assert_eq!(Errno::result(-22), Err(Errno::EINVAL));
+        assert_eq!(Errno::result(7), Ok(7));
+        let e: Error = Errno::EBUSY.into();
+        assert_eq!(e.errno(), Errno::EBUSY);
+        assert!(e.to_string().contains("errno 16"));
+        assert_eq!(Error::InvalidArgument("x").errno(), Errno::EINVAL);
+    }
+}
