@@ -103,8 +103,31 @@ pub struct UserArgs {
     pub bastaddr: u64,
     /// The caller's status block address (or token).
     pub lksb: u64,
-    /// Transaction id (stored, unused, as in the kernel).
+    /// Transaction id. The kernel stores it and never uses or returns
+    /// it; the engine does not keep it.
     pub xid: u64,
+}
+
+/// The user arguments a lock keeps: [`UserArgs`] less the unused `xid`.
+#[derive(Debug, Clone, Copy, Default)]
+struct StoredArgs {
+    castparam: u64,
+    castaddr: u64,
+    bastparam: u64,
+    bastaddr: u64,
+    lksb: u64,
+}
+
+impl From<UserArgs> for StoredArgs {
+    fn from(a: UserArgs) -> StoredArgs {
+        StoredArgs {
+            castparam: a.castparam,
+            castaddr: a.castaddr,
+            bastparam: a.bastparam,
+            bastaddr: a.bastaddr,
+            lksb: a.lksb,
+        }
+    }
 }
 
 /// A lock or convert request: the fields of `struct dlm_lock_params`.
@@ -282,6 +305,8 @@ const IFL_DEADLOCK_CANCEL: u8 = 1 << 3;
 const IFL_ON_ASTS: u8 = 1 << 4;
 /// On an owner's lock list or on the orphan list (`lkb_ownqueue` in use).
 const IFL_ON_OWNQ: u8 = 1 << 5;
+/// A completion has been read (`lkb_last_cast.seq != 0`).
+const IFL_HAS_LAST_CAST: u8 = 1 << 6;
 
 #[derive(Clone, Copy, Default, Debug)]
 struct Links {
@@ -324,9 +349,9 @@ struct Lkb {
     iflags: u8,
     refs: u8,
     /// Mode of the last completion read (`lkb_last_cast.mode`); 0 until
-    /// one is read, as the kernel's zeroed struct has it.
+    /// one is read (see `IFL_HAS_LAST_CAST`), as the kernel's zeroed
+    /// struct has it.
     last_cast_mode: i8,
-    has_last_cast: bool,
     /// `ua->lksb.sb_flags` as last set by a read completion.
     lksb_flags: u8,
     exflags: u32,
@@ -337,26 +362,55 @@ struct Lkb {
     cb_slot: u32,
     q: Links,
     own: Links,
-    ua: UserArgs,
+    ua: StoredArgs,
     lvb: Option<Box<[u8; LVB_LEN]>>,
 }
 
 /// A resource (`struct dlm_rsb`).
 #[derive(Debug)]
 struct Rsb {
-    name: Box<[u8]>,
-    hash: u64,
+    name: Name,
     grant: List,
     convert: List,
     wait: List,
     lvb: Option<Box<[u8; LVB_LEN]>>,
-    lvbseq: u32,
-    valnotvalid: bool,
     /// Attached locks; 0 means tossed.
     refs: u32,
-    /// Bumped every time the resource is tossed, to tell stale toss-queue
-    /// entries from live ones.
-    toss_seq: u32,
+    valnotvalid: bool,
+    /// Has an entry in `Engine::toss`.
+    in_toss_queue: bool,
+}
+
+/// How many bytes of a resource name are kept inline.
+const INLINE_NAME: usize = 22;
+
+/// A resource name, inline when short (no allocation), boxed otherwise.
+#[derive(Debug)]
+enum Name {
+    Inline { len: u8, buf: [u8; INLINE_NAME] },
+    Heap(Box<[u8]>),
+}
+
+impl Name {
+    fn new(bytes: &[u8]) -> Name {
+        if bytes.len() <= INLINE_NAME {
+            let mut buf = [0u8; INLINE_NAME];
+            buf[..bytes.len()].copy_from_slice(bytes);
+            Name::Inline {
+                len: bytes.len() as u8,
+                buf,
+            }
+        } else {
+            Name::Heap(bytes.into())
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Name::Inline { len, buf } => &buf[..usize::from(*len)],
+            Name::Heap(b) => b,
+        }
+    }
 }
 
 /// An owner (`struct dlm_user_proc`).
@@ -392,7 +446,7 @@ pub struct Engine {
     free_rsbs: Vec<u32>,
     index: HashTable<u32>,
     hasher: hashbrown::DefaultHashBuilder,
-    toss: VecDeque<(u32, u32)>,
+    toss: VecDeque<u32>,
     tossed: usize,
     procs: Vec<Option<Proc>>,
     free_procs: Vec<u32>,
@@ -644,11 +698,14 @@ impl Engine {
             let mut skip = false;
             {
                 let lkb = self.lk_mut(id);
-                if cb.bast && lkb.has_last_cast && compat(cb.mode, lkb.last_cast_mode) {
+                if cb.bast
+                    && lkb.iflags & IFL_HAS_LAST_CAST != 0
+                    && compat(cb.mode, lkb.last_cast_mode)
+                {
                     skip = true;
                 }
                 if !cb.bast {
-                    lkb.has_last_cast = true;
+                    lkb.iflags |= IFL_HAS_LAST_CAST;
                     lkb.last_cast_mode = cb.mode;
                 }
             }
@@ -723,7 +780,7 @@ impl Engine {
         let rsb = self.rsbs[l.rsb as usize].as_ref();
         LockInfo {
             lkid: id,
-            resource: rsb.map(|r| r.name.to_vec()).unwrap_or_default(),
+            resource: rsb.map(|r| r.name.as_bytes().to_vec()).unwrap_or_default(),
             granted: LockMode::from_raw_iv(l.grmode.into()).ok().flatten(),
             requested: if l.status == STS_WAITING || l.status == STS_CONVERT {
                 LockMode::from_raw_iv(l.rqmode.into()).ok().flatten()
@@ -772,7 +829,7 @@ impl Engine {
         }
         {
             let lkb = self.lk_mut(id);
-            lkb.ua = p.args;
+            lkb.ua = p.args.into();
             // validate_lock_args for a new request.
             lkb.exflags = p.flags;
             lkb.sbflags = 0;
@@ -808,7 +865,7 @@ impl Engine {
             if let Some(buf) = lkb.lvb.as_deref_mut() {
                 *buf = p.lvb;
             }
-            lkb.ua = p.args;
+            lkb.ua = p.args.into();
         }
         set_lock_args(p.mode, p.flags, 0)?;
         // validate_lock_args for a conversion.
@@ -841,7 +898,9 @@ impl Engine {
         while it != NIL {
             let lkb = self.lk(it);
             let next = lkb.own.next;
-            let name = &self.rsbs[lkb.rsb as usize].as_ref().map(|r| &r.name[..]);
+            let name = &self.rsbs[lkb.rsb as usize]
+                .as_ref()
+                .map(|r| r.name.as_bytes());
             if *name == Some(p.name) {
                 if i32::from(lkb.grmode) != i32::from(p.mode) {
                     found_other_mode = true;
@@ -867,7 +926,7 @@ impl Engine {
             lkb.exflags = p.flags;
             lkb.pid = p.pid;
             lkb.owner = o;
-            lkb.ua = p.args;
+            lkb.ua = p.args.into();
         }
         // The orphan list's reference becomes the owner list's.
         self.list_push_back(Which::Locks(o), Chain::Own, id);
@@ -1485,7 +1544,6 @@ impl Engine {
             }
             let rsb = self.rsb_mut(r);
             rsb.lvb = Some(Box::new(mine));
-            rsb.lvbseq = rsb.lvbseq.wrapping_add(1);
             rsb.valnotvalid = false;
         }
         if self.rsb(r).valnotvalid {
@@ -1513,7 +1571,6 @@ impl Engine {
         }
         let rsb = self.rsb_mut(r);
         rsb.lvb = Some(Box::new(mine));
-        rsb.lvbseq = rsb.lvbseq.wrapping_add(1);
         rsb.valnotvalid = false;
     }
 
@@ -1621,7 +1678,6 @@ impl Engine {
             iflags: 0,
             refs: 1,
             last_cast_mode: 0,
-            has_last_cast: false,
             lksb_flags: 0,
             exflags: 0,
             lksb_status: 0,
@@ -1629,7 +1685,7 @@ impl Engine {
             cb_slot: NIL,
             q: Links::default(),
             own: Links::default(),
-            ua: UserArgs::default(),
+            ua: StoredArgs::default(),
             lvb: None,
         });
         self.live_locks += 1;
@@ -1675,7 +1731,9 @@ impl Engine {
         let rsbs = &self.rsbs;
         self.index
             .find(h, |&i| {
-                rsbs[i as usize].as_ref().is_some_and(|r| &*r.name == name)
+                rsbs[i as usize]
+                    .as_ref()
+                    .is_some_and(|r| r.name.as_bytes() == name)
             })
             .copied()
     }
@@ -1692,16 +1750,14 @@ impl Engine {
         }
         let hash = self.hash_name(name);
         let rsb = Rsb {
-            name: name.into(),
-            hash,
+            name: Name::new(name),
             grant: List::default(),
             convert: List::default(),
             wait: List::default(),
             lvb: None,
-            lvbseq: 0,
-            valnotvalid: false,
             refs: 0,
-            toss_seq: 0,
+            valnotvalid: false,
+            in_toss_queue: false,
         };
         let r = match self.free_rsbs.pop() {
             Some(r) => {
@@ -1713,9 +1769,12 @@ impl Engine {
                 (self.rsbs.len() - 1) as u32
             }
         };
-        let rsbs = &self.rsbs;
+        let (rsbs, hasher) = (&self.rsbs, &self.hasher);
         self.index.insert_unique(hash, r, |&i| {
-            rsbs[i as usize].as_ref().map_or(0, |x| x.hash)
+            use std::hash::BuildHasher;
+            rsbs[i as usize]
+                .as_ref()
+                .map_or(0, |x| hasher.hash_one(x.name.as_bytes()))
         });
         r
     }
@@ -1729,30 +1788,24 @@ impl Engine {
             return;
         }
         rsb.lvb = None;
-        rsb.toss_seq = rsb.toss_seq.wrapping_add(1);
-        let seq = rsb.toss_seq;
-        self.toss.push_back((r, seq));
+        if !rsb.in_toss_queue {
+            rsb.in_toss_queue = true;
+            self.toss.push_back(r);
+        }
         self.tossed += 1;
+        // Forget the oldest tossed resources beyond the limit. Every tossed
+        // resource has exactly one queue entry; an entry whose resource
+        // was revived since is dropped when it comes up (so a resource
+        // tossed, revived and tossed again may go a little early).
         while self.tossed > TOSS_KEEP {
-            let Some((old, seq)) = self.toss.pop_front() else {
+            let Some(old) = self.toss.pop_front() else {
                 break;
             };
-            let live = self.rsbs[old as usize]
-                .as_ref()
-                .is_some_and(|x| x.refs == 0 && x.toss_seq == seq);
-            if live {
+            let rsb = self.rsb_mut(old);
+            rsb.in_toss_queue = false;
+            if rsb.refs == 0 {
                 self.free_rsb(old);
             }
-        }
-        // Drop stale entries from the front so the queue stays bounded.
-        while let Some(&(old, seq)) = self.toss.front() {
-            let live = self.rsbs[old as usize]
-                .as_ref()
-                .is_some_and(|x| x.refs == 0 && x.toss_seq == seq);
-            if live {
-                break;
-            }
-            self.toss.pop_front();
         }
     }
 
@@ -1760,7 +1813,8 @@ impl Engine {
         let Some(rsb) = self.rsbs[r as usize].take() else {
             return;
         };
-        if let Ok(entry) = self.index.find_entry(rsb.hash, |&i| i == r) {
+        let hash = self.hash_name(rsb.name.as_bytes());
+        if let Ok(entry) = self.index.find_entry(hash, |&i| i == r) {
             entry.remove();
         }
         self.tossed -= 1;
