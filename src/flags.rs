@@ -11,45 +11,45 @@ bitflags! {
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
     pub struct LockFlags: u32 {
         /// `DLM_LKF_NOQUEUE`: fail with `EAGAIN` instead of waiting.
-        const NOQUEUE = dlm_sys::DLM_LKF_NOQUEUE as u32;
+        const NOQUEUE = dlm_sys::DLM_LKF_NOQUEUE;
         /// `DLM_LKF_CANCEL`: an unlock that cancels an in-progress request.
-        const CANCEL = dlm_sys::DLM_LKF_CANCEL as u32;
+        const CANCEL = dlm_sys::DLM_LKF_CANCEL;
         /// `DLM_LKF_CONVERT`: change the mode of an existing lock.
-        const CONVERT = dlm_sys::DLM_LKF_CONVERT as u32;
+        const CONVERT = dlm_sys::DLM_LKF_CONVERT;
         /// `DLM_LKF_VALBLK`: read or write the lock value block.
-        const VALBLK = dlm_sys::DLM_LKF_VALBLK as u32;
+        const VALBLK = dlm_sys::DLM_LKF_VALBLK;
         /// `DLM_LKF_QUECVT`: queue the conversion behind earlier ones.
-        const QUECVT = dlm_sys::DLM_LKF_QUECVT as u32;
+        const QUECVT = dlm_sys::DLM_LKF_QUECVT;
         /// `DLM_LKF_IVVALBLK`: invalidate the resource's value block.
-        const IVVALBLK = dlm_sys::DLM_LKF_IVVALBLK as u32;
+        const IVVALBLK = dlm_sys::DLM_LKF_IVVALBLK;
         /// `DLM_LKF_CONVDEADLK`: resolve a conversion deadlock by demoting
         /// the granted mode to NL (`DEMOTED`).
-        const CONVDEADLK = dlm_sys::DLM_LKF_CONVDEADLK as u32;
+        const CONVDEADLK = dlm_sys::DLM_LKF_CONVDEADLK;
         /// `DLM_LKF_PERSISTENT`: the lock outlives its owner as an orphan.
-        const PERSISTENT = dlm_sys::DLM_LKF_PERSISTENT as u32;
+        const PERSISTENT = dlm_sys::DLM_LKF_PERSISTENT;
         /// `DLM_LKF_NODLCKWT`: do not fail a deadlocked conversion; wait.
-        const NODLCKWT = dlm_sys::DLM_LKF_NODLCKWT as u32;
+        const NODLCKWT = dlm_sys::DLM_LKF_NODLCKWT;
         /// `DLM_LKF_NODLCKBLK`: accepted and ignored by the kernel.
-        const NODLCKBLK = dlm_sys::DLM_LKF_NODLCKBLK as u32;
+        const NODLCKBLK = dlm_sys::DLM_LKF_NODLCKBLK;
         /// `DLM_LKF_EXPEDITE`: grant a new NL request at once.
-        const EXPEDITE = dlm_sys::DLM_LKF_EXPEDITE as u32;
+        const EXPEDITE = dlm_sys::DLM_LKF_EXPEDITE;
         /// `DLM_LKF_NOQUEUEBAST`: with `NOQUEUE`, still send blocking ASTs.
-        const NOQUEUEBAST = dlm_sys::DLM_LKF_NOQUEUEBAST as u32;
+        const NOQUEUEBAST = dlm_sys::DLM_LKF_NOQUEUEBAST;
         /// `DLM_LKF_HEADQUE`: queue at the head instead of the tail.
-        const HEADQUE = dlm_sys::DLM_LKF_HEADQUE as u32;
+        const HEADQUE = dlm_sys::DLM_LKF_HEADQUE;
         /// `DLM_LKF_NOORDER`: grant without the VMS ordering rules.
-        const NOORDER = dlm_sys::DLM_LKF_NOORDER as u32;
+        const NOORDER = dlm_sys::DLM_LKF_NOORDER;
         /// `DLM_LKF_ORPHAN`: adopt an orphan of the same name and mode.
-        const ORPHAN = dlm_sys::DLM_LKF_ORPHAN as u32;
+        const ORPHAN = dlm_sys::DLM_LKF_ORPHAN;
         /// `DLM_LKF_ALTPR`: grant in PR if the requested mode blocks.
-        const ALTPR = dlm_sys::DLM_LKF_ALTPR as u32;
+        const ALTPR = dlm_sys::DLM_LKF_ALTPR;
         /// `DLM_LKF_ALTCW`: grant in CW if the requested mode blocks.
-        const ALTCW = dlm_sys::DLM_LKF_ALTCW as u32;
+        const ALTCW = dlm_sys::DLM_LKF_ALTCW;
         /// `DLM_LKF_FORCEUNLOCK`: unlock whatever queue the lock is on.
-        const FORCEUNLOCK = dlm_sys::DLM_LKF_FORCEUNLOCK as u32;
+        const FORCEUNLOCK = dlm_sys::DLM_LKF_FORCEUNLOCK;
         /// `DLM_LKF_TIMEOUT`: deprecated and ignored since Linux 6.2; lock
         /// timeouts live in userspace (see the client API).
-        const TIMEOUT = dlm_sys::DLM_LKF_TIMEOUT as u32;
+        const TIMEOUT = dlm_sys::DLM_LKF_TIMEOUT;
     }
 }
 
@@ -66,12 +66,12 @@ bitflags! {
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
     pub struct LockspaceFlags: u32 {
         /// `DLM_LSFL_TIMEWARN`: deprecated; libdlm 4.2 strips it.
-        const TIMEWARN = dlm_sys::DLM_LSFL_TIMEWARN as u32;
+        const TIMEWARN = dlm_sys::DLM_LSFL_TIMEWARN;
         /// `DLM_LSFL_FS`: lockspace used by a filesystem. libdlm's header
         /// defines it (0x4); the UAPI header no longer does.
         const FS = 0x0000_0004;
         /// `DLM_LSFL_NEWEXCL`: fail with `EEXIST` if the lockspace exists.
-        const NEWEXCL = dlm_sys::DLM_LSFL_NEWEXCL as u32;
+        const NEWEXCL = dlm_sys::DLM_LSFL_NEWEXCL;
     }
 }
 

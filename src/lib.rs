@@ -60,7 +60,7 @@ pub use status::{Completion, Status};
 /// The DLM device interface version this crate speaks:
 /// `DLM_DEVICE_VERSION_MAJOR.MINOR.PATCH` (6.0.2).
 pub const DEVICE_VERSION: (u32, u32, u32) = (
-    dlm_sys::DLM_DEVICE_VERSION_MAJOR as u32,
-    dlm_sys::DLM_DEVICE_VERSION_MINOR as u32,
-    dlm_sys::DLM_DEVICE_VERSION_PATCH as u32,
+    dlm_sys::DLM_DEVICE_VERSION_MAJOR,
+    dlm_sys::DLM_DEVICE_VERSION_MINOR,
+    dlm_sys::DLM_DEVICE_VERSION_PATCH,
 );

@@ -127,7 +127,7 @@ impl LockMode {
 
     /// Decode a kernel mode where `-1` (`DLM_LOCK_IV`) means "no mode".
     pub fn from_raw_iv(raw: i32) -> Result<Option<LockMode>, Errno> {
-        if raw == dlm_sys::DLM_LOCK_IV as i32 {
+        if raw == dlm_sys::DLM_LOCK_IV {
             return Ok(None);
         }
         LockMode::try_from(raw).map(Some)

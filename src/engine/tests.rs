@@ -191,6 +191,7 @@ fn in_place_conversion_is_granted_now_despite_waiters() {
     // again.
     t.conv(a, la, Cr, none());
     assert_eq!(t.drain(a), vec![Ev::C(la, 0, 0), Ev::B(la, Ex)]);
+    assert_eq!(t.e.lock_info(lb).unwrap().queue, Some(Queue::Waiting));
     assert_eq!(t.drain(b), vec![]);
 }
 

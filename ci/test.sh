@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The README's second command, and what .ci/run calls: every check and
+# every test of dlm-rs.
+#
+#   DLM_PROPTEST_CASES / DLM_MODEL_CASES  random sequences per property
+#                                          (CI default: 100,000 in total)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. ci/lib.sh
+install_build_deps
+
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+: "${DLM_PROPTEST_CASES:=50000}"
+: "${DLM_MODEL_CASES:=50000}"
+export DLM_PROPTEST_CASES DLM_MODEL_CASES
+
+step() { echo; echo "=== $* ==="; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (warnings denied)"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "cargo doc (warnings denied)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
+
+step "cargo test (release; $DLM_PROPTEST_CASES property cases, $DLM_MODEL_CASES model cases)"
+cargo test --workspace --release
+
+step "engine benchmark (quick run; figures are informational)"
+cargo bench --bench engine -- --quick
