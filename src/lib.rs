@@ -48,7 +48,9 @@ pub mod flags;
 pub mod lvb;
 pub mod mode;
 pub mod name;
+pub mod proto;
 pub mod status;
+pub mod wire;
 
 pub use error::{Errno, Error, Result};
 pub use flags::{LockFlags, LockspaceFlags, StatusFlags};

@@ -1,0 +1,231 @@
+//! Framing of the fallback daemon's socket protocol.
+//!
+//! A `dlmd` connection carries the kernel device's own records (see
+//! [`proto`](crate::proto)) in small frames, so that one stream can play a
+//! device file: a `write()` becomes a [`Kind::Write`] frame answered by a
+//! [`Kind::Result`] frame with what `write()` would return, and each
+//! callback the kernel would hand to `read()` arrives as a [`Kind::Ast`]
+//! frame holding a `struct dlm_lock_result`.
+//!
+//! ```text
+//! frame := len:u32le kind:u8 body[len - 1]        (1 <= len <= MAX_FRAME)
+//! ```
+//!
+//! Every client frame gets exactly one reply frame, in order. `Ast` frames
+//! are not replies: in push mode the daemon sends them as soon as the
+//! callback exists (as a process that polls its fd and reads at once would
+//! see them); in pull mode only in answer to [`Kind::Read`], one at a
+//! time, exactly as `read()` on the device.
+//!
+//! | kind | from | body | reply |
+//! |---|---|---|---|
+//! | `Hello` | client | role:u8 (0 control, 1 lockspace), flags:u8 (bit 0 pull mode), name | `Result`: 0, or the lockspace's minor, or `-errno` |
+//! | `Write` | client | the bytes of one `write()` | `Result`: its return value |
+//! | `Read` | client | count:u32le (pull mode only) | `Ast`, or `Result` with `-EAGAIN` |
+//! | `Version` | client | empty | `Version`: 12 bytes |
+//! | `Chmod` | client | mode:u32le | `Result` (like `fchmod` on the device) |
+//! | `Query` | client | what:u8 (0 lockspaces, 1 locks), name | `QueryReply` (JSON) or `Result` with `-errno` |
+//! | `Result` | daemon | value:i64le | |
+//! | `Ast` | daemon | a `dlm_lock_result`, value block appended when present | |
+//! | `Version` | daemon | 12 bytes | |
+//! | `QueryReply` | daemon | UTF-8 JSON | |
+
+use crate::error::Errno;
+
+/// The largest frame body (kind byte included) either side accepts.
+pub const MAX_FRAME: usize = 64 * 1024;
+
+/// What a frame is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    /// Client: say what this connection plays (control or a lockspace).
+    Hello = 1,
+    /// Client: one device `write()`.
+    Write = 2,
+    /// Client: one device `read()` (pull mode).
+    Read = 3,
+    /// Client or daemon: the 12-byte version read.
+    Version = 4,
+    /// Client: set the lockspace's access mode.
+    Chmod = 5,
+    /// Client: ask for lockspaces or locks.
+    Query = 6,
+    /// Daemon: the return value of the request.
+    Result = 0x81,
+    /// Daemon: one callback record.
+    Ast = 0x82,
+    /// Daemon: the answer to a query.
+    QueryReply = 0x84,
+}
+
+impl Kind {
+    /// Decode a kind byte.
+    pub fn from_u8(b: u8) -> Option<Kind> {
+        Some(match b {
+            1 => Kind::Hello,
+            2 => Kind::Write,
+            3 => Kind::Read,
+            4 => Kind::Version,
+            5 => Kind::Chmod,
+            6 => Kind::Query,
+            0x81 => Kind::Result,
+            0x82 => Kind::Ast,
+            0x84 => Kind::QueryReply,
+            _ => return None,
+        })
+    }
+}
+
+/// `Hello` roles.
+pub const ROLE_CONTROL: u8 = 0;
+/// `Hello` roles.
+pub const ROLE_LOCKSPACE: u8 = 1;
+/// `Hello` flag: deliver callbacks only on `Read`.
+pub const HELLO_PULL: u8 = 1;
+/// `Query` subjects.
+pub const QUERY_LOCKSPACES: u8 = 0;
+/// `Query` subjects.
+pub const QUERY_LOCKS: u8 = 1;
+
+/// Append one frame to `out`. A body over [`MAX_FRAME`] - 1 bytes is
+/// `EMSGSIZE`.
+pub fn put_frame(out: &mut Vec<u8>, kind: Kind, body: &[u8]) -> Result<(), Errno> {
+    let len = body.len() + 1;
+    if len > MAX_FRAME {
+        return Err(Errno::EMSGSIZE);
+    }
+    out.extend_from_slice(&(len as u32).to_le_bytes());
+    out.push(kind as u8);
+    out.extend_from_slice(body);
+    Ok(())
+}
+
+/// Append a `Result` frame.
+pub fn put_result(out: &mut Vec<u8>, value: i64) {
+    // An 8-byte body always fits.
+    let _ = put_frame(out, Kind::Result, &value.to_le_bytes());
+}
+
+/// Decode a `Result` body.
+pub fn result_value(body: &[u8]) -> Result<i64, Errno> {
+    let arr: [u8; 8] = body.try_into().map_err(|_| Errno::EPROTO)?;
+    Ok(i64::from_le_bytes(arr))
+}
+
+/// Incremental frame decoder: feed it whatever `read()` returned, take
+/// complete frames out. Partial frames wait for more bytes.
+#[derive(Debug, Default)]
+pub struct Decoder {
+    buf: Vec<u8>,
+    start: usize,
+}
+
+/// A frame borrowed from a [`Decoder`].
+#[derive(Debug, PartialEq, Eq)]
+pub struct Frame<'a> {
+    /// Its kind.
+    pub kind: Kind,
+    /// Its body.
+    pub body: &'a [u8],
+}
+
+impl Decoder {
+    /// An empty decoder.
+    pub fn new() -> Decoder {
+        Decoder::default()
+    }
+
+    /// Add bytes that arrived.
+    pub fn feed(&mut self, bytes: &[u8]) {
+        if self.start > 0 && self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Bytes held that are not yet a whole frame.
+    pub fn pending(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
+    /// The next complete frame, `Ok(None)` if more bytes are needed, or an
+    /// error for a frame that can never be valid (zero or oversized length:
+    /// `EMSGSIZE`; unknown kind: `EPROTO`). After an error the stream is
+    /// out of step and must be closed.
+    pub fn next_frame(&mut self) -> Result<Option<Frame<'_>>, Errno> {
+        if self.start > 0 && self.start * 2 > self.buf.len() {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        let avail = &self.buf[self.start..];
+        if avail.len() < 4 {
+            return Ok(None);
+        }
+        let len = u32::from_le_bytes([avail[0], avail[1], avail[2], avail[3]]) as usize;
+        if len == 0 || len > MAX_FRAME {
+            return Err(Errno::EMSGSIZE);
+        }
+        if avail.len() < 4 + len {
+            return Ok(None);
+        }
+        let kind = Kind::from_u8(avail[4]).ok_or(Errno::EPROTO)?;
+        let body_start = self.start + 5;
+        let body_end = self.start + 4 + len;
+        self.start = body_end;
+        Ok(Some(Frame {
+            kind,
+            body: &self.buf[body_start..body_end],
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_survive_any_split() {
+        let mut out = Vec::new();
+        put_frame(&mut out, Kind::Write, b"hello").unwrap();
+        put_result(&mut out, -22);
+        put_frame(&mut out, Kind::Version, b"").unwrap();
+        for split in 0..=out.len() {
+            let mut d = Decoder::new();
+            d.feed(&out[..split]);
+            let mut got = Vec::new();
+            while let Some(f) = d.next_frame().unwrap() {
+                got.push((f.kind, f.body.to_vec()));
+            }
+            d.feed(&out[split..]);
+            while let Some(f) = d.next_frame().unwrap() {
+                got.push((f.kind, f.body.to_vec()));
+            }
+            assert_eq!(got.len(), 3, "split at {split}");
+            assert_eq!(got[0], (Kind::Write, b"hello".to_vec()));
+            assert_eq!(result_value(&got[1].1), Ok(-22));
+            assert_eq!(got[2], (Kind::Version, vec![]));
+            assert_eq!(d.pending(), 0);
+        }
+    }
+
+    #[test]
+    fn bad_frames_are_errors() {
+        let mut d = Decoder::new();
+        d.feed(&[0, 0, 0, 0]);
+        assert_eq!(d.next_frame(), Err(Errno::EMSGSIZE));
+        let mut d = Decoder::new();
+        d.feed(&((MAX_FRAME as u32 + 1).to_le_bytes()));
+        assert_eq!(d.next_frame(), Err(Errno::EMSGSIZE));
+        let mut d = Decoder::new();
+        d.feed(&[1, 0, 0, 0, 0x7f]);
+        assert_eq!(d.next_frame(), Err(Errno::EPROTO));
+        assert_eq!(result_value(b"short"), Err(Errno::EPROTO));
+        let mut out = Vec::new();
+        assert_eq!(
+            put_frame(&mut out, Kind::Write, &vec![0; MAX_FRAME]),
+            Err(Errno::EMSGSIZE)
+        );
+    }
+}
