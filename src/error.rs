@@ -122,6 +122,14 @@ pub enum Error {
     Os(Errno),
     /// An argument was rejected before anything was sent.
     InvalidArgument(&'static str),
+    /// The kernel backend cannot be used; the text says why and what to do.
+    KernelUnavailable(String),
+    /// No fallback daemon answers at this socket (and none could be
+    /// started).
+    DaemonUnavailable(std::path::PathBuf, Errno),
+    /// An operation completed with a status that makes no sense for it
+    /// (for example an unlock that did not report "unlocked").
+    Unexpected(crate::status::Status),
 }
 
 impl Error {
@@ -130,6 +138,9 @@ impl Error {
         match self {
             Error::Os(e) => *e,
             Error::InvalidArgument(_) => Errno::EINVAL,
+            Error::KernelUnavailable(_) => Errno::ENOSYS,
+            Error::DaemonUnavailable(_, e) => *e,
+            Error::Unexpected(_) => Errno::EPROTO,
         }
     }
 }
@@ -139,6 +150,14 @@ impl fmt::Display for Error {
         match self {
             Error::Os(e) => write!(f, "{e} (errno {})", e.raw()),
             Error::InvalidArgument(what) => write!(f, "invalid argument: {what}"),
+            Error::KernelUnavailable(why) => write!(f, "kernel DLM unavailable: {why}"),
+            Error::DaemonUnavailable(path, e) => write!(
+                f,
+                "no dlm daemon answers at {} ({e}); start one with `dlmd --socket {}` or set DLM_SOCKET",
+                path.display(),
+                path.display()
+            ),
+            Error::Unexpected(st) => write!(f, "unexpected completion status: {st}"),
         }
     }
 }
@@ -146,8 +165,8 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::Os(e) => Some(e),
-            Error::InvalidArgument(_) => None,
+            Error::Os(e) | Error::DaemonUnavailable(_, e) => Some(e),
+            _ => None,
         }
     }
 }

@@ -42,13 +42,16 @@
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod client;
 pub mod engine;
 pub mod error;
 pub mod flags;
 pub mod lvb;
 pub mod mode;
 pub mod name;
+pub mod paths;
 pub mod proto;
+pub mod query;
 pub mod status;
 pub mod wire;
 

@@ -1,0 +1,133 @@
+//! `async` lock requests (feature `async`).
+//!
+//! A [`LockFuture`] resolves when the lock's completion arrives. It works
+//! with any executor: the lockspace's event-loop thread (started on first
+//! use) reads the device and wakes the task.
+//!
+//! # Cancel on drop
+//!
+//! Dropping a `LockFuture` before it resolves cancels the request
+//! (`DLM_LKF_CANCEL`). If the grant wins the race with the cancel, the
+//! lock is unlocked as soon as the grant arrives. Either way no lock is
+//! left behind, and the lockspace handle stays usable. To bound the wait,
+//! wrap the future in your runtime's timeout: the drop does the rest.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use super::{granted_mode, Lock, LockId, LockRequest, Lockspace, Outcome};
+use crate::error::{Errno, Error, Result};
+use crate::flags::LockFlags;
+use crate::mode::LockMode;
+use crate::status::Status;
+
+/// A lock request in flight; see the [module docs](self).
+#[derive(Debug)]
+#[must_use = "a LockFuture does nothing unless polled, and cancels the request when dropped"]
+pub struct LockFuture {
+    ls: Lockspace,
+    id: Option<LockId>,
+    mode: LockMode,
+    flags: LockFlags,
+    error: Option<Error>,
+}
+
+impl Lockspace {
+    /// Ask for a lock and get a future of the outcome. The request is sent
+    /// at once; the future only waits. `LockRequest::timeout` is not used
+    /// here (see the module docs).
+    pub fn lock_async(&self, req: LockRequest) -> LockFuture {
+        let (mode, flags) = (req.mode, req.flags);
+        let started = self
+            .start_event_loop()
+            .and_then(|()| self.submit(req, None));
+        let (id, error) = match started {
+            Ok(id) => (Some(id), None),
+            Err(e) => (None, Some(e)),
+        };
+        LockFuture {
+            ls: self.clone(),
+            id,
+            mode,
+            flags,
+            error,
+        }
+    }
+}
+
+impl Future for LockFuture {
+    type Output = Result<Outcome<Lock>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if let Some(e) = self.error.take() {
+            return Poll::Ready(Err(e));
+        }
+        let Some(id) = self.id else {
+            return Poll::Ready(Err(Error::Os(Errno::EINVAL)));
+        };
+        let ls = self.ls.clone();
+        let completion = {
+            let mut st = ls.state();
+            let Some(slot) = st.slot(id.token) else {
+                self.id = None;
+                return Poll::Ready(Err(Error::Os(Errno::ENOENT)));
+            };
+            match slot.done.pop_front() {
+                Some(c) => c,
+                None => {
+                    slot.waker = Some(cx.waker().clone());
+                    return Poll::Pending;
+                }
+            }
+        };
+        self.id = None;
+        self.ls.take_slot_result(id.token);
+        Poll::Ready(Ok(if completion.status == Status::Granted {
+            Outcome::Granted(Lock {
+                ls: self.ls.clone(),
+                id,
+                mode: granted_mode(self.mode, self.flags, completion.flags),
+                value_block: completion.value_block,
+                held: true,
+            })
+        } else {
+            Outcome::NotGranted(completion)
+        }))
+    }
+}
+
+impl Drop for LockFuture {
+    fn drop(&mut self) {
+        let Some(id) = self.id.take() else {
+            return;
+        };
+        // Still pending: whatever arrives from now on is unwanted.
+        let pending_grant = {
+            let mut st = self.ls.state();
+            match st.slot(id.token) {
+                Some(slot) => {
+                    slot.waiting = false;
+                    slot.abandoned = true;
+                    slot.waker = None;
+                    // A completion may already be queued for us.
+                    slot.done.pop_front()
+                }
+                None => return,
+            }
+        };
+        match pending_grant {
+            Some(c) if c.status == Status::Granted => {
+                if let Err(e) = self.ls.unlock(id, LockFlags::empty(), None) {
+                    log::warn!("unlock of a dropped lock request failed: {e}");
+                }
+            }
+            Some(_) => self.ls.take_slot_result(id.token),
+            None => {
+                if let Err(e) = self.ls.cancel(id) {
+                    log::warn!("cancel of a dropped lock request failed: {e}");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,316 @@
+//! Transports: how records reach the DLM.
+//!
+//! A [`Device`] is one open lockspace (or the control device): the kernel's
+//! misc device, or a connection to `dlmd` that plays one. Both move the
+//! same records ([`proto`](crate::proto)); this module hides the
+//! difference: [`Device::write`] returns what `write()` returns, and
+//! [`Device::read_available`] collects the records `read()` would return.
+//!
+//! The fd is always non-blocking; blocking waits use `poll(2)`.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{ErrorKind, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::error::Errno;
+use crate::proto::{self, LockResult, RESULT_WITH_LVB_SIZE};
+use crate::wire::{self, Kind};
+
+/// One open device: the kernel's, or a `dlmd` connection playing one.
+#[derive(Debug)]
+pub(crate) enum Device {
+    Kernel(File),
+    Socket(SocketConn),
+}
+
+/// A connection to `dlmd`.
+#[derive(Debug)]
+pub(crate) struct SocketConn {
+    stream: UnixStream,
+    decoder: wire::Decoder,
+    /// Callback records that arrived while waiting for a reply.
+    stash: VecDeque<LockResult>,
+}
+
+fn io_errno(e: std::io::Error) -> Errno {
+    Errno::from(e)
+}
+
+/// Wait until `fd` is readable (or writable), up to `timeout`.
+pub(crate) fn wait_fd(
+    fd: BorrowedFd<'_>,
+    write: bool,
+    timeout: Option<Duration>,
+) -> Result<bool, Errno> {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    let flags = if write { PollFlags::OUT } else { PollFlags::IN };
+    let deadline = timeout.map(|t| Instant::now() + t);
+    loop {
+        let mut fds = [PollFd::new(&fd, flags)];
+        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        let ts = left.map(|d| Timespec {
+            tv_sec: d.as_secs().min(i64::MAX as u64) as i64,
+            tv_nsec: i64::from(d.subsec_nanos()),
+        });
+        match poll(&mut fds, ts.as_ref()) {
+            Ok(0) => return Ok(false),
+            Ok(_) => return Ok(true),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(Errno::from_raw(e.raw_os_error())),
+        }
+    }
+}
+
+impl Device {
+    /// Open a kernel device node read-write, non-blocking, close-on-exec.
+    pub(crate) fn open_kernel(path: &Path) -> Result<Device, Errno> {
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(path)
+            .map_err(io_errno)?;
+        Ok(Device::Kernel(f))
+    }
+
+    /// Connect to `dlmd` at `path` and say hello as `role`.
+    ///
+    /// Returns the device and the daemon's answer to the hello (0, or a
+    /// lockspace's minor).
+    pub(crate) fn connect(
+        path: &Path,
+        role: u8,
+        flags: u8,
+        name: &[u8],
+    ) -> Result<(Device, i64), Errno> {
+        let stream = UnixStream::connect(path).map_err(io_errno)?;
+        stream.set_nonblocking(true).map_err(io_errno)?;
+        let mut dev = Device::Socket(SocketConn {
+            stream,
+            decoder: wire::Decoder::new(),
+            stash: VecDeque::new(),
+        });
+        let mut body = vec![role, flags];
+        body.extend_from_slice(name);
+        let v = dev.call(Kind::Hello, &body)?;
+        if v < 0 {
+            return Err(Errno::from_raw((-v).min(i64::from(i32::MAX)) as i32));
+        }
+        Ok((dev, v))
+    }
+
+    /// A duplicate of the fd (for polling without the device's lock).
+    pub(crate) fn dup_fd(&self) -> Result<std::os::fd::OwnedFd, Errno> {
+        self.fd().try_clone_to_owned().map_err(io_errno)
+    }
+
+    /// The fd to poll for callbacks.
+    pub(crate) fn raw_fd(&self) -> RawFd {
+        match self {
+            Device::Kernel(f) => f.as_raw_fd(),
+            Device::Socket(s) => s.stream.as_raw_fd(),
+        }
+    }
+
+    fn fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Device::Kernel(f) => f.as_fd(),
+            Device::Socket(s) => s.stream.as_fd(),
+        }
+    }
+
+    /// Whether records are already waiting in user space (so polling the
+    /// fd would not see them).
+    pub(crate) fn has_stashed(&self) -> bool {
+        match self {
+            Device::Kernel(_) => false,
+            Device::Socket(s) => !s.stash.is_empty(),
+        }
+    }
+
+    /// `write()` a request; returns what the kernel's `write()` returns.
+    pub(crate) fn write(&mut self, bytes: &[u8]) -> Result<i64, Errno> {
+        match self {
+            Device::Kernel(f) => loop {
+                match f.write(bytes) {
+                    Ok(n) => return Ok(n as i64),
+                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(io_errno(e)),
+                }
+            },
+            Device::Socket(_) => {
+                let v = self.call(Kind::Write, bytes)?;
+                if v < 0 {
+                    Err(Errno::from_raw((-v).min(i64::from(i32::MAX)) as i32))
+                } else {
+                    Ok(v)
+                }
+            }
+        }
+    }
+
+    /// The device version (a 12-byte read).
+    pub(crate) fn version(&mut self) -> Result<[u32; 3], Errno> {
+        match self {
+            Device::Kernel(f) => {
+                let mut b = [0u8; proto::VERSION_SIZE];
+                let n = f.read(&mut b).map_err(io_errno)?;
+                proto::decode_version(&b[..n])
+            }
+            Device::Socket(s) => {
+                s.send(Kind::Version, &[])?;
+                let body = s.wait_reply(Kind::Version)?;
+                proto::decode_version(&body)
+            }
+        }
+    }
+
+    /// Send a `Query`/`Chmod`-style frame and return the raw reply body.
+    pub(crate) fn socket_request(
+        &mut self,
+        kind: Kind,
+        body: &[u8],
+        reply: Kind,
+    ) -> Result<Vec<u8>, Errno> {
+        match self {
+            Device::Kernel(_) => Err(Errno::ENOSYS),
+            Device::Socket(s) => {
+                s.send(kind, body)?;
+                s.wait_reply(reply)
+            }
+        }
+    }
+
+    fn call(&mut self, kind: Kind, body: &[u8]) -> Result<i64, Errno> {
+        match self {
+            Device::Kernel(_) => Err(Errno::ENOSYS),
+            Device::Socket(s) => {
+                s.send(kind, body)?;
+                let body = s.wait_reply(Kind::Result)?;
+                wire::result_value(&body)
+            }
+        }
+    }
+
+    /// Move every record that can be read without blocking into `out`.
+    /// End of file (the daemon went away) is `EPIPE`.
+    pub(crate) fn read_available(&mut self, out: &mut VecDeque<LockResult>) -> Result<(), Errno> {
+        match self {
+            Device::Kernel(f) => {
+                let mut b = [0u8; RESULT_WITH_LVB_SIZE];
+                loop {
+                    match f.read(&mut b) {
+                        Ok(n) => out.push_back(proto::decode_result(&b[..n])?),
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+                        Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(io_errno(e)),
+                    }
+                }
+            }
+            Device::Socket(s) => {
+                s.fill(false)?;
+                s.take_frames(None)?;
+                out.extend(s.stash.drain(..));
+                Ok(())
+            }
+        }
+    }
+
+    /// The device's minor number (kernel backend).
+    pub(crate) fn minor(&self) -> Option<u32> {
+        match self {
+            Device::Kernel(f) => {
+                use std::os::unix::fs::MetadataExt;
+                let rdev = f.metadata().ok()?.rdev();
+                Some(rustix::fs::minor(rdev))
+            }
+            Device::Socket(_) => None,
+        }
+    }
+
+    /// `fchmod` the device node (kernel backend): libdlm's lockspace mode.
+    pub(crate) fn fchmod(&self, mode: u32) -> Result<(), Errno> {
+        match self {
+            Device::Kernel(f) => rustix::fs::fchmod(f, rustix::fs::Mode::from_raw_mode(mode))
+                .map_err(|e| Errno::from_raw(e.raw_os_error())),
+            Device::Socket(_) => Err(Errno::ENOSYS),
+        }
+    }
+}
+
+impl SocketConn {
+    fn send(&mut self, kind: Kind, body: &[u8]) -> Result<(), Errno> {
+        let mut frame = Vec::with_capacity(body.len() + 5);
+        wire::put_frame(&mut frame, kind, body)?;
+        let mut off = 0;
+        while off < frame.len() {
+            match self.stream.write(&frame[off..]) {
+                Ok(0) => return Err(Errno::EPIPE),
+                Ok(n) => off += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    wait_fd(self.stream.as_fd(), true, None)?;
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(io_errno(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Read what is there (and, if `block`, wait for at least something).
+    fn fill(&mut self, block: bool) -> Result<(), Errno> {
+        let mut buf = [0u8; 8192];
+        let mut got = false;
+        loop {
+            match self.stream.read(&mut buf) {
+                Ok(0) => return Err(Errno::EPIPE),
+                Ok(n) => {
+                    self.decoder.feed(&buf[..n]);
+                    got = true;
+                    if n < buf.len() {
+                        return Ok(());
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    if got || !block {
+                        return Ok(());
+                    }
+                    wait_fd(self.stream.as_fd(), false, None)?;
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(io_errno(e)),
+            }
+        }
+    }
+
+    /// Decode buffered frames: callback records go to the stash; the
+    /// first frame of kind `want` is returned.
+    fn take_frames(&mut self, want: Option<Kind>) -> Result<Option<Vec<u8>>, Errno> {
+        while let Some(frame) = self.decoder.next_frame()? {
+            match frame.kind {
+                Kind::Ast => {
+                    let r = proto::decode_result(frame.body)?;
+                    self.stash.push_back(r);
+                }
+                k if Some(k) == want => return Ok(Some(frame.body.to_vec())),
+                // A reply nobody waits for means the stream is out of step.
+                _ => return Err(Errno::EPROTO),
+            }
+        }
+        Ok(None)
+    }
+
+    fn wait_reply(&mut self, want: Kind) -> Result<Vec<u8>, Errno> {
+        loop {
+            if let Some(body) = self.take_frames(Some(want))? {
+                return Ok(body);
+            }
+            self.fill(true)?;
+        }
+    }
+}

@@ -1,0 +1,1234 @@
+//! The client API: lockspaces and locks over either backend.
+//!
+//! [`Dlm::open`] picks a backend at run time: the kernel DLM when its
+//! control device exists, the fallback daemon `dlmd` otherwise
+//! (`DLM_BACKEND=kernel|fallback` or [`DlmBuilder::backend`] override the
+//! choice). Above the transport everything is the same: a request is
+//! encoded as the device's record, written, and the callback records that
+//! come back are dispatched.
+//!
+//! # Callbacks, threads and blocking
+//!
+//! Completion and blocking callbacks are Rust closures. They run
+//! - on the lockspace's event-loop thread, once
+//!   [`Lockspace::start_event_loop`] has started it; or
+//! - on whatever thread calls [`Lockspace::dispatch`] (for example your own
+//!   `mio::Poll` loop: [`Lockspace`] implements [`mio::event::Source`]); or
+//! - inline, on a thread blocked in a waiting call such as
+//!   [`Lockspace::lock`], when no event-loop thread runs. Such a call reads
+//!   its completion itself, with no thread hand-off.
+//!
+//! Callbacks must not block for long; they may call back into the
+//! lockspace (for example to convert down after a blocking AST).
+//!
+//! # Tokens, not pointers
+//!
+//! The kernel only echoes what it is given. The safe API gives it opaque
+//! tokens (a slot number and a generation), never Rust pointers, so a
+//! stale or forged record can at worst name a slot that no longer exists,
+//! which is logged and ignored.
+//!
+//! # Timeouts
+//!
+//! The kernel removed `DLM_LKF_TIMEOUT` in 6.2; timeouts live here: a
+//! waiting call with [`LockRequest::timeout`] cancels the request when the
+//! time is up. If the grant wins the race with the cancel, the lock is
+//! granted and returned (a cancel of a granted lock does nothing);
+//! otherwise the outcome is [`Status::TimedOut`].
+
+mod device;
+
+use std::collections::VecDeque;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use device::Device;
+
+use crate::error::{Errno, Error, Result};
+use crate::flags::{LockFlags, LockspaceFlags, StatusFlags};
+use crate::lvb::ValueBlock;
+use crate::mode::LockMode;
+use crate::name::{LockspaceName, ResourceName};
+use crate::proto::{self, Command, LockRequest as Wire, LockResult};
+use crate::status::{Completion, Status};
+use crate::wire;
+
+/// Where a [`Dlm`] sends its requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Backend {
+    /// The kernel DLM through `/dev/misc/dlm-control` and `dlm_<ls>`.
+    Kernel,
+    /// The fallback daemon `dlmd` through a Unix socket.
+    Fallback,
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Backend::Kernel => "kernel",
+            Backend::Fallback => "fallback",
+        })
+    }
+}
+
+impl std::str::FromStr for Backend {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Backend> {
+        match s {
+            "kernel" => Ok(Backend::Kernel),
+            "fallback" => Ok(Backend::Fallback),
+            _ => Err(Error::InvalidArgument(
+                "DLM_BACKEND must be \"kernel\" or \"fallback\"",
+            )),
+        }
+    }
+}
+
+/// The kernel's control device, where it may be: `/dev/misc/dlm-control`
+/// (udev's link), then `/dev/dlm-control` (devtmpfs).
+pub fn kernel_control_device() -> Option<PathBuf> {
+    ["/dev/misc/dlm-control", "/dev/dlm-control"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+}
+
+/// Options for [`Dlm`]; see [`Dlm::builder`].
+#[derive(Debug, Clone, Default)]
+pub struct DlmBuilder {
+    backend: Option<Backend>,
+    socket: Option<PathBuf>,
+    autostart: Option<bool>,
+}
+
+impl DlmBuilder {
+    /// Use this backend, whatever the environment says.
+    pub fn backend(mut self, b: Backend) -> Self {
+        self.backend = Some(b);
+        self
+    }
+
+    /// Talk to the daemon at this socket (fallback backend).
+    pub fn socket(mut self, path: impl Into<PathBuf>) -> Self {
+        self.socket = Some(path.into());
+        self
+    }
+
+    /// Whether to start a per-user `dlmd` when none answers (default:
+    /// yes, unless `DLM_NO_AUTOSTART` is set).
+    pub fn autostart(mut self, on: bool) -> Self {
+        self.autostart = Some(on);
+        self
+    }
+
+    /// Connect.
+    pub fn open(self) -> Result<Dlm> {
+        let backend = match self.backend {
+            Some(b) => b,
+            None => match std::env::var("DLM_BACKEND") {
+                Ok(s) if !s.is_empty() => s.parse()?,
+                _ => {
+                    if kernel_control_device().is_some() {
+                        Backend::Kernel
+                    } else {
+                        Backend::Fallback
+                    }
+                }
+            },
+        };
+        match backend {
+            Backend::Kernel => {
+                let path = kernel_control_device().ok_or_else(|| {
+                    Error::KernelUnavailable(
+                        "neither /dev/misc/dlm-control nor /dev/dlm-control exists: load the dlm module \
+                         (modprobe dlm), or use the fallback daemon (DLM_BACKEND=fallback)"
+                            .into(),
+                    )
+                })?;
+                let control = Device::open_kernel(&path)?;
+                Ok(Dlm {
+                    backend,
+                    socket: None,
+                    control: Mutex::new(control),
+                })
+            }
+            Backend::Fallback => {
+                let socket = match self.socket {
+                    Some(p) => p,
+                    None => crate::paths::fallback_socket_path().map_err(Error::Os)?,
+                };
+                let autostart = self
+                    .autostart
+                    .unwrap_or_else(|| std::env::var_os("DLM_NO_AUTOSTART").is_none());
+                let control = connect_or_start(&socket, autostart)?;
+                Ok(Dlm {
+                    backend,
+                    socket: Some(socket),
+                    control: Mutex::new(control),
+                })
+            }
+        }
+    }
+}
+
+/// Connect to the control side of `dlmd`, starting a per-user daemon if
+/// none answers and `autostart` is on.
+fn connect_or_start(socket: &Path, autostart: bool) -> Result<Device> {
+    let hello = |_: ()| Device::connect(socket, wire::ROLE_CONTROL, 0, b"");
+    match hello(()) {
+        Ok((d, _)) => return Ok(d),
+        Err(e) if autostart && (e == Errno::ENOENT || e == Errno::from_raw(libc::ECONNREFUSED)) => {
+        }
+        Err(e) => return Err(Error::DaemonUnavailable(socket.to_path_buf(), e)),
+    }
+    crate::paths::start_user_daemon(socket)
+        .map_err(|e| Error::DaemonUnavailable(socket.to_path_buf(), e))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut pause = Duration::from_millis(2);
+    loop {
+        match hello(()) {
+            Ok((d, _)) => return Ok(d),
+            Err(e) if Instant::now() >= deadline => {
+                return Err(Error::DaemonUnavailable(socket.to_path_buf(), e));
+            }
+            Err(_) => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+/// A connection to the DLM: the control device (kernel) or the control
+/// side of `dlmd`.
+#[derive(Debug)]
+pub struct Dlm {
+    backend: Backend,
+    socket: Option<PathBuf>,
+    control: Mutex<Device>,
+}
+
+impl Dlm {
+    /// Connect to the backend chosen from the environment: see
+    /// [`DlmBuilder::open`].
+    pub fn open() -> Result<Dlm> {
+        DlmBuilder::default().open()
+    }
+
+    /// Options.
+    pub fn builder() -> DlmBuilder {
+        DlmBuilder::default()
+    }
+
+    /// Which backend this handle uses.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The daemon socket, for the fallback backend.
+    pub fn socket_path(&self) -> Option<&Path> {
+        self.socket.as_deref()
+    }
+
+    fn control(&self) -> MutexGuard<'_, Device> {
+        self.control.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `dlm_kernel_version()`: the device interface version (6.0.2).
+    pub fn version(&self) -> Result<(u32, u32, u32)> {
+        let v = self.control().version()?;
+        Ok((v[0], v[1], v[2]))
+    }
+
+    /// `dlm_new_lockspace()`: create (or join) a lockspace and open it.
+    ///
+    /// `mode` is the access mode of the lockspace (like a file's, default
+    /// 0600 when 0 is given); other users need read-write permission to
+    /// open it.
+    pub fn create_lockspace(
+        &self,
+        name: &LockspaceName,
+        flags: LockspaceFlags,
+        mode: u32,
+    ) -> Result<Lockspace> {
+        let flags = flags - LockspaceFlags::TIMEWARN;
+        let req = proto::encode_create(name.as_bytes(), flags.bits(), proto::VERSION)?;
+        let minor = self.control().write(req.as_bytes())?;
+        let ls = self.open_lockspace(name)?;
+        let mode = if mode == 0 { 0o600 } else { mode };
+        ls.chmod(mode)?;
+        debug_assert!(minor >= 0);
+        Ok(ls)
+    }
+
+    /// `dlm_open_lockspace()`: open an existing lockspace.
+    pub fn open_lockspace(&self, name: &LockspaceName) -> Result<Lockspace> {
+        match &self.socket {
+            Some(socket) => {
+                let (dev, minor) =
+                    Device::connect(socket, wire::ROLE_LOCKSPACE, 0, name.as_bytes())?;
+                Lockspace::new(*name, u32::try_from(minor).unwrap_or(0), dev, self.backend)
+            }
+            None => {
+                let dev_name = String::from_utf8_lossy(&name.device_name()).into_owned();
+                let path = [format!("/dev/misc/{dev_name}"), format!("/dev/{dev_name}")]
+                    .into_iter()
+                    .map(PathBuf::from)
+                    .find(|p| p.exists())
+                    .ok_or(Error::Os(Errno::ENOENT))?;
+                let dev = Device::open_kernel(&path)?;
+                let minor = dev.minor().unwrap_or(0);
+                Lockspace::new(*name, minor, dev, self.backend)
+            }
+        }
+    }
+
+    /// `dlm_release_lockspace()`: close `ls` and release the lockspace.
+    ///
+    /// Unlike libdlm, which ignores it, the result is returned: without
+    /// `force`, `EBUSY` while locks remain. The call waits until every
+    /// other handle on the lockspace is closed, as the kernel does.
+    pub fn release_lockspace(&self, ls: Lockspace, force: bool) -> Result<()> {
+        let minor = ls.minor();
+        drop(ls);
+        let flags = if force {
+            dlm_sys::DLM_USER_LSFLG_FORCEFREE
+        } else {
+            0
+        };
+        let req = proto::encode_remove(minor, flags, proto::VERSION);
+        self.control().write(req.as_bytes())?;
+        Ok(())
+    }
+
+    /// Every lockspace the DLM has (a query libdlm does not offer).
+    pub fn lockspaces(&self) -> Result<Vec<crate::query::LockspaceInfo>> {
+        let body = self.control().socket_request(
+            wire::Kind::Query,
+            &[wire::QUERY_LOCKSPACES],
+            wire::Kind::QueryReply,
+        )?;
+        crate::query::parse(&body).map_err(Error::Os)
+    }
+
+    /// Every lock of a lockspace, with mode, queue and owner pid.
+    pub fn locks(&self, name: &LockspaceName) -> Result<Vec<crate::query::LockInfo>> {
+        let mut q = vec![wire::QUERY_LOCKS];
+        q.extend_from_slice(name.as_bytes());
+        let body = self
+            .control()
+            .socket_request(wire::Kind::Query, &q, wire::Kind::QueryReply)?;
+        crate::query::parse(&body).map_err(Error::Os)
+    }
+}
+
+/// A completion callback: the lock and what happened.
+pub type CompletionFn = Box<dyn FnMut(LockId, &Completion) + Send + 'static>;
+/// A blocking callback: the lock and the mode someone else wants.
+pub type BlockingFn = Box<dyn FnMut(LockId, LockMode) + Send + 'static>;
+
+/// A lock's identity: the kernel's lock id and this process's token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LockId {
+    token: u64,
+    lkid: u32,
+}
+
+impl LockId {
+    /// The DLM's lock id (`lksb.sb_lkid`).
+    pub fn lkid(&self) -> u32 {
+        self.lkid
+    }
+}
+
+/// What to lock, and how: the arguments of `dlm_ls_lock()`.
+pub struct LockRequest {
+    resource: ResourceName,
+    mode: LockMode,
+    flags: LockFlags,
+    value_block: Option<ValueBlock>,
+    timeout: Option<Duration>,
+    on_blocking: Option<BlockingFn>,
+}
+
+impl std::fmt::Debug for LockRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LockRequest")
+            .field("resource", &self.resource)
+            .field("mode", &self.mode)
+            .field("flags", &self.flags)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LockRequest {
+    /// A request for `resource` in `mode`.
+    pub fn new(resource: ResourceName, mode: LockMode) -> LockRequest {
+        LockRequest {
+            resource,
+            mode,
+            flags: LockFlags::empty(),
+            value_block: None,
+            timeout: None,
+            on_blocking: None,
+        }
+    }
+
+    /// Add `DLM_LKF_*` flags. `CONVERT` and `CANCEL` are not request
+    /// flags here: use [`Lock::convert`] and [`Lockspace::cancel`].
+    pub fn flags(mut self, flags: LockFlags) -> Self {
+        self.flags |= flags;
+        self
+    }
+
+    /// Ask for the value block (`VALBLK`).
+    pub fn value_block(mut self) -> Self {
+        self.flags |= LockFlags::VALBLK;
+        self
+    }
+
+    /// Give up (cancel) after this long; see the module docs.
+    pub fn timeout(mut self, t: Duration) -> Self {
+        self.timeout = Some(t);
+        self
+    }
+
+    /// Call `f` when another request is blocked by this lock.
+    pub fn on_blocking(mut self, f: impl FnMut(LockId, LockMode) + Send + 'static) -> Self {
+        self.on_blocking = Some(Box::new(f));
+        self
+    }
+}
+
+/// The outcome of a waiting lock call: granted, or the completion that
+/// says why not (`WouldBlock`, `TimedOut`, `Cancelled`, …).
+#[derive(Debug)]
+pub enum Outcome<T> {
+    /// Granted.
+    Granted(T),
+    /// Not granted.
+    NotGranted(Completion),
+}
+
+impl<T> Outcome<T> {
+    /// The granted value, if any.
+    pub fn granted(self) -> Option<T> {
+        match self {
+            Outcome::Granted(t) => Some(t),
+            Outcome::NotGranted(_) => None,
+        }
+    }
+}
+
+struct Slot {
+    gen: u32,
+    lkid: u32,
+    ever_granted: bool,
+    on_complete: Option<CompletionFn>,
+    on_blocking: Option<BlockingFn>,
+    /// Completions not yet taken by a waiter.
+    done: VecDeque<Completion>,
+    waiting: bool,
+    deadlock_cancel: bool,
+    ended: bool,
+    /// Unlock as soon as it is granted (an abandoned request).
+    abandoned: bool,
+    lvb: ValueBlock,
+    #[cfg(feature = "async")]
+    waker: Option<std::task::Waker>,
+}
+
+#[derive(Default)]
+struct State {
+    slots: Vec<Option<Slot>>,
+    free: Vec<u32>,
+    next_gen: u32,
+    /// A thread is reading the device for everybody.
+    reading: bool,
+}
+
+impl State {
+    fn slot(&mut self, token: u64) -> Option<&mut Slot> {
+        let (idx, gen) = split_token(token);
+        self.slots.get_mut(idx)?.as_mut().filter(|s| s.gen == gen)
+    }
+
+    fn free_slot(&mut self, token: u64) {
+        let (idx, gen) = split_token(token);
+        if let Some(entry) = self.slots.get_mut(idx) {
+            if entry.as_ref().is_some_and(|s| s.gen == gen) {
+                *entry = None;
+                self.free.push(idx as u32);
+            }
+        }
+    }
+}
+
+fn split_token(token: u64) -> (usize, u32) {
+    (
+        ((token & 0xffff_ffff) as usize).wrapping_sub(1),
+        (token >> 32) as u32,
+    )
+}
+
+struct Inner {
+    name: LockspaceName,
+    minor: u32,
+    backend: Backend,
+    dev: Mutex<Device>,
+    fd: RawFd,
+    /// A duplicate of the device fd, polled without holding `dev`.
+    poll_fd: OwnedFd,
+    /// Readable while records wait in user space (read from the socket
+    /// along with a reply); registered with every poller next to `fd`.
+    notify_r: OwnedFd,
+    notify_w: OwnedFd,
+    state: Mutex<State>,
+    cond: Condvar,
+    event_loop: Mutex<Option<Arc<EventLoop>>>,
+}
+
+struct EventLoop {
+    waker: mio::Waker,
+    stop: AtomicBool,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(ev) = self.event_loop.get_mut().ok().and_then(|e| e.take()) {
+            ev.stop.store(true, Ordering::SeqCst);
+            let _ = ev.waker.wake();
+        }
+    }
+}
+
+/// An open lockspace (`dlm_lshandle_t`). Cheap to clone; the lockspace is
+/// closed when the last clone and the last [`Lock`] on it are dropped,
+/// which releases its non-persistent locks.
+#[derive(Clone)]
+pub struct Lockspace {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Lockspace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lockspace")
+            .field("name", &self.inner.name)
+            .field("backend", &self.inner.backend)
+            .finish_non_exhaustive()
+    }
+}
+
+const CASTADDR: u64 = 1;
+const BASTADDR: u64 = 2;
+
+/// The user arguments of every request: the token everywhere a pointer
+/// would go, and fixed non-zero "addresses".
+fn wire_args(token: u64, has_bast: bool) -> Wire {
+    let mut w = Wire::default();
+    w.castparam = token;
+    w.castaddr = CASTADDR;
+    w.bastparam = token;
+    w.bastaddr = if has_bast { BASTADDR } else { 0 };
+    w.lksb = token;
+    w
+}
+
+impl Lockspace {
+    fn new(name: LockspaceName, minor: u32, dev: Device, backend: Backend) -> Result<Lockspace> {
+        use rustix::pipe::{pipe_with, PipeFlags};
+        let fd = dev.raw_fd();
+        let poll_fd = dev.dup_fd()?;
+        let (notify_r, notify_w) = pipe_with(PipeFlags::NONBLOCK | PipeFlags::CLOEXEC)
+            .map_err(|e| Errno::from_raw(e.raw_os_error()))?;
+        Ok(Lockspace {
+            inner: Arc::new(Inner {
+                name,
+                minor,
+                backend,
+                dev: Mutex::new(dev),
+                fd,
+                poll_fd,
+                notify_r,
+                notify_w,
+                state: Mutex::new(State::default()),
+                cond: Condvar::new(),
+                event_loop: Mutex::new(None),
+            }),
+        })
+    }
+
+    /// The lockspace's name.
+    pub fn name(&self) -> &LockspaceName {
+        &self.inner.name
+    }
+
+    /// The lockspace's minor (device number or daemon id).
+    pub fn minor(&self) -> u32 {
+        self.inner.minor
+    }
+
+    /// The backend this lockspace lives on.
+    pub fn backend(&self) -> Backend {
+        self.inner.backend
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn dev(&self) -> MutexGuard<'_, Device> {
+        self.inner.dev.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn chmod(&self, mode: u32) -> Result<()> {
+        if self.inner.backend == Backend::Kernel {
+            return self.dev().fchmod(mode).map_err(Error::Os);
+        }
+        let body = self.dev().socket_request(
+            wire::Kind::Chmod,
+            &mode.to_le_bytes(),
+            wire::Kind::Result,
+        )?;
+        let v = wire::result_value(&body)?;
+        if v < 0 {
+            return Err(Error::Os(Errno::from_raw((-v) as i32)));
+        }
+        Ok(())
+    }
+
+    fn new_slot(
+        &self,
+        on_complete: Option<CompletionFn>,
+        on_blocking: Option<BlockingFn>,
+        waiting: bool,
+    ) -> u64 {
+        let mut st = self.state();
+        st.next_gen = st.next_gen.wrapping_add(1);
+        let gen = st.next_gen;
+        let slot = Slot {
+            gen,
+            lkid: 0,
+            ever_granted: false,
+            on_complete,
+            on_blocking,
+            done: VecDeque::new(),
+            waiting,
+            deadlock_cancel: false,
+            ended: false,
+            abandoned: false,
+            lvb: ValueBlock::zeroed(),
+            #[cfg(feature = "async")]
+            waker: None,
+        };
+        let idx = match st.free.pop() {
+            Some(i) => {
+                st.slots[i as usize] = Some(slot);
+                i as usize
+            }
+            None => {
+                st.slots.push(Some(slot));
+                st.slots.len() - 1
+            }
+        };
+        (u64::from(gen) << 32) | (idx as u64 + 1)
+    }
+
+    /// Write a request, then dispatch whatever callback records the write
+    /// brought along (the daemon may send them with its reply).
+    fn write(&self, bytes: &[u8]) -> Result<i64> {
+        let r = self.dev().write(bytes);
+        self.after_io();
+        Ok(r?)
+    }
+
+    /// Records may be stashed in user space: make sure someone handles
+    /// them.
+    fn after_io(&self) {
+        if !self.dev().has_stashed() {
+            return;
+        }
+        // Make every poller (event loop, the caller's mio::Poll, a waiting
+        // thread) see that records are ready.
+        let _ = rustix::io::write(&self.inner.notify_w, &[1]);
+        self.inner.cond.notify_all();
+    }
+
+    /// `dlm_ls_lock()`: ask for a lock; `on_complete` runs for this and
+    /// every later completion of the lock (conversions, unlock).
+    ///
+    /// Returns the lock's id at once; the outcome arrives as a callback.
+    pub fn request(
+        &self,
+        req: LockRequest,
+        on_complete: impl FnMut(LockId, &Completion) + Send + 'static,
+    ) -> Result<LockId> {
+        self.submit(req, Some(Box::new(on_complete)))
+    }
+
+    fn submit(&self, req: LockRequest, on_complete: Option<CompletionFn>) -> Result<LockId> {
+        let waiting = on_complete.is_none();
+        if req.flags.intersects(LockFlags::CONVERT | LockFlags::CANCEL) {
+            return Err(Error::InvalidArgument(
+                "CONVERT and CANCEL are not request flags",
+            ));
+        }
+        let has_bast = req.on_blocking.is_some();
+        let token = self.new_slot(on_complete, req.on_blocking, waiting);
+        let mut w = wire_args(token, has_bast);
+        w.mode = req.mode.as_raw();
+        w.flags = req.flags.bits();
+        if let Some(v) = req.value_block {
+            w.lvb = *v.as_bytes();
+        }
+        w.set_name(req.resource.as_bytes())?;
+        let bytes = proto::encode_lock(Command::Lock, &w, proto::VERSION);
+        match self.write(bytes.as_bytes()) {
+            Ok(lkid) => {
+                let lkid = u32::try_from(lkid).map_err(|_| Error::Os(Errno::EPROTO))?;
+                if let Some(s) = self.state().slot(token) {
+                    s.lkid = lkid;
+                }
+                Ok(LockId { token, lkid })
+            }
+            Err(e) => {
+                self.state().free_slot(token);
+                Err(e)
+            }
+        }
+    }
+
+    fn lock_op(
+        &self,
+        cmd: Command,
+        id: LockId,
+        mode: LockMode,
+        flags: LockFlags,
+        lvb: Option<&ValueBlock>,
+    ) -> Result<()> {
+        let has_bast = self
+            .state()
+            .slot(id.token)
+            .is_some_and(|s| s.on_blocking.is_some());
+        let mut w = wire_args(id.token, has_bast);
+        w.mode = mode.as_raw();
+        w.flags = flags.bits();
+        w.lkid = id.lkid;
+        if let Some(v) = lvb {
+            w.lvb = *v.as_bytes();
+        } else if let Some(s) = self.state().slot(id.token) {
+            w.lvb = *s.lvb.as_bytes();
+        }
+        let bytes = proto::encode_lock(cmd, &w, proto::VERSION);
+        self.write(bytes.as_bytes()).map(|_| ())
+    }
+
+    /// Convert lock `id` to `mode` (`DLM_LKF_CONVERT` is added). The
+    /// completion goes to the lock's completion callback.
+    pub fn convert(
+        &self,
+        id: LockId,
+        mode: LockMode,
+        flags: LockFlags,
+        lvb: Option<&ValueBlock>,
+    ) -> Result<()> {
+        self.lock_op(Command::Lock, id, mode, flags | LockFlags::CONVERT, lvb)
+    }
+
+    /// `dlm_ls_unlock()`: unlock (the completion status is `Unlocked`).
+    pub fn unlock(&self, id: LockId, flags: LockFlags, lvb: Option<&ValueBlock>) -> Result<()> {
+        if flags.contains(LockFlags::CANCEL) {
+            return Err(Error::InvalidArgument("use Lockspace::cancel to cancel"));
+        }
+        self.lock_op(Command::Unlock, id, LockMode::Nl, flags, lvb)
+    }
+
+    /// Cancel the lock's request or conversion in progress. If nothing is
+    /// in progress, nothing happens and no callback comes.
+    pub fn cancel(&self, id: LockId) -> Result<()> {
+        self.lock_op(Command::Unlock, id, LockMode::Nl, LockFlags::CANCEL, None)
+    }
+
+    /// `dlm_ls_deadlock_cancel()`: cancel with status `DeadlockCancelled`.
+    pub fn deadlock_cancel(&self, id: LockId) -> Result<()> {
+        if let Some(s) = self.state().slot(id.token) {
+            s.deadlock_cancel = true;
+        }
+        self.lock_op(
+            Command::Deadlock,
+            id,
+            LockMode::Nl,
+            LockFlags::empty(),
+            None,
+        )
+    }
+
+    /// `dlm_ls_purge()`: release orphans of `pid` (0: all) on `nodeid`
+    /// (0: this node).
+    pub fn purge(&self, nodeid: u32, pid: u32) -> Result<()> {
+        let bytes = proto::encode_purge(nodeid, pid, proto::VERSION);
+        self.write(bytes.as_bytes()).map(|_| ())
+    }
+
+    /// Read every callback record available now and run its callbacks;
+    /// never blocks. Returns how many records were handled.
+    pub fn dispatch(&self) -> Result<usize> {
+        let mut drain = [0u8; 64];
+        while matches!(rustix::io::read(&self.inner.notify_r, &mut drain), Ok(n) if n > 0) {}
+        let mut recs = VecDeque::new();
+        self.dev().read_available(&mut recs)?;
+        let n = recs.len();
+        self.handle(recs);
+        Ok(n)
+    }
+
+    /// Run callbacks for these records, with no lock held while they run.
+    fn handle(&self, recs: VecDeque<LockResult>) {
+        for r in recs {
+            self.handle_one(&r);
+        }
+        self.inner.cond.notify_all();
+    }
+
+    fn handle_one(&self, r: &LockResult) {
+        let token = r.astparam;
+        let id = LockId {
+            token,
+            lkid: r.lkid,
+        };
+        if r.bast_mode != 0 {
+            let Ok(mode) = LockMode::try_from(r.bast_mode) else {
+                log::warn!(
+                    "lockspace {}: blocking AST with bad mode {}",
+                    self.inner.name,
+                    r.bast_mode
+                );
+                return;
+            };
+            let cb = self.state().slot(token).and_then(|s| s.on_blocking.take());
+            if let Some(mut cb) = cb {
+                cb(id, mode);
+                if let Some(s) = self.state().slot(token) {
+                    s.on_blocking.get_or_insert(cb);
+                }
+            }
+            return;
+        }
+        let mut st = self.state();
+        let Some(slot) = st.slot(token) else {
+            log::debug!(
+                "lockspace {}: completion for unknown token {token:#x}",
+                self.inner.name
+            );
+            return;
+        };
+        let status = match Status::from_kernel(r.status, slot.deadlock_cancel) {
+            Ok(s) => s,
+            Err(_) => {
+                log::warn!(
+                    "lockspace {}: completion with unknown status {}",
+                    self.inner.name,
+                    r.status
+                );
+                return;
+            }
+        };
+        if status == Status::DeadlockCancelled {
+            slot.deadlock_cancel = false;
+        }
+        let value_block = r.lvb.map(ValueBlock::new);
+        if let Some(v) = value_block {
+            slot.lvb = v;
+        }
+        let completion = Completion {
+            status,
+            flags: StatusFlags::from_bits_retain(r.sb_flags),
+            value_block,
+        };
+        // Lock end of life, as the kernel decides it.
+        let ends = match status {
+            Status::Unlocked => true,
+            Status::Granted => false,
+            _ => !slot.ever_granted,
+        };
+        if status == Status::Granted {
+            slot.ever_granted = true;
+        }
+        slot.ended = ends;
+        if slot.abandoned {
+            // Nobody wants this lock any more: give it back.
+            if ends {
+                st.free_slot(token);
+            } else {
+                drop(st);
+                if let Err(e) = self.unlock(id, LockFlags::empty(), None) {
+                    log::warn!(
+                        "lockspace {}: unlock of abandoned lock failed: {e}",
+                        self.inner.name
+                    );
+                }
+            }
+            return;
+        }
+        if slot.waiting {
+            slot.done.push_back(completion);
+            #[cfg(feature = "async")]
+            if let Some(w) = slot.waker.take() {
+                w.wake();
+            }
+            return;
+        }
+        let cb = slot.on_complete.take();
+        drop(st);
+        if let Some(mut cb) = cb {
+            cb(id, &completion);
+            let mut st = self.state();
+            if ends {
+                st.free_slot(token);
+            } else if let Some(s) = st.slot(token) {
+                s.on_complete.get_or_insert(cb);
+            }
+        } else if ends {
+            self.state().free_slot(token);
+        }
+    }
+
+    /// Wait for the next completion of `token`, reading the device on this
+    /// thread when no other thread does. `None` on timeout.
+    fn wait_completion(&self, token: u64, deadline: Option<Instant>) -> Result<Option<Completion>> {
+        loop {
+            let mut st = self.state();
+            match st.slot(token) {
+                None => return Err(Error::Os(Errno::ENOENT)),
+                Some(s) => {
+                    if let Some(c) = s.done.pop_front() {
+                        return Ok(Some(c));
+                    }
+                }
+            }
+            let left = match deadline {
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return Ok(None);
+                    }
+                    Some(d - now)
+                }
+                None => None,
+            };
+            let loop_runs = self
+                .inner
+                .event_loop
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_some();
+            if loop_runs || st.reading {
+                let wait = left
+                    .unwrap_or(Duration::from_secs(1))
+                    .min(Duration::from_secs(1));
+                let _ = self.inner.cond.wait_timeout(st, wait);
+                continue;
+            }
+            st.reading = true;
+            drop(st);
+            let res = self.read_some(left);
+            self.state().reading = false;
+            self.inner.cond.notify_all();
+            res?;
+        }
+    }
+
+    /// Block (up to `timeout`) for records, then handle them.
+    fn read_some(&self, timeout: Option<Duration>) -> Result<()> {
+        let stashed = self.dev().has_stashed();
+        // Poll our own duplicate of the fd, so writers are not held up.
+        let ready = stashed || device::wait_fd(self.inner.poll_fd.as_fd(), false, timeout)?;
+        if ready {
+            self.dispatch()?;
+        }
+        Ok(())
+    }
+
+    fn take_slot_result(&self, token: u64) {
+        let mut st = self.state();
+        let ended = st.slot(token).map(|s| {
+            s.waiting = false;
+            s.ended
+        });
+        if ended == Some(true) {
+            st.free_slot(token);
+        }
+    }
+
+    /// `dlm_ls_lock_wait()`: ask for a lock and wait for the outcome.
+    pub fn lock(&self, req: LockRequest) -> Result<Outcome<Lock>> {
+        let timeout = req.timeout;
+        let (mode, flags) = (req.mode, req.flags);
+        let id = self.submit(req, None)?;
+        let completion = self.wait_for(id, timeout)?;
+        self.take_slot_result(id.token);
+        if completion.status == Status::Granted {
+            Ok(Outcome::Granted(Lock {
+                ls: self.clone(),
+                id,
+                mode: granted_mode(mode, flags, completion.flags),
+                value_block: completion.value_block,
+                held: true,
+            }))
+        } else {
+            Ok(Outcome::NotGranted(completion))
+        }
+    }
+
+    /// Wait for the completion of the operation in progress on `id`,
+    /// cancelling it after `timeout`.
+    fn wait_for(&self, id: LockId, timeout: Option<Duration>) -> Result<Completion> {
+        if let Some(s) = self.state().slot(id.token) {
+            s.waiting = true;
+        }
+        let deadline = timeout.map(|t| Instant::now() + t);
+        if let Some(c) = self.wait_completion(id.token, deadline)? {
+            return Ok(c);
+        }
+        // Time is up: cancel, then see who won.
+        self.cancel(id)?;
+        loop {
+            // A cancel of a granted lock produces no AST, so the grant
+            // (if it won) is the completion we get; poll with a bound.
+            if let Some(c) =
+                self.wait_completion(id.token, Some(Instant::now() + Duration::from_secs(30)))?
+            {
+                return Ok(match c.status {
+                    Status::Cancelled => Completion {
+                        status: Status::TimedOut,
+                        ..c
+                    },
+                    _ => c,
+                });
+            }
+        }
+    }
+
+    /// Start the event-loop thread: from now on every callback runs there.
+    /// Idempotent.
+    pub fn start_event_loop(&self) -> Result<()> {
+        let mut guard = self
+            .inner
+            .event_loop
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if guard.is_some() {
+            return Ok(());
+        }
+        let poll = mio::Poll::new()?;
+        let waker = mio::Waker::new(poll.registry(), WAKE)?;
+        poll.registry().register(
+            &mut mio::unix::SourceFd(&self.inner.fd),
+            DEVICE,
+            mio::Interest::READABLE,
+        )?;
+        let notify = self.inner.notify_r.as_raw_fd();
+        poll.registry().register(
+            &mut mio::unix::SourceFd(&notify),
+            DEVICE,
+            mio::Interest::READABLE,
+        )?;
+        let ev = Arc::new(EventLoop {
+            waker,
+            stop: AtomicBool::new(false),
+        });
+        let weak = Arc::downgrade(&self.inner);
+        let ev2 = ev.clone();
+        std::thread::Builder::new()
+            .name(format!("dlm-ls-{}", self.inner.name))
+            .spawn(move || event_loop(poll, weak, ev2))?;
+        *guard = Some(ev);
+        Ok(())
+    }
+}
+
+const DEVICE: mio::Token = mio::Token(0);
+const WAKE: mio::Token = mio::Token(1);
+
+fn event_loop(mut poll: mio::Poll, inner: Weak<Inner>, ev: Arc<EventLoop>) {
+    let mut events = mio::Events::with_capacity(16);
+    loop {
+        if ev.stop.load(Ordering::SeqCst) {
+            return;
+        }
+        if let Err(e) = poll.poll(&mut events, None) {
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            log::error!("dlm event loop: poll failed: {e}");
+            return;
+        }
+        if ev.stop.load(Ordering::SeqCst) {
+            return;
+        }
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let ls = Lockspace { inner };
+        if let Err(e) = ls.dispatch() {
+            log::error!("lockspace {}: event loop stops: {e}", ls.inner.name);
+            return;
+        }
+    }
+}
+
+/// The mode a grant gave: the requested one, or with `ALTMODE` the
+/// alternate the kernel tried (`ALTPR` first, unless PR was requested).
+fn granted_mode(requested: LockMode, flags: LockFlags, sb: StatusFlags) -> LockMode {
+    if !sb.contains(StatusFlags::ALTMODE) {
+        requested
+    } else if requested != LockMode::Pr && flags.contains(LockFlags::ALTPR) {
+        LockMode::Pr
+    } else {
+        LockMode::Cw
+    }
+}
+
+impl mio::event::Source for Lockspace {
+    // Two fds share the token: the device, and the notification pipe that
+    // becomes readable when records were read along with a reply.
+    fn register(
+        &mut self,
+        registry: &mio::Registry,
+        token: mio::Token,
+        interests: mio::Interest,
+    ) -> std::io::Result<()> {
+        mio::unix::SourceFd(&self.inner.fd).register(registry, token, interests)?;
+        mio::unix::SourceFd(&self.inner.notify_r.as_raw_fd()).register(registry, token, interests)
+    }
+
+    fn reregister(
+        &mut self,
+        registry: &mio::Registry,
+        token: mio::Token,
+        interests: mio::Interest,
+    ) -> std::io::Result<()> {
+        mio::unix::SourceFd(&self.inner.fd).reregister(registry, token, interests)?;
+        mio::unix::SourceFd(&self.inner.notify_r.as_raw_fd()).reregister(registry, token, interests)
+    }
+
+    fn deregister(&mut self, registry: &mio::Registry) -> std::io::Result<()> {
+        mio::unix::SourceFd(&self.inner.fd).deregister(registry)?;
+        mio::unix::SourceFd(&self.inner.notify_r.as_raw_fd()).deregister(registry)
+    }
+}
+
+/// A granted lock. Dropping it unlocks it (without waiting); use
+/// [`Lock::unlock`] to wait for the unlock, or [`Lock::into_id`] to keep
+/// the lock beyond this value.
+#[derive(Debug)]
+pub struct Lock {
+    ls: Lockspace,
+    id: LockId,
+    mode: LockMode,
+    value_block: Option<ValueBlock>,
+    held: bool,
+}
+
+impl Lock {
+    /// The lock's id.
+    pub fn id(&self) -> LockId {
+        self.id
+    }
+
+    /// The granted mode.
+    pub fn mode(&self) -> LockMode {
+        self.mode
+    }
+
+    /// The value block read at the last grant, if one was requested.
+    pub fn value_block(&self) -> Option<&ValueBlock> {
+        self.value_block.as_ref()
+    }
+
+    /// Convert to `mode` and wait. On a grant the lock's mode changes;
+    /// otherwise (`WouldBlock`, `ConversionDeadlock`, …) it keeps its mode.
+    /// `lvb` is written to the resource on a down-conversion from PW or EX
+    /// when `flags` has `VALBLK`.
+    pub fn convert(
+        &mut self,
+        mode: LockMode,
+        flags: LockFlags,
+        lvb: Option<&ValueBlock>,
+    ) -> Result<Completion> {
+        let flags = flags - LockFlags::CONVERT;
+        if let Some(s) = self.ls.state().slot(self.id.token) {
+            s.waiting = true;
+        }
+        self.ls.convert(self.id, mode, flags, lvb)?;
+        let c = self.ls.wait_for(self.id, None)?;
+        if let Some(s) = self.ls.state().slot(self.id.token) {
+            s.waiting = false;
+        }
+        if c.status == Status::Granted {
+            self.mode = granted_mode(mode, flags, c.flags);
+            if c.value_block.is_some() {
+                self.value_block = c.value_block;
+            }
+        }
+        Ok(c)
+    }
+
+    /// Unlock and wait for the unlock to complete. `lvb` is written to the
+    /// resource when unlocking from PW or EX with `VALBLK`.
+    pub fn unlock_with(mut self, flags: LockFlags, lvb: Option<&ValueBlock>) -> Result<()> {
+        self.held = false;
+        if let Some(s) = self.ls.state().slot(self.id.token) {
+            s.waiting = true;
+        }
+        self.ls.unlock(self.id, flags, lvb)?;
+        let c = self.ls.wait_for(self.id, None)?;
+        self.ls.take_slot_result(self.id.token);
+        match c.status {
+            Status::Unlocked => Ok(()),
+            other => Err(Error::Unexpected(other)),
+        }
+    }
+
+    /// Unlock and wait.
+    pub fn unlock(self) -> Result<()> {
+        self.unlock_with(LockFlags::empty(), None)
+    }
+
+    /// Keep the lock held beyond this value; it stays until unlocked by id
+    /// or until the lockspace handle closes.
+    pub fn into_id(mut self) -> LockId {
+        self.held = false;
+        if let Some(s) = self.ls.state().slot(self.id.token) {
+            s.waiting = false;
+        }
+        self.id
+    }
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        if self.held {
+            if let Some(s) = self.ls.state().slot(self.id.token) {
+                s.waiting = false;
+                s.abandoned = true;
+            }
+            if let Err(e) = self.ls.unlock(self.id, LockFlags::empty(), None) {
+                log::warn!(
+                    "lockspace {}: unlock on drop failed: {e}",
+                    self.ls.inner.name
+                );
+            }
+        }
+    }
+}
+
+#[cfg(feature = "async")]
+mod asynch;
+#[cfg(feature = "async")]
+pub use asynch::LockFuture;

@@ -1,0 +1,102 @@
+//! Where the fallback daemon listens, and starting one on demand.
+//!
+//! The socket path is chosen in this order:
+//! 1. an explicit path (`dlmd --socket`, [`DlmBuilder::socket`](crate::client::DlmBuilder::socket));
+//! 2. the `DLM_SOCKET` environment variable;
+//! 3. for root, the system daemon's `/run/dlm/dlmd.sock`;
+//! 4. otherwise the per-user daemon's `$XDG_RUNTIME_DIR/dlm/dlmd.sock`, or
+//!    `/tmp/dlm-<uid>/dlmd.sock` when `XDG_RUNTIME_DIR` is unset.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::Errno;
+
+/// The system daemon's socket.
+pub const SYSTEM_SOCKET: &str = "/run/dlm/dlmd.sock";
+
+/// The per-user daemon's socket for the current user.
+pub fn user_socket_path() -> PathBuf {
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir).join("dlm").join("dlmd.sock"),
+        _ => PathBuf::from(format!("/tmp/dlm-{}", rustix::process::getuid().as_raw()))
+            .join("dlmd.sock"),
+    }
+}
+
+/// The socket a client should use when none was given explicitly:
+/// `DLM_SOCKET`, else the system socket for root, else the user's.
+pub fn fallback_socket_path() -> Result<PathBuf, Errno> {
+    if let Some(p) = std::env::var_os("DLM_SOCKET").filter(|p| !p.is_empty()) {
+        return Ok(PathBuf::from(p));
+    }
+    if rustix::process::getuid().is_root() {
+        Ok(PathBuf::from(SYSTEM_SOCKET))
+    } else {
+        Ok(user_socket_path())
+    }
+}
+
+/// The `dlmd` program to start: `$DLM_DLMD`, else a `dlmd` next to the
+/// running program (as in a build tree), else `dlmd` from `PATH`.
+pub fn dlmd_program() -> PathBuf {
+    if let Some(p) = std::env::var_os("DLM_DLMD").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        for dir in exe.ancestors().skip(1).take(2) {
+            let cand = dir.join("dlmd");
+            if cand.is_file() {
+                return cand;
+            }
+        }
+    }
+    PathBuf::from("dlmd")
+}
+
+/// Start a per-user `dlmd` listening on `socket`, detached from this
+/// process (its own process group; it outlives us). Many processes may
+/// call this at once: the daemons agree among themselves, through a lock
+/// file next to the socket, which one serves; the others exit.
+pub fn start_user_daemon(socket: &Path) -> Result<(), Errno> {
+    use std::os::unix::fs::DirBuilderExt;
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+
+    if let Some(dir) = socket.parent() {
+        if !dir.exists() {
+            match std::fs::DirBuilder::new()
+                .mode(0o700)
+                .recursive(true)
+                .create(dir)
+            {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    let prog = dlmd_program();
+    log::info!("starting {} for {}", prog.display(), socket.display());
+    let mut child = Command::new(&prog)
+        .arg("--socket")
+        .arg(socket)
+        .arg("--exit-if-running")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| {
+            log::warn!("cannot start {}: {e}", prog.display());
+            Errno::from(e)
+        })?;
+    // Reap it if it exits (a daemon that lost the race does), without
+    // waiting for one that keeps serving.
+    std::thread::Builder::new()
+        .name("dlmd-reaper".into())
+        .spawn(move || {
+            let _ = child.wait();
+        })
+        .map_err(Errno::from)?;
+    Ok(())
+}
