@@ -221,6 +221,16 @@ impl Device {
         }
     }
 
+    /// The peer's pid (daemon connections).
+    pub(crate) fn peer_pid(&self) -> Option<i32> {
+        match self {
+            Device::Kernel(_) => None,
+            Device::Socket(s) => rustix::net::sockopt::socket_peercred(&s.stream)
+                .ok()
+                .map(|c| c.pid.as_raw_nonzero().get()),
+        }
+    }
+
     /// The device's minor number (kernel backend).
     pub(crate) fn minor(&self) -> Option<u32> {
         match self {

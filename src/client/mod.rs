@@ -229,6 +229,12 @@ impl Dlm {
         self.backend
     }
 
+    /// The daemon's pid (fallback backend), from the socket's peer
+    /// credentials.
+    pub fn daemon_pid(&self) -> Option<i32> {
+        self.control().peer_pid()
+    }
+
     /// The daemon socket, for the fallback backend.
     pub fn socket_path(&self) -> Option<&Path> {
         self.socket.as_deref()
@@ -966,10 +972,30 @@ impl Lockspace {
     }
 
     /// `dlm_ls_lock_wait()`: ask for a lock and wait for the outcome.
+    ///
+    /// With `ORPHAN` in the flags this adopts an orphaned `PERSISTENT` lock
+    /// of the same resource and mode instead; adoption is synchronous:
+    /// `EAGAIN` (an orphan exists in another mode) and `ENOENT` (none)
+    /// come back as errors, as the kernel's `write()` returns them.
     pub fn lock(&self, req: LockRequest) -> Result<Outcome<Lock>> {
         let timeout = req.timeout;
         let (mode, flags) = (req.mode, req.flags);
         let id = self.submit(req, None)?;
+        if flags.contains(LockFlags::ORPHAN) {
+            // Adoption is synchronous: the write's success is the grant,
+            // and no completion follows.
+            if let Some(s) = self.state().slot(id.token) {
+                s.waiting = false;
+                s.ever_granted = true;
+            }
+            return Ok(Outcome::Granted(Lock {
+                ls: self.clone(),
+                id,
+                mode,
+                value_block: None,
+                held: true,
+            }));
+        }
         let completion = self.wait_for(id, timeout)?;
         self.take_slot_result(id.token);
         if completion.status == Status::Granted {

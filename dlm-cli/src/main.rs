@@ -1,0 +1,328 @@
+//! `dlm`: the operator's command for the Linux DLM and its fallback.
+//!
+//! ```text
+//! dlm lock [--mode EX] [--lockspace NAME] [--timeout SECS] [--nowait] RESOURCE -- COMMAND...
+//! dlm ls [--json]
+//! dlm locks LOCKSPACE [--json]
+//! dlm status
+//! dlm join NAME
+//! dlm leave NAME
+//! dlm bench
+//! ```
+
+mod bench;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use dlm::client::{Dlm, LockRequest, Lockspace, Outcome};
+use dlm::{LockMode, LockspaceFlags, LockspaceName, ResourceName, Status};
+
+/// Exit status of `dlm lock` when the lock was not obtained (`--nowait`
+/// refused, or `--timeout` ran out), unless `--conflict-exit-code` says
+/// otherwise: 1, as flock(1).
+const EXIT_CONFLICT: u8 = 1;
+/// Exit status for errors (no DLM, bad arguments, a command that cannot
+/// be run).
+const EXIT_ERROR: u8 = 2;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "dlm",
+    version,
+    about = "Use the Linux Distributed Lock Manager (kernel or fallback daemon)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run COMMAND while holding a lock on RESOURCE, like flock(1).
+    ///
+    /// Exits with COMMAND's status (128+N if it died of signal N). If the
+    /// lock is not obtained (--nowait refused, --timeout expired) it exits
+    /// with --conflict-exit-code (default 1) and says why; errors exit 2.
+    Lock {
+        /// Lock mode: NL, CR, CW, PR, PW or EX.
+        #[arg(short, long, default_value = "EX")]
+        mode: LockMode,
+        /// Lockspace (created if it does not exist).
+        #[arg(short, long, default_value = "default")]
+        lockspace: String,
+        /// Give up after this many seconds (fractions allowed).
+        #[arg(short = 'w', long, value_name = "SECS")]
+        timeout: Option<f64>,
+        /// Fail at once if the lock is held (DLM_LKF_NOQUEUE).
+        #[arg(short, long)]
+        nowait: bool,
+        /// Exit status when the lock is not obtained.
+        #[arg(short = 'E', long, default_value_t = EXIT_CONFLICT)]
+        conflict_exit_code: u8,
+        /// Say when the lock is granted (on stderr).
+        #[arg(short, long)]
+        verbose: bool,
+        /// Resource name.
+        resource: String,
+        /// The command and its arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// List lockspaces.
+    Ls {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the locks of a lockspace: mode, queue and owner pid.
+    Locks {
+        /// Lockspace name.
+        lockspace: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the backend, versions and the daemon.
+    Status,
+    /// Create (join) a lockspace and leave it existing, like dlm_tool join.
+    Join {
+        /// Lockspace name.
+        name: String,
+        /// Access mode, octal.
+        #[arg(long, default_value = "600", value_parser = parse_octal)]
+        mode: u32,
+        /// Fail if it exists already (DLM_LSFL_NEWEXCL).
+        #[arg(long)]
+        newexcl: bool,
+    },
+    /// Release a lockspace, like dlm_tool leave.
+    Leave {
+        /// Lockspace name.
+        name: String,
+    },
+    /// Measure lock round trips, handoff latency and memory, as ratios to
+    /// a Unix-socket echo round trip measured in the same run.
+    Bench(bench::Args),
+    /// Internal: a benchmark worker process.
+    #[command(hide = true)]
+    BenchWorker(bench::WorkerArgs),
+}
+
+fn parse_octal(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s, 8).map_err(|e| format!("not an octal mode: {e}"))
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = Cli::parse();
+    match run(cli.cmd) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("dlm: {e}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+fn lockspace_name(s: &str) -> Res<LockspaceName> {
+    LockspaceName::new(s)
+        .map_err(|_| format!("bad lockspace name {s:?}: 1 to 64 bytes, no '/' or NUL").into())
+}
+
+/// Open a lockspace, creating it if it does not exist.
+fn open_or_create(dlm: &Dlm, name: &LockspaceName) -> Res<Lockspace> {
+    match dlm.open_lockspace(name) {
+        Ok(ls) => Ok(ls),
+        Err(e) if e.errno() == dlm::Errno::ENOENT => {
+            Ok(dlm.create_lockspace(name, LockspaceFlags::empty(), 0o600)?)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn run(cmd: Cmd) -> Res<u8> {
+    match cmd {
+        Cmd::Lock {
+            mode,
+            lockspace,
+            timeout,
+            nowait,
+            conflict_exit_code,
+            verbose,
+            resource,
+            command,
+        } => lock_and_run(
+            mode,
+            &lockspace,
+            timeout,
+            nowait,
+            conflict_exit_code,
+            verbose,
+            &resource,
+            &command,
+        ),
+        Cmd::Ls { json } => {
+            let dlm = Dlm::open()?;
+            let spaces = dlm.lockspaces()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&spaces)?);
+            } else {
+                println!(
+                    "{:<24} {:>6} {:>7} {:>6} {:>6} {:>6} {:>7}",
+                    "NAME", "MINOR", "CREATES", "MODE", "UID", "LOCKS", "HANDLES"
+                );
+                for s in spaces {
+                    println!(
+                        "{:<24} {:>6} {:>7} {:>6o} {:>6} {:>6} {:>7}",
+                        s.name, s.minor, s.create_count, s.mode, s.uid, s.locks, s.connections
+                    );
+                }
+            }
+            Ok(0)
+        }
+        Cmd::Locks { lockspace, json } => {
+            let dlm = Dlm::open()?;
+            let locks = dlm.locks(&lockspace_name(&lockspace)?)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&locks)?);
+            } else {
+                println!(
+                    "{:>8} {:<24} {:>7} {:>9} {:<10} {:>8} {:>6}",
+                    "LKID", "RESOURCE", "GRANTED", "REQUESTED", "QUEUE", "PID", "ORPHAN"
+                );
+                for l in locks {
+                    println!(
+                        "{:>8x} {:<24} {:>7} {:>9} {:<10} {:>8} {:>6}",
+                        l.lkid,
+                        l.resource,
+                        l.granted.as_deref().unwrap_or("-"),
+                        l.requested.as_deref().unwrap_or("-"),
+                        l.queue.as_deref().unwrap_or("ended"),
+                        l.pid,
+                        if l.orphan { "yes" } else { "no" }
+                    );
+                }
+            }
+            Ok(0)
+        }
+        Cmd::Status => {
+            println!(
+                "library: dlm-rs {} (device interface {}.{}.{})",
+                env!("CARGO_PKG_VERSION"),
+                dlm::DEVICE_VERSION.0,
+                dlm::DEVICE_VERSION.1,
+                dlm::DEVICE_VERSION.2
+            );
+            match dlm::client::kernel_control_device() {
+                Some(p) => println!("kernel DLM: control device {}", p.display()),
+                None => println!("kernel DLM: not available (no dlm-control device)"),
+            }
+            let dlm = Dlm::open()?;
+            println!("backend: {}", dlm.backend());
+            let (a, b, c) = dlm.version()?;
+            println!("backend device version: {a}.{b}.{c}");
+            if let Some(sock) = dlm.socket_path() {
+                match dlm.daemon_pid() {
+                    Some(pid) => println!("daemon: dlmd pid {pid} at {}", sock.display()),
+                    None => println!("daemon: at {}", sock.display()),
+                }
+                let spaces = dlm.lockspaces()?;
+                println!("lockspaces: {}", spaces.len());
+            }
+            Ok(0)
+        }
+        Cmd::Join {
+            name,
+            mode,
+            newexcl,
+        } => {
+            let dlm = Dlm::open()?;
+            let flags = if newexcl {
+                LockspaceFlags::NEWEXCL
+            } else {
+                LockspaceFlags::empty()
+            };
+            let ls = dlm.create_lockspace(&lockspace_name(&name)?, flags, mode)?;
+            println!("joined lockspace {} (minor {})", ls.name(), ls.minor());
+            Ok(0)
+        }
+        Cmd::Leave { name } => {
+            let dlm = Dlm::open()?;
+            let ls = dlm.open_lockspace(&lockspace_name(&name)?)?;
+            dlm.release_lockspace(ls, true)?;
+            println!("left lockspace {name}");
+            Ok(0)
+        }
+        Cmd::Bench(args) => bench::run(args),
+        Cmd::BenchWorker(args) => bench::worker(args),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn lock_and_run(
+    mode: LockMode,
+    lockspace: &str,
+    timeout: Option<f64>,
+    nowait: bool,
+    conflict_exit_code: u8,
+    verbose: bool,
+    resource: &str,
+    command: &[String],
+) -> Res<u8> {
+    let resource_name = ResourceName::new(resource)
+        .map_err(|_| format!("resource name {resource:?} is longer than 64 bytes"))?;
+    let mut req = LockRequest::new(resource_name, mode);
+    if nowait {
+        req = req.flags(dlm::LockFlags::NOQUEUE);
+    }
+    if let Some(secs) = timeout {
+        if !(secs.is_finite() && secs >= 0.0) {
+            return Err(format!("bad --timeout {secs}: seconds, zero or more").into());
+        }
+        req = req.timeout(Duration::from_secs_f64(secs));
+    }
+    let dlm = Dlm::open()?;
+    let ls = open_or_create(&dlm, &lockspace_name(lockspace)?)?;
+    let lock = match ls.lock(req)? {
+        Outcome::Granted(lock) => lock,
+        Outcome::NotGranted(c) => {
+            let why = match c.status {
+                Status::WouldBlock => format!("{resource} is locked (--nowait)"),
+                Status::TimedOut => format!("timed out waiting for {resource}"),
+                other => format!("lock on {resource} not granted: {other}"),
+            };
+            eprintln!("dlm: {why}");
+            return Ok(conflict_exit_code);
+        }
+    };
+    if verbose {
+        eprintln!("dlm: {mode} lock on {resource} granted");
+    }
+    let status = std::process::Command::new(&command[0])
+        .args(&command[1..])
+        .status();
+    let code = match status {
+        Ok(st) => {
+            use std::os::unix::process::ExitStatusExt;
+            match (st.code(), st.signal()) {
+                (Some(c), _) => c.clamp(0, 255) as u8,
+                (None, Some(sig)) => (128 + sig).clamp(0, 255) as u8,
+                (None, None) => EXIT_ERROR,
+            }
+        }
+        Err(e) => {
+            eprintln!("dlm: cannot run {}: {e}", command[0]);
+            if e.kind() == std::io::ErrorKind::NotFound {
+                127
+            } else {
+                126
+            }
+        }
+    };
+    lock.unlock()?;
+    Ok(code)
+}

@@ -1,0 +1,352 @@
+//! The Rust client API against a real `dlmd`: callbacks and where they run,
+//! blocking calls, mio integration, userspace timeouts, async futures.
+
+mod common;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::Duration;
+
+use common::{run, Daemon};
+use dlm::client::{Backend, LockRequest, Lockspace, Outcome};
+use dlm::{LockFlags, LockMode, LockspaceFlags, LockspaceName, ResourceName, Status, ValueBlock};
+
+fn res(s: &str) -> ResourceName {
+    ResourceName::new(s).unwrap()
+}
+
+fn space(d: &Daemon, name: &str) -> (dlm::client::Dlm, Lockspace) {
+    let dlm = d.client();
+    let n = LockspaceName::new(name).unwrap();
+    let ls = dlm
+        .create_lockspace(&n, LockspaceFlags::empty(), 0o600)
+        .unwrap();
+    (dlm, ls)
+}
+
+fn lock_count(dlm: &dlm::client::Dlm, name: &str) -> usize {
+    dlm.locks(&LockspaceName::new(name).unwrap()).unwrap().len()
+}
+
+#[test]
+fn backend_is_reported_and_chosen_by_environment() {
+    let d = Daemon::start();
+    assert_eq!(d.client().backend(), Backend::Fallback);
+    // Forcing the kernel backend on a machine without it is a clear error.
+    if dlm::client::kernel_control_device().is_none() {
+        let mut c = d.dlm();
+        c.env("DLM_BACKEND", "kernel").arg("status");
+        let out = run(c);
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("modprobe dlm"), "{err}");
+    }
+    let mut c = d.dlm();
+    c.env("DLM_BACKEND", "bogus").arg("status");
+    let out = run(c);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("DLM_BACKEND"));
+}
+
+#[test]
+fn callbacks_run_on_the_event_loop_thread() {
+    let d = Daemon::start();
+    let (dlm, ls) = space(&d, "evloop");
+    let other = dlm.open_lockspace(ls.name()).unwrap();
+    ls.start_event_loop().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let tx2 = tx.clone();
+    let req = LockRequest::new(res("r"), LockMode::Ex).on_blocking(move |_, mode| {
+        let _ = tx2.send(format!(
+            "bast {mode} on {:?}",
+            std::thread::current().name()
+        ));
+    });
+    ls.request(req, move |_, c| {
+        let _ = tx.send(format!(
+            "{} on {:?}",
+            c.status,
+            std::thread::current().name()
+        ));
+    })
+    .unwrap();
+    let first = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(first, "granted on Some(\"dlm-ls-evloop\")");
+    // Another handle (another owner) asks for PR: our BAST says PR.
+    other
+        .request(LockRequest::new(res("r"), LockMode::Pr), |_, _| {})
+        .unwrap();
+    let second = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(second, "bast PR on Some(\"dlm-ls-evloop\")");
+}
+
+#[test]
+fn a_blocked_caller_runs_callbacks_inline_without_a_loop_thread() {
+    let d = Daemon::start();
+    let (_dlm, ls) = space(&d, "inline");
+    let (tx, rx) = mpsc::channel();
+    ls.request(LockRequest::new(res("a"), LockMode::Pr), move |_, c| {
+        let _ = tx.send((c.status, std::thread::current().id()));
+    })
+    .unwrap();
+    // The waiting call reads the device itself and runs A's callback too.
+    let b = ls
+        .lock(LockRequest::new(res("b"), LockMode::Ex))
+        .unwrap()
+        .granted()
+        .unwrap();
+    let (st, tid) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(st, Status::Granted);
+    assert_eq!(tid, std::thread::current().id());
+    b.unlock().unwrap();
+}
+
+#[test]
+fn a_lockspace_works_in_the_callers_own_mio_poll() {
+    let d = Daemon::start();
+    let (_dlm, ls) = space(&d, "miopoll");
+    let mut poll = mio::Poll::new().unwrap();
+    let mut src = ls.clone();
+    poll.registry()
+        .register(&mut src, mio::Token(7), mio::Interest::READABLE)
+        .unwrap();
+    let got = Arc::new(AtomicUsize::new(0));
+    let g = got.clone();
+    ls.request(LockRequest::new(res("m"), LockMode::Cr), move |_, c| {
+        assert_eq!(c.status, Status::Granted);
+        g.fetch_add(1, Ordering::SeqCst);
+    })
+    .unwrap();
+    let mut events = mio::Events::with_capacity(4);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while got.load(Ordering::SeqCst) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no completion through mio"
+        );
+        poll.poll(&mut events, Some(Duration::from_millis(100)))
+            .unwrap();
+        for ev in events.iter() {
+            assert_eq!(ev.token(), mio::Token(7));
+            ls.dispatch().unwrap();
+        }
+    }
+    assert_eq!(got.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn a_timeout_cancels_the_request_and_leaves_no_lock() {
+    let d = Daemon::start();
+    let (dlm, ls) = space(&d, "timeouts");
+    let other = dlm.open_lockspace(ls.name()).unwrap();
+    let held = ls
+        .lock(LockRequest::new(res("t"), LockMode::Ex))
+        .unwrap()
+        .granted()
+        .unwrap();
+    let out = other
+        .lock(LockRequest::new(res("t"), LockMode::Ex).timeout(Duration::from_millis(200)))
+        .unwrap();
+    match out {
+        Outcome::NotGranted(c) => assert_eq!(c.status, Status::TimedOut),
+        Outcome::Granted(_) => panic!("granted while held"),
+    }
+    assert_eq!(
+        lock_count(&dlm, "timeouts"),
+        1,
+        "only the holder's lock remains"
+    );
+    held.unlock().unwrap();
+    assert_eq!(lock_count(&dlm, "timeouts"), 0);
+}
+
+#[test]
+fn when_the_grant_beats_the_cancel_the_lock_is_returned() {
+    // A zero timeout on a free resource: the grant is already on its way
+    // when the timer fires, the cancel finds a granted lock (no AST), and
+    // the grant is what the call returns.
+    let d = Daemon::start();
+    let (dlm, ls) = space(&d, "race");
+    for i in 0..20 {
+        let out = ls
+            .lock(LockRequest::new(res(&format!("r{i}")), LockMode::Ex).timeout(Duration::ZERO))
+            .unwrap();
+        let lock = out.granted().expect("grant wins on a free resource");
+        assert_eq!(lock.mode(), LockMode::Ex);
+        lock.unlock().unwrap();
+    }
+    assert_eq!(lock_count(&dlm, "race"), 0);
+}
+
+#[test]
+fn dropping_a_lock_unlocks_it() {
+    let d = Daemon::start();
+    let (dlm, ls) = space(&d, "drops");
+    let other = dlm.open_lockspace(ls.name()).unwrap();
+    {
+        let _l = ls
+            .lock(LockRequest::new(res("x"), LockMode::Ex))
+            .unwrap()
+            .granted()
+            .unwrap();
+    }
+    let l = other
+        .lock(LockRequest::new(res("x"), LockMode::Ex).timeout(Duration::from_secs(10)))
+        .unwrap()
+        .granted()
+        .expect("the dropped lock was released");
+    l.unlock().unwrap();
+}
+
+#[test]
+fn value_blocks_travel_from_writer_to_reader() {
+    let d = Daemon::start();
+    let (dlm, ls) = space(&d, "lvb");
+    let reader = dlm.open_lockspace(ls.name()).unwrap();
+    let mut w = ls
+        .lock(LockRequest::new(res("cfg"), LockMode::Ex).value_block())
+        .unwrap()
+        .granted()
+        .unwrap();
+    assert_eq!(w.value_block(), Some(&ValueBlock::zeroed()));
+    let v = ValueBlock::from_prefix(b"generation 7");
+    let c = w
+        .convert(LockMode::Nl, LockFlags::VALBLK, Some(&v))
+        .unwrap();
+    assert_eq!(c.status, Status::Granted);
+    let r = reader
+        .lock(LockRequest::new(res("cfg"), LockMode::Pr).value_block())
+        .unwrap()
+        .granted()
+        .unwrap();
+    assert_eq!(r.value_block(), Some(&v));
+}
+
+#[test]
+fn noqueue_and_deadlock_cancel_are_outcomes_not_errors() {
+    let d = Daemon::start();
+    let (dlm, ls) = space(&d, "outcomes");
+    let other = dlm.open_lockspace(ls.name()).unwrap();
+    let _held = ls
+        .lock(LockRequest::new(res("o"), LockMode::Ex))
+        .unwrap()
+        .granted()
+        .unwrap();
+    match other
+        .lock(LockRequest::new(res("o"), LockMode::Pr).flags(LockFlags::NOQUEUE))
+        .unwrap()
+    {
+        Outcome::NotGranted(c) => assert_eq!(c.status, Status::WouldBlock),
+        Outcome::Granted(_) => panic!("NOQUEUE granted while held"),
+    }
+    let (tx, rx) = mpsc::channel();
+    let id = other
+        .request(LockRequest::new(res("o"), LockMode::Pr), move |_, c| {
+            let _ = tx.send(c.status);
+        })
+        .unwrap();
+    other.deadlock_cancel(id).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let st = loop {
+        other.dispatch().unwrap();
+        if let Ok(st) = rx.try_recv() {
+            break st;
+        }
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert_eq!(st, Status::DeadlockCancelled);
+}
+
+struct Flag(std::sync::atomic::AtomicBool);
+
+impl Wake for Flag {
+    fn wake(self: Arc<Self>) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Poll a future to completion on this thread (a minimal executor).
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    let flag = Arc::new(Flag(std::sync::atomic::AtomicBool::new(true)));
+    let waker = Waker::from(flag.clone());
+    let mut cx = Context::from_waker(&waker);
+    let mut f = std::pin::pin!(f);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "future never resolved"
+        );
+        while !flag.0.swap(false, Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(1));
+            if std::time::Instant::now() >= deadline {
+                break;
+            }
+        }
+    }
+}
+
+#[test]
+fn async_lock_resolves_when_granted() {
+    let d = Daemon::start();
+    let (dlm, ls) = space(&d, "async");
+    let other = dlm.open_lockspace(ls.name()).unwrap();
+    let held = ls
+        .lock(LockRequest::new(res("a"), LockMode::Ex))
+        .unwrap()
+        .granted()
+        .unwrap();
+    let fut = other.lock_async(LockRequest::new(res("a"), LockMode::Pr));
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        held.unlock().unwrap();
+    });
+    let lock = block_on(fut)
+        .unwrap()
+        .granted()
+        .expect("granted after the unlock");
+    assert_eq!(lock.mode(), LockMode::Pr);
+    t.join().unwrap();
+    lock.unlock().unwrap();
+}
+
+#[test]
+fn dropping_a_pending_future_cancels_the_request() {
+    let d = Daemon::start();
+    let (dlm, ls) = space(&d, "asyncdrop");
+    let other = dlm.open_lockspace(ls.name()).unwrap();
+    let held = ls
+        .lock(LockRequest::new(res("a"), LockMode::Ex))
+        .unwrap()
+        .granted()
+        .unwrap();
+    {
+        let mut fut = Box::pin(other.lock_async(LockRequest::new(res("a"), LockMode::Ex)));
+        let waker = Waker::from(Arc::new(Flag(std::sync::atomic::AtomicBool::new(false))));
+        assert!(fut
+            .as_mut()
+            .poll(&mut Context::from_waker(&waker))
+            .is_pending());
+    }
+    common::wait_for(
+        "the cancelled request to go",
+        Duration::from_secs(10),
+        || lock_count(&dlm, "asyncdrop") == 1,
+    );
+    held.unlock().unwrap();
+    // And a future dropped right after it was sent, on a free resource,
+    // leaves nothing either (grant-then-unlock or cancel, whichever wins).
+    for i in 0..10 {
+        drop(other.lock_async(LockRequest::new(res(&format!("f{i}")), LockMode::Ex)));
+    }
+    common::wait_for("no locks left", Duration::from_secs(10), || {
+        lock_count(&dlm, "asyncdrop") == 0
+    });
+}

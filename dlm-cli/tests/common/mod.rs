@@ -1,0 +1,116 @@
+//! Shared support for the tests: temp dirs, children stopped by PID, and a
+//! private `dlmd` per test.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use dlm::client::{Backend, Dlm};
+
+pub const DLM: &str = env!("CARGO_BIN_EXE_dlm");
+
+/// The `dlmd` built alongside `dlm`.
+pub fn dlmd_bin() -> PathBuf {
+    let p = Path::new(DLM).with_file_name("dlmd");
+    assert!(
+        p.is_file(),
+        "{} is missing: build the whole workspace (cargo test --workspace)",
+        p.display()
+    );
+    p
+}
+
+/// A scratch directory, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "dlm-test-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("temp dir");
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A child that is killed (by PID) and reaped when dropped.
+pub struct Reaped(pub Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A `dlmd` on a private socket.
+pub struct Daemon {
+    pub proc: Reaped,
+    pub socket: PathBuf,
+    _dir: TempDir,
+}
+
+impl Daemon {
+    pub fn start() -> Daemon {
+        let dir = TempDir::new("d");
+        let socket = dir.0.join("dlmd.sock");
+        let child = Command::new(dlmd_bin())
+            .arg("--socket")
+            .arg(&socket)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start dlmd");
+        let d = Daemon {
+            proc: Reaped(child),
+            socket,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::os::unix::net::UnixStream::connect(&d.socket).is_err() {
+            assert!(Instant::now() < deadline, "dlmd did not start listening");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        d
+    }
+
+    pub fn dlm(&self) -> Command {
+        let mut c = Command::new(DLM);
+        c.env("DLM_SOCKET", &self.socket)
+            .env("DLM_BACKEND", "fallback")
+            .env("DLM_NO_AUTOSTART", "1");
+        c
+    }
+
+    pub fn client(&self) -> Dlm {
+        Dlm::builder()
+            .backend(Backend::Fallback)
+            .socket(&self.socket)
+            .autostart(false)
+            .open()
+            .expect("connect to dlmd")
+    }
+}
+
+pub fn run(mut c: Command) -> Output {
+    c.output().expect("run dlm")
+}
+
+pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
