@@ -197,6 +197,43 @@ impl Device {
         }
     }
 
+    /// One `read()` in pull mode: ask the daemon for one record (kernel
+    /// devices: just read one). `None` is `EAGAIN`.
+    pub(crate) fn read_one(&mut self) -> Result<Option<LockResult>, Errno> {
+        match self {
+            Device::Kernel(f) => {
+                let mut b = [0u8; RESULT_WITH_LVB_SIZE];
+                loop {
+                    match f.read(&mut b) {
+                        Ok(n) => return proto::decode_result(&b[..n]).map(Some),
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(None),
+                        Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(io_errno(e)),
+                    }
+                }
+            }
+            Device::Socket(s) => {
+                if let Some(r) = s.stash.pop_front() {
+                    return Ok(Some(r));
+                }
+                s.send(Kind::Read, &(RESULT_WITH_LVB_SIZE as u32).to_le_bytes())?;
+                loop {
+                    if let Some(r) = s.stash.pop_front() {
+                        return Ok(Some(r));
+                    }
+                    if let Some(body) = s.take_frames(Some(Kind::Result))? {
+                        return match wire::result_value(&body)? {
+                            v if v == -i64::from(libc::EAGAIN) => Ok(None),
+                            v if v < 0 => Err(Errno::from_raw((-v).min(i64::from(i32::MAX)) as i32)),
+                            _ => Err(Errno::EPROTO),
+                        };
+                    }
+                    s.fill(true)?;
+                }
+            }
+        }
+    }
+
     /// Move every record that can be read without blocking into `out`.
     /// End of file (the daemon went away) is `EPIPE`.
     pub(crate) fn read_available(&mut self, out: &mut VecDeque<LockResult>) -> Result<(), Errno> {

@@ -332,6 +332,55 @@ impl Dlm {
     }
 }
 
+/// A device handle at the level of `write()` and `read()`: the records of
+/// [`proto`], nothing more. This is what libdlm itself does with the
+/// device; the C ABI and the conformance suite use it. Most programs want
+/// [`Lockspace`] instead.
+#[derive(Debug)]
+pub struct RawDevice(Device);
+
+impl RawDevice {
+    /// Open a kernel device node (`/dev/misc/dlm-control`, `/dev/dlm_<ls>`).
+    pub fn open_kernel(path: &Path) -> Result<RawDevice> {
+        Ok(RawDevice(Device::open_kernel(path)?))
+    }
+
+    /// Connect to `dlmd` as its control device (`lockspace` `None`) or as
+    /// the named lockspace's device. With `pull`, records come only when
+    /// read, one per [`read`](Self::read), as from the kernel device;
+    /// otherwise the daemon pushes them as they happen.
+    pub fn connect(socket: &Path, lockspace: Option<&LockspaceName>, pull: bool) -> Result<RawDevice> {
+        let (role, name) = match lockspace {
+            Some(n) => (wire::ROLE_LOCKSPACE, n.as_bytes()),
+            None => (wire::ROLE_CONTROL, &b""[..]),
+        };
+        let flags = if pull { wire::HELLO_PULL } else { 0 };
+        let (dev, _) = Device::connect(socket, role, flags, name)?;
+        Ok(RawDevice(dev))
+    }
+
+    /// `write()` a request; its return value.
+    pub fn write(&mut self, bytes: &[u8]) -> Result<i64, Errno> {
+        self.0.write(bytes)
+    }
+
+    /// One `read()` of a callback record; `None` when there is none
+    /// (`EAGAIN`).
+    pub fn read(&mut self) -> Result<Option<LockResult>, Errno> {
+        self.0.read_one()
+    }
+
+    /// The 12-byte version read.
+    pub fn version(&mut self) -> Result<[u32; 3], Errno> {
+        self.0.version()
+    }
+
+    /// The fd, for polling.
+    pub fn raw_fd(&self) -> RawFd {
+        self.0.raw_fd()
+    }
+}
+
 /// A completion callback: the lock and what happened.
 pub type CompletionFn = Box<dyn FnMut(LockId, &Completion) + Send + 'static>;
 /// A blocking callback: the lock and the mode someone else wants.

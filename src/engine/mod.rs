@@ -681,6 +681,54 @@ impl Engine {
         Ok(())
     }
 
+    /// A `write()` on a lockspace device, decoded: dispatch it as the
+    /// kernel's `device_write` does for a lockspace fd, and return what
+    /// `write()` returns. `pid` is the writer's (`current->pid`).
+    /// Lockspace commands are `EINVAL` here (they belong to the control
+    /// device).
+    pub fn device_write(&mut self, owner: OwnerId, pid: u32, request: &crate::proto::Request) -> Result<i64, Errno> {
+        use crate::proto::Request;
+        match request {
+            Request::Lock(r) => {
+                let convert = r.flags & LockFlags::CONVERT.bits() != 0;
+                // A `namelen` over 64 names no resource: refused from the
+                // length alone (EINVAL for a request, ENOENT for an
+                // adoption), so zeros stand in for the missing bytes.
+                let long;
+                let name: &[u8] = if convert {
+                    &[]
+                } else if r.namelen() <= RESNAME_MAXLEN {
+                    r.name()
+                } else {
+                    long = vec![0u8; r.namelen()];
+                    &long
+                };
+                let p = LockParams {
+                    mode: r.mode,
+                    flags: r.flags,
+                    lkid: r.lkid,
+                    name,
+                    lvb: r.lvb,
+                    args: r.user_args(),
+                    pid,
+                };
+                self.lock(owner, &p).map(i64::from)
+            }
+            Request::Unlock(r) => {
+                let p = UnlockParams {
+                    lkid: r.lkid,
+                    flags: r.flags,
+                    lvb: r.lvb,
+                    args: r.user_args(),
+                };
+                self.unlock(owner, &p).map(|()| 0)
+            }
+            Request::Deadlock(r) => self.deadlock_cancel(owner, r.lkid, r.flags).map(|()| 0),
+            Request::Purge { nodeid, pid: target } => self.purge(owner, *nodeid, *target, pid).map(|()| 0),
+            Request::CreateLockspace { .. } | Request::RemoveLockspace { .. } => Err(Errno::EINVAL),
+        }
+    }
+
     /// Read the next callback of `owner`, as `read()` of its fd does, or
     /// `None` when there is none (`EAGAIN` on a non-blocking fd).
     pub fn read(&mut self, owner: OwnerId) -> Option<AstRecord> {
