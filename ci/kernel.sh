@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The kernel DLM job: the real Linux DLM (Debian's kernel, dlm.ko) in a
+# QEMU guest, driven by dlm-controld --single-node. Runnable by hand;
+# CI runs it from ci/test.sh. Needs no KVM (TCG on 2 cores: about half a
+# minute from a cold cache, a few seconds warm) and no root beyond the
+# apt-get installs.
+#
+#   ci/kernel.sh               fetch, build static binaries, initramfs, smoke
+#   DLM_KERNEL_TIMEOUT=SECS    guest time limit (default 120)
+#
+# Artifacts stay in ci/out/ (kernel cache, initramfs, qemu-serial.log).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. ci/lib.sh
+install_build_deps
+
+t0=$(date +%s)
+timed() {
+    local name=$1 s
+    shift
+    s=$(date +%s)
+    echo
+    echo "=== kernel: $name ==="
+    "$@"
+    echo "=== kernel: $name: $(($(date +%s) - s)) s ==="
+}
+
+timed "fetch the Debian kernel and QEMU" ci/kernel/fetch.sh
+mkdir -p ci/out
+timed "build static guest binaries" sh -c 'ci/kernel/build.sh >ci/out/static-bins.txt'
+mapfile -t bins <ci/out/static-bins.txt
+timed "initramfs" ci/kernel/initramfs.sh --controller "${bins[0]}" "${bins[@]:1}"
+timed "boot and run dlm-guest-smoke" \
+    ci/kernel/run.sh --timeout "${DLM_KERNEL_TIMEOUT:-120}" -- dlm-guest-smoke
+echo
+echo "=== kernel: all passed in $(($(date +%s) - t0)) s ==="
