@@ -130,6 +130,31 @@ pub enum Error {
     /// An operation completed with a status that makes no sense for it
     /// (for example an unlock that did not report "unlocked").
     Unexpected(crate::status::Status),
+    /// The kernel has no `dlm-control` misc device: the module is not
+    /// loaded.
+    ModuleNotLoaded,
+    /// `EUNATCH` from the kernel: no cluster controller runs
+    /// (dlm_controld, or `dlm-controld --single-node`).
+    NoController,
+    /// `ENOTCONN` from the kernel: no local node address is configured.
+    NoLocalAddress,
+    /// The device speaks another interface version (`EBADE` on writes).
+    VersionMismatch {
+        /// What this library speaks.
+        ours: [u32; 3],
+        /// What the device reported.
+        theirs: [u32; 3],
+    },
+    /// A lockspace operation failed: `EPERM`, `EEXIST`, `EBUSY`,
+    /// `ENOENT`, …, with the lockspace named.
+    Lockspace {
+        /// What was being done: "create", "open", "release".
+        op: &'static str,
+        /// The lockspace.
+        name: String,
+        /// Why.
+        errno: Errno,
+    },
 }
 
 impl Error {
@@ -141,6 +166,11 @@ impl Error {
             Error::KernelUnavailable(_) => Errno::ENOSYS,
             Error::DaemonUnavailable(_, e) => *e,
             Error::Unexpected(_) => Errno::EPROTO,
+            Error::ModuleNotLoaded => Errno::ENOENT,
+            Error::NoController => Errno::EUNATCH,
+            Error::NoLocalAddress => Errno::ENOTCONN,
+            Error::VersionMismatch { .. } => Errno::EBADE,
+            Error::Lockspace { errno, .. } => *errno,
         }
     }
 }
@@ -158,6 +188,36 @@ impl fmt::Display for Error {
                 path.display()
             ),
             Error::Unexpected(st) => write!(f, "unexpected completion status: {st}"),
+            Error::ModuleNotLoaded => f.write_str(
+                "the kernel DLM is not loaded (no dlm-control in /proc/misc): run `modprobe dlm`, \
+                 or use the fallback daemon (DLM_BACKEND=fallback)",
+            ),
+            Error::NoController => f.write_str(
+                "no cluster controller is running (EUNATCH): start dlm_controld, or \
+                 `dlm-controld --single-node` for one host",
+            ),
+            Error::NoLocalAddress => f.write_str(
+                "the kernel DLM has no local node address (ENOTCONN): the cluster controller has \
+                 not configured this node's comms",
+            ),
+            Error::VersionMismatch { ours, theirs } => write!(
+                f,
+                "DLM device interface version mismatch: this library speaks {}.{}.{}, the device {}.{}.{}",
+                ours[0], ours[1], ours[2], theirs[0], theirs[1], theirs[2]
+            ),
+            Error::Lockspace { op, name, errno } => {
+                let why = match errno.raw() {
+                    libc::EPERM => "permission denied: creating or removing a lockspace needs \
+                                    CAP_SYS_ADMIN (root)"
+                        .to_string(),
+                    libc::EACCES => "permission denied by the lockspace's mode".to_string(),
+                    libc::EEXIST => "it exists already (NEWEXCL)".to_string(),
+                    libc::EBUSY => "it still has locks (release with force, or unlock them)".to_string(),
+                    libc::ENOENT => "no such lockspace".to_string(),
+                    _ => errno.to_string(),
+                };
+                write!(f, "cannot {op} lockspace {name}: {why}")
+            }
         }
     }
 }
@@ -166,14 +226,21 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Os(e) | Error::DaemonUnavailable(_, e) => Some(e),
+            Error::Lockspace { errno, .. } => Some(errno),
             _ => None,
         }
     }
 }
 
 impl From<Errno> for Error {
+    /// The kernel's errnos that mean something beyond the call become their
+    /// own variants (`EUNATCH`, `ENOTCONN`); the rest stay `Os`.
     fn from(e: Errno) -> Error {
-        Error::Os(e)
+        match e.raw() {
+            libc::EUNATCH => Error::NoController,
+            libc::ENOTCONN => Error::NoLocalAddress,
+            _ => Error::Os(e),
+        }
     }
 }
 

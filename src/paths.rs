@@ -64,8 +64,15 @@ pub fn start_user_daemon(socket: &Path) -> Result<(), Errno> {
 
     if let Some(dir) = socket.parent() {
         if !dir.exists() {
+            // The system daemon's directory must let every user reach the
+            // socket (dlmd checks each peer); a user's stays private.
+            let mode = if socket == Path::new(SYSTEM_SOCKET) {
+                0o755
+            } else {
+                0o700
+            };
             match std::fs::DirBuilder::new()
-                .mode(0o700)
+                .mode(mode)
                 .recursive(true)
                 .create(dir)
             {

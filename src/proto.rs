@@ -171,7 +171,16 @@ impl Default for LockRequest {
 impl LockRequest {
     /// The resource name carried by the request.
     pub fn name(&self) -> &[u8] {
-        &self.name[..usize::from(self.namelen)]
+        // A `namelen` over 64 (possible in a decoded request) never reads
+        // past the 64 bytes held: check `namelen()` to refuse such names.
+        &self.name[..usize::from(self.namelen).min(RESNAME_MAXLEN)]
+    }
+
+    /// The `namelen` field as the request carried it. It may exceed 64
+    /// (the kernel then refuses a new request with `EINVAL`), in which
+    /// case [`name`](Self::name) must not be called: check this first.
+    pub fn namelen(&self) -> usize {
+        usize::from(self.namelen)
     }
 
     /// Set the resource name; more than 64 bytes is `EINVAL`.
@@ -548,6 +557,55 @@ pub fn encode_result(
     Ok((b, len))
 }
 
+/// A compat result with its value block appended (84).
+pub const RESULT32_WITH_LVB_SIZE: usize = RESULT32_SIZE + LVB_LEN;
+
+// `struct dlm_lock_result32`: every pointer is a `__u32`, and the status
+// block is `struct dlm_lksb32 { __u32 sb_status, sb_lkid; __u8 sb_flags;
+// __u32 sb_lvbptr; }` (16 bytes).
+const R32_LENGTH: usize = 12;
+const R32_ASTADDR: usize = 16;
+const R32_ASTPARAM: usize = 20;
+const R32_USER_LKSB: usize = 24;
+const R32_STATUS: usize = 28;
+const R32_LKID: usize = 32;
+const R32_SBFLAGS: usize = 36;
+const R32_BAST_MODE: usize = 44;
+const R32_LVB_OFFSET: usize = 48;
+
+/// Encode a result in the 32-bit compat layout (`compat_output` in the
+/// kernel's `fs/dlm/user.c`), as the kernel does for a process that wrote
+/// a compat request: a 52-byte record, pointers truncated to 32 bits, and
+/// the value block at offset 52 if `count` leaves room (84 bytes in all).
+/// `count` below 52 is `EINVAL`.
+pub fn encode_result32(
+    r: &LockResult,
+    count: usize,
+) -> Result<([u8; RESULT32_WITH_LVB_SIZE], usize), Errno> {
+    if count < RESULT32_SIZE {
+        return Err(Errno::EINVAL);
+    }
+    let mut b = [0u8; RESULT32_WITH_LVB_SIZE];
+    for (i, v) in VERSION.iter().enumerate() {
+        put_u32(&mut b, i * 4, *v);
+    }
+    put_u32(&mut b, R32_ASTADDR, r.astaddr as u32);
+    put_u32(&mut b, R32_ASTPARAM, r.astparam as u32);
+    put_u32(&mut b, R32_USER_LKSB, r.user_lksb as u32);
+    put_u32(&mut b, R32_STATUS, r.status as u32);
+    put_u32(&mut b, R32_LKID, r.lkid);
+    b[R32_SBFLAGS] = r.sb_flags;
+    b[R32_BAST_MODE] = r.bast_mode;
+    let mut len = RESULT32_SIZE;
+    if let Some(lvb) = r.lvb.filter(|_| count >= RESULT32_WITH_LVB_SIZE) {
+        b[RESULT32_SIZE..RESULT32_WITH_LVB_SIZE].copy_from_slice(&lvb);
+        put_u32(&mut b, R32_LVB_OFFSET, RESULT32_SIZE as u32);
+        len = RESULT32_WITH_LVB_SIZE;
+    }
+    put_u32(&mut b, R32_LENGTH, len as u32);
+    Ok((b, len))
+}
+
 /// Decode a result read from the device (or the daemon), checking the
 /// length and `lvb_offset` before touching anything: a record that does
 /// not hold together is `EPROTO`.
@@ -743,6 +801,36 @@ mod tests {
         assert_eq!(n, 72);
         assert_eq!(decode_result(&b[..n]), Ok(LockResult { lvb: None, ..r }));
         assert_eq!(encode_result(&r, 71).err(), Some(Errno::EINVAL));
+    }
+
+    #[test]
+    fn compat_results_use_the_52_byte_layout() {
+        let r = LockResult {
+            astaddr: 0x1_0000_0011,
+            astparam: 0x22,
+            user_lksb: 0x33,
+            status: -65538,
+            lkid: 0x44,
+            sb_flags: 2,
+            bast_mode: 5,
+            lvb: Some([9; LVB_LEN]),
+        };
+        let (b, n) = encode_result32(&r, 84).unwrap();
+        assert_eq!(n, 84);
+        assert_eq!(get_u32(&b, 0), 6);
+        assert_eq!(get_u32(&b, R32_LENGTH), 84);
+        assert_eq!(get_u32(&b, R32_ASTADDR), 0x11, "pointers are truncated");
+        assert_eq!(get_u32(&b, R32_ASTPARAM), 0x22);
+        assert_eq!(get_u32(&b, R32_USER_LKSB), 0x33);
+        assert_eq!(get_u32(&b, R32_STATUS) as i32, -65538);
+        assert_eq!(get_u32(&b, R32_LKID), 0x44);
+        assert_eq!((b[R32_SBFLAGS], b[R32_BAST_MODE]), (2, 5));
+        assert_eq!(get_u32(&b, R32_LVB_OFFSET), 52);
+        assert_eq!(&b[52..84], &[9; LVB_LEN]);
+        let (b, n) = encode_result32(&r, 83).unwrap();
+        assert_eq!((n, get_u32(&b, R32_LVB_OFFSET)), (52, 0));
+        assert_eq!(get_u32(&b, R32_LENGTH), 52);
+        assert_eq!(encode_result32(&r, 51).err(), Some(Errno::EINVAL));
     }
 
     #[test]

@@ -29,6 +29,78 @@
 //! | `Ast` | daemon | a `dlm_lock_result`, value block appended when present | |
 //! | `Version` | daemon | 12 bytes | |
 //! | `QueryReply` | daemon | UTF-8 JSON | |
+//! | `QueryPart` | daemon | UTF-8 JSON, not the last part | |
+//!
+//! # How `dlmd` plays the devices
+//!
+//! A connection is nothing until its `Hello`. A control connection plays
+//! `dlm-control`; a lockspace connection plays one open `dlm_<name>` fd:
+//! one engine owner, whose locks are released (persistent ones orphaned)
+//! when the connection closes for any reason, as the kernel's
+//! `device_close` does. Writes are decoded and checked exactly as the
+//! kernel's `device_write` does (see [`proto`](crate::proto)), with its
+//! errnos; lock commands on a control connection and lockspace commands on
+//! a lockspace connection are `EINVAL`, as on the wrong device.
+//!
+//! Errors that are not the kernel's, for frames that are well formed:
+//!
+//! | case | reply |
+//! |---|---|
+//! | `Write`, `Read` or `Chmod` before `Hello` | `Result` `-ENOTCONN` |
+//! | a second `Hello` | `Result` `-EISCONN` |
+//! | `Hello` with a body under 2 bytes, an unknown role or flag bit, a name on a control `Hello`, or an invalid lockspace name | `Result` `-EINVAL` |
+//! | `Hello` for a lockspace that does not exist | `Result` `-ENOENT` |
+//! | `Hello` for a lockspace whose mode does not give the peer read and write permission | `Result` `-EACCES` |
+//! | `Chmod` by neither the lockspace's owner uid nor root | `Result` `-EPERM` |
+//! | `Chmod` on a control connection; `Chmod` or `Read` body not 4 bytes; `Version` body not empty | `Result` `-EINVAL` |
+//! | a daemon-only kind (`Result`, `Ast`, `QueryReply`, `QueryPart`) from a client | `Result` `-EPROTO` |
+//!
+//! A frame that breaks the framing (length 0, over [`MAX_FRAME`], unknown
+//! kind byte) gets no reply: the daemon closes the connection.
+//!
+//! `Version` may be sent at any time, before `Hello` too. A `Read` whose
+//! count is exactly 12 is the version read of the devices and is answered
+//! with a `Version` frame; other counts follow `device_read`: on a control
+//! connection `-EINVAL`, on a lockspace connection under 72 (52 after a
+//! compat write) `-EINVAL`, nothing pending `-EAGAIN`. In push mode
+//! callbacks are sent as soon as they exist, so a `Read` there finds
+//! nothing. After a compat (32-bit, `is64bit == 0`) write, callbacks are
+//! sent in the 52-byte compat layout, as the kernel does.
+//!
+//! Lockspaces have an access mode (default 0600) and an owner uid and gid,
+//! those of the peer that first created them; `Hello` checks them like
+//! file permission bits against the peer's `SO_PEERCRED` uid and primary
+//! gid (root passes). On the system daemon only root may create or remove
+//! lockspaces (`-EPERM`, the kernel's `CAP_SYS_ADMIN` check); a per-user
+//! daemon closes connections from any other uid without a reply.
+//!
+//! The last `DLM_USER_REMOVE_LOCKSPACE` of a lockspace that still has
+//! lockspace connections behaves as in the kernel, which blocks the
+//! remover until every fd on the lockspace is closed: the lockspace leaves
+//! the name table at once (a new create makes a fresh one), open
+//! connections keep working on the old one, and the `Result` of the remove
+//! (0) is sent when the last of them closes. Until then the daemon handles
+//! no further frame of the remover's connection.
+//!
+//! A `Query` whose JSON is longer than one frame holds is sent as
+//! `QueryPart` frames followed by one `QueryReply` with the last part: the
+//! client concatenates the bodies. A short answer is a single
+//! `QueryReply`. The JSON is an array of [`LockspaceInfo`] for
+//! [`QUERY_LOCKSPACES`], or of [`LockInfo`] for [`QUERY_LOCKS`]. A
+//! [`QUERY_LOCKS`] query with an empty name on a lockspace connection
+//! asks about that connection's lockspace; a named one needs the same
+//! permission as `Hello` (`-EACCES`), and an unknown name is `-ENOENT`.
+//!
+//! A client that stops reading is disconnected (its locks released as on
+//! close) once more than `dlmd --max-output` bytes wait to be sent to it;
+//! the bytes of query answers are not counted.
+//!
+//! The peer's `SO_PEERCRED` pid stands for the kernel's `current->pid`:
+//! it is recorded as the owner pid of the locks a connection requests,
+//! and `DLM_USER_PURGE` with that pid purges the connection's own locks.
+//!
+//! [`LockspaceInfo`]: crate::query::LockspaceInfo
+//! [`LockInfo`]: crate::query::LockInfo
 
 use crate::error::Errno;
 
@@ -57,6 +129,8 @@ pub enum Kind {
     Ast = 0x82,
     /// Daemon: the answer to a query.
     QueryReply = 0x84,
+    /// Daemon: a part of a long answer to a query, more to come.
+    QueryPart = 0x85,
 }
 
 impl Kind {
@@ -72,6 +146,7 @@ impl Kind {
             0x81 => Kind::Result,
             0x82 => Kind::Ast,
             0x84 => Kind::QueryReply,
+            0x85 => Kind::QueryPart,
             _ => return None,
         })
     }

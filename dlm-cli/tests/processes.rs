@@ -10,7 +10,7 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{dlmd_bin, run, wait_for, Daemon, Reaped, TempDir, DLM};
+use common::{dlmd_bin, run, spawn, wait_for, Daemon, Reaped, TempDir, DLM};
 use dlm::client::{LockRequest, Outcome};
 use dlm::{LockFlags, LockMode, LockspaceName, ResourceName};
 
@@ -31,18 +31,15 @@ fn counter_is_exact_when_every_increment_holds_ex() {
     );
     let workers: Vec<Reaped> = (0..PROCS)
         .map(|_| {
-            Reaped(
-                Command::new("sh")
-                    .arg("-c")
-                    .arg(&script)
-                    .env("DLM", DLM)
-                    .env("F", &file)
-                    .env("DLM_SOCKET", &d.socket)
-                    .env("DLM_NO_AUTOSTART", "1")
-                    .env("DLM_BACKEND", "fallback")
-                    .spawn()
-                    .unwrap(),
-            )
+            let mut c = Command::new("sh");
+            c.arg("-c")
+                .arg(&script)
+                .env("DLM", DLM)
+                .env("F", &file)
+                .env("DLM_SOCKET", &d.socket)
+                .env("DLM_NO_AUTOSTART", "1")
+                .env("DLM_BACKEND", "fallback");
+            spawn(c)
         })
         .collect();
     for mut w in workers {
@@ -71,10 +68,10 @@ fn pr_holders_hold_together_and_ex_excludes_them() {
                 .arg(format!(
                     "touch {dir}/in.{i}; t=0; while [ $(ls {dir} | grep -c '^in\\.') -lt {N} ]; do \
                        t=$((t+1)); [ $t -gt 1000 ] && exit 7; sleep 0.01; done; touch {dir}/all.{i}; \
-                       while [ ! -e {dir}/release ]; do sleep 0.01; done",
+                       t=0; while [ ! -e {dir}/release ] && [ $t -lt 3000 ]; do t=$((t+1)); sleep 0.01; done",
                     dir = dir.0.display()
                 ));
-            Reaped(c.spawn().unwrap())
+            spawn(c)
         })
         .collect();
     wait_for("all PR holders together", Duration::from_secs(15), || {
@@ -110,10 +107,10 @@ fn lock_exits_with_the_commands_status_and_times_out_clearly() {
     let dir = TempDir::new("timeout");
     let mut holder = d.dlm();
     holder.args(["lock", "r", "--", "sh", "-c"]).arg(format!(
-        "touch {0}/held; while [ ! -e {0}/go ]; do sleep 0.01; done",
+        "touch {0}/held; t=0; while [ ! -e {0}/go ] && [ $t -lt 3000 ]; do t=$((t+1)); sleep 0.01; done",
         dir.0.display()
     ));
-    let holder = Reaped(holder.spawn().unwrap());
+    let holder = spawn(holder);
     wait_for("holder", Duration::from_secs(10), || {
         dir.0.join("held").exists()
     });
@@ -163,15 +160,14 @@ fn killing_a_holder_releases_its_lock_to_the_waiter() {
     let mut holder = d.dlm();
     holder
         .args(["lock", "victim", "--", "sh", "-c"])
-        .arg(format!("touch {}/held; exec sleep 600", dir.0.display()))
-        .process_group(0);
-    let holder = Reaped(holder.spawn().unwrap());
+        .arg(format!("touch {}/held; exec sleep 600", dir.0.display()));
+    let holder = spawn(holder);
     wait_for("holder", Duration::from_secs(10), || {
         dir.0.join("held").exists()
     });
     let mut waiter = d.dlm();
     waiter.args(["lock", "victim", "--", "true"]);
-    let mut waiter = Reaped(waiter.spawn().unwrap());
+    let mut waiter = spawn(waiter);
     std::thread::sleep(Duration::from_millis(100));
     assert!(
         waiter.0.try_wait().unwrap().is_none(),
@@ -197,7 +193,7 @@ fn persistent_lock_survives_a_kill_as_an_orphan_and_is_adopted() {
     let mut w = d.dlm();
     w.args(["bench-worker", "persistent", "orphaned"])
         .stdout(Stdio::piped());
-    let mut worker = Reaped(w.spawn().unwrap());
+    let mut worker = spawn(w);
     let mut line = String::new();
     {
         use std::io::BufRead;
@@ -328,17 +324,14 @@ fn twenty_processes_at_once_start_exactly_one_daemon() {
     let socket = dir.0.join("run").join("dlmd.sock");
     let children: Vec<Reaped> = (0..20)
         .map(|_| {
-            Reaped(
-                Command::new(DLM)
-                    .args(["lock", "herd", "--", "true"])
-                    .env("DLM_SOCKET", &socket)
-                    .env("DLM_BACKEND", "fallback")
-                    .env("DLM_DLMD", dlmd_bin())
-                    .env_remove("DLM_NO_AUTOSTART")
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .unwrap(),
-            )
+            let mut c = Command::new(DLM);
+            c.args(["lock", "herd", "--", "true"])
+                .env("DLM_SOCKET", &socket)
+                .env("DLM_BACKEND", "fallback")
+                .env("DLM_DLMD", dlmd_bin())
+                .env_remove("DLM_NO_AUTOSTART")
+                .stderr(Stdio::piped());
+            spawn(c)
         })
         .collect();
     for mut c in children {

@@ -22,7 +22,9 @@ use crate::flags::LockFlags;
 use crate::mode::LockMode;
 use crate::status::Status;
 
-/// A lock request in flight; see the [module docs](self).
+/// A lock request in flight. Dropping it before it resolves cancels the
+/// request (and unlocks the lock if the grant won the race), so no lock
+/// is ever left behind.
 #[derive(Debug)]
 #[must_use = "a LockFuture does nothing unless polled, and cancels the request when dropped"]
 pub struct LockFuture {

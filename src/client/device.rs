@@ -171,6 +171,9 @@ impl Device {
     }
 
     /// Send a `Query`/`Chmod`-style frame and return the raw reply body.
+    /// A long query answer arrives as `QueryPart` frames before the
+    /// `QueryReply`; they are joined here. A `Result` instead of the
+    /// expected reply carries an error.
     pub(crate) fn socket_request(
         &mut self,
         kind: Kind,
@@ -181,7 +184,18 @@ impl Device {
             Device::Kernel(_) => Err(Errno::ENOSYS),
             Device::Socket(s) => {
                 s.send(kind, body)?;
-                s.wait_reply(reply)
+                let mut whole = Vec::new();
+                loop {
+                    let (k, part) = s.wait_any(&[reply, Kind::QueryPart, Kind::Result])?;
+                    if k == Kind::Result && reply != Kind::Result {
+                        let v = wire::result_value(&part)?;
+                        return Err(Errno::from_raw((-v).clamp(1, i64::from(i32::MAX)) as i32));
+                    }
+                    whole.extend_from_slice(&part);
+                    if k != Kind::QueryPart {
+                        return Ok(whole);
+                    }
+                }
             }
         }
     }
@@ -224,7 +238,9 @@ impl Device {
                     if let Some(body) = s.take_frames(Some(Kind::Result))? {
                         return match wire::result_value(&body)? {
                             v if v == -i64::from(libc::EAGAIN) => Ok(None),
-                            v if v < 0 => Err(Errno::from_raw((-v).min(i64::from(i32::MAX)) as i32)),
+                            v if v < 0 => {
+                                Err(Errno::from_raw((-v).min(i64::from(i32::MAX)) as i32))
+                            }
                             _ => Err(Errno::EPROTO),
                         };
                     }
@@ -338,13 +354,22 @@ impl SocketConn {
     /// Decode buffered frames: callback records go to the stash; the
     /// first frame of kind `want` is returned.
     fn take_frames(&mut self, want: Option<Kind>) -> Result<Option<Vec<u8>>, Errno> {
+        let wants: &[Kind] = match &want {
+            Some(k) => core::slice::from_ref(k),
+            None => &[],
+        };
+        Ok(self.take_any(wants)?.map(|(_, body)| body))
+    }
+
+    /// Like `take_frames`, for any of several kinds.
+    fn take_any(&mut self, wants: &[Kind]) -> Result<Option<(Kind, Vec<u8>)>, Errno> {
         while let Some(frame) = self.decoder.next_frame()? {
             match frame.kind {
                 Kind::Ast => {
                     let r = proto::decode_result(frame.body)?;
                     self.stash.push_back(r);
                 }
-                k if Some(k) == want => return Ok(Some(frame.body.to_vec())),
+                k if wants.contains(&k) => return Ok(Some((k, frame.body.to_vec()))),
                 // A reply nobody waits for means the stream is out of step.
                 _ => return Err(Errno::EPROTO),
             }
@@ -352,9 +377,22 @@ impl SocketConn {
         Ok(None)
     }
 
+    fn wait_any(&mut self, wants: &[Kind]) -> Result<(Kind, Vec<u8>), Errno> {
+        loop {
+            if let Some(found) = self.take_any(wants)? {
+                self.take_frames(None)?;
+                return Ok(found);
+            }
+            self.fill(true)?;
+        }
+    }
+
     fn wait_reply(&mut self, want: Kind) -> Result<Vec<u8>, Errno> {
         loop {
             if let Some(body) = self.take_frames(Some(want))? {
+                // Callback records that came in the same read move to the
+                // stash now, so `has_stashed` sees them.
+                self.take_frames(None)?;
                 return Ok(body);
             }
             self.fill(true)?;

@@ -37,6 +37,7 @@
 //! otherwise the outcome is [`Status::TimedOut`].
 
 mod device;
+mod kernel;
 
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
@@ -142,14 +143,9 @@ impl DlmBuilder {
         };
         match backend {
             Backend::Kernel => {
-                let path = kernel_control_device().ok_or_else(|| {
-                    Error::KernelUnavailable(
-                        "neither /dev/misc/dlm-control nor /dev/dlm-control exists: load the dlm module \
-                         (modprobe dlm), or use the fallback daemon (DLM_BACKEND=fallback)"
-                            .into(),
-                    )
-                })?;
-                let control = Device::open_kernel(&path)?;
+                let path = kernel::control_node()?;
+                let mut control = Device::open_kernel(&path)?;
+                kernel::check_version(control.version()?)?;
                 Ok(Dlm {
                     backend,
                     socket: None,
@@ -164,7 +160,8 @@ impl DlmBuilder {
                 let autostart = self
                     .autostart
                     .unwrap_or_else(|| std::env::var_os("DLM_NO_AUTOSTART").is_none());
-                let control = connect_or_start(&socket, autostart)?;
+                let mut control = connect_or_start(&socket, autostart)?;
+                kernel::check_version(control.version()?)?;
                 Ok(Dlm {
                     backend,
                     socket: Some(socket),
@@ -172,6 +169,18 @@ impl DlmBuilder {
                 })
             }
         }
+    }
+}
+
+/// Name the lockspace in errors that are about it.
+fn lockspace_error(op: &'static str, name: &LockspaceName, e: Error) -> Error {
+    match e {
+        Error::Os(errno) => Error::Lockspace {
+            op,
+            name: name.to_string(),
+            errno,
+        },
+        other => other,
     }
 }
 
@@ -263,7 +272,10 @@ impl Dlm {
     ) -> Result<Lockspace> {
         let flags = flags - LockspaceFlags::TIMEWARN;
         let req = proto::encode_create(name.as_bytes(), flags.bits(), proto::VERSION)?;
-        let minor = self.control().write(req.as_bytes())?;
+        let minor = self
+            .control()
+            .write(req.as_bytes())
+            .map_err(|e| lockspace_error("create", name, e.into()))?;
         let ls = self.open_lockspace(name)?;
         let mode = if mode == 0 { 0o600 } else { mode };
         ls.chmod(mode)?;
@@ -276,17 +288,16 @@ impl Dlm {
         match &self.socket {
             Some(socket) => {
                 let (dev, minor) =
-                    Device::connect(socket, wire::ROLE_LOCKSPACE, 0, name.as_bytes())?;
+                    Device::connect(socket, wire::ROLE_LOCKSPACE, 0, name.as_bytes())
+                        .map_err(|e| lockspace_error("open", name, e.into()))?;
                 Lockspace::new(*name, u32::try_from(minor).unwrap_or(0), dev, self.backend)
             }
             None => {
                 let dev_name = String::from_utf8_lossy(&name.device_name()).into_owned();
-                let path = [format!("/dev/misc/{dev_name}"), format!("/dev/{dev_name}")]
-                    .into_iter()
-                    .map(PathBuf::from)
-                    .find(|p| p.exists())
-                    .ok_or(Error::Os(Errno::ENOENT))?;
-                let dev = Device::open_kernel(&path)?;
+                let path =
+                    kernel::device_node(&dev_name).map_err(|e| lockspace_error("open", name, e))?;
+                let dev = Device::open_kernel(&path)
+                    .map_err(|e| lockspace_error("open", name, e.into()))?;
                 let minor = dev.minor().unwrap_or(0);
                 Lockspace::new(*name, minor, dev, self.backend)
             }
@@ -300,6 +311,7 @@ impl Dlm {
     /// other handle on the lockspace is closed, as the kernel does.
     pub fn release_lockspace(&self, ls: Lockspace, force: bool) -> Result<()> {
         let minor = ls.minor();
+        let ls_name = *ls.name();
         drop(ls);
         let flags = if force {
             dlm_sys::DLM_USER_LSFLG_FORCEFREE
@@ -307,7 +319,9 @@ impl Dlm {
             0
         };
         let req = proto::encode_remove(minor, flags, proto::VERSION);
-        self.control().write(req.as_bytes())?;
+        self.control()
+            .write(req.as_bytes())
+            .map_err(|e| lockspace_error("release", &ls_name, e.into()))?;
         Ok(())
     }
 
@@ -349,7 +363,11 @@ impl RawDevice {
     /// the named lockspace's device. With `pull`, records come only when
     /// read, one per [`read`](Self::read), as from the kernel device;
     /// otherwise the daemon pushes them as they happen.
-    pub fn connect(socket: &Path, lockspace: Option<&LockspaceName>, pull: bool) -> Result<RawDevice> {
+    pub fn connect(
+        socket: &Path,
+        lockspace: Option<&LockspaceName>,
+        pull: bool,
+    ) -> Result<RawDevice> {
         let (role, name) = match lockspace {
             Some(n) => (wire::ROLE_LOCKSPACE, n.as_bytes()),
             None => (wire::ROLE_CONTROL, &b""[..]),

@@ -307,6 +307,8 @@ const IFL_ON_ASTS: u8 = 1 << 4;
 const IFL_ON_OWNQ: u8 = 1 << 5;
 /// A completion has been read (`lkb_last_cast.seq != 0`).
 const IFL_HAS_LAST_CAST: u8 = 1 << 6;
+/// The `lkb_ownqueue` in use is the owner's `unlocking` list.
+const IFL_UNLOCKING: u8 = 1 << 7;
 
 #[derive(Clone, Copy, Default, Debug)]
 struct Links {
@@ -418,6 +420,8 @@ impl Name {
 struct Proc {
     pid: u32,
     locks: List,
+    /// Locks still on the owner's list after an unlock (`proc->unlocking`).
+    unlocking: List,
     asts: VecDeque<Lkid>,
 }
 
@@ -433,6 +437,7 @@ enum Which {
     Convert(u32),
     Wait(u32),
     Locks(u32),
+    Unlocking(u32),
     Orphans,
 }
 
@@ -590,7 +595,19 @@ impl Engine {
             // The reference of the owner's lock list.
             self.put_lkb(id);
         }
+        self.release_unlocking(o);
         self.drop_asts(o);
+        // A lock can end while still on a resource queue (one the
+        // ALTPR/ALTCW quirk left granted in no mode, then cancelled or
+        // refused with an IV-mode completion): it is on none of the
+        // owner's lists, so the loops above miss it. Linux 6.1 leaves it
+        // pointing at the freed proc (its next callback is a use after
+        // free); mark it dead, so that its callbacks are dropped.
+        for lkb in self.locks.iter_mut().flatten() {
+            if lkb.owner == o && lkb.iflags & (IFL_ORPHAN | IFL_DEAD) == 0 {
+                lkb.iflags |= IFL_DEAD;
+            }
+        }
         self.procs[o as usize] = None;
         self.free_procs.push(o);
         Ok(())
@@ -635,11 +652,15 @@ impl Engine {
     /// no callback, as in the kernel.
     pub fn unlock(&mut self, owner: OwnerId, p: &UnlockParams) -> Result<(), Errno> {
         self.check_owner(owner)?;
-        if p.flags & LockFlags::CANCEL.bits() != 0 {
+        let id = self.find_lkb(p.lkid)?;
+        self.hold_lkb(id);
+        let rv = if p.flags & LockFlags::CANCEL.bits() != 0 {
             self.user_cancel(p)
         } else {
             self.user_unlock(p)
-        }
+        };
+        self.put_lkb(id);
+        rv
     }
 
     /// `DLM_USER_DEADLOCK`: cancel the lock's in-progress operation with
@@ -647,6 +668,13 @@ impl Engine {
     pub fn deadlock_cancel(&mut self, owner: OwnerId, lkid: u32, flags: u32) -> Result<(), Errno> {
         self.check_owner(owner)?;
         let id = self.find_lkb(lkid)?;
+        self.hold_lkb(id);
+        let rv = self.user_deadlock(id, flags);
+        self.put_lkb(id);
+        rv
+    }
+
+    fn user_deadlock(&mut self, id: Lkid, flags: u32) -> Result<(), Errno> {
         set_unlock_args(flags)?;
         match self.validate_unlock_args(id, flags) {
             Ok(()) => {}
@@ -686,7 +714,12 @@ impl Engine {
     /// `write()` returns. `pid` is the writer's (`current->pid`).
     /// Lockspace commands are `EINVAL` here (they belong to the control
     /// device).
-    pub fn device_write(&mut self, owner: OwnerId, pid: u32, request: &crate::proto::Request) -> Result<i64, Errno> {
+    pub fn device_write(
+        &mut self,
+        owner: OwnerId,
+        pid: u32,
+        request: &crate::proto::Request,
+    ) -> Result<i64, Errno> {
         use crate::proto::Request;
         match request {
             Request::Lock(r) => {
@@ -724,7 +757,10 @@ impl Engine {
                 self.unlock(owner, &p).map(|()| 0)
             }
             Request::Deadlock(r) => self.deadlock_cancel(owner, r.lkid, r.flags).map(|()| 0),
-            Request::Purge { nodeid, pid: target } => self.purge(owner, *nodeid, *target, pid).map(|()| 0),
+            Request::Purge {
+                nodeid,
+                pid: target,
+            } => self.purge(owner, *nodeid, *target, pid).map(|()| 0),
             Request::CreateLockspace { .. } | Request::RemoveLockspace { .. } => Err(Errno::EINVAL),
         }
     }
@@ -995,13 +1031,23 @@ impl Engine {
         }
         set_unlock_args(p.flags)?;
         match self.validate_unlock_args(id, p.flags) {
-            Ok(()) => {}
-            Err(e) if e == Errno::EBUSY && p.flags & LockFlags::FORCEUNLOCK.bits() != 0 => {
-                return Ok(())
-            }
+            Ok(()) => self.unlock_lock(id),
+            Err(e) if e == Errno::EBUSY && p.flags & LockFlags::FORCEUNLOCK.bits() != 0 => {}
             Err(e) => return Err(e),
         }
-        self.unlock_lock(id);
+        // A lock still on its owner's list (its EUNLOCK was not queued, or
+        // FORCEUNLOCK found one in progress) moves to the owner's
+        // `unlocking` list, so that closing or purging the owner only marks
+        // it dead: it is neither orphaned nor unlocked again. An orphan
+        // stays on the orphan list (Linux 6.1 would move it onto the list
+        // of the owner that is gone).
+        let l = self.lk(id);
+        if l.iflags & IFL_ON_OWNQ != 0 && l.iflags & (IFL_ORPHAN | IFL_DEAD) == 0 {
+            let o = l.owner;
+            self.list_remove(self.own_list(id), Chain::Own, id);
+            self.list_push_front(Which::Unlocking(o), Chain::Own, id);
+            self.lk_mut(id).iflags |= IFL_UNLOCKING;
+        }
         Ok(())
     }
 
@@ -1051,6 +1097,13 @@ impl Engine {
     }
 
     fn unlock_lock(&mut self, id: Lkid) {
+        // A lock on no queue (an orphan whose waiting request was
+        // cancelled, or which was unlocked, after its owner closed) has
+        // nothing left to unlock; Linux 6.1 would unlink it from its queue
+        // a second time and crash. Leave it alone, as `do_purge` does.
+        if self.lk(id).status == STS_NONE {
+            return;
+        }
         let r = self.lk(id).rsb;
         // do_unlock
         self.set_lvb_unlock(r, id);
@@ -1100,7 +1153,34 @@ impl Engine {
             self.unlock_proc_lock(id);
             self.put_lkb(id);
         }
+        self.release_unlocking(o);
         self.drop_asts(o);
+    }
+
+    /// The owner's in-progress unlocks go with it: marked dead, and their
+    /// list reference dropped.
+    fn release_unlocking(&mut self, o: u32) {
+        loop {
+            let id = self.proc(o).unlocking.head;
+            if id == NIL {
+                break;
+            }
+            self.list_remove(Which::Unlocking(o), Chain::Own, id);
+            let lkb = self.lk_mut(id);
+            lkb.iflags &= !IFL_UNLOCKING;
+            lkb.iflags |= IFL_DEAD;
+            self.put_lkb(id);
+        }
+    }
+
+    /// The owner list a lock with `IFL_ON_OWNQ` (and not an orphan) is on.
+    fn own_list(&self, id: Lkid) -> Which {
+        let l = self.lk(id);
+        if l.iflags & IFL_UNLOCKING != 0 {
+            Which::Unlocking(l.owner)
+        } else {
+            Which::Locks(l.owner)
+        }
     }
 
     fn do_purge(&mut self, pid: u32) {
@@ -1696,7 +1776,8 @@ impl Engine {
             self.proc_mut(o).asts.push_back(id);
         }
         if self.lk(id).iflags & IFL_ENDOFLIFE != 0 && self.lk(id).iflags & IFL_ON_OWNQ != 0 {
-            self.list_remove(Which::Locks(o), Chain::Own, id);
+            self.list_remove(self.own_list(id), Chain::Own, id);
+            self.lk_mut(id).iflags &= !IFL_UNLOCKING;
             self.put_lkb(id);
         }
     }
@@ -1738,6 +1819,14 @@ impl Engine {
         });
         self.live_locks += 1;
         id
+    }
+
+    /// The reference `find_lkb` takes for the length of an unlock or
+    /// cancel, dropped with `put_lkb` (`dlm_put_lkb`) at the end: the lock
+    /// may have lost every other reference by then (a dead lock's
+    /// callbacks are never queued), and that last put frees it.
+    fn hold_lkb(&mut self, id: Lkid) {
+        self.lk_mut(id).refs += 1;
     }
 
     fn find_lkb(&self, lkid: u32) -> Result<Lkid, Errno> {
@@ -1879,6 +1968,7 @@ impl Engine {
             Which::Convert(r) => &mut self.rsb_mut(r).convert,
             Which::Wait(r) => &mut self.rsb_mut(r).wait,
             Which::Locks(o) => &mut self.proc_mut(o).locks,
+            Which::Unlocking(o) => &mut self.proc_mut(o).unlocking,
             Which::Orphans => &mut self.orphans,
         }
     }

@@ -45,14 +45,26 @@ impl Drop for TempDir {
     }
 }
 
-/// A child that is killed (by PID) and reaped when dropped.
+/// A child that is killed (by PID, with its whole process group) and
+/// reaped when dropped. Start children with [`spawn`] so that they lead
+/// their own group and nothing they start outlives the test.
 pub struct Reaped(pub Child);
 
 impl Drop for Reaped {
     fn drop(&mut self) {
+        if let Some(pid) = rustix::process::Pid::from_raw(self.0.id() as i32) {
+            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Start `c` as the leader of a new process group.
+pub fn spawn(mut c: Command) -> Reaped {
+    use std::os::unix::process::CommandExt;
+    c.process_group(0);
+    Reaped(c.spawn().expect("spawn a test child"))
 }
 
 /// A `dlmd` on a private socket.
@@ -66,14 +78,13 @@ impl Daemon {
     pub fn start() -> Daemon {
         let dir = TempDir::new("d");
         let socket = dir.0.join("dlmd.sock");
-        let child = Command::new(dlmd_bin())
-            .arg("--socket")
+        let mut cmd = Command::new(dlmd_bin());
+        cmd.arg("--socket")
             .arg(&socket)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("start dlmd");
+            .args(["--log-level", "warn"])
+            .stdin(Stdio::null());
         let d = Daemon {
-            proc: Reaped(child),
+            proc: spawn(cmd),
             socket,
             _dir: dir,
         };

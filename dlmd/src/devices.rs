@@ -1,0 +1,596 @@
+//! What the kernel's `fs/dlm/user.c` does with each request, over the
+//! engine's [`Registry`]: lockspace creation and removal (control
+//! device), opening a lockspace (its device), the lock commands of
+//! `device_write`, and the daemon's access rules and queries.
+//!
+//! This module does no I/O; the server feeds it requests and sends what
+//! it answers. Connections are named by their [`ConnId`].
+
+use std::collections::HashMap;
+
+use dlm::engine::{Engine, LockParams, OwnerId, Queue, Registry, Released, UnlockParams};
+use dlm::name::RESNAME_MAXLEN;
+use dlm::proto::Request;
+use dlm::query::{LockInfo, LockspaceInfo};
+use dlm::{Errno, LockFlags, LockspaceFlags, LockspaceName, ResourceName};
+
+use crate::startup::Scope;
+
+/// A connection, as the server numbers them.
+pub type ConnId = usize;
+
+/// A lockspace instance. Unlike a minor, never reused.
+pub type LsId = u64;
+
+/// The mode a new lockspace gets.
+pub const DEFAULT_MODE: u32 = 0o600;
+
+/// A peer's credentials (`SO_PEERCRED`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cred {
+    /// Process id.
+    pub pid: u32,
+    /// User id.
+    pub uid: u32,
+    /// Primary group id.
+    pub gid: u32,
+}
+
+#[derive(Debug)]
+enum State {
+    /// In the registry, under this minor.
+    Attached(u32),
+    /// Removed from the registry while connections remained; they keep
+    /// this engine until the last one closes.
+    Detached(Box<Engine>),
+}
+
+/// A lockspace as the daemon keeps it, besides the registry's [`Space`].
+///
+/// [`Space`]: dlm::engine::Space
+#[derive(Debug)]
+pub struct Lockspace {
+    name: LockspaceName,
+    state: State,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    conns: Vec<ConnId>,
+    removers: Vec<ConnId>,
+}
+
+impl Lockspace {
+    /// The lockspace connections open on it.
+    pub fn conns(&self) -> &[ConnId] {
+        &self.conns
+    }
+
+    /// Whether `cred` may open it: permission bits as for a file opened
+    /// read-write, with the peer's uid and primary gid; root passes.
+    fn may_open(&self, cred: &Cred) -> bool {
+        if cred.uid == 0 {
+            return true;
+        }
+        let bits = if cred.uid == self.uid {
+            self.mode >> 6
+        } else if cred.gid == self.gid {
+            self.mode >> 3
+        } else {
+            self.mode
+        };
+        bits & 0o6 == 0o6
+    }
+}
+
+/// What a remove did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    /// Done; reply 0.
+    Done,
+    /// The lockspace is gone from the name table, but connections remain:
+    /// the reply waits until they are closed.
+    Deferred(LsId),
+}
+
+/// Every lockspace of the daemon.
+#[derive(Debug)]
+pub struct Devices {
+    scope: Scope,
+    registry: Registry,
+    spaces: HashMap<LsId, Lockspace>,
+    by_minor: HashMap<u32, LsId>,
+    next_id: LsId,
+}
+
+impl Devices {
+    /// No lockspaces yet.
+    pub fn new(scope: Scope) -> Devices {
+        Devices {
+            scope,
+            registry: Registry::new(),
+            spaces: HashMap::new(),
+            by_minor: HashMap::new(),
+            next_id: 1,
+        }
+    }
+
+    /// The lockspace `id`, if it still exists.
+    pub fn lockspace(&self, id: LsId) -> Option<&Lockspace> {
+        self.spaces.get(&id)
+    }
+
+    /// The engine of lockspace `id`.
+    pub fn engine_mut(&mut self, id: LsId) -> Option<&mut Engine> {
+        let ls = self.spaces.get_mut(&id)?;
+        match &mut ls.state {
+            State::Attached(minor) => self.registry.get_mut(*minor).map(|s| &mut s.engine),
+            State::Detached(e) => Some(e),
+        }
+    }
+
+    fn engine(&self, id: LsId) -> Option<&Engine> {
+        let ls = self.spaces.get(&id)?;
+        match &ls.state {
+            State::Attached(minor) => self.registry.get(*minor).map(|s| &s.engine),
+            State::Detached(e) => Some(e),
+        }
+    }
+
+    /// The system daemon's stand-in for `capable(CAP_SYS_ADMIN)`.
+    fn check_admin(&self, cred: &Cred) -> Result<(), Errno> {
+        if self.scope == Scope::System && cred.uid != 0 {
+            return Err(Errno::EPERM);
+        }
+        Ok(())
+    }
+
+    /// `DLM_USER_CREATE_LOCKSPACE`: the lockspace's minor.
+    pub fn create(&mut self, cred: &Cred, flags: u32, name: &[u8]) -> Result<u32, Errno> {
+        self.check_admin(cred)?;
+        let name = LockspaceName::new(name)?;
+        let minor = self
+            .registry
+            .create(&name, LockspaceFlags::from_bits_retain(flags))?;
+        if let Some(id) = self.by_minor.get(&minor) {
+            let count = self.registry.get(minor).map_or(0, |s| s.create_count);
+            log::debug!(
+                "lockspace {name} (#{id}) created again by pid {}: count {count}",
+                cred.pid
+            );
+            return Ok(minor);
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        self.spaces.insert(
+            id,
+            Lockspace {
+                name,
+                state: State::Attached(minor),
+                mode: DEFAULT_MODE,
+                uid: cred.uid,
+                gid: cred.gid,
+                conns: Vec::new(),
+                removers: Vec::new(),
+            },
+        );
+        self.by_minor.insert(minor, id);
+        log::info!(
+            "lockspace {name} created (minor {minor}) by pid {} uid {}",
+            cred.pid,
+            cred.uid
+        );
+        Ok(minor)
+    }
+
+    /// `DLM_USER_REMOVE_LOCKSPACE` from connection `conn`.
+    pub fn remove(
+        &mut self,
+        cred: &Cred,
+        conn: ConnId,
+        flags: u32,
+        minor: u32,
+    ) -> Result<Removal, Errno> {
+        self.check_admin(cred)?;
+        let id = *self.by_minor.get(&minor).ok_or(Errno::ENOENT)?;
+        let force = flags & dlm_sys::DLM_USER_LSFLG_FORCEFREE != 0;
+        let space = self.registry.get_mut(minor).ok_or(Errno::ENOENT)?;
+        if space.create_count > 1 {
+            self.registry.release(minor, force)?;
+            return Ok(Removal::Done);
+        }
+        if !force && space.engine.lock_count() > 0 {
+            return Err(Errno::EBUSY);
+        }
+        // Keep the engine: connections that are still open go on using it.
+        let engine = std::mem::take(&mut space.engine);
+        match self.registry.release(minor, force) {
+            Ok(Released::Removed) => {}
+            other => {
+                if let Some(space) = self.registry.get_mut(minor) {
+                    space.engine = engine;
+                }
+                return other.map(|_| Removal::Done);
+            }
+        }
+        self.by_minor.remove(&minor);
+        let Some(ls) = self.spaces.get_mut(&id) else {
+            return Ok(Removal::Done);
+        };
+        log::info!(
+            "lockspace {} (minor {minor}) removed by pid {}{}",
+            ls.name,
+            cred.pid,
+            if ls.conns.is_empty() {
+                String::new()
+            } else {
+                format!("; waiting for {} open connection(s)", ls.conns.len())
+            }
+        );
+        if ls.conns.is_empty() {
+            self.spaces.remove(&id);
+            return Ok(Removal::Done);
+        }
+        ls.state = State::Detached(Box::new(engine));
+        ls.removers.push(conn);
+        Ok(Removal::Deferred(id))
+    }
+
+    /// A remover waiting on lockspace `id` went away.
+    pub fn forget_remover(&mut self, id: LsId, conn: ConnId) {
+        if let Some(ls) = self.spaces.get_mut(&id) {
+            ls.removers.retain(|&c| c != conn);
+        }
+    }
+
+    /// Open lockspace `name` for connection `conn` (the device's `open`):
+    /// its id, the new owner and the minor.
+    pub fn open(
+        &mut self,
+        cred: &Cred,
+        conn: ConnId,
+        name: &[u8],
+    ) -> Result<(LsId, OwnerId, u32), Errno> {
+        let name = LockspaceName::new(name)?;
+        let minor = self.registry.find(&name).ok_or(Errno::ENOENT)?;
+        let id = *self.by_minor.get(&minor).ok_or(Errno::ENOENT)?;
+        let ls = self.spaces.get(&id).ok_or(Errno::ENOENT)?;
+        if !ls.may_open(cred) {
+            return Err(Errno::EACCES);
+        }
+        let engine = self.engine_mut(id).ok_or(Errno::ENOENT)?;
+        let owner = engine.open_owner(cred.pid);
+        if let Some(ls) = self.spaces.get_mut(&id) {
+            ls.conns.push(conn);
+        }
+        Ok((id, owner, minor))
+    }
+
+    /// Connection `conn` holding `owner` in lockspace `id` closed (the
+    /// device's `release`): its locks are released or orphaned. Returns
+    /// the removers whose deferred remove is now complete.
+    pub fn close(&mut self, id: LsId, conn: ConnId, owner: OwnerId) -> Vec<ConnId> {
+        if let Some(engine) = self.engine_mut(id) {
+            if let Err(e) = engine.close_owner(owner) {
+                log::error!("closing owner {} of lockspace #{id}: {e}", owner.index());
+            }
+        }
+        let Some(ls) = self.spaces.get_mut(&id) else {
+            return Vec::new();
+        };
+        ls.conns.retain(|&c| c != conn);
+        if ls.conns.is_empty() && matches!(ls.state, State::Detached(_)) {
+            if let Some(ls) = self.spaces.remove(&id) {
+                log::info!("lockspace {} freed: its last connection closed", ls.name);
+                return ls.removers;
+            }
+        }
+        Vec::new()
+    }
+
+    /// `fchmod` on the lockspace's device: its owner or root only.
+    pub fn chmod(&mut self, cred: &Cred, id: LsId, mode: u32) -> Result<(), Errno> {
+        let ls = self.spaces.get_mut(&id).ok_or(Errno::ENOENT)?;
+        if cred.uid != 0 && cred.uid != ls.uid {
+            return Err(Errno::EPERM);
+        }
+        ls.mode = mode & 0o7777;
+        log::debug!(
+            "lockspace {} mode {:o} (pid {})",
+            ls.name,
+            ls.mode,
+            cred.pid
+        );
+        Ok(())
+    }
+
+    /// `DLM_USER_LOCK`, `UNLOCK`, `DEADLOCK` and `PURGE` on a lockspace
+    /// connection, as `device_write` dispatches them; `pid` is the
+    /// writer's. What `write()` returns.
+    pub fn lock_command(
+        &mut self,
+        id: LsId,
+        owner: OwnerId,
+        pid: u32,
+        request: &Request,
+    ) -> Result<i64, Errno> {
+        let engine = self.engine_mut(id).ok_or(Errno::ENOENT)?;
+        match request {
+            Request::Lock(r) => {
+                let convert = r.flags & LockFlags::CONVERT.bits() != 0;
+                // A `namelen` over 64 names no resource: the engine refuses
+                // it (EINVAL for a request, ENOENT for an adoption) from the
+                // length alone, so zeros stand in for the bytes.
+                let long;
+                let name: &[u8] = if convert {
+                    &[]
+                } else if r.namelen() <= RESNAME_MAXLEN {
+                    r.name()
+                } else {
+                    long = vec![0u8; r.namelen()];
+                    &long
+                };
+                let p = LockParams {
+                    mode: r.mode,
+                    flags: r.flags,
+                    lkid: r.lkid,
+                    name,
+                    lvb: r.lvb,
+                    args: r.user_args(),
+                    pid,
+                };
+                engine.lock(owner, &p).map(i64::from)
+            }
+            Request::Unlock(r) => {
+                let p = UnlockParams {
+                    lkid: r.lkid,
+                    flags: r.flags,
+                    lvb: r.lvb,
+                    args: r.user_args(),
+                };
+                engine.unlock(owner, &p).map(|()| 0)
+            }
+            Request::Deadlock(r) => engine.deadlock_cancel(owner, r.lkid, r.flags).map(|()| 0),
+            Request::Purge {
+                nodeid,
+                pid: target,
+            } => engine.purge(owner, *nodeid, *target, pid).map(|()| 0),
+            Request::CreateLockspace { .. } | Request::RemoveLockspace { .. } => Err(Errno::EINVAL),
+        }
+    }
+
+    /// Every lockspace in the name table, by minor.
+    pub fn query_lockspaces(&self) -> Vec<LockspaceInfo> {
+        self.registry
+            .iter()
+            .filter_map(|(minor, space)| {
+                let ls = self.spaces.get(self.by_minor.get(&minor)?)?;
+                Some(LockspaceInfo {
+                    name: ls.name.to_string(),
+                    minor,
+                    create_count: space.create_count,
+                    mode: ls.mode,
+                    uid: ls.uid,
+                    gid: ls.gid,
+                    locks: space.engine.lock_count(),
+                    connections: ls.conns.len(),
+                })
+            })
+            .collect()
+    }
+
+    /// The lockspace named `name` if `cred` may open it.
+    pub fn find_for_query(&self, cred: &Cred, name: &[u8]) -> Result<LsId, Errno> {
+        let name = LockspaceName::new(name)?;
+        let minor = self.registry.find(&name).ok_or(Errno::ENOENT)?;
+        let id = *self.by_minor.get(&minor).ok_or(Errno::ENOENT)?;
+        let ls = self.spaces.get(&id).ok_or(Errno::ENOENT)?;
+        if !ls.may_open(cred) {
+            return Err(Errno::EACCES);
+        }
+        Ok(id)
+    }
+
+    /// Every lock of lockspace `id`, by lock id.
+    pub fn query_locks(&self, id: LsId) -> Result<Vec<LockInfo>, Errno> {
+        let engine = self.engine(id).ok_or(Errno::ENOENT)?;
+        Ok(engine
+            .locks()
+            .into_iter()
+            .map(|l| LockInfo {
+                lkid: l.lkid,
+                resource: ResourceName::new(&l.resource)
+                    .map(|n| n.to_string())
+                    .unwrap_or_else(|_| hex(&l.resource)),
+                resource_hex: hex(&l.resource),
+                granted: l.granted.map(|m| m.name().to_string()),
+                requested: l.requested.map(|m| m.name().to_string()),
+                queue: l.queue.map(|q| {
+                    match q {
+                        Queue::Granted => "granted",
+                        Queue::Converting => "converting",
+                        Queue::Waiting => "waiting",
+                    }
+                    .to_string()
+                }),
+                pid: l.pid,
+                orphan: l.owner.is_none(),
+            })
+            .collect())
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dlm::proto::LockRequest;
+
+    const ROOT: Cred = Cred {
+        pid: 10,
+        uid: 0,
+        gid: 0,
+    };
+    const ALICE: Cred = Cred {
+        pid: 20,
+        uid: 1000,
+        gid: 1000,
+    };
+    const BOB: Cred = Cred {
+        pid: 30,
+        uid: 1001,
+        gid: 1000,
+    };
+
+    fn lock(name: &[u8], mode: u8, flags: u32) -> Request {
+        let mut r = LockRequest::default();
+        r.mode = mode;
+        r.flags = flags;
+        r.castaddr = 1;
+        r.lksb = 2;
+        r.set_name(name).expect("short name");
+        Request::Lock(r)
+    }
+
+    #[test]
+    fn only_root_manages_lockspaces_on_the_system_daemon() {
+        let mut d = Devices::new(Scope::System);
+        assert_eq!(d.create(&ALICE, 0, b"ls"), Err(Errno::EPERM));
+        let minor = d.create(&ROOT, 0, b"ls").expect("root creates");
+        assert_eq!(d.remove(&ALICE, 1, 0, minor), Err(Errno::EPERM));
+        assert_eq!(d.remove(&ROOT, 1, 0, minor), Ok(Removal::Done));
+        assert_eq!(d.remove(&ROOT, 1, 0, minor), Err(Errno::ENOENT));
+        let mut u = Devices::new(Scope::User);
+        assert!(
+            u.create(&ALICE, 0, b"ls").is_ok(),
+            "a user daemon's user may"
+        );
+    }
+
+    #[test]
+    fn lockspace_names_are_checked() {
+        let mut d = Devices::new(Scope::User);
+        assert_eq!(d.create(&ALICE, 0, b""), Err(Errno::EINVAL));
+        assert_eq!(d.create(&ALICE, 0, b"a/b"), Err(Errno::EINVAL));
+        assert_eq!(d.open(&ALICE, 1, b"nope").err(), Some(Errno::ENOENT));
+        assert_eq!(d.open(&ALICE, 1, &[b'x'; 65]).err(), Some(Errno::EINVAL));
+    }
+
+    #[test]
+    fn modes_are_checked_like_file_permissions() {
+        let mut d = Devices::new(Scope::User);
+        d.create(&ALICE, 0, b"ls").expect("create");
+        assert_eq!(d.open(&BOB, 1, b"ls").err(), Some(Errno::EACCES));
+        let (id, _, _) = d.open(&ALICE, 2, b"ls").expect("owner opens");
+        assert_eq!(d.chmod(&BOB, id, 0o666), Err(Errno::EPERM));
+        d.chmod(&ALICE, id, 0o640).expect("owner chmods");
+        assert_eq!(d.open(&BOB, 3, b"ls").err(), Some(Errno::EACCES), "r only");
+        d.chmod(&ALICE, id, 0o660).expect("owner chmods");
+        assert!(d.open(&BOB, 3, b"ls").is_ok(), "group rw");
+        d.chmod(&ROOT, id, 0o000).expect("root chmods");
+        assert_eq!(d.open(&ALICE, 4, b"ls").err(), Some(Errno::EACCES));
+        assert!(d.open(&ROOT, 4, b"ls").is_ok(), "root passes");
+        assert_eq!(d.find_for_query(&BOB, b"ls"), Err(Errno::EACCES));
+    }
+
+    #[test]
+    fn remove_waits_for_open_connections() {
+        let mut d = Devices::new(Scope::User);
+        let minor = d.create(&ALICE, 0, b"ls").expect("create");
+        let (id, owner, m) = d.open(&ALICE, 5, b"ls").expect("open");
+        assert_eq!(m, minor);
+        let lkid = d
+            .lock_command(id, owner, ALICE.pid, &lock(b"r", 5, 0))
+            .expect("lock");
+        assert!(lkid > 0);
+        assert_eq!(d.remove(&ALICE, 1, 0, minor), Err(Errno::EBUSY));
+        assert_eq!(d.remove(&ALICE, 1, 2, minor), Ok(Removal::Deferred(id)));
+        assert!(d.query_lockspaces().is_empty(), "gone from the name table");
+        assert_eq!(d.open(&ALICE, 6, b"ls").err(), Some(Errno::ENOENT));
+        // The old connection still works.
+        assert!(d
+            .lock_command(id, owner, ALICE.pid, &lock(b"s", 3, 0))
+            .is_ok());
+        assert_eq!(d.query_locks(id).map(|l| l.len()), Ok(2));
+        // A new lockspace of the same name is a fresh one.
+        let again = d.create(&ALICE, 0, b"ls").expect("create again");
+        let list = d.query_lockspaces();
+        assert_eq!(list.len(), 1);
+        assert_eq!((list[0].minor, list[0].locks), (again, 0));
+        assert_eq!(d.close(id, 5, owner), vec![1]);
+        assert!(d.lockspace(id).is_none());
+    }
+
+    #[test]
+    fn create_counts_and_newexcl() {
+        let mut d = Devices::new(Scope::User);
+        let m = d.create(&ALICE, 0, b"ls").expect("create");
+        let newexcl = LockspaceFlags::NEWEXCL.bits();
+        assert_eq!(d.create(&ALICE, newexcl, b"ls"), Err(Errno::EEXIST));
+        assert_eq!(d.create(&ALICE, 0, b"ls"), Ok(m));
+        assert_eq!(d.query_lockspaces()[0].create_count, 2);
+        assert_eq!(d.remove(&ALICE, 1, 0, m), Ok(Removal::Done));
+        assert_eq!(d.query_lockspaces()[0].create_count, 1);
+        assert_eq!(d.remove(&ALICE, 1, 0, m), Ok(Removal::Done));
+        assert!(d.query_lockspaces().is_empty());
+    }
+
+    #[test]
+    fn long_names_are_refused_not_panicked_on() {
+        let mut d = Devices::new(Scope::User);
+        d.create(&ALICE, 0, b"ls").expect("create");
+        let (id, owner, _) = d.open(&ALICE, 1, b"ls").expect("open");
+        let mut req = dlm::proto::encode_lock(
+            dlm::proto::Command::Lock,
+            &match lock(b"r", 3, 0) {
+                Request::Lock(r) => r,
+                _ => unreachable!(),
+            },
+            dlm::proto::VERSION,
+        )
+        .as_bytes()
+        .to_vec();
+        req[17] = 200; // namelen
+        let decoded = dlm::proto::decode_write(&req).expect("decodes");
+        assert_eq!(
+            d.lock_command(id, owner, 1, &decoded.request),
+            Err(Errno::EINVAL)
+        );
+        let adopt = match decoded.request {
+            Request::Lock(mut r) => {
+                r.flags |= LockFlags::ORPHAN.bits();
+                Request::Lock(r)
+            }
+            _ => unreachable!(),
+        };
+        assert_eq!(d.lock_command(id, owner, 1, &adopt), Err(Errno::ENOENT));
+    }
+
+    #[test]
+    fn queries_report_locks() {
+        let mut d = Devices::new(Scope::User);
+        d.create(&ALICE, 0, b"ls").expect("create");
+        let (id, owner, _) = d.open(&ALICE, 1, b"ls").expect("open");
+        let lkid = d
+            .lock_command(id, owner, 77, &lock(b"a\0b", 5, 0))
+            .expect("lock");
+        let locks = d.query_locks(id).expect("query");
+        assert_eq!(locks.len(), 1);
+        let l = &locks[0];
+        assert_eq!(i64::from(l.lkid), lkid);
+        assert_eq!(l.resource, "a\\x00b");
+        assert_eq!(l.resource_hex, "610062");
+        assert_eq!(l.granted.as_deref(), Some("EX"));
+        assert_eq!(l.queue.as_deref(), Some("granted"));
+        assert_eq!((l.pid, l.orphan), (77, false));
+        let ls = d.query_lockspaces();
+        assert_eq!((ls[0].locks, ls[0].connections, ls[0].mode), (1, 1, 0o600));
+    }
+}

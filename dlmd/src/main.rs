@@ -1,0 +1,215 @@
+//! `dlmd`: the dlm-rs fallback daemon.
+//!
+//! It hosts the kernel-exact lock engine ([`dlm::engine`]) behind a Unix
+//! socket and plays the kernel's DLM devices for its clients: a control
+//! connection is `dlm-control`, a lockspace connection is one open
+//! `dlm_<name>` fd. The protocol is documented in [`dlm::wire`].
+//!
+//! The code is split in three: [`startup`] finds the socket and claims it
+//! (lock file, stale sockets, concurrent starters), [`server`] is the mio
+//! event loop and the connections, and [`devices`] is what the kernel's
+//! `fs/dlm/user.c` does with each request.
+#![forbid(unsafe_code)]
+
+mod devices;
+mod server;
+mod startup;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::startup::Scope;
+
+/// Default bound of a connection's queue of unsent output (4 MiB).
+const DEFAULT_MAX_OUTPUT: usize = 4 << 20;
+
+const AFTER_HELP: &str = "\
+Socket path, first that applies:
+  1. --socket PATH
+  2. the DLM_SOCKET environment variable
+  3. system daemon: /run/dlm/dlmd.sock
+     per-user daemon: $XDG_RUNTIME_DIR/dlm/dlmd.sock, or
+     /tmp/dlm-<uid>/dlmd.sock when XDG_RUNTIME_DIR is unset (the directory
+     is created 0700; dlmd refuses one owned by another user or open to
+     group or others)
+
+The daemon is the system daemon when run as root (or with --system) and a
+per-user daemon otherwise (or with --user). The system daemon's socket is
+open to every user; only root may create or remove lockspaces, and each
+lockspace's mode (default 0600, set with chmod by its owner) says who may
+open it. A per-user daemon serves its own user only.
+
+dlmd never daemonizes: it always stays in the foreground (--foreground is
+accepted for clarity). systemd (dlmd.service) or the client library's
+auto-start (which runs `dlmd --socket P --exit-if-running` in its own
+process group) detach it. It takes a lock on P.lock before binding, so
+concurrent starters agree on one daemon.
+
+Logging goes to stderr; --log-level wins over RUST_LOG (default: info).
+SIGTERM or SIGINT stop the daemon cleanly: it closes the socket, removes
+it and exits 0. Locks do not survive the daemon.";
+
+/// Command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "dlmd",
+    version,
+    about = "The dlm-rs fallback daemon: the Linux DLM's lock engine behind a Unix socket",
+    after_help = AFTER_HELP
+)]
+struct Args {
+    /// Run as the system daemon (the default for root).
+    #[arg(long, conflicts_with = "user")]
+    system: bool,
+
+    /// Run as a per-user daemon (the default for other users).
+    #[arg(long)]
+    user: bool,
+
+    /// Listen on PATH (overrides DLM_SOCKET and the defaults).
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+
+    /// Disconnect a client once more than BYTES of output wait for it.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_OUTPUT,
+          value_parser = parse_size)]
+    max_output: usize,
+
+    /// Stay in the foreground (always the case; dlmd never daemonizes).
+    #[arg(long)]
+    foreground: bool,
+
+    /// Log level: off, error, warn, info, debug or trace (overrides RUST_LOG).
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<log::LevelFilter>,
+
+    /// If a daemon already answers on the socket, exit 0 quietly instead
+    /// of failing.
+    #[arg(long)]
+    exit_if_running: bool,
+}
+
+/// Parse a byte count with an optional K, M or G suffix (powers of 1024).
+fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let (digits, shift) = match t.char_indices().last() {
+        Some((i, c)) if c.eq_ignore_ascii_case(&'k') => (&t[..i], 10),
+        Some((i, c)) if c.eq_ignore_ascii_case(&'m') => (&t[..i], 20),
+        Some((i, c)) if c.eq_ignore_ascii_case(&'g') => (&t[..i], 30),
+        _ => (t, 0),
+    };
+    let n: usize = digits
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a byte count (e.g. 4096, 64K, 4M)"))?;
+    let n = n
+        .checked_mul(1usize << shift)
+        .ok_or_else(|| format!("`{s}` is too large"))?;
+    if n == 0 {
+        return Err("the output bound must be at least 1 byte".into());
+    }
+    Ok(n)
+}
+
+fn init_logging(level: Option<log::LevelFilter>) {
+    let env = env_logger::Env::default().default_filter_or("info");
+    let mut b = env_logger::Builder::from_env(env);
+    if let Some(level) = level {
+        b.filter_level(level);
+    }
+    b.format_timestamp_millis();
+    b.init();
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    init_logging(args.log_level);
+    let is_root = rustix::process::getuid().is_root();
+    let scope = if args.system {
+        Scope::System
+    } else if args.user || !is_root {
+        Scope::User
+    } else {
+        Scope::System
+    };
+    let socket = startup::socket_path(args.socket.clone(), scope);
+    match run(&args, scope, socket) {
+        Ok(code) => code,
+        Err(msg) => {
+            log::error!("{msg}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(args: &Args, scope: Scope, socket: PathBuf) -> Result<ExitCode, String> {
+    let claimed = match startup::claim(&socket, scope)? {
+        startup::Claim::Bound(c) => c,
+        startup::Claim::AlreadyRunning => {
+            if args.exit_if_running {
+                log::info!(
+                    "a dlmd already answers on {}; leaving it be",
+                    socket.display()
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            return Err(format!(
+                "a dlmd is already running on {} (use --exit-if-running to make this not an error)",
+                socket.display()
+            ));
+        }
+    };
+    let uid = rustix::process::getuid().as_raw();
+    let config = server::Config {
+        scope,
+        uid,
+        max_output: args.max_output,
+    };
+    log::info!(
+        "dlmd {} serving on {} ({}, max output {} bytes)",
+        env!("CARGO_PKG_VERSION"),
+        socket.display(),
+        match scope {
+            Scope::System => "system daemon".to_string(),
+            Scope::User => format!("per-user daemon for uid {uid}"),
+        },
+        args.max_output
+    );
+    let result = server::Server::new(config, claimed.listener)
+        .map_err(|e| format!("cannot set up the event loop: {e}"))
+        .and_then(|mut s| s.run().map_err(|e| format!("event loop failed: {e}")));
+    claimed.guard.release();
+    result.map(|()| {
+        log::info!("stopped");
+        ExitCode::SUCCESS
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_suffixes() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("64K"), Ok(64 << 10));
+        assert_eq!(parse_size("4m"), Ok(4 << 20));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("K").is_err());
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        Args::command().debug_assert();
+        assert!(Args::try_parse_from(["dlmd", "--system", "--user"]).is_err());
+        let a = Args::try_parse_from(["dlmd", "--socket", "/x", "--max-output", "1K"])
+            .expect("valid arguments");
+        assert_eq!(a.max_output, 1024);
+        assert_eq!(a.socket.as_deref(), Some(std::path::Path::new("/x")));
+    }
+}

@@ -1,0 +1,981 @@
+//! The event loop: one mio [`Poll`] over the listening socket, a signal
+//! source for SIGTERM and SIGINT, and every connection.
+//!
+//! Nothing here blocks. Input is read without blocking into a
+//! [`Decoder`], at most [`READ_BUDGET`] bytes per connection per turn so
+//! that one busy client cannot starve the rest; a connection with more to
+//! read stays on the ready list for the next turn. Output goes to a
+//! per-connection buffer that is written as far as the socket takes it
+//! and finished when mio says the socket is writable again. A connection
+//! whose unsent output passes `--max-output` is a client that stopped
+//! reading: it is disconnected, and its locks are released as on close.
+//!
+//! Closing a connection can make output for others (its waiters are
+//! granted), and that output can in turn overflow another client, so
+//! closes are queued ([`Server::doom`]) and carried out one at a time
+//! ([`Server::reap`]) between requests, never in the middle of one.
+
+use std::collections::VecDeque;
+use std::io::{self, ErrorKind, Read, Write};
+use std::time::Duration;
+
+use dlm::engine::OwnerId;
+use dlm::proto::{self, LockResult, Request};
+use dlm::wire::{self, Decoder, Kind};
+use dlm::Errno;
+use log::Level;
+use mio::net::{UnixListener, UnixStream};
+use mio::{Events, Interest, Poll, Token};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+
+use crate::devices::{ConnId, Cred, Devices, LsId, Removal};
+use crate::startup::Scope;
+
+const LISTENER: Token = Token(0);
+const SIGNALS: Token = Token(1);
+/// Connection `i` is `Token(i + FIRST_CONN)`.
+const FIRST_CONN: usize = 2;
+
+/// Bytes read from a socket at a time.
+const READ_CHUNK: usize = 64 * 1024;
+/// Bytes read from one connection before the others get their turn.
+pub const READ_BUDGET: usize = 256 * 1024;
+/// A connection whose requests are on hold (a deferred remove, a long
+/// query answer) is read only until this much input waits.
+const PAUSED_INPUT_LIMIT: usize = 1 << 20;
+/// A long query answer is moved to the output buffer while less than this
+/// waits there.
+const BULK_LOW_WATER: usize = 256 * 1024;
+/// Protocol errors logged at `warn` per connection; later ones at `debug`.
+const MAX_WARNINGS: u32 = 16;
+
+/// What the server needs to know.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// System or per-user daemon.
+    pub scope: Scope,
+    /// The daemon's uid (a per-user daemon serves only this one).
+    pub uid: u32,
+    /// Unsent output, in bytes, beyond which a client is disconnected.
+    pub max_output: usize,
+}
+
+/// What a connection plays.
+#[derive(Debug, Clone, Copy)]
+enum Role {
+    /// No `Hello` yet.
+    None,
+    /// The control device.
+    Control,
+    /// An open lockspace device: one engine owner.
+    Lockspace { ls: LsId, owner: OwnerId },
+}
+
+#[derive(Debug)]
+struct Conn {
+    stream: UnixStream,
+    cred: Cred,
+    role: Role,
+    /// Callbacks only on `Read`.
+    pull: bool,
+    /// A compat (32-bit) write was seen: results use the compat layout.
+    compat: bool,
+    dec: Decoder,
+    out: Vec<u8>,
+    out_pos: usize,
+    /// A long query answer not yet moved to `out`.
+    bulk: Vec<u8>,
+    bulk_pos: usize,
+    /// `out[..exempt_end]` ends with query answer parts, which do not
+    /// count against the output bound.
+    exempt_end: usize,
+    /// Waiting for a deferred remove of this lockspace to complete.
+    waiting_remove: Option<LsId>,
+    in_ready: bool,
+    dirty: bool,
+    /// Doomed: no more input is handled and no more output queued.
+    dead: bool,
+    eof: bool,
+    close_reason: Option<(Level, String)>,
+    warnings: u32,
+}
+
+impl Conn {
+    fn unsent(&self) -> usize {
+        self.out.len() - self.out_pos
+    }
+
+    /// Unsent output that counts against the bound.
+    fn counted(&self) -> usize {
+        self.out.len() - self.out_pos.max(self.exempt_end)
+    }
+
+    fn paused(&self) -> bool {
+        self.waiting_remove.is_some() || self.bulk_pos < self.bulk.len()
+    }
+
+    /// Write what the socket takes.
+    fn flush(&mut self) -> io::Result<()> {
+        while self.out_pos < self.out.len() {
+            match self.stream.write(&self.out[self.out_pos..]) {
+                Ok(0) => return Err(ErrorKind::WriteZero.into()),
+                Ok(n) => self.out_pos += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if self.out_pos == self.out.len() {
+            self.out.clear();
+            self.out_pos = 0;
+            self.exempt_end = 0;
+        } else if self.out_pos >= READ_CHUNK && self.out_pos * 2 >= self.out.len() {
+            self.out.drain(..self.out_pos);
+            self.exempt_end = self.exempt_end.saturating_sub(self.out_pos);
+            self.out_pos = 0;
+        }
+        Ok(())
+    }
+}
+
+fn result_of(r: Result<i64, Errno>) -> i64 {
+    match r {
+        Ok(v) => v,
+        Err(e) => -i64::from(e.raw()),
+    }
+}
+
+/// The daemon.
+pub struct Server {
+    poll: Poll,
+    listener: UnixListener,
+    signals: Signals,
+    config: Config,
+    conns: Vec<Option<Conn>>,
+    free: Vec<usize>,
+    devices: Devices,
+    ready: VecDeque<usize>,
+    doomed: Vec<usize>,
+    dirty: Vec<usize>,
+    accept_blocked: bool,
+    /// The current accept failure was logged.
+    accept_warned: bool,
+    scratch: Vec<u8>,
+    targets: Vec<ConnId>,
+    read_buf: Vec<u8>,
+}
+
+impl Server {
+    /// Set up the event loop around a bound listener.
+    pub fn new(config: Config, listener: std::os::unix::net::UnixListener) -> io::Result<Server> {
+        listener.set_nonblocking(true)?;
+        let mut listener = UnixListener::from_std(listener);
+        let poll = Poll::new()?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let mut signals = Signals::new([SIGTERM, SIGINT])?;
+        poll.registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)?;
+        Ok(Server {
+            poll,
+            listener,
+            signals,
+            devices: Devices::new(config.scope),
+            config,
+            conns: Vec::new(),
+            free: Vec::new(),
+            ready: VecDeque::new(),
+            doomed: Vec::new(),
+            dirty: Vec::new(),
+            accept_blocked: false,
+            accept_warned: false,
+            scratch: Vec::new(),
+            targets: Vec::new(),
+            read_buf: vec![0; READ_CHUNK],
+        })
+    }
+
+    /// Serve until SIGTERM or SIGINT.
+    pub fn run(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(256);
+        loop {
+            let timeout = if !self.ready.is_empty() {
+                Some(Duration::ZERO)
+            } else if self.accept_blocked {
+                Some(Duration::from_millis(100))
+            } else {
+                None
+            };
+            match self.poll.poll(&mut events, timeout) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            if self.accept_blocked {
+                self.accept_blocked = false;
+                self.accept_all();
+            }
+            for ev in events.iter() {
+                match ev.token() {
+                    LISTENER => self.accept_all(),
+                    SIGNALS => {
+                        if let Some(sig) = self.signals.pending().next() {
+                            let name = if sig == SIGTERM { "SIGTERM" } else { "SIGINT" };
+                            log::info!(
+                                "{name}: shutting down ({} connection(s) dropped)",
+                                self.conns.iter().flatten().count()
+                            );
+                            return Ok(());
+                        }
+                    }
+                    Token(t) => {
+                        let idx = t - FIRST_CONN;
+                        if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                            self.mark_ready(idx);
+                        }
+                        if ev.is_writable() {
+                            self.flush_conn(idx);
+                        }
+                    }
+                }
+            }
+            self.reap();
+            for _ in 0..self.ready.len() {
+                if let Some(idx) = self.ready.pop_front() {
+                    self.service(idx);
+                    self.reap();
+                }
+            }
+            while !self.dirty.is_empty() {
+                for idx in std::mem::take(&mut self.dirty) {
+                    if let Some(c) = self.conn_mut(idx) {
+                        c.dirty = false;
+                    }
+                    self.flush_conn(idx);
+                }
+                self.reap();
+            }
+        }
+    }
+
+    fn conn(&self, idx: usize) -> Option<&Conn> {
+        self.conns.get(idx).and_then(Option::as_ref)
+    }
+
+    fn conn_mut(&mut self, idx: usize) -> Option<&mut Conn> {
+        self.conns.get_mut(idx).and_then(Option::as_mut)
+    }
+
+    fn mark_ready(&mut self, idx: usize) {
+        if let Some(c) = self.conn_mut(idx) {
+            if !c.in_ready && !c.dead {
+                c.in_ready = true;
+                self.ready.push_back(idx);
+            }
+        }
+    }
+
+    fn accept_all(&mut self) {
+        loop {
+            match self.listener.accept() {
+                Ok((stream, _)) => {
+                    self.accept_warned = false;
+                    self.add_conn(stream);
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == ErrorKind::ConnectionAborted => {}
+                Err(e) => {
+                    if !self.accept_warned {
+                        log::warn!("cannot accept a connection: {e}; retrying every 100 ms");
+                        self.accept_warned = true;
+                    }
+                    self.accept_blocked = true;
+                    return;
+                }
+            }
+        }
+    }
+
+    fn add_conn(&mut self, mut stream: UnixStream) {
+        let cred = match rustix::net::sockopt::socket_peercred(&stream) {
+            Ok(c) => Cred {
+                pid: c.pid.as_raw_nonzero().get().unsigned_abs(),
+                uid: c.uid.as_raw(),
+                gid: c.gid.as_raw(),
+            },
+            Err(e) => {
+                log::warn!("a connection without peer credentials ({e}): closed");
+                return;
+            }
+        };
+        if self.config.scope == Scope::User && cred.uid != self.config.uid {
+            log::warn!(
+                "refused a connection from pid {} uid {}: this per-user daemon serves uid {} only",
+                cred.pid,
+                cred.uid,
+                self.config.uid
+            );
+            return;
+        }
+        let idx = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.conns.push(None);
+                self.conns.len() - 1
+            }
+        };
+        if let Err(e) = self.poll.registry().register(
+            &mut stream,
+            Token(idx + FIRST_CONN),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            log::warn!("cannot watch a connection from pid {}: {e}", cred.pid);
+            self.free.push(idx);
+            return;
+        }
+        log::debug!(
+            "connection {idx} from pid {} uid {} gid {}",
+            cred.pid,
+            cred.uid,
+            cred.gid
+        );
+        self.conns[idx] = Some(Conn {
+            stream,
+            cred,
+            role: Role::None,
+            pull: false,
+            compat: false,
+            dec: Decoder::new(),
+            out: Vec::new(),
+            out_pos: 0,
+            bulk: Vec::new(),
+            bulk_pos: 0,
+            exempt_end: 0,
+            waiting_remove: None,
+            in_ready: false,
+            dirty: false,
+            dead: false,
+            eof: false,
+            close_reason: None,
+            warnings: 0,
+        });
+        self.mark_ready(idx);
+    }
+
+    /// Queue connection `idx` for closing (once).
+    fn doom(&mut self, idx: usize, level: Level, reason: String) {
+        if let Some(c) = self.conn_mut(idx) {
+            if !c.dead {
+                c.dead = true;
+                c.close_reason = Some((level, reason));
+                self.doomed.push(idx);
+            }
+        }
+    }
+
+    /// Close every doomed connection.
+    fn reap(&mut self) {
+        while let Some(idx) = self.doomed.pop() {
+            self.close(idx);
+        }
+    }
+
+    fn close(&mut self, idx: usize) {
+        let Some(mut conn) = self.conns.get_mut(idx).and_then(Option::take) else {
+            return;
+        };
+        self.free.push(idx);
+        let _ = self.poll.registry().deregister(&mut conn.stream);
+        let (level, reason) = conn
+            .close_reason
+            .take()
+            .unwrap_or((Level::Debug, "closed".into()));
+        log::log!(
+            level,
+            "connection {idx} (pid {} uid {}) closed: {reason}",
+            conn.cred.pid,
+            conn.cred.uid
+        );
+        // Last words, if the peer still reads (e.g. after shutdown(WR)).
+        let _ = conn.flush();
+        match conn.role {
+            Role::Lockspace { ls, owner } => {
+                let removers = self.devices.close(ls, idx, owner);
+                self.deliver(ls);
+                for r in removers {
+                    if let Some(rc) = self.conn_mut(r) {
+                        rc.waiting_remove = None;
+                    }
+                    self.send_result(r, 0);
+                    self.mark_ready(r);
+                }
+            }
+            Role::Control => {
+                if let Some(ls) = conn.waiting_remove {
+                    self.devices.forget_remover(ls, idx);
+                }
+            }
+            Role::None => {}
+        }
+    }
+
+    /// Read and handle what connection `idx` sent, within its budget.
+    fn service(&mut self, idx: usize) {
+        match self.conn_mut(idx) {
+            Some(c) => c.in_ready = false,
+            None => return,
+        }
+        let mut budget = READ_BUDGET;
+        let mut buf = std::mem::take(&mut self.read_buf);
+        loop {
+            if !self.process_frames(idx) {
+                break;
+            }
+            let Some(conn) = self.conns.get_mut(idx).and_then(Option::as_mut) else {
+                break;
+            };
+            if conn.eof {
+                let pending = conn.dec.pending();
+                let paused = conn.paused();
+                if pending > 0 && !paused {
+                    self.misuse(
+                        idx,
+                        format!("closed in the middle of a frame ({pending} bytes)"),
+                    );
+                }
+                self.doom(idx, Level::Debug, "closed by the peer".into());
+                break;
+            }
+            if conn.paused() && conn.dec.pending() >= PAUSED_INPUT_LIMIT {
+                // Resumed (marked ready) when the pause ends.
+                break;
+            }
+            if budget == 0 {
+                self.mark_ready(idx);
+                break;
+            }
+            match conn.stream.read(&mut buf) {
+                Ok(0) => conn.eof = true,
+                Ok(n) => {
+                    conn.dec.feed(&buf[..n]);
+                    budget = budget.saturating_sub(n);
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.doom(idx, Level::Debug, format!("read failed: {e}"));
+                    break;
+                }
+            }
+        }
+        self.read_buf = buf;
+    }
+
+    /// Handle the complete frames of connection `idx`; `false` once it is
+    /// doomed or gone.
+    fn process_frames(&mut self, idx: usize) -> bool {
+        loop {
+            let Some(conn) = self.conns.get_mut(idx).and_then(Option::as_mut) else {
+                return false;
+            };
+            if conn.dead {
+                return false;
+            }
+            if conn.paused() {
+                return true;
+            }
+            let kind = match conn.dec.next_frame() {
+                Ok(Some(f)) => {
+                    self.scratch.clear();
+                    self.scratch.extend_from_slice(f.body);
+                    f.kind
+                }
+                Ok(None) => return true,
+                Err(e) => {
+                    let msg = format!(
+                        "broken framing ({e}): protocol error from pid {}, disconnecting",
+                        conn.cred.pid
+                    );
+                    self.doom(idx, Level::Warn, msg);
+                    return false;
+                }
+            };
+            let body = std::mem::take(&mut self.scratch);
+            self.handle_frame(idx, kind, &body);
+            self.scratch = body;
+        }
+    }
+
+    /// Log a protocol error of connection `idx` (rate-limited).
+    fn misuse(&mut self, idx: usize, what: String) {
+        let Some(c) = self.conn_mut(idx) else {
+            return;
+        };
+        c.warnings = c.warnings.saturating_add(1);
+        let (pid, n) = (c.cred.pid, c.warnings);
+        if n <= MAX_WARNINGS {
+            log::warn!("connection {idx} (pid {pid}): {what}");
+            if n == MAX_WARNINGS {
+                log::warn!(
+                    "connection {idx} (pid {pid}): further protocol errors logged at debug level"
+                );
+            }
+        } else {
+            log::debug!("connection {idx} (pid {pid}): {what}");
+        }
+    }
+
+    fn handle_frame(&mut self, idx: usize, kind: Kind, body: &[u8]) {
+        match kind {
+            Kind::Hello => {
+                let r = self.hello(idx, body);
+                self.send_result(idx, result_of(r));
+            }
+            Kind::Write => {
+                let (reply, deliver) = self.write(idx, body);
+                if let Some(v) = reply {
+                    self.send_result(idx, v);
+                }
+                if let Some(ls) = deliver {
+                    self.deliver(ls);
+                }
+            }
+            Kind::Read => self.read(idx, body),
+            Kind::Version => {
+                if body.is_empty() {
+                    self.send(idx, Kind::Version, &proto::encode_version());
+                } else {
+                    self.misuse(
+                        idx,
+                        format!("Version frame with a {}-byte body", body.len()),
+                    );
+                    self.send_errno(idx, Errno::EINVAL);
+                }
+            }
+            Kind::Chmod => {
+                let r = self.chmod(idx, body);
+                self.send_result(idx, result_of(r));
+            }
+            Kind::Query => self.query(idx, body),
+            Kind::Result | Kind::Ast | Kind::QueryReply | Kind::QueryPart => {
+                self.misuse(idx, format!("sent a daemon-only frame ({kind:?})"));
+                self.send_errno(idx, Errno::EPROTO);
+            }
+        }
+    }
+
+    fn hello(&mut self, idx: usize, body: &[u8]) -> Result<i64, Errno> {
+        let Some(conn) = self.conn(idx) else {
+            return Err(Errno::EBADF);
+        };
+        let cred = conn.cred;
+        if !matches!(conn.role, Role::None) {
+            self.misuse(idx, "a second Hello".into());
+            return Err(Errno::from_raw(libc_errno::EISCONN));
+        }
+        let [role, flags, name @ ..] = body else {
+            self.misuse(idx, format!("Hello with a {}-byte body", body.len()));
+            return Err(Errno::EINVAL);
+        };
+        if flags & !wire::HELLO_PULL != 0 {
+            self.misuse(idx, format!("Hello with unknown flags {flags:#x}"));
+            return Err(Errno::EINVAL);
+        }
+        let pull = flags & wire::HELLO_PULL != 0;
+        let (role, value) = match *role {
+            wire::ROLE_CONTROL => {
+                if !name.is_empty() {
+                    self.misuse(idx, "control Hello with a name".into());
+                    return Err(Errno::EINVAL);
+                }
+                (Role::Control, 0)
+            }
+            wire::ROLE_LOCKSPACE => match self.devices.open(&cred, idx, name) {
+                Ok((ls, owner, minor)) => {
+                    log::debug!(
+                        "connection {idx} (pid {}) opened lockspace {} as owner {}",
+                        cred.pid,
+                        String::from_utf8_lossy(name),
+                        owner.index()
+                    );
+                    (Role::Lockspace { ls, owner }, i64::from(minor))
+                }
+                Err(e) => {
+                    if e == Errno::EACCES {
+                        log::info!(
+                            "pid {} uid {} may not open lockspace {}",
+                            cred.pid,
+                            cred.uid,
+                            String::from_utf8_lossy(name)
+                        );
+                    } else if e == Errno::EINVAL {
+                        self.misuse(idx, "Hello with an invalid lockspace name".into());
+                    }
+                    return Err(e);
+                }
+            },
+            other => {
+                self.misuse(idx, format!("Hello with unknown role {other}"));
+                return Err(Errno::EINVAL);
+            }
+        };
+        if let Some(conn) = self.conn_mut(idx) {
+            conn.role = role;
+            conn.pull = pull;
+        }
+        Ok(value)
+    }
+
+    /// A `Write`: the reply (none while a remove is deferred) and the
+    /// lockspace whose callbacks to deliver.
+    fn write(&mut self, idx: usize, body: &[u8]) -> (Option<i64>, Option<LsId>) {
+        let Some(conn) = self.conn(idx) else {
+            return (None, None);
+        };
+        let (cred, role) = (conn.cred, conn.role);
+        if matches!(role, Role::None) {
+            self.misuse(idx, "Write before Hello".into());
+            return (Some(result_of(Err(Errno::ENOTCONN))), None);
+        }
+        let decoded = match proto::decode_write(body) {
+            Ok(d) => d,
+            Err(e) => {
+                self.misuse(idx, format!("bad {}-byte write: {e}", body.len()));
+                return (Some(result_of(Err(e))), None);
+            }
+        };
+        match role {
+            Role::None => (None, None),
+            Role::Lockspace { ls, owner } => {
+                if decoded.compat {
+                    if let Some(c) = self.conn_mut(idx) {
+                        c.compat = true;
+                    }
+                }
+                if let Request::CreateLockspace { .. } | Request::RemoveLockspace { .. } =
+                    decoded.request
+                {
+                    self.misuse(idx, "create/remove on a lockspace connection".into());
+                    return (Some(result_of(Err(Errno::EINVAL))), None);
+                }
+                let r = self
+                    .devices
+                    .lock_command(ls, owner, cred.pid, &decoded.request);
+                if let Err(e) = r {
+                    log::debug!(
+                        "connection {idx} (pid {}): {:?}: {e}",
+                        cred.pid,
+                        decoded.request
+                    );
+                }
+                (Some(result_of(r)), Some(ls))
+            }
+            Role::Control => match decoded.request {
+                Request::CreateLockspace { flags, name } => {
+                    let r = self.devices.create(&cred, flags, &name);
+                    if let Err(e) = r {
+                        log::info!(
+                            "pid {} uid {}: create lockspace {}: {e}",
+                            cred.pid,
+                            cred.uid,
+                            String::from_utf8_lossy(&name)
+                        );
+                    }
+                    (Some(result_of(r.map(i64::from))), None)
+                }
+                Request::RemoveLockspace { flags, minor } => {
+                    match self.devices.remove(&cred, idx, flags, minor) {
+                        Ok(Removal::Done) => (Some(0), None),
+                        Ok(Removal::Deferred(ls)) => {
+                            if let Some(c) = self.conn_mut(idx) {
+                                c.waiting_remove = Some(ls);
+                            }
+                            (None, None)
+                        }
+                        Err(e) => {
+                            log::info!(
+                                "pid {} uid {}: remove lockspace minor {minor}: {e}",
+                                cred.pid,
+                                cred.uid
+                            );
+                            (Some(result_of(Err(e))), None)
+                        }
+                    }
+                }
+                _ => {
+                    self.misuse(idx, "lock command on the control connection".into());
+                    (Some(result_of(Err(Errno::EINVAL))), None)
+                }
+            },
+        }
+    }
+
+    /// A `Read`: `device_read`.
+    fn read(&mut self, idx: usize, body: &[u8]) {
+        let Ok(count) = <[u8; 4]>::try_from(body).map(u32::from_le_bytes) else {
+            self.misuse(idx, format!("Read with a {}-byte body", body.len()));
+            return self.send_errno(idx, Errno::EINVAL);
+        };
+        let Some(conn) = self.conn(idx) else {
+            return;
+        };
+        let (role, compat) = (conn.role, conn.compat);
+        let count = count as usize;
+        let (ls, owner) = match role {
+            Role::None => {
+                self.misuse(idx, "Read before Hello".into());
+                return self.send_errno(idx, Errno::ENOTCONN);
+            }
+            _ if count == proto::VERSION_SIZE => {
+                return self.send(idx, Kind::Version, &proto::encode_version());
+            }
+            Role::Control => return self.send_errno(idx, Errno::EINVAL),
+            Role::Lockspace { ls, owner } => (ls, owner),
+        };
+        let min = if compat {
+            proto::RESULT32_SIZE
+        } else {
+            proto::RESULT_SIZE
+        };
+        if count < min {
+            return self.send_errno(idx, Errno::EINVAL);
+        }
+        let rec = self.devices.engine_mut(ls).and_then(|e| e.read(owner));
+        match rec {
+            Some(rec) => self.send_ast(idx, &LockResult::from(&rec), compat, count),
+            None => self.send_errno(idx, Errno::EAGAIN),
+        }
+    }
+
+    fn chmod(&mut self, idx: usize, body: &[u8]) -> Result<i64, Errno> {
+        let Ok(mode) = <[u8; 4]>::try_from(body).map(u32::from_le_bytes) else {
+            self.misuse(idx, format!("Chmod with a {}-byte body", body.len()));
+            return Err(Errno::EINVAL);
+        };
+        let Some(conn) = self.conn(idx) else {
+            return Err(Errno::EBADF);
+        };
+        let cred = conn.cred;
+        match conn.role {
+            Role::None => {
+                self.misuse(idx, "Chmod before Hello".into());
+                Err(Errno::ENOTCONN)
+            }
+            Role::Control => {
+                self.misuse(idx, "Chmod on the control connection".into());
+                Err(Errno::EINVAL)
+            }
+            Role::Lockspace { ls, .. } => {
+                let r = self.devices.chmod(&cred, ls, mode);
+                if let Err(e) = r {
+                    log::info!("pid {} uid {}: chmod {mode:o}: {e}", cred.pid, cred.uid);
+                }
+                r.map(|()| 0)
+            }
+        }
+    }
+
+    fn query(&mut self, idx: usize, body: &[u8]) {
+        let Some(conn) = self.conn(idx) else {
+            return;
+        };
+        let (cred, role) = (conn.cred, conn.role);
+        let Some((&what, name)) = body.split_first() else {
+            self.misuse(idx, "empty Query".into());
+            return self.send_errno(idx, Errno::EINVAL);
+        };
+        let json = match what {
+            wire::QUERY_LOCKSPACES => serde_json::to_vec(&self.devices.query_lockspaces()),
+            wire::QUERY_LOCKS => {
+                let id = match (name.is_empty(), role) {
+                    (true, Role::Lockspace { ls, .. }) => Ok(ls),
+                    (true, _) => Err(Errno::EINVAL),
+                    (false, _) => self.devices.find_for_query(&cred, name),
+                };
+                match id.and_then(|id| self.devices.query_locks(id)) {
+                    Ok(locks) => serde_json::to_vec(&locks),
+                    Err(e) => return self.send_errno(idx, e),
+                }
+            }
+            other => {
+                self.misuse(idx, format!("Query of unknown subject {other}"));
+                return self.send_errno(idx, Errno::EINVAL);
+            }
+        };
+        match json {
+            Ok(json) => self.send_json(idx, json),
+            Err(e) => {
+                log::error!("cannot encode a query answer: {e}");
+                self.send_errno(idx, Errno::ENOMEM);
+            }
+        }
+    }
+
+    /// Send every pending callback of every push-mode connection on
+    /// lockspace `ls`.
+    fn deliver(&mut self, ls: LsId) {
+        let mut targets = std::mem::take(&mut self.targets);
+        targets.clear();
+        if let Some(l) = self.devices.lockspace(ls) {
+            targets.extend_from_slice(l.conns());
+        }
+        for &idx in &targets {
+            let (owner, compat) = match self.conn(idx) {
+                Some(Conn {
+                    role: Role::Lockspace { owner, .. },
+                    dead: false,
+                    pull: false,
+                    compat,
+                    ..
+                }) => (*owner, *compat),
+                _ => continue,
+            };
+            let count = if compat {
+                proto::RESULT32_WITH_LVB_SIZE
+            } else {
+                proto::RESULT_WITH_LVB_SIZE
+            };
+            while let Some(rec) = self.devices.engine_mut(ls).and_then(|e| e.read(owner)) {
+                self.send_ast(idx, &LockResult::from(&rec), compat, count);
+                if !matches!(self.conn(idx), Some(c) if !c.dead) {
+                    // Disconnected: what is left goes with its owner.
+                    break;
+                }
+            }
+        }
+        self.targets = targets;
+    }
+
+    fn send_ast(&mut self, idx: usize, r: &LockResult, compat: bool, count: usize) {
+        let encoded = if compat {
+            proto::encode_result32(r, count).map(|(b, n)| {
+                let mut v = [0u8; proto::RESULT_WITH_LVB_SIZE];
+                v[..n].copy_from_slice(&b[..n]);
+                (v, n)
+            })
+        } else {
+            proto::encode_result(r, count)
+        };
+        match encoded {
+            Ok((b, n)) => self.send(idx, Kind::Ast, &b[..n]),
+            Err(e) => self.send_errno(idx, e),
+        }
+    }
+
+    fn send_result(&mut self, idx: usize, value: i64) {
+        self.send(idx, Kind::Result, &value.to_le_bytes());
+    }
+
+    fn send_errno(&mut self, idx: usize, e: Errno) {
+        self.send_result(idx, result_of(Err(e)));
+    }
+
+    /// Queue a frame for connection `idx`, disconnecting it if that puts
+    /// it over its output bound.
+    fn send(&mut self, idx: usize, kind: Kind, body: &[u8]) {
+        let max = self.config.max_output;
+        let Some(conn) = self.conns.get_mut(idx).and_then(Option::as_mut) else {
+            return;
+        };
+        if conn.dead {
+            return;
+        }
+        if let Err(e) = wire::put_frame(&mut conn.out, kind, body) {
+            log::error!("cannot frame a {}-byte {kind:?}: {e}", body.len());
+            return;
+        }
+        if conn.counted() > max {
+            if let Err(e) = conn.flush() {
+                return self.doom(idx, Level::Debug, format!("write failed: {e}"));
+            }
+            if conn.counted() > max {
+                let msg = format!(
+                    "not reading: more than {max} bytes of output waiting for pid {}; disconnected",
+                    conn.cred.pid
+                );
+                return self.doom(idx, Level::Warn, msg);
+            }
+        }
+        if !conn.dirty {
+            conn.dirty = true;
+            self.dirty.push(idx);
+        }
+    }
+
+    /// Send a query answer, in parts if it is long. Its bytes do not
+    /// count against the output bound.
+    fn send_json(&mut self, idx: usize, json: Vec<u8>) {
+        if json.is_empty() {
+            return self.send(idx, Kind::QueryReply, &[]);
+        }
+        if let Some(c) = self.conn_mut(idx) {
+            c.bulk = json;
+            c.bulk_pos = 0;
+        }
+        self.pump_bulk(idx);
+    }
+
+    /// Move parts of a long answer to the output while it is short.
+    fn pump_bulk(&mut self, idx: usize) {
+        let Some(c) = self.conns.get_mut(idx).and_then(Option::as_mut) else {
+            return;
+        };
+        let mut moved = false;
+        while c.bulk_pos < c.bulk.len() && c.unsent() < BULK_LOW_WATER && !c.dead {
+            let rest = c.bulk.len() - c.bulk_pos;
+            let n = rest.min(wire::MAX_FRAME - 1);
+            let kind = if n == rest {
+                Kind::QueryReply
+            } else {
+                Kind::QueryPart
+            };
+            if wire::put_frame(&mut c.out, kind, &c.bulk[c.bulk_pos..c.bulk_pos + n]).is_err() {
+                break;
+            }
+            c.bulk_pos += n;
+            c.exempt_end = c.out.len();
+            moved = true;
+        }
+        let finished = c.bulk_pos >= c.bulk.len() && !c.bulk.is_empty();
+        if finished {
+            c.bulk = Vec::new();
+            c.bulk_pos = 0;
+        }
+        if moved && !c.dirty {
+            c.dirty = true;
+            self.dirty.push(idx);
+        }
+        if finished {
+            // Requests after the query may now be handled.
+            self.mark_ready(idx);
+        }
+    }
+
+    /// Write what connection `idx` has waiting, feeding a long answer.
+    fn flush_conn(&mut self, idx: usize) {
+        loop {
+            let Some(c) = self.conns.get_mut(idx).and_then(Option::as_mut) else {
+                return;
+            };
+            if c.dead {
+                return;
+            }
+            if let Err(e) = c.flush() {
+                return self.doom(idx, Level::Debug, format!("write failed: {e}"));
+            }
+            let more = c.bulk_pos < c.bulk.len() && c.unsent() < BULK_LOW_WATER;
+            if !more {
+                return;
+            }
+            self.pump_bulk(idx);
+        }
+    }
+}
+
+/// Error numbers `dlm::Errno` has no name for.
+mod libc_errno {
+    /// `EISCONN`: already connected (a second `Hello`).
+    pub const EISCONN: i32 = rustix::io::Errno::ISCONN.raw_os_error();
+}

@@ -1,0 +1,124 @@
+//! Access control: who may manage lockspaces, who may open them, and who
+//! a per-user daemon serves. Needs root (to run a helper as another uid);
+//! skipped otherwise.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use common::*;
+use dlm::{Errno, LockFlags as F, LockMode as M};
+
+const NOBODY: u32 = 65534;
+
+/// Why the tests cannot run here, if they cannot.
+fn skip_reason() -> Option<String> {
+    if !rustix::process::getuid().is_root() {
+        return Some("not root: cannot run a helper as another uid".into());
+    }
+    let exe = std::env::current_exe().ok()?;
+    let mode = std::fs::metadata(&exe).ok()?.permissions().mode();
+    if mode & 0o005 != 0o005 {
+        return Some(format!("{} is not executable by others", exe.display()));
+    }
+    for dir in exe.ancestors().skip(1) {
+        let Ok(m) = std::fs::metadata(dir) else {
+            continue;
+        };
+        if m.permissions().mode() & 0o001 == 0 {
+            return Some(format!("{} is not searchable by others", dir.display()));
+        }
+    }
+    None
+}
+
+macro_rules! skip_unless_possible {
+    () => {
+        if let Some(why) = skip_reason() {
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+}
+
+fn probe(socket: &Path, ls: &str) -> Vec<String> {
+    let sock = socket.to_str().expect("utf-8 path");
+    let (_p, out) = spawn_helper("probe", &[sock, ls], Some(NOBODY));
+    std::iter::from_fn(|| out.line()).collect()
+}
+
+#[test]
+fn lockspace_modes_and_admin_rights_on_the_system_daemon() {
+    skip_unless_possible!();
+    let d = Daemon::start_with(&["--system"]);
+    let sock_mode = std::fs::metadata(&d.socket)
+        .expect("socket")
+        .permissions()
+        .mode();
+    assert_eq!(sock_mode & 0o777, 0o666, "the system socket is open to all");
+    let (_ctl, mut ls, minor) = d.lockspace("secret");
+    let lkid = ls.lock(&req(M::Ex, b"r", F::empty()));
+    assert_eq!(ls.wait_ast().status, 0);
+    let eperm = neg(Errno::EPERM);
+    let eacces = neg(Errno::EACCES);
+    assert_eq!(
+        probe(&d.socket, "secret"),
+        [
+            "hello 0".to_string(),
+            format!("create {eperm}"),
+            format!("open {eacces}"),
+            format!("query {eacces}"),
+        ],
+        "0600 keeps uid {NOBODY} out; only root creates"
+    );
+    let chmod = |c: &mut Client, mode: u32| c.call(dlm::wire::Kind::Chmod, &mode.to_le_bytes());
+    assert_eq!(chmod(&mut ls, 0o666), 0);
+    assert_eq!(
+        probe(&d.socket, "secret"),
+        [
+            "hello 0".to_string(),
+            format!("create {eperm}"),
+            format!("open {minor}"),
+            "query 1".to_string(),
+        ],
+        "0666 lets everyone in"
+    );
+    let info = ls.lockspaces();
+    assert_eq!((info[0].mode, info[0].uid), (0o666, 0));
+    assert!(ls.locks("secret").iter().any(|l| i64::from(l.lkid) == lkid));
+    let log = d.log_text();
+    assert!(
+        log.contains("may not open lockspace secret"),
+        "logged:\n{log}"
+    );
+}
+
+#[test]
+fn a_user_daemon_serves_only_its_user() {
+    skip_unless_possible!();
+    let d = Daemon::start_with(&["--user"]);
+    let sock_mode = std::fs::metadata(&d.socket)
+        .expect("socket")
+        .permissions()
+        .mode();
+    assert_eq!(sock_mode & 0o777, 0o600, "a per-user socket is private");
+    // Open the socket itself up, to check the daemon's own refusal.
+    std::fs::set_permissions(&d.socket, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+    assert_eq!(
+        probe(&d.socket, "any"),
+        ["hello closed".to_string()],
+        "uid {NOBODY} is turned away"
+    );
+    let mut ctl = d.control();
+    assert!(
+        ctl.create("mine", 0) >= 0,
+        "root, the daemon's user, is served"
+    );
+    let log = d.log_text();
+    assert!(log.contains("refused a connection"), "logged:\n{log}");
+    assert!(
+        log.contains(&format!("uid {NOBODY}")),
+        "with the uid:\n{log}"
+    );
+}
