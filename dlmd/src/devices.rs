@@ -8,11 +8,10 @@
 
 use std::collections::HashMap;
 
-use dlm::engine::{Engine, LockParams, OwnerId, Queue, Registry, Released, UnlockParams};
-use dlm::name::RESNAME_MAXLEN;
+use dlm::engine::{Engine, OwnerId, Queue, Registry, Released};
 use dlm::proto::Request;
 use dlm::query::{LockInfo, LockspaceInfo};
-use dlm::{Errno, LockFlags, LockspaceFlags, LockspaceName, ResourceName};
+use dlm::{Errno, LockspaceFlags, LockspaceName, ResourceName};
 
 use crate::startup::Scope;
 
@@ -314,48 +313,7 @@ impl Devices {
         request: &Request,
     ) -> Result<i64, Errno> {
         let engine = self.engine_mut(id).ok_or(Errno::ENOENT)?;
-        match request {
-            Request::Lock(r) => {
-                let convert = r.flags & LockFlags::CONVERT.bits() != 0;
-                // A `namelen` over 64 names no resource: the engine refuses
-                // it (EINVAL for a request, ENOENT for an adoption) from the
-                // length alone, so zeros stand in for the bytes.
-                let long;
-                let name: &[u8] = if convert {
-                    &[]
-                } else if r.namelen() <= RESNAME_MAXLEN {
-                    r.name()
-                } else {
-                    long = vec![0u8; r.namelen()];
-                    &long
-                };
-                let p = LockParams {
-                    mode: r.mode,
-                    flags: r.flags,
-                    lkid: r.lkid,
-                    name,
-                    lvb: r.lvb,
-                    args: r.user_args(),
-                    pid,
-                };
-                engine.lock(owner, &p).map(i64::from)
-            }
-            Request::Unlock(r) => {
-                let p = UnlockParams {
-                    lkid: r.lkid,
-                    flags: r.flags,
-                    lvb: r.lvb,
-                    args: r.user_args(),
-                };
-                engine.unlock(owner, &p).map(|()| 0)
-            }
-            Request::Deadlock(r) => engine.deadlock_cancel(owner, r.lkid, r.flags).map(|()| 0),
-            Request::Purge {
-                nodeid,
-                pid: target,
-            } => engine.purge(owner, *nodeid, *target, pid).map(|()| 0),
-            Request::CreateLockspace { .. } | Request::RemoveLockspace { .. } => Err(Errno::EINVAL),
-        }
+        engine.device_write(owner, pid, request)
     }
 
     /// Every lockspace in the name table, by minor.
@@ -432,6 +390,7 @@ fn hex(bytes: &[u8]) -> String {
 mod tests {
     use super::*;
     use dlm::proto::LockRequest;
+    use dlm::LockFlags;
 
     const ROOT: Cred = Cred {
         pid: 10,
