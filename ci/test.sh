@@ -4,6 +4,8 @@
 #
 #   DLM_PROPTEST_CASES / DLM_MODEL_CASES  random sequences per property
 #                                          (CI default: 100,000 in total)
+#   DLM_RANDOM_SEEDS                       kernel-vs-engine random sequences
+#                                          in the QEMU guest (default 1000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . ci/lib.sh
@@ -27,6 +29,13 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
 
 step "cargo test (release; $DLM_PROPTEST_CASES property cases, $DLM_MODEL_CASES model cases)"
 cargo test --workspace --release
+
+step "kernel DLM in QEMU (real dlm.ko, dlm-controld --single-node)"
+ci/kernel.sh
+
+step "conformance: the kernel as oracle (golden traces, ${DLM_RANDOM_SEEDS:=1000} random sequences)"
+export DLM_RANDOM_SEEDS
+ci/kernel/conformance.sh
 
 step "engine benchmark (quick run; figures are informational)"
 cargo bench --bench engine -- --quick

@@ -244,6 +244,9 @@ impl Device {
                             _ => Err(Errno::EPROTO),
                         };
                     }
+                    if !s.stash.is_empty() {
+                        continue;
+                    }
                     s.fill(true)?;
                 }
             }

@@ -298,17 +298,22 @@ const STS_GRANTED: u8 = 2;
 const STS_CONVERT: u8 = 3;
 
 // Internal lkb flags (DLM_IFL_*), as far as they matter locally.
-const IFL_ORPHAN: u8 = 1 << 0;
-const IFL_DEAD: u8 = 1 << 1;
-const IFL_ENDOFLIFE: u8 = 1 << 2;
-const IFL_DEADLOCK_CANCEL: u8 = 1 << 3;
-const IFL_ON_ASTS: u8 = 1 << 4;
+const IFL_ORPHAN: u16 = 1 << 0;
+const IFL_DEAD: u16 = 1 << 1;
+const IFL_ENDOFLIFE: u16 = 1 << 2;
+const IFL_DEADLOCK_CANCEL: u16 = 1 << 3;
+const IFL_ON_ASTS: u16 = 1 << 4;
 /// On an owner's lock list or on the orphan list (`lkb_ownqueue` in use).
-const IFL_ON_OWNQ: u8 = 1 << 5;
+const IFL_ON_OWNQ: u16 = 1 << 5;
 /// A completion has been read (`lkb_last_cast.seq != 0`).
-const IFL_HAS_LAST_CAST: u8 = 1 << 6;
+const IFL_HAS_LAST_CAST: u16 = 1 << 6;
+/// `lkb_lvbptr` is set: the lock's value block buffer was attached by a
+/// request or conversion that passed its checks. The buffer itself
+/// (`ua->lksb.sb_lvbptr`) can exist without being attached: a conversion
+/// with `VALBLK` allocates it before its checks, and may then fail them.
+const IFL_LVB_ATTACHED: u16 = 1 << 8;
 /// The `lkb_ownqueue` in use is the owner's `unlocking` list.
-const IFL_UNLOCKING: u8 = 1 << 7;
+const IFL_UNLOCKING: u16 = 1 << 7;
 
 #[derive(Clone, Copy, Default, Debug)]
 struct Links {
@@ -348,7 +353,7 @@ struct Lkb {
     highbast: i8,
     status: u8,
     sbflags: u8,
-    iflags: u8,
+    iflags: u16,
     refs: u8,
     /// Mode of the last completion read (`lkb_last_cast.mode`); 0 until
     /// one is read (see `IFL_HAS_LAST_CAST`), as the kernel's zeroed
@@ -366,6 +371,23 @@ struct Lkb {
     own: Links,
     ua: StoredArgs,
     lvb: Option<Box<[u8; LVB_LEN]>>,
+}
+
+impl Lkb {
+    /// `lkb->lkb_lvbptr = args->lksb->sb_lvbptr` in `validate_lock_args`.
+    fn attach_lvb(&mut self) {
+        if self.lvb.is_some() {
+            self.iflags |= IFL_LVB_ATTACHED;
+        }
+    }
+
+    /// The value block as `lkb_lvbptr` sees it.
+    fn attached_lvb(&self) -> Option<[u8; LVB_LEN]> {
+        if self.iflags & IFL_LVB_ATTACHED == 0 {
+            return None;
+        }
+        self.lvb.as_deref().copied()
+    }
 }
 
 /// A resource (`struct dlm_rsb`).
@@ -919,6 +941,7 @@ impl Engine {
             lkb.sbflags = 0;
             lkb.rqmode = p.mode as i8;
             lkb.pid = p.pid;
+            lkb.attach_lvb();
         }
         let r = self.get_rsb(p.name);
         self.lk_mut(id).rsb = r;
@@ -968,6 +991,7 @@ impl Engine {
             lkb.sbflags = 0;
             lkb.rqmode = p.mode as i8;
             lkb.pid = p.pid;
+            lkb.attach_lvb();
         }
         let r = self.lk(id).rsb;
         let error = self.do_convert(r, id);
@@ -1077,9 +1101,21 @@ impl Engine {
         if lkb.iflags & IFL_ENDOFLIFE != 0 {
             return Err(Errno::ENOENT);
         }
+        if lkb.status == STS_NONE {
+            // Only an orphan whose waiting request was cancelled when its
+            // owner closed is on no queue without having ended. Linux 6.1
+            // unlinks it a second time here and oopses (seen in the QEMU
+            // differential run); the engine treats it as ended.
+            return Err(Errno::ENOENT);
+        }
+        // In the kernel `rv` is already -EINVAL when these checks run, so a
+        // cancel over an earlier cancel (CANCEL still in the lock's flags,
+        // until a conversion replaces them) is EINVAL, not EBUSY; likewise
+        // a FORCEUNLOCK over an earlier one. (Found by the differential
+        // run against Linux 6.1; the reference notes said EBUSY.)
         if flags & LockFlags::CANCEL.bits() != 0 {
             if lkb.exflags & LockFlags::CANCEL.bits() != 0 {
-                return Err(Errno::EBUSY);
+                return Err(Errno::EINVAL);
             }
             if lkb.status == STS_GRANTED {
                 // Nothing to cancel.
@@ -1088,7 +1124,7 @@ impl Engine {
         } else if flags & LockFlags::FORCEUNLOCK.bits() != 0
             && lkb.exflags & LockFlags::FORCEUNLOCK.bits() != 0
         {
-            return Err(Errno::EBUSY);
+            return Err(Errno::EINVAL);
         }
         let lkb = self.lk_mut(id);
         lkb.exflags |= flags;
@@ -1649,7 +1685,7 @@ impl Engine {
         let b = lvb_op(gr, rq);
         let valblk = exflags & LockFlags::VALBLK.bits() != 0;
         if b == 1 {
-            let has_lvb = self.lk(id).lvb.is_some();
+            let has_lvb = self.lk(id).attached_lvb().is_some();
             if !has_lvb || !valblk {
                 return;
             }
@@ -1664,7 +1700,7 @@ impl Engine {
                 self.rsb_mut(r).valnotvalid = true;
                 return;
             }
-            let Some(mine) = self.lk(id).lvb.as_deref().copied() else {
+            let Some(mine) = self.lk(id).attached_lvb() else {
                 return;
             };
             if !valblk {
@@ -1691,7 +1727,7 @@ impl Engine {
             self.rsb_mut(r).valnotvalid = true;
             return;
         }
-        let Some(mine) = self.lk(id).lvb.as_deref().copied() else {
+        let Some(mine) = self.lk(id).attached_lvb() else {
             return;
         };
         if exflags & LockFlags::VALBLK.bits() == 0 {

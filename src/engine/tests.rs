@@ -1196,3 +1196,55 @@ fn lockspace_create_count_newexcl_and_release() {
     let m2 = reg.create(&name, LockspaceFlags::NEWEXCL).unwrap();
     assert_eq!(reg.release(m2, false), Ok(Released::Removed));
 }
+
+#[test]
+fn a_second_cancel_over_a_finished_cancel_is_einval() {
+    // Found by the random differential run against Linux 6.1.
+    let mut t = T::new();
+    let (a, b) = (t.owner(), t.owner());
+    t.granted(b, Pr, "r", none());
+    let la = t.granted(a, Nl, "r", none());
+    t.conv(a, la, Ex, none());
+    t.cancel(a, la).unwrap();
+    assert_eq!(t.drain(a), vec![Ev::C(la, CANCELLED, 0)]);
+    assert_eq!(t.cancel(a, la), Err(Errno::EINVAL));
+    // A conversion replaces the flags, and cancel is quiet again.
+    t.conv(a, la, Cr, none());
+    assert_eq!(t.drain(a), vec![Ev::C(la, 0, 0)]);
+    assert_eq!(t.cancel(a, la), Ok(()));
+}
+
+#[test]
+fn a_refused_valblk_conversion_does_not_attach_its_value_block() {
+    // Found by the random differential run: the buffer exists, but the
+    // unlock does not write it, since lkb_lvbptr was never set.
+    let mut t = T::new();
+    let (a, b) = (t.owner(), t.owner());
+    let la = t.granted(a, Ex, "r", none());
+    assert_eq!(
+        t.try_conv(a, la, Ex, LockFlags::VALBLK | LockFlags::QUECVT),
+        Err(Errno::EINVAL)
+    );
+    let up = UnlockParams::new(la, vb(), args(1)).lvb(lvb(5));
+    t.e.unlock(a, &up).unwrap();
+    t.drain(a);
+    let lb = t.lock(b, Ex, "r", vb());
+    assert_eq!(
+        t.e.read(b).map(|r| (r.lkid, r.lvb)),
+        Some((lb, Some(lvb(0))))
+    );
+}
+
+#[test]
+fn an_orphan_unlocked_by_another_owner_cannot_be_unlocked_again() {
+    // Linux 6.1 oopses on the second unlock; the engine says ENOENT.
+    let mut t = T::new();
+    let (a, b) = (t.owner(), t.owner());
+    let la = t.granted(a, Ex, "r", LockFlags::PERSISTENT);
+    t.e.close_owner(a).unwrap();
+    t.unlock(b, la, none()).unwrap();
+    assert_eq!(t.drain(b), vec![], "an orphan's completion goes nowhere");
+    assert_eq!(t.unlock(b, la, LockFlags::FORCEUNLOCK), Err(Errno::ENOENT));
+    let lb = t.granted(b, Ex, "r", none());
+    assert_ne!(lb, la);
+}

@@ -1,0 +1,76 @@
+//! The engine's and the daemon's traces must equal the kernel's, which
+//! are committed in `golden/` (regenerate them with
+//! `ci/kernel/conformance.sh --regenerate`, which boots the real kernel).
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use dlm_conformance::{diff, golden_dir, run, scenarios, DeviceTarget, EngineTarget, Target};
+
+fn check(target_name: &str, mut make: impl FnMut(&str) -> Box<dyn Target>) {
+    let all = scenarios().expect("scenarios parse");
+    assert!(all.len() >= 60, "the scenario list is there");
+    let mut failures = Vec::new();
+    for sc in &all {
+        let path = golden_dir().join(format!("{}.trace", sc.name));
+        let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (run ci/kernel/conformance.sh --regenerate)",
+                path.display()
+            )
+        });
+        let mut t = make(&sc.name);
+        let got = run(sc, t.as_mut()).expect("scenario runs");
+        if let Some(d) = diff(&want, &got) {
+            failures.push(format!("{target_name}: {}: {d}", sc.name));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn engine_traces_equal_the_kernels() {
+    check("engine", |_| Box::new(EngineTarget::new()));
+}
+
+/// A private dlmd, stopped by PID when dropped.
+struct Daemon(Child, PathBuf);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+        let _ = std::fs::remove_dir_all(self.1.parent().unwrap_or(&self.1));
+    }
+}
+
+#[test]
+fn daemon_traces_equal_the_kernels() {
+    let dlmd = dlm::paths::dlmd_program();
+    assert!(
+        dlmd.is_file(),
+        "{} is missing: build the workspace (cargo test --workspace)",
+        dlmd.display()
+    );
+    let dir = std::env::temp_dir().join(format!("dlm-conf-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let sock = dir.join("dlmd.sock");
+    let child = Command::new(&dlmd)
+        .arg("--socket")
+        .arg(&sock)
+        .args(["--log-level", "warn"])
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start dlmd");
+    let d = Daemon(child, sock.clone());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::os::unix::net::UnixStream::connect(&sock).is_err() {
+        assert!(Instant::now() < deadline, "dlmd did not listen");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    check("daemon", |name| {
+        Box::new(DeviceTarget::daemon(&d.1, name).expect("lockspace on dlmd"))
+    });
+}
