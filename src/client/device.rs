@@ -269,8 +269,13 @@ impl Device {
                 }
             }
             Device::Socket(s) => {
-                s.fill(false)?;
-                s.take_frames(None)?;
+                // Records already stashed are handed out first, without a
+                // read; whatever is left in the socket keeps its fd
+                // readable for the next round.
+                if s.stash.is_empty() {
+                    s.fill(false)?;
+                    s.take_frames(None)?;
+                }
                 out.extend(s.stash.drain(..));
                 Ok(())
             }

@@ -561,6 +561,11 @@ struct Inner {
     /// along with a reply); registered with every poller next to `fd`.
     notify_r: OwnedFd,
     notify_w: OwnedFd,
+    /// How many pollers (event loop, registered mio sources) watch
+    /// `notify_r`; without any, the pipe is left alone.
+    pollers: std::sync::atomic::AtomicUsize,
+    /// Threads waiting on `cond`; notifying nobody costs a syscall.
+    waiters: std::sync::atomic::AtomicUsize,
     state: Mutex<State>,
     cond: Condvar,
     event_loop: Mutex<Option<Arc<EventLoop>>>,
@@ -569,6 +574,15 @@ struct Inner {
 struct EventLoop {
     waker: mio::Waker,
     stop: AtomicBool,
+}
+
+impl Inner {
+    /// Wake threads blocked in a waiting call, if there are any.
+    fn wake_waiters(&self) {
+        if self.waiters.load(Ordering::SeqCst) > 0 {
+            self.cond.notify_all();
+        }
+    }
 }
 
 impl Drop for Inner {
@@ -629,6 +643,8 @@ impl Lockspace {
                 poll_fd,
                 notify_r,
                 notify_w,
+                pollers: std::sync::atomic::AtomicUsize::new(0),
+                waiters: std::sync::atomic::AtomicUsize::new(0),
                 state: Mutex::new(State::default()),
                 cond: Condvar::new(),
                 event_loop: Mutex::new(None),
@@ -728,8 +744,10 @@ impl Lockspace {
         }
         // Make every poller (event loop, the caller's mio::Poll, a waiting
         // thread) see that records are ready.
-        let _ = rustix::io::write(&self.inner.notify_w, &[1]);
-        self.inner.cond.notify_all();
+        if self.inner.pollers.load(Ordering::SeqCst) > 0 {
+            let _ = rustix::io::write(&self.inner.notify_w, &[1]);
+        }
+        self.inner.wake_waiters();
     }
 
     /// `dlm_ls_lock()`: ask for a lock; `on_complete` runs for this and
@@ -851,8 +869,10 @@ impl Lockspace {
     /// Read every callback record available now and run its callbacks;
     /// never blocks. Returns how many records were handled.
     pub fn dispatch(&self) -> Result<usize> {
-        let mut drain = [0u8; 64];
-        while matches!(rustix::io::read(&self.inner.notify_r, &mut drain), Ok(n) if n > 0) {}
+        if self.inner.pollers.load(Ordering::SeqCst) > 0 {
+            let mut drain = [0u8; 64];
+            while matches!(rustix::io::read(&self.inner.notify_r, &mut drain), Ok(n) if n > 0) {}
+        }
         let mut recs = VecDeque::new();
         self.dev().read_available(&mut recs)?;
         let n = recs.len();
@@ -865,7 +885,7 @@ impl Lockspace {
         for r in recs {
             self.handle_one(&r);
         }
-        self.inner.cond.notify_all();
+        self.inner.wake_waiters();
     }
 
     fn handle_one(&self, r: &LockResult) {
@@ -1004,14 +1024,18 @@ impl Lockspace {
                 let wait = left
                     .unwrap_or(Duration::from_secs(1))
                     .min(Duration::from_secs(1));
+                // Counted while the state lock is still held, so a waker
+                // that changes state after this check sees the count.
+                self.inner.waiters.fetch_add(1, Ordering::SeqCst);
                 let _ = self.inner.cond.wait_timeout(st, wait);
+                self.inner.waiters.fetch_sub(1, Ordering::SeqCst);
                 continue;
             }
             st.reading = true;
             drop(st);
             let res = self.read_some(left);
             self.state().reading = false;
-            self.inner.cond.notify_all();
+            self.inner.wake_waiters();
             res?;
         }
     }
@@ -1126,6 +1150,7 @@ impl Lockspace {
             mio::Interest::READABLE,
         )?;
         let notify = self.inner.notify_r.as_raw_fd();
+        self.inner.pollers.fetch_add(1, Ordering::SeqCst);
         poll.registry().register(
             &mut mio::unix::SourceFd(&notify),
             DEVICE,
@@ -1197,6 +1222,7 @@ impl mio::event::Source for Lockspace {
         interests: mio::Interest,
     ) -> std::io::Result<()> {
         mio::unix::SourceFd(&self.inner.fd).register(registry, token, interests)?;
+        self.inner.pollers.fetch_add(1, Ordering::SeqCst);
         mio::unix::SourceFd(&self.inner.notify_r.as_raw_fd()).register(registry, token, interests)
     }
 
@@ -1212,6 +1238,10 @@ impl mio::event::Source for Lockspace {
 
     fn deregister(&mut self, registry: &mio::Registry) -> std::io::Result<()> {
         mio::unix::SourceFd(&self.inner.fd).deregister(registry)?;
+        let _ = self
+            .inner
+            .pollers
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
         mio::unix::SourceFd(&self.inner.notify_r.as_raw_fd()).deregister(registry)
     }
 }
