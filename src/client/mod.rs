@@ -326,7 +326,13 @@ impl Dlm {
     }
 
     /// Every lockspace the DLM has (a query libdlm does not offer).
+    ///
+    /// On the kernel backend this is best effort (sysfs and debugfs): see
+    /// the fields' notes.
     pub fn lockspaces(&self) -> Result<Vec<crate::query::LockspaceInfo>> {
+        if self.backend == Backend::Kernel {
+            return kernel::lockspaces();
+        }
         let body = self.control().socket_request(
             wire::Kind::Query,
             &[wire::QUERY_LOCKSPACES],
@@ -336,7 +342,14 @@ impl Dlm {
     }
 
     /// Every lock of a lockspace, with mode, queue and owner pid.
+    ///
+    /// On the kernel backend this reads debugfs
+    /// (`/sys/kernel/debug/dlm/<ls>_locks`), which must be mounted, and
+    /// binary resource names are cut at their first NUL.
     pub fn locks(&self, name: &LockspaceName) -> Result<Vec<crate::query::LockInfo>> {
+        if self.backend == Backend::Kernel {
+            return kernel::locks(&name.to_string());
+        }
         let mut q = vec![wire::QUERY_LOCKS];
         q.extend_from_slice(name.as_bytes());
         let body = self
