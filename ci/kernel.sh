@@ -5,7 +5,8 @@
 # minute from a cold cache, a few seconds warm) and no root beyond the
 # apt-get installs.
 #
-#   ci/kernel.sh               fetch, build static binaries, initramfs, smoke
+#   ci/kernel.sh               fetch, build static binaries, initramfs, smoke,
+#                              the client API on the kernel backend
 #   DLM_KERNEL_TIMEOUT=SECS    guest time limit (default 120)
 #
 # Artifacts stay in ci/out/ (kernel cache, initramfs, qemu-serial.log).
@@ -32,5 +33,7 @@ mapfile -t bins <ci/out/static-bins.txt
 timed "initramfs" ci/kernel/initramfs.sh --controller "${bins[0]}" "${bins[@]:1}"
 timed "boot and run dlm-guest-smoke" \
     ci/kernel/run.sh --timeout "${DLM_KERNEL_TIMEOUT:-120}" -- dlm-guest-smoke
+timed "boot and run dlm-guest-client" \
+    ci/kernel/run.sh --timeout "${DLM_KERNEL_TIMEOUT:-120}" -- dlm-guest-client
 echo
 echo "=== kernel: all passed in $(($(date +%s) - t0)) s ==="

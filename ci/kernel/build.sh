@@ -4,20 +4,33 @@
 #   dlm-controld      the single-node controller
 #   dlm-guest-smoke   the first guest test (an example of dlm-controld)
 #   dlm-conformance   the scenario and random-differential runner
+#   dlm-guest-client  the safe client API on the kernel backend (example)
+# and with --bench (for ci/kernel/bench.sh) also:
+#   dlmd              the fallback daemon, run inside the guest
+#   dlm-guest-bench   the Rust rows of the benchmark table (example)
 #
 # The explicit --target keeps build scripts (bindgen in dlm-sys) dynamic
 # host programs, and the separate target directory leaves the normal
-# build's artifacts alone. Prints the binaries' paths, one a line.
+# build's artifacts alone. Prints the binaries' paths, one a line, the
+# controller first.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+bench=0
+[ "${1:-}" = "--bench" ] && bench=1
 target=x86_64-unknown-linux-gnu
 dir=ci/out/target-static
+extra=()
+[ "$bench" = 1 ] && extra=(--example dlm-guest-bench -p dlmd --bin dlmd)
 RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
     cargo build --release --target "$target" --target-dir "$dir" \
-    -p dlm-controld --bin dlm-controld --example dlm-guest-smoke \
+    -p dlm-controld --bin dlm-controld --example dlm-guest-smoke --example dlm-guest-client \
+    "${extra[@]}" \
     -p dlm-conformance --bin dlm-conformance >&2
 out="$dir/$target/release"
-for b in "$out/dlm-controld" "$out/examples/dlm-guest-smoke" "$out/dlm-conformance"; do
+bins=("$out/dlm-controld" "$out/examples/dlm-guest-smoke" "$out/dlm-conformance"
+    "$out/examples/dlm-guest-client")
+[ "$bench" = 1 ] && bins+=("$out/dlmd" "$out/examples/dlm-guest-bench")
+for b in "${bins[@]}"; do
     if ! file -L "$b" | grep -qE 'statically linked|static-pie linked'; then
         echo "build.sh: $b is not static: $(file -L "$b")" >&2
         exit 1

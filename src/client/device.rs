@@ -215,17 +215,7 @@ impl Device {
     /// devices: just read one). `None` is `EAGAIN`.
     pub(crate) fn read_one(&mut self) -> Result<Option<LockResult>, Errno> {
         match self {
-            Device::Kernel(f) => {
-                let mut b = [0u8; RESULT_WITH_LVB_SIZE];
-                loop {
-                    match f.read(&mut b) {
-                        Ok(n) => return proto::decode_result(&b[..n]).map(Some),
-                        Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(None),
-                        Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                        Err(e) => return Err(io_errno(e)),
-                    }
-                }
-            }
+            Device::Kernel(_) => self.read_next(),
             Device::Socket(s) => {
                 if let Some(r) = s.stash.pop_front() {
                     return Ok(Some(r));
@@ -249,6 +239,30 @@ impl Device {
                     }
                     s.fill(true)?;
                 }
+            }
+        }
+    }
+
+    /// The next record that can be read without blocking, if any.
+    pub(crate) fn read_next(&mut self) -> Result<Option<LockResult>, Errno> {
+        match self {
+            Device::Kernel(f) => {
+                let mut b = [0u8; RESULT_WITH_LVB_SIZE];
+                loop {
+                    match f.read(&mut b) {
+                        Ok(n) => return proto::decode_result(&b[..n]).map(Some),
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(None),
+                        Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(io_errno(e)),
+                    }
+                }
+            }
+            Device::Socket(s) => {
+                if s.stash.is_empty() {
+                    s.fill(false)?;
+                    s.take_frames(None)?;
+                }
+                Ok(s.stash.pop_front())
             }
         }
     }

@@ -1054,12 +1054,20 @@ impl Lockspace {
     }
 
     /// Block (up to `timeout`) for records, then handle them.
+    ///
+    /// One record at a time, and a read before any poll: after a write the
+    /// completion is usually there already, so a granted request costs
+    /// one `write()` and one `read()`, as on the raw device.
     fn read_some(&self, timeout: Option<Duration>) -> Result<()> {
-        let stashed = self.dev().has_stashed();
+        if let Some(r) = self.dev().read_next()? {
+            self.handle(VecDeque::from([r]));
+            return Ok(());
+        }
         // Poll our own duplicate of the fd, so writers are not held up.
-        let ready = stashed || device::wait_fd(self.inner.poll_fd.as_fd(), false, timeout)?;
-        if ready {
-            self.dispatch()?;
+        if device::wait_fd(self.inner.poll_fd.as_fd(), false, timeout)? {
+            if let Some(r) = self.dev().read_next()? {
+                self.handle(VecDeque::from([r]));
+            }
         }
         Ok(())
     }

@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# The benchmark table, all rows measured in one guest boot (TCG figures
+# are only comparable within a boot): lock+unlock pairs of EX on one
+# resource, one thread, SMP=1. Every row runs twice, in two interleaved
+# rounds, and the better run counts (TCG figures wander by tens of
+# percent between runs).
+#
+#   ci/kernel/bench.sh                      100,000 pairs a row
+#   DLM_BENCH_ITERATIONS=N ci/kernel/bench.sh
+#
+# Rows:
+#   raw device        write()+read() per operation, std::fs::File + dlm::proto (the floor)
+#   Rust API          Lockspace::lock + Lock::unlock, Backend::Kernel
+#   libdlm_lt         Debian's lite libdlm, dlm_ls_lock_wait + dlm_ls_unlock_wait
+#   libdlm            Debian's threaded libdlm (dlm_ls_pthread_init), same calls
+#   Rust API/dlmd     Lockspace::lock + Lock::unlock, Backend::Fallback, dlmd in the guest
+#
+# Builds the static Rust binaries (ci/kernel/build.sh --bench), compiles
+# ci/kernel/bench-libdlm.c against Debian's libdlm-dev (installed if
+# missing), puts both into ci/out/initramfs-bench.cpio with the libraries
+# they need, boots once and prints the table. The targets are printed,
+# never asserted. Takes a couple of minutes under TCG.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+. ci/lib.sh
+install_build_deps
+apt_install libdlm-dev file cpio bc
+
+iters=${DLM_BENCH_ITERATIONS:-100000}
+out=ci/out
+mkdir -p "$out/bench"
+
+ci/kernel/fetch.sh
+ci/kernel/build.sh --bench >"$out/bench/static-bins.txt"
+mapfile -t bins <"$out/bench/static-bins.txt"
+
+# Debian's libdlm, both variants, as dynamic programs: initramfs.sh copies
+# the libraries ldd lists (libdlm.so.3 / libdlm_lt.so.3, libc, the loader)
+# and libgcc_s.so.1.
+cflags=(-O2 -Wall -Wextra -Werror)
+gcc "${cflags[@]}" -DBENCH_THREADED -D_REENTRANT -o "$out/bench/bench-libdlm" \
+    ci/kernel/bench-libdlm.c -ldlm -lpthread
+gcc "${cflags[@]}" -o "$out/bench/bench-libdlm-lt" ci/kernel/bench-libdlm.c -ldlm_lt
+
+ci/kernel/initramfs.sh -o "$out/initramfs-bench.cpio" --controller "${bins[0]}" \
+    "${bins[@]:1}" "$out/bench/bench-libdlm" "$out/bench/bench-libdlm-lt"
+
+# Each row prints "BENCH <label> <iterations> <seconds>". Kernel messages
+# stay off the console so they cannot split those lines. The guest expands
+# its own variables, so the single quotes are meant.
+# shellcheck disable=SC2016
+guest_cmd='dmesg -n 1
+n='"$iters"'
+fail=0
+dlmd --socket /tmp/dlmd.sock --log-level warn &
+dlmd_pid=$!
+i=0
+while [ ! -S /tmp/dlmd.sock ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+for round in 1 2; do
+    dlm-guest-bench raw $n || fail=1
+    dlm-guest-bench api $n || fail=1
+    bench-libdlm-lt libdlm_lt bench-lt $n || fail=1
+    bench-libdlm libdlm bench-thr $n || fail=1
+    dlm-guest-bench fallback $n /tmp/dlmd.sock || fail=1
+done
+kill $dlmd_pid
+wait $dlmd_pid
+exit $fail'
+
+status=0
+ci/kernel/run.sh --quiet --initramfs "$out/initramfs-bench.cpio" \
+    --timeout "${DLM_BENCH_TIMEOUT:-900}" -- sh -c "$guest_cmd" || status=$?
+cp "$out/qemu-serial.log" "$out/bench/serial.log"
+tr -d '\r' <"$out/bench/serial.log" | grep -E '^BENCH ' >"$out/bench/results.txt" || true
+tr -d '\r' <"$out/bench/serial.log" | grep -E 'FAIL|bench-libdlm:' || true
+
+# --- the table ---------------------------------------------------------------
+awk -v iters="$iters" '
+function row(key, what,    r) {
+    if (!(key in rate)) { printf "| %-62s | %9s | %6s |\n", what, "(failed)", "-"; return }
+    r = (floor > 0) ? sprintf("%.2fx", rate[key] / floor) : "-"
+    printf "| %-62s | %9.0f | %6s |\n", what, rate[key], r
+}
+{ r = $3 / $4; if (!($2 in rate) || r > rate[$2]) rate[$2] = r }
+END {
+    floor = ("raw" in rate) ? rate["raw"] : 0
+    printf "\nLock+unlock pairs/s in one guest boot (TCG, SMP=1, one resource, %d pairs a run, best of 2 interleaved rounds)\n\n", iters
+    printf "| %-62s | %9s | %6s |\n", "path", "pairs/s", "x raw"
+    printf "|%s|%s|%s|\n", "----------------------------------------------------------------", "-----------", "--------"
+    row("raw", "raw device: write()+read() a call, Rust std::fs::File (floor)")
+    row("rust-api", "dlm-rs API, kernel: Lockspace::lock + Lock::unlock")
+    row("libdlm_lt", "Debian libdlm_lt: dlm_ls_lock_wait + dlm_ls_unlock_wait")
+    row("libdlm", "Debian libdlm (threaded): dlm_ls_lock_wait + _unlock_wait")
+    row("rust-api-fallback", "dlm-rs API, fallback: dlmd in the same guest")
+    printf "\nTargets (printed, not asserted):\n"
+    if (("rust-api" in rate) && floor > 0)
+        printf "  Rust API >= 0.9x the raw floor:        %.2fx  %s\n", rate["rust-api"] / floor, (rate["rust-api"] >= 0.9 * floor) ? "met" : "NOT met"
+    if (("rust-api" in rate) && ("libdlm" in rate))
+        printf "  Rust API >= 4x threaded libdlm:        %.2fx  %s\n", rate["rust-api"] / rate["libdlm"], (rate["rust-api"] >= 4 * rate["libdlm"]) ? "met" : "NOT met"
+}' "$out/bench/results.txt"
+echo
+echo "bench.sh: serial log in $out/bench/serial.log"
+exit "$status"

@@ -1,0 +1,285 @@
+//! The safe client API on the real kernel DLM, run inside the QEMU guest
+//! by `ci/kernel.sh` after `dlm-guest-smoke` (the guest's /init has
+//! started `dlm-controld --single-node`). Only `dlm::client` is used, on
+//! `Backend::Kernel`; it checks, step by step:
+//!
+//! 1. the backend and the device version;
+//! 2. opening a lockspace that does not exist is
+//!    `Error::Lockspace { errno: ENOENT }`;
+//! 3. create a lockspace; two `Lockspace` handles (two fds, two owners);
+//! 4. EX lock and unlock;
+//! 5. a NOQUEUE conflict is `Outcome::NotGranted` with `WouldBlock`;
+//! 6. a blocking callback on owner A's event-loop thread while owner B
+//!    waits, and B's grant after A unlocks;
+//! 7. a value block written by A's unlock from EX is read by B's grant;
+//! 8. `LockRequest::timeout` against a held EX lock is `TimedOut`, and
+//!    the resource is usable afterwards;
+//! 9. `release_lockspace` (EBUSY-free once the handles are gone), and the
+//!    lockspace is gone.
+//!
+//! Exits 0 when every check passes, 1 with a message otherwise.
+
+use std::process::ExitCode;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use dlm::client::{Backend, Dlm, LockRequest, Lockspace, Outcome};
+use dlm::ValueBlock;
+use dlm::{Errno, Error, LockFlags, LockMode, LockspaceFlags, LockspaceName, ResourceName, Status};
+
+type R<T> = Result<T, String>;
+
+fn check(cond: bool, what: impl FnOnce() -> String) -> R<()> {
+    if cond {
+        Ok(())
+    } else {
+        Err(what())
+    }
+}
+
+fn ctx<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> String + '_ {
+    move |e| format!("{what}: {e}")
+}
+
+fn res(name: &str) -> R<ResourceName> {
+    ResourceName::new(name).map_err(|e| format!("resource name {name}: {e}"))
+}
+
+/// Lock and insist on a grant.
+fn granted(ls: &Lockspace, req: LockRequest, what: &str) -> R<dlm::client::Lock> {
+    match ls.lock(req).map_err(ctx(what))? {
+        Outcome::Granted(l) => Ok(l),
+        Outcome::NotGranted(c) => Err(format!("{what}: not granted: {c:?}")),
+    }
+}
+
+fn run() -> R<()> {
+    let dlm = Dlm::builder()
+        .backend(Backend::Kernel)
+        .open()
+        .map_err(ctx("open the kernel backend"))?;
+    check(dlm.backend() == Backend::Kernel, || {
+        format!("backend is {}", dlm.backend())
+    })?;
+    let v = dlm.version().map_err(ctx("version"))?;
+    check(v.0 == 6 && v.1 == 0, || format!("device version {v:?}"))?;
+    println!(
+        "client: kernel backend, device version {}.{}.{}",
+        v.0, v.1, v.2
+    );
+
+    // 2. Typed errors: a missing lockspace.
+    let missing = LockspaceName::new("no-such-ls").map_err(ctx("name"))?;
+    match dlm.open_lockspace(&missing) {
+        Err(Error::Lockspace { op, errno, .. }) if errno == Errno::ENOENT => {
+            println!("client: opening a missing lockspace: Error::Lockspace {{ op: {op:?}, errno: ENOENT }}");
+        }
+        Err(e) => {
+            return Err(format!(
+                "opening a missing lockspace: expected Error::Lockspace ENOENT, got {e:?}"
+            ))
+        }
+        Ok(_) => return Err("opening a missing lockspace succeeded".into()),
+    }
+
+    // 3. Create; two owners.
+    let name = LockspaceName::new("client").map_err(ctx("name"))?;
+    let a = dlm
+        .create_lockspace(&name, LockspaceFlags::empty(), 0o600)
+        .map_err(ctx("create lockspace"))?;
+    let b = dlm
+        .open_lockspace(&name)
+        .map_err(ctx("open a second handle"))?;
+    check(
+        a.backend() == Backend::Kernel && a.minor() == b.minor(),
+        || format!("handles: a minor {} b minor {}", a.minor(), b.minor()),
+    )?;
+    println!(
+        "client: created lockspace client (minor {}), two handles",
+        a.minor()
+    );
+
+    // 4. EX lock, unlock.
+    let l = granted(&a, LockRequest::new(res("r-ex")?, LockMode::Ex), "lock EX")?;
+    check(l.mode() == LockMode::Ex && l.id().lkid() != 0, || {
+        format!("EX lock: mode {:?}, lkid {}", l.mode(), l.id().lkid())
+    })?;
+    let lkid = l.id().lkid();
+    l.unlock().map_err(ctx("unlock EX"))?;
+    println!("client: EX granted (lkid {lkid:#x}) and unlocked");
+
+    // 5. NOQUEUE conflict.
+    let hold = granted(
+        &a,
+        LockRequest::new(res("r-noq")?, LockMode::Ex),
+        "lock EX (noqueue)",
+    )?;
+    match b
+        .lock(LockRequest::new(res("r-noq")?, LockMode::Pr).flags(LockFlags::NOQUEUE))
+        .map_err(ctx("NOQUEUE PR"))?
+    {
+        Outcome::NotGranted(c) if c.status == Status::WouldBlock => {}
+        Outcome::NotGranted(c) => return Err(format!("NOQUEUE PR against EX: {c:?}")),
+        Outcome::Granted(_) => return Err("NOQUEUE PR against EX was granted".into()),
+    }
+    hold.unlock().map_err(ctx("unlock (noqueue)"))?;
+    let l = granted(
+        &b,
+        LockRequest::new(res("r-noq")?, LockMode::Pr).flags(LockFlags::NOQUEUE),
+        "NOQUEUE PR once free",
+    )?;
+    l.unlock().map_err(ctx("unlock NOQUEUE PR"))?;
+    println!("client: NOQUEUE conflict -> NotGranted(WouldBlock); granted once free");
+
+    // 6. Blocking callback on A's event-loop thread.
+    a.start_event_loop().map_err(ctx("start_event_loop"))?;
+    let (tx, rx) = mpsc::channel();
+    let main_thread = std::thread::current().id();
+    let held = granted(
+        &a,
+        LockRequest::new(res("r-bast")?, LockMode::Ex).on_blocking(move |id, mode| {
+            let _ = tx.send((id, mode, std::thread::current().id()));
+        }),
+        "lock EX with on_blocking",
+    )?;
+    let held_id = held.id();
+    let b2 = b.clone();
+    let waiter = std::thread::spawn(move || -> R<(LockMode, Duration)> {
+        let t = Instant::now();
+        let l = granted(
+            &b2,
+            LockRequest::new(res("r-bast")?, LockMode::Pr),
+            "B waits for PR",
+        )?;
+        let mode = l.mode();
+        l.unlock().map_err(ctx("B unlock PR"))?;
+        Ok((mode, t.elapsed()))
+    });
+    let (id, mode, cb_thread) = rx
+        .recv_timeout(Duration::from_secs(10))
+        .map_err(|e| format!("no blocking callback within 10 s: {e}"))?;
+    check(id == held_id && mode == LockMode::Pr, || {
+        format!("blocking callback for {id:?} mode {mode:?}, expected {held_id:?} PR")
+    })?;
+    check(cb_thread != main_thread, || {
+        "the blocking callback ran on the main thread, not the event loop".into()
+    })?;
+    check(!waiter.is_finished(), || {
+        "B finished before A unlocked".into()
+    })?;
+    held.unlock()
+        .map_err(ctx("A unlock after the blocking callback"))?;
+    let (bmode, waited) = waiter
+        .join()
+        .map_err(|_| "B's thread panicked".to_string())??;
+    check(bmode == LockMode::Pr, || format!("B granted {bmode:?}"))?;
+    println!("client: blocking callback (PR wanted) on the event-loop thread; B granted PR after {waited:?}");
+
+    // 7. Value block round trip: A writes it unlocking from EX, B reads
+    // it. The kernel frees a resource's value block with the resource
+    // when its last lock goes, so B keeps an NL lock on it throughout and
+    // reads the block by converting NL -> PR.
+    let mut keep = granted(
+        &b,
+        LockRequest::new(res("r-lvb")?, LockMode::Nl).value_block(),
+        "lock NL VALBLK",
+    )?;
+    let lvb = ValueBlock::from_prefix(b"dlm-rs value block round trip!!");
+    let l = granted(
+        &a,
+        LockRequest::new(res("r-lvb")?, LockMode::Ex).value_block(),
+        "lock EX VALBLK",
+    )?;
+    check(l.value_block().is_some_and(|v| v.is_zero()), || {
+        format!("a new resource's value block: {:?}", l.value_block())
+    })?;
+    l.unlock_with(LockFlags::VALBLK, Some(&lvb))
+        .map_err(ctx("unlock EX with VALBLK"))?;
+    let c = keep
+        .convert(LockMode::Pr, LockFlags::VALBLK, None)
+        .map_err(ctx("convert NL -> PR VALBLK"))?;
+    check(
+        c.status == Status::Granted && keep.mode() == LockMode::Pr,
+        || format!("convert NL -> PR: {c:?}"),
+    )?;
+    check(
+        c.value_block == Some(lvb) && keep.value_block() == Some(&lvb),
+        || format!("value block read back: {:?}, wrote {lvb:?}", c.value_block),
+    )?;
+    // And a new PR lock on the resource reads it too.
+    let l = granted(
+        &a,
+        LockRequest::new(res("r-lvb")?, LockMode::Pr).value_block(),
+        "lock PR VALBLK",
+    )?;
+    check(l.value_block() == Some(&lvb), || {
+        format!("second reader's value block: {:?}", l.value_block())
+    })?;
+    l.unlock().map_err(ctx("unlock PR VALBLK"))?;
+    keep.unlock().map_err(ctx("unlock the NL/PR keeper"))?;
+    println!(
+        "client: value block written by an EX unlock, read by NL->PR convert and a new PR grant"
+    );
+
+    // 8. Timeout.
+    let held = granted(
+        &a,
+        LockRequest::new(res("r-tmo")?, LockMode::Ex),
+        "lock EX (timeout)",
+    )?;
+    let t = Instant::now();
+    let out = b
+        .lock(LockRequest::new(res("r-tmo")?, LockMode::Ex).timeout(Duration::from_millis(300)))
+        .map_err(ctx("lock with timeout"))?;
+    let took = t.elapsed();
+    match out {
+        Outcome::NotGranted(c) if c.status == Status::TimedOut => {}
+        Outcome::NotGranted(c) => return Err(format!("timed lock: {c:?}, expected TimedOut")),
+        Outcome::Granted(_) => return Err("timed lock granted while EX is held".into()),
+    }
+    check(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(10),
+        || format!("timeout of 300 ms took {took:?}"),
+    )?;
+    held.unlock().map_err(ctx("unlock (timeout)"))?;
+    let l = granted(
+        &b,
+        LockRequest::new(res("r-tmo")?, LockMode::Ex),
+        "lock EX after timeout",
+    )?;
+    l.unlock().map_err(ctx("unlock EX after timeout"))?;
+    println!("client: timeout of 300 ms -> NotGranted(TimedOut) after {took:?}; resource free afterwards");
+
+    // 9. Release.
+    drop(b);
+    dlm.release_lockspace(a, false)
+        .map_err(ctx("release_lockspace"))?;
+    check(
+        !std::path::Path::new("/sys/kernel/dlm/client").exists(),
+        || "/sys/kernel/dlm/client still exists after the release".into(),
+    )?;
+    match dlm.open_lockspace(&name) {
+        Err(Error::Lockspace { errno, .. }) if errno == Errno::ENOENT => {}
+        other => {
+            return Err(format!(
+                "open after release: expected ENOENT, got {other:?}"
+            ))
+        }
+    }
+    println!("client: lockspace released; opening it again is ENOENT");
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let t = Instant::now();
+    match run() {
+        Ok(()) => {
+            println!("client: PASS ({:?})", t.elapsed());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            println!("client: FAIL: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
