@@ -1291,6 +1291,10 @@ impl Lock {
     }
 
     /// The value block read at the last grant, if one was requested.
+    ///
+    /// The DLM keeps a resource's value block only while some lock on the
+    /// resource exists: when the last lock goes, the block goes with it,
+    /// and the next lock reads zeros. Keep an NL lock to keep the value.
     pub fn value_block(&self) -> Option<&ValueBlock> {
         self.value_block.as_ref()
     }
