@@ -171,12 +171,28 @@ impl Target for DeviceTarget {
 
     fn close(&mut self, h: usize) -> Result<(), Errno> {
         match self.owners.get_mut(h) {
-            Some(d @ Some(_)) => {
-                *d = None;
-                Ok(())
-            }
-            _ => Err(Errno::EBADF),
+            Some(d @ Some(_)) => *d = None,
+            _ => return Err(Errno::EBADF),
         }
+        if let Kind::Daemon { .. } = self.kind {
+            // close() on the kernel device releases the fd's locks before
+            // it returns; dlmd sees the end of a connection some time
+            // later. Wait until it has, as a later request expects.
+            let open = self.owners.iter().filter(|d| d.is_some()).count();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            loop {
+                let spaces = self.control.lockspaces().map_err(|e| e.errno())?;
+                let conns = spaces
+                    .iter()
+                    .find(|s| s.name == self.name.to_string())
+                    .map_or(0, |s| s.connections);
+                if conns <= open || std::time::Instant::now() >= deadline {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
+        Ok(())
     }
 
     fn write(&mut self, h: usize, bytes: &[u8]) -> Result<i64, Errno> {

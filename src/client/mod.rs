@@ -410,6 +410,16 @@ impl RawDevice {
     pub fn raw_fd(&self) -> RawFd {
         self.0.raw_fd()
     }
+
+    /// The daemon's lockspaces (a control connection to `dlmd` only).
+    pub fn lockspaces(&mut self) -> Result<Vec<crate::query::LockspaceInfo>> {
+        let body = self.0.socket_request(
+            wire::Kind::Query,
+            &[wire::QUERY_LOCKSPACES],
+            wire::Kind::QueryReply,
+        )?;
+        crate::query::parse(&body).map_err(Error::Os)
+    }
 }
 
 /// A completion callback: the lock and what happened.
