@@ -37,7 +37,7 @@ echo "@@RUN=$run RANDOM=$rnd@@"
 [ $run -eq 0 ] && [ $rnd -eq 0 ]'
 
 status=0
-ci/kernel/run.sh --timeout "${DLM_CONFORMANCE_TIMEOUT:-900}" -- sh -c "$guest_cmd" || status=$?
+ci/kernel/run.sh --quiet --timeout "${DLM_CONFORMANCE_TIMEOUT:-900}" -- sh -c "$guest_cmd" || status=$?
 cp ci/out/qemu-serial.log "$log"
 tr -d '\r' <"$log" | awk -v dir="$out" '
     /^@@TRACES-BEGIN@@$/ { on = 1; next }
