@@ -587,6 +587,9 @@ struct Inner {
     /// How many pollers (event loop, registered mio sources) watch
     /// `notify_r`; without any, the pipe is left alone.
     pollers: std::sync::atomic::AtomicUsize,
+    /// Whether the event-loop thread runs (mirrors `event_loop`, read on
+    /// every wait without taking its lock).
+    loop_running: AtomicBool,
     /// Threads waiting on `cond`; notifying nobody costs a syscall.
     waiters: std::sync::atomic::AtomicUsize,
     state: Mutex<State>,
@@ -668,6 +671,7 @@ impl Lockspace {
                 notify_w,
                 pollers: std::sync::atomic::AtomicUsize::new(0),
                 waiters: std::sync::atomic::AtomicUsize::new(0),
+                loop_running: AtomicBool::new(false),
                 state: Mutex::new(State::default()),
                 cond: Condvar::new(),
                 event_loop: Mutex::new(None),
@@ -762,7 +766,8 @@ impl Lockspace {
     /// Records may be stashed in user space: make sure someone handles
     /// them.
     fn after_io(&self) {
-        if !self.dev().has_stashed() {
+        // Only a daemon connection reads records along with replies.
+        if self.inner.backend == Backend::Kernel || !self.dev().has_stashed() {
             return;
         }
         // Make every poller (event loop, the caller's mio::Poll, a waiting
@@ -1037,12 +1042,7 @@ impl Lockspace {
                 }
                 None => None,
             };
-            let loop_runs = self
-                .inner
-                .event_loop
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .is_some();
+            let loop_runs = self.inner.loop_running.load(Ordering::SeqCst);
             if loop_runs || st.reading {
                 let wait = left
                     .unwrap_or(Duration::from_secs(1))
@@ -1197,6 +1197,7 @@ impl Lockspace {
             .name(format!("dlm-ls-{}", self.inner.name))
             .spawn(move || event_loop(poll, weak, ev2))?;
         *guard = Some(ev);
+        self.inner.loop_running.store(true, Ordering::SeqCst);
         Ok(())
     }
 }
