@@ -1302,7 +1302,7 @@ impl Model {
         // 6.1 leaves it pointing at the freed proc. The engine marks it
         // dead.
         for l in self.locks.values_mut() {
-            if l.owner == p && !l.orphan && !l.dead {
+            if l.owner == p && !l.orphan && !l.dead && l.status != St::None {
                 hit("ended lock still queued when its owner closed");
                 l.dead = true;
             }
@@ -2186,4 +2186,132 @@ fn engine_matches_model_under_contention() {
         drain: 2,
     };
     run(mix, 1..=2, cases_from_env() / 2, "contention mix");
+}
+
+/// The engine bugs these tests found, each as a fixed sequence run through
+/// the same comparison, with the fact that shows the fix asserted too.
+/// `LockSel(8 * n)` names lock id `n`.
+#[test]
+fn engine_bugs_found_by_the_model_stay_fixed() {
+    let none = 0u32;
+    let args = 0u8;
+    let request = |slot, mode, name, flags| Op::Request {
+        slot,
+        mode,
+        name,
+        flags,
+        args,
+        pid: 0,
+    };
+    let convert = |slot, id: u16, mode, flags| Op::Convert {
+        slot,
+        lock: LockSel(8 * id),
+        mode,
+        flags: CONVERT | flags,
+        lvb: 0,
+        args,
+        pid: 0,
+    };
+    let unlock = |slot, id: u16, flags| Op::Unlock {
+        slot,
+        lock: LockSel(8 * id),
+        flags,
+        lvb: 0,
+        args,
+    };
+    let run = |ops: Vec<Op>| {
+        let case = Case { slots: 3, ops };
+        if let Err(e) = run_case(&case) {
+            panic!("{e}");
+        }
+        let mut w = World::new(3);
+        let outcomes: Vec<Outcome> = case.ops.iter().map(|op| w.step(op).0).collect();
+        (w, outcomes)
+    };
+
+    // A: an unlock whose EUNLOCK does not fit in the lock's six callbacks
+    // leaves the lock on its owner's list; dlm_user_unlock moves it to
+    // proc->unlocking, so closing the owner drops it instead of orphaning
+    // it. (The engine orphaned it: an ended orphan, adoptable as EAGAIN.)
+    let mut ops = vec![request(0, 0, 0, PERSISTENT)];
+    // Five conversions (keeping PERSISTENT) fill the array with the grant.
+    ops.extend((0..5).map(|_| convert(0, 1, 0, PERSISTENT)));
+    ops.extend([
+        unlock(0, 1, none),
+        Op::Close { slot: 0 },
+        Op::Adopt {
+            slot: 1,
+            name: 0,
+            mode: 0,
+            match_orphan: false,
+            flags: ORPHAN,
+            args,
+        },
+    ]);
+    let (w, out) = run(ops);
+    assert_eq!(out[8], Outcome::Lock(Err(Errno::ENOENT)));
+    assert_eq!(w.e.lock_count(), 0);
+
+    // B: unlocking an orphan whose waiting request was cancelled when its
+    // owner closed (it is on no queue) corrupted the grant queue, and a
+    // later EX request was granted beside a PR holder.
+    let (w, out) = run(vec![
+        request(1, 3, 0, none),
+        request(0, 5, 0, PERSISTENT),
+        Op::Close { slot: 0 },
+        unlock(2, 2, none),
+        request(2, 5, 0, none),
+    ]);
+    assert_eq!(out[3], Outcome::Unit(Err(Errno::ENOENT)));
+    assert_eq!(w.e.lock_info(3).and_then(|l| l.queue), Some(Queue::Waiting));
+
+    // C: a dead lock left queued (its flags carried FORCEUNLOCK when its
+    // owner closed) and then unlocked by someone else was never freed:
+    // the engine lacked the reference find_lkb holds until dlm_put_lkb.
+    let (w, out) = run(vec![
+        request(1, 0, 0, none),
+        convert(0, 1, 1, FORCEUNLOCK),
+        Op::Close { slot: 1 },
+        unlock(0, 1, none),
+        request(0, 0, 1, none),
+    ]);
+    assert_eq!(
+        out[4],
+        Outcome::Lock(Ok(1)),
+        "the dead lock's id is free again"
+    );
+    assert!(w.e.lock_info(1).is_some_and(|l| l.resource == b"beta"));
+
+    // D: a lock that the ALTCW quirk left granted in no mode, converted
+    // and then deadlock-cancelled, ends (IV-mode EDEADLK) while still on
+    // the grant queue and off its owner's list. Once the owner closed, a
+    // completion for it hit `unreachable!` (Linux 6.1: use after free).
+    let (w, out) = run(vec![
+        request(0, 2, 0, none),
+        request(1, 2, 0, none),
+        convert(1, 2, 5, none),
+        convert(0, 1, 3, ALTCW | NODLCKWT),
+        Op::Cancel {
+            slot: 1,
+            lock: LockSel(16),
+            flags: CANCEL,
+            args,
+        },
+        Op::Drain { slot: 0 },
+        request(1, 5, 0, none),
+        convert(0, 1, 5, none),
+        Op::Deadlock {
+            slot: 0,
+            lock: LockSel(8),
+            flags: none,
+        },
+        Op::Close { slot: 0 },
+        convert(1, 1, 0, NOQUEUE),
+    ]);
+    assert_eq!(out[10], Outcome::Lock(Ok(0)));
+    let zombie = w.e.lock_info(1).expect("still queued");
+    assert_eq!(
+        (zombie.queue, zombie.granted, zombie.owner),
+        (Some(Queue::Granted), None, None)
+    );
 }
