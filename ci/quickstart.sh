@@ -41,4 +41,4 @@ wait "$h"
 echo
 dlm status
 echo
-echo "dlmd keeps running for later commands; stop it with: kill $(pgrep -u \"$(id -u)\" -x dlmd)"
+echo 'dlmd keeps running for later commands; stop it with: kill $(pgrep -u "$(id -u)" -x dlmd)'
