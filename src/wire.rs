@@ -25,6 +25,7 @@
 //! | `Version` | client | empty | `Version`: 12 bytes |
 //! | `Chmod` | client | mode:u32le | `Result` (like `fchmod` on the device) |
 //! | `Query` | client | what:u8 (0 lockspaces, 1 locks), name | `QueryReply` (JSON) or `Result` with `-errno` |
+//! | `Bye` | client | empty | `Result` 0, sent once the connection's locks are released (a synchronous `close()`) |
 //! | `Result` | daemon | value:i64le | |
 //! | `Ast` | daemon | a `dlm_lock_result`, value block appended when present | |
 //! | `Version` | daemon | 12 bytes | |
@@ -123,6 +124,9 @@ pub enum Kind {
     Chmod = 5,
     /// Client: ask for lockspaces or locks.
     Query = 6,
+    /// Client: close now, as `close()` on the device: release this
+    /// connection's locks, answer, then hang up.
+    Bye = 7,
     /// Daemon: the return value of the request.
     Result = 0x81,
     /// Daemon: one callback record.
@@ -143,6 +147,7 @@ impl Kind {
             4 => Kind::Version,
             5 => Kind::Chmod,
             6 => Kind::Query,
+            7 => Kind::Bye,
             0x81 => Kind::Result,
             0x82 => Kind::Ast,
             0x84 => Kind::QueryReply,

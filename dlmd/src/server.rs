@@ -559,6 +559,13 @@ impl Server {
                 self.send_result(idx, result_of(r));
             }
             Kind::Query => self.query(idx, body),
+            Kind::Bye => {
+                // The answer leaves before or with the close, and the close
+                // (reaped before the next poll) precedes anything the peer
+                // can send after reading the answer.
+                self.send_result(idx, 0);
+                self.doom(idx, Level::Debug, "said goodbye".into());
+            }
             Kind::Result | Kind::Ast | Kind::QueryReply | Kind::QueryPart => {
                 self.misuse(idx, format!("sent a daemon-only frame ({kind:?})"));
                 self.send_errno(idx, Errno::EPROTO);

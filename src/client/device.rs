@@ -328,6 +328,39 @@ impl Device {
     }
 }
 
+impl Drop for SocketConn {
+    /// Close as the kernel device does: synchronously. Tell the daemon
+    /// and wait (briefly) for its answer, so this connection's locks are
+    /// released before the drop returns and other processes see them
+    /// free at once.
+    fn drop(&mut self) {
+        // One attempt, never a wait: a drop must not hang on a daemon
+        // that stopped reading.
+        let mut frame = Vec::with_capacity(5);
+        if wire::put_frame(&mut frame, Kind::Bye, &[]).is_err()
+            || !matches!(self.stream.write(&frame), Ok(n) if n == frame.len())
+        {
+            return;
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        loop {
+            match self.take_any(&[Kind::Result]) {
+                Ok(Some(_)) | Err(_) => return,
+                Ok(None) => {}
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero()
+                || !matches!(wait_fd(self.stream.as_fd(), false, Some(left)), Ok(true))
+            {
+                return;
+            }
+            if self.fill(false).is_err() {
+                return;
+            }
+        }
+    }
+}
+
 impl SocketConn {
     fn send(&mut self, kind: Kind, body: &[u8]) -> Result<(), Errno> {
         let mut frame = Vec::with_capacity(body.len() + 5);
