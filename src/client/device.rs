@@ -271,16 +271,11 @@ impl Device {
     /// End of file (the daemon went away) is `EPIPE`.
     pub(crate) fn read_available(&mut self, out: &mut VecDeque<LockResult>) -> Result<(), Errno> {
         match self {
-            Device::Kernel(f) => {
-                let mut b = [0u8; RESULT_WITH_LVB_SIZE];
-                loop {
-                    match f.read(&mut b) {
-                        Ok(n) => out.push_back(proto::decode_result(&b[..n])?),
-                        Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
-                        Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                        Err(e) => return Err(io_errno(e)),
-                    }
+            Device::Kernel(_) => {
+                while let Some(r) = self.read_next()? {
+                    out.push_back(r);
                 }
+                Ok(())
             }
             Device::Socket(s) => {
                 // Records already stashed are handed out first, without a
