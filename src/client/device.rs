@@ -66,6 +66,33 @@ pub(crate) fn wait_fd(
     }
 }
 
+/// `write()` a request to a kernel device; what `write()` returns (the
+/// new lock id for a lock request). Takes any fd of the device: the
+/// kernel serialises writes, so no lock is needed.
+pub(crate) fn kernel_write(fd: BorrowedFd<'_>, bytes: &[u8]) -> Result<i64, Errno> {
+    loop {
+        match rustix::io::write(fd, bytes) {
+            Ok(n) => return Ok(n as i64),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(Errno::from_raw(e.raw_os_error())),
+        }
+    }
+}
+
+/// One `read()` of a kernel device (non-blocking): the next callback
+/// record, or `None` for `EAGAIN`.
+pub(crate) fn kernel_read_next(fd: BorrowedFd<'_>) -> Result<Option<LockResult>, Errno> {
+    let mut b = [0u8; RESULT_WITH_LVB_SIZE];
+    loop {
+        match rustix::io::read(fd, &mut b) {
+            Ok(n) => return proto::decode_result(&b[..n]).map(Some),
+            Err(rustix::io::Errno::AGAIN) => return Ok(None),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(Errno::from_raw(e.raw_os_error())),
+        }
+    }
+}
+
 impl Device {
     /// Open a kernel device node read-write, non-blocking, close-on-exec.
     pub(crate) fn open_kernel(path: &Path) -> Result<Device, Errno> {
@@ -136,13 +163,7 @@ impl Device {
     /// `write()` a request; returns what the kernel's `write()` returns.
     pub(crate) fn write(&mut self, bytes: &[u8]) -> Result<i64, Errno> {
         match self {
-            Device::Kernel(f) => loop {
-                match f.write(bytes) {
-                    Ok(n) => return Ok(n as i64),
-                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(io_errno(e)),
-                }
-            },
+            Device::Kernel(f) => kernel_write(f.as_fd(), bytes),
             Device::Socket(_) => {
                 let v = self.call(Kind::Write, bytes)?;
                 if v < 0 {
@@ -246,17 +267,7 @@ impl Device {
     /// The next record that can be read without blocking, if any.
     pub(crate) fn read_next(&mut self) -> Result<Option<LockResult>, Errno> {
         match self {
-            Device::Kernel(f) => {
-                let mut b = [0u8; RESULT_WITH_LVB_SIZE];
-                loop {
-                    match f.read(&mut b) {
-                        Ok(n) => return proto::decode_result(&b[..n]).map(Some),
-                        Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(None),
-                        Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                        Err(e) => return Err(io_errno(e)),
-                    }
-                }
-            }
+            Device::Kernel(f) => kernel_read_next(f.as_fd()),
             Device::Socket(s) => {
                 if s.stash.is_empty() {
                     s.fill(false)?;

@@ -521,9 +521,12 @@ impl<T> Outcome<T> {
     }
 }
 
+/// One lock's client-side record. Slots are reused: a freed slot keeps its
+/// allocations (the `done` queue), so a steady stream of locks allocates
+/// nothing.
 struct Slot {
     gen: u32,
-    lkid: u32,
+    live: bool,
     ever_granted: bool,
     on_complete: Option<CompletionFn>,
     on_blocking: Option<BlockingFn>,
@@ -541,7 +544,7 @@ struct Slot {
 
 #[derive(Default)]
 struct State {
-    slots: Vec<Option<Slot>>,
+    slots: Vec<Slot>,
     free: Vec<u32>,
     next_gen: u32,
     /// A thread is reading the device for everybody.
@@ -551,18 +554,91 @@ struct State {
 impl State {
     fn slot(&mut self, token: u64) -> Option<&mut Slot> {
         let (idx, gen) = split_token(token);
-        self.slots.get_mut(idx)?.as_mut().filter(|s| s.gen == gen)
+        self.slots.get_mut(idx).filter(|s| s.live && s.gen == gen)
+    }
+
+    /// A new live slot; returns its token.
+    fn new_slot(
+        &mut self,
+        on_complete: Option<CompletionFn>,
+        on_blocking: Option<BlockingFn>,
+        waiting: bool,
+    ) -> u64 {
+        self.next_gen = self.next_gen.wrapping_add(1);
+        let gen = self.next_gen;
+        let idx = match self.free.pop() {
+            Some(i) => i as usize,
+            None => {
+                self.slots.push(Slot {
+                    gen,
+                    live: false,
+                    ever_granted: false,
+                    on_complete: None,
+                    on_blocking: None,
+                    done: VecDeque::new(),
+                    waiting: false,
+                    deadlock_cancel: false,
+                    ended: false,
+                    abandoned: false,
+                    lvb: ValueBlock::zeroed(),
+                    #[cfg(feature = "async")]
+                    waker: None,
+                });
+                self.slots.len() - 1
+            }
+        };
+        let s = &mut self.slots[idx];
+        s.gen = gen;
+        s.live = true;
+        s.ever_granted = false;
+        s.on_complete = on_complete;
+        s.on_blocking = on_blocking;
+        s.waiting = waiting;
+        s.deadlock_cancel = false;
+        s.ended = false;
+        s.abandoned = false;
+        s.lvb = ValueBlock::zeroed();
+        (u64::from(gen) << 32) | (idx as u64 + 1)
     }
 
     fn free_slot(&mut self, token: u64) {
         let (idx, gen) = split_token(token);
-        if let Some(entry) = self.slots.get_mut(idx) {
-            if entry.as_ref().is_some_and(|s| s.gen == gen) {
-                *entry = None;
-                self.free.push(idx as u32);
+        if let Some(s) = self.slots.get_mut(idx).filter(|s| s.live && s.gen == gen) {
+            s.live = false;
+            s.on_complete = None;
+            s.on_blocking = None;
+            s.done.clear();
+            #[cfg(feature = "async")]
+            {
+                s.waker = None;
             }
+            self.free.push(idx as u32);
         }
     }
+
+    /// The waiter has taken its completion: the slot stops collecting
+    /// completions, and goes if the lock has ended.
+    fn finish(&mut self, token: u64) {
+        let ended = self.slot(token).map(|s| {
+            s.waiting = false;
+            s.ended
+        });
+        if ended == Some(true) {
+            self.free_slot(token);
+        }
+    }
+}
+
+/// What a callback record asks for once the state lock is released.
+enum After {
+    Nothing,
+    /// Run the blocking callback, then put it back.
+    Blocking(BlockingFn, LockId, LockMode),
+    /// Run the completion callback, then put it back (or free the slot
+    /// when the lock has ended).
+    Complete(CompletionFn, LockId, Completion, bool),
+    /// An abandoned lock was granted: unlock it.
+    UnlockAbandoned(LockId),
 }
 
 fn split_token(token: u64) -> (usize, u32) {
@@ -724,43 +800,30 @@ impl Lockspace {
         on_blocking: Option<BlockingFn>,
         waiting: bool,
     ) -> u64 {
-        let mut st = self.state();
-        st.next_gen = st.next_gen.wrapping_add(1);
-        let gen = st.next_gen;
-        let slot = Slot {
-            gen,
-            lkid: 0,
-            ever_granted: false,
-            on_complete,
-            on_blocking,
-            done: VecDeque::new(),
-            waiting,
-            deadlock_cancel: false,
-            ended: false,
-            abandoned: false,
-            lvb: ValueBlock::zeroed(),
-            #[cfg(feature = "async")]
-            waker: None,
-        };
-        let idx = match st.free.pop() {
-            Some(i) => {
-                st.slots[i as usize] = Some(slot);
-                i as usize
-            }
-            None => {
-                st.slots.push(Some(slot));
-                st.slots.len() - 1
-            }
-        };
-        (u64::from(gen) << 32) | (idx as u64 + 1)
+        self.state().new_slot(on_complete, on_blocking, waiting)
     }
 
-    /// Write a request, then dispatch whatever callback records the write
-    /// brought along (the daemon may send them with its reply).
+    /// Write a request, then make sure whatever callback records the write
+    /// brought along (the daemon may send them with its reply) are seen.
+    ///
+    /// A kernel device is written through `poll_fd`, a duplicate of its
+    /// fd, without taking the device lock: the kernel serialises writes
+    /// itself.
     fn write(&self, bytes: &[u8]) -> Result<i64> {
+        if self.inner.backend == Backend::Kernel {
+            return Ok(device::kernel_write(self.inner.poll_fd.as_fd(), bytes)?);
+        }
         let r = self.dev().write(bytes);
         self.after_io();
         Ok(r?)
+    }
+
+    /// The next callback record that can be read without blocking.
+    fn read_next(&self) -> Result<Option<LockResult>> {
+        if self.inner.backend == Backend::Kernel {
+            return Ok(device::kernel_read_next(self.inner.poll_fd.as_fd())?);
+        }
+        Ok(self.dev().read_next()?)
     }
 
     /// Records may be stashed in user space: make sure someone handles
@@ -805,16 +868,15 @@ impl Lockspace {
         if let Some(v) = req.value_block {
             w.lvb = *v.as_bytes();
         }
-        w.set_name(req.resource.as_bytes())?;
-        let bytes = proto::encode_lock(Command::Lock, &w, proto::VERSION);
-        match self.write(bytes.as_bytes()) {
-            Ok(lkid) => {
-                let lkid = u32::try_from(lkid).map_err(|_| Error::Os(Errno::EPROTO))?;
-                if let Some(s) = self.state().slot(token) {
-                    s.lkid = lkid;
-                }
-                Ok(LockId { token, lkid })
-            }
+        let written = w
+            .set_name(req.resource.as_bytes())
+            .map_err(Error::Os)
+            .and_then(|()| {
+                self.write(proto::encode_lock(Command::Lock, &w, proto::VERSION).as_bytes())
+            })
+            .and_then(|lkid| u32::try_from(lkid).map_err(|_| Error::Os(Errno::EPROTO)));
+        match written {
+            Ok(lkid) => Ok(LockId { token, lkid }),
             Err(e) => {
                 self.state().free_slot(token);
                 Err(e)
@@ -822,6 +884,9 @@ impl Lockspace {
         }
     }
 
+    /// Send a conversion, unlock, cancel or deadlock-cancel for `id`. With
+    /// `wait`, the slot collects the completion for a waiting call (set
+    /// before the write, so a reader on another thread cannot miss it).
     fn lock_op(
         &self,
         cmd: Command,
@@ -829,22 +894,39 @@ impl Lockspace {
         mode: LockMode,
         flags: LockFlags,
         lvb: Option<&ValueBlock>,
+        wait: bool,
     ) -> Result<()> {
-        let has_bast = self
-            .state()
-            .slot(id.token)
-            .is_some_and(|s| s.on_blocking.is_some());
-        let mut w = wire_args(id.token, has_bast);
+        let mut w;
+        {
+            let mut st = self.state();
+            let slot = st.slot(id.token);
+            let has_bast = slot.as_ref().is_some_and(|s| s.on_blocking.is_some());
+            w = wire_args(id.token, has_bast);
+            match (lvb, slot) {
+                (Some(v), Some(s)) => {
+                    w.lvb = *v.as_bytes();
+                    s.waiting |= wait;
+                }
+                (Some(v), None) => w.lvb = *v.as_bytes(),
+                (None, Some(s)) => {
+                    w.lvb = *s.lvb.as_bytes();
+                    s.waiting |= wait;
+                }
+                (None, None) => {}
+            }
+        }
         w.mode = mode.as_raw();
         w.flags = flags.bits();
         w.lkid = id.lkid;
-        if let Some(v) = lvb {
-            w.lvb = *v.as_bytes();
-        } else if let Some(s) = self.state().slot(id.token) {
-            w.lvb = *s.lvb.as_bytes();
-        }
         let bytes = proto::encode_lock(cmd, &w, proto::VERSION);
-        self.write(bytes.as_bytes()).map(|_| ())
+        let r = self.write(bytes.as_bytes()).map(|_| ());
+        if r.is_err() && wait {
+            // Nothing will come: nobody waits.
+            if let Some(s) = self.state().slot(id.token) {
+                s.waiting = false;
+            }
+        }
+        r
     }
 
     /// Convert lock `id` to `mode` (`DLM_LKF_CONVERT` is added). The
@@ -856,21 +938,33 @@ impl Lockspace {
         flags: LockFlags,
         lvb: Option<&ValueBlock>,
     ) -> Result<()> {
-        self.lock_op(Command::Lock, id, mode, flags | LockFlags::CONVERT, lvb)
+        let flags = flags | LockFlags::CONVERT;
+        self.lock_op(Command::Lock, id, mode, flags, lvb, false)
     }
 
     /// `dlm_ls_unlock()`: unlock (the completion status is `Unlocked`).
     pub fn unlock(&self, id: LockId, flags: LockFlags, lvb: Option<&ValueBlock>) -> Result<()> {
+        self.unlock_op(id, flags, lvb, false)
+    }
+
+    fn unlock_op(
+        &self,
+        id: LockId,
+        flags: LockFlags,
+        lvb: Option<&ValueBlock>,
+        wait: bool,
+    ) -> Result<()> {
         if flags.contains(LockFlags::CANCEL) {
             return Err(Error::InvalidArgument("use Lockspace::cancel to cancel"));
         }
-        self.lock_op(Command::Unlock, id, LockMode::Nl, flags, lvb)
+        self.lock_op(Command::Unlock, id, LockMode::Nl, flags, lvb, wait)
     }
 
     /// Cancel the lock's request or conversion in progress. If nothing is
     /// in progress, nothing happens and no callback comes.
     pub fn cancel(&self, id: LockId) -> Result<()> {
-        self.lock_op(Command::Unlock, id, LockMode::Nl, LockFlags::CANCEL, None)
+        let flags = LockFlags::CANCEL;
+        self.lock_op(Command::Unlock, id, LockMode::Nl, flags, None, false)
     }
 
     /// `dlm_ls_deadlock_cancel()`: cancel with status `DeadlockCancelled`.
@@ -878,13 +972,8 @@ impl Lockspace {
         if let Some(s) = self.state().slot(id.token) {
             s.deadlock_cancel = true;
         }
-        self.lock_op(
-            Command::Deadlock,
-            id,
-            LockMode::Nl,
-            LockFlags::empty(),
-            None,
-        )
+        let flags = LockFlags::empty();
+        self.lock_op(Command::Deadlock, id, LockMode::Nl, flags, None, false)
     }
 
     /// `dlm_ls_purge()`: release orphans of `pid` (0: all) on `nodeid`
@@ -902,21 +991,30 @@ impl Lockspace {
             while matches!(rustix::io::read(&self.inner.notify_r, &mut drain), Ok(n) if n > 0) {}
         }
         let mut recs = VecDeque::new();
-        self.dev().read_available(&mut recs)?;
+        if self.inner.backend == Backend::Kernel {
+            while let Some(r) = self.read_next()? {
+                recs.push_back(r);
+            }
+        } else {
+            self.dev().read_available(&mut recs)?;
+        }
         let n = recs.len();
-        self.handle(recs);
+        for r in &recs {
+            self.handle_one(r);
+        }
+        self.inner.wake_waiters();
         Ok(n)
     }
 
-    /// Run callbacks for these records, with no lock held while they run.
-    fn handle(&self, recs: VecDeque<LockResult>) {
-        for r in recs {
-            self.handle_one(&r);
-        }
-        self.inner.wake_waiters();
+    fn handle_one(&self, r: &LockResult) {
+        let after = self.absorb(&mut self.state(), r);
+        self.run(after);
     }
 
-    fn handle_one(&self, r: &LockResult) {
+    /// Take in one callback record under the state lock: update the slot,
+    /// hand a completion to its waiter, and say what is left to do with
+    /// the lock released (callbacks run unlocked).
+    fn absorb(&self, st: &mut State, r: &LockResult) -> After {
         let token = r.astparam;
         let id = LockId {
             token,
@@ -929,24 +1027,19 @@ impl Lockspace {
                     self.inner.name,
                     r.bast_mode
                 );
-                return;
+                return After::Nothing;
             };
-            let cb = self.state().slot(token).and_then(|s| s.on_blocking.take());
-            if let Some(mut cb) = cb {
-                cb(id, mode);
-                if let Some(s) = self.state().slot(token) {
-                    s.on_blocking.get_or_insert(cb);
-                }
-            }
-            return;
+            return match st.slot(token).and_then(|s| s.on_blocking.take()) {
+                Some(cb) => After::Blocking(cb, id, mode),
+                None => After::Nothing,
+            };
         }
-        let mut st = self.state();
         let Some(slot) = st.slot(token) else {
             log::debug!(
                 "lockspace {}: completion for unknown token {token:#x}",
                 self.inner.name
             );
-            return;
+            return After::Nothing;
         };
         let status = match Status::from_kernel(r.status, slot.deadlock_cancel) {
             Ok(s) => s,
@@ -956,7 +1049,7 @@ impl Lockspace {
                     self.inner.name,
                     r.status
                 );
-                return;
+                return After::Nothing;
             }
         };
         if status == Status::DeadlockCancelled {
@@ -985,16 +1078,9 @@ impl Lockspace {
             // Nobody wants this lock any more: give it back.
             if ends {
                 st.free_slot(token);
-            } else {
-                drop(st);
-                if let Err(e) = self.unlock(id, LockFlags::empty(), None) {
-                    log::warn!(
-                        "lockspace {}: unlock of abandoned lock failed: {e}",
-                        self.inner.name
-                    );
-                }
+                return After::Nothing;
             }
-            return;
+            return After::UnlockAbandoned(id);
         }
         if slot.waiting {
             slot.done.push_back(completion);
@@ -1002,35 +1088,73 @@ impl Lockspace {
             if let Some(w) = slot.waker.take() {
                 w.wake();
             }
-            return;
+            return After::Nothing;
         }
-        let cb = slot.on_complete.take();
-        drop(st);
-        if let Some(mut cb) = cb {
-            cb(id, &completion);
-            let mut st = self.state();
-            if ends {
-                st.free_slot(token);
-            } else if let Some(s) = st.slot(token) {
-                s.on_complete.get_or_insert(cb);
+        match slot.on_complete.take() {
+            Some(cb) => After::Complete(cb, id, completion, ends),
+            None => {
+                if ends {
+                    st.free_slot(token);
+                }
+                After::Nothing
             }
-        } else if ends {
-            self.state().free_slot(token);
+        }
+    }
+
+    /// Do what [`absorb`](Self::absorb) left, with no lock held.
+    fn run(&self, after: After) {
+        match after {
+            After::Nothing => {}
+            After::Blocking(mut cb, id, mode) => {
+                cb(id, mode);
+                if let Some(s) = self.state().slot(id.token) {
+                    s.on_blocking.get_or_insert(cb);
+                }
+            }
+            After::Complete(mut cb, id, completion, ends) => {
+                cb(id, &completion);
+                let mut st = self.state();
+                if ends {
+                    st.free_slot(id.token);
+                } else if let Some(s) = st.slot(id.token) {
+                    s.on_complete.get_or_insert(cb);
+                }
+            }
+            After::UnlockAbandoned(id) => {
+                if let Err(e) = self.unlock(id, LockFlags::empty(), None) {
+                    log::warn!(
+                        "lockspace {}: unlock of abandoned lock failed: {e}",
+                        self.inner.name
+                    );
+                }
+            }
         }
     }
 
     /// Wait for the next completion of `token`, reading the device on this
-    /// thread when no other thread does. `None` on timeout.
-    fn wait_completion(&self, token: u64, deadline: Option<Instant>) -> Result<Option<Completion>> {
+    /// thread when no other thread does. `None` on timeout. With `finish`,
+    /// the waiter is done with the slot once it has its completion.
+    ///
+    /// The common case (no event loop, no other waiter, the completion
+    /// already queued by the kernel) takes the state lock twice and costs
+    /// one `read()`: the record read here is taken in, and handed back,
+    /// under one lock.
+    fn wait_completion(
+        &self,
+        token: u64,
+        deadline: Option<Instant>,
+        finish: bool,
+    ) -> Result<Option<Completion>> {
+        let mut st = self.state();
         loop {
-            let mut st = self.state();
-            match st.slot(token) {
-                None => return Err(Error::Os(Errno::ENOENT)),
-                Some(s) => {
-                    if let Some(c) = s.done.pop_front() {
-                        return Ok(Some(c));
-                    }
+            let Some(s) = st.slot(token) else {
+                return Err(Error::Os(Errno::ENOENT));
+            };
+            if let Some(c) = s.done.pop_front() {
+                if finish {
+                    st.finish(token);
                 }
+                return Ok(Some(c));
             }
             let left = match deadline {
                 Some(d) => {
@@ -1042,55 +1166,62 @@ impl Lockspace {
                 }
                 None => None,
             };
-            let loop_runs = self.inner.loop_running.load(Ordering::SeqCst);
-            if loop_runs || st.reading {
+            if st.reading || self.inner.loop_running.load(Ordering::SeqCst) {
                 let wait = left
                     .unwrap_or(Duration::from_secs(1))
                     .min(Duration::from_secs(1));
                 // Counted while the state lock is still held, so a waker
                 // that changes state after this check sees the count.
                 self.inner.waiters.fetch_add(1, Ordering::SeqCst);
-                let _ = self.inner.cond.wait_timeout(st, wait);
+                st = match self.inner.cond.wait_timeout(st, wait) {
+                    Ok((g, _)) => g,
+                    Err(p) => p.into_inner().0,
+                };
                 self.inner.waiters.fetch_sub(1, Ordering::SeqCst);
                 continue;
             }
             st.reading = true;
             drop(st);
-            let res = self.read_some(left);
-            self.state().reading = false;
+            let rec = self.read_record(left);
+            st = self.state();
+            st.reading = false;
+            let after = match rec {
+                Ok(Some(r)) => self.absorb(&mut st, &r),
+                Ok(None) => After::Nothing,
+                Err(e) => {
+                    drop(st);
+                    self.inner.wake_waiters();
+                    return Err(e);
+                }
+            };
+            if !matches!(after, After::Nothing) {
+                drop(st);
+                self.run(after);
+                st = self.state();
+            }
+            // Others may wait for what was read, or to read themselves.
             self.inner.wake_waiters();
-            res?;
         }
     }
 
-    /// Block (up to `timeout`) for records, then handle them.
+    /// Block (up to `timeout`) for one record.
     ///
-    /// One record at a time, and a read before any poll: after a write the
-    /// completion is usually there already, so a granted request costs
-    /// one `write()` and one `read()`, as on the raw device.
-    fn read_some(&self, timeout: Option<Duration>) -> Result<()> {
-        if let Some(r) = self.dev().read_next()? {
-            self.handle(VecDeque::from([r]));
-            return Ok(());
+    /// A read before any poll: after a write the completion is usually
+    /// there already, so a granted request costs one `write()` and one
+    /// `read()`, as on the raw device.
+    fn read_record(&self, timeout: Option<Duration>) -> Result<Option<LockResult>> {
+        if let Some(r) = self.read_next()? {
+            return Ok(Some(r));
         }
         // Poll our own duplicate of the fd, so writers are not held up.
         if device::wait_fd(self.inner.poll_fd.as_fd(), false, timeout)? {
-            if let Some(r) = self.dev().read_next()? {
-                self.handle(VecDeque::from([r]));
-            }
+            return self.read_next();
         }
-        Ok(())
+        Ok(None)
     }
 
     fn take_slot_result(&self, token: u64) {
-        let mut st = self.state();
-        let ended = st.slot(token).map(|s| {
-            s.waiting = false;
-            s.ended
-        });
-        if ended == Some(true) {
-            st.free_slot(token);
-        }
+        self.state().finish(token);
     }
 
     /// `dlm_ls_lock_wait()`: ask for a lock and wait for the outcome.
@@ -1119,7 +1250,6 @@ impl Lockspace {
             }));
         }
         let completion = self.wait_for(id, timeout)?;
-        self.take_slot_result(id.token);
         if completion.status == Status::Granted {
             Ok(Outcome::Granted(Lock {
                 ls: self.clone(),
@@ -1133,14 +1263,12 @@ impl Lockspace {
         }
     }
 
-    /// Wait for the completion of the operation in progress on `id`,
-    /// cancelling it after `timeout`.
+    /// Wait for the completion of the operation in progress on `id` (its
+    /// slot already marked waiting), cancelling it after `timeout`. The
+    /// slot stops collecting completions when this returns.
     fn wait_for(&self, id: LockId, timeout: Option<Duration>) -> Result<Completion> {
-        if let Some(s) = self.state().slot(id.token) {
-            s.waiting = true;
-        }
         let deadline = timeout.map(|t| Instant::now() + t);
-        if let Some(c) = self.wait_completion(id.token, deadline)? {
+        if let Some(c) = self.wait_completion(id.token, deadline, true)? {
             return Ok(c);
         }
         // Time is up: cancel, then see who won.
@@ -1148,9 +1276,8 @@ impl Lockspace {
         loop {
             // A cancel of a granted lock produces no AST, so the grant
             // (if it won) is the completion we get; poll with a bound.
-            if let Some(c) =
-                self.wait_completion(id.token, Some(Instant::now() + Duration::from_secs(30)))?
-            {
+            let bound = Some(Instant::now() + Duration::from_secs(30));
+            if let Some(c) = self.wait_completion(id.token, bound, true)? {
                 return Ok(match c.status {
                     Status::Cancelled => Completion {
                         status: Status::TimedOut,
@@ -1321,14 +1448,10 @@ impl Lock {
         lvb: Option<&ValueBlock>,
     ) -> Result<Completion> {
         let flags = flags - LockFlags::CONVERT;
-        if let Some(s) = self.ls.state().slot(self.id.token) {
-            s.waiting = true;
-        }
-        self.ls.convert(self.id, mode, flags, lvb)?;
+        let op_flags = flags | LockFlags::CONVERT;
+        self.ls
+            .lock_op(Command::Lock, self.id, mode, op_flags, lvb, true)?;
         let c = self.ls.wait_for(self.id, None)?;
-        if let Some(s) = self.ls.state().slot(self.id.token) {
-            s.waiting = false;
-        }
         if c.status == Status::Granted {
             self.mode = granted_mode(mode, flags, c.flags);
             if c.value_block.is_some() {
@@ -1341,13 +1464,11 @@ impl Lock {
     /// Unlock and wait for the unlock to complete. `lvb` is written to the
     /// resource when unlocking from PW or EX with `VALBLK`.
     pub fn unlock_with(mut self, flags: LockFlags, lvb: Option<&ValueBlock>) -> Result<()> {
+        // Held until the unlock is sent: if the write fails, the drop
+        // tries again.
+        self.ls.unlock_op(self.id, flags, lvb, true)?;
         self.held = false;
-        if let Some(s) = self.ls.state().slot(self.id.token) {
-            s.waiting = true;
-        }
-        self.ls.unlock(self.id, flags, lvb)?;
         let c = self.ls.wait_for(self.id, None)?;
-        self.ls.take_slot_result(self.id.token);
         match c.status {
             Status::Unlocked => Ok(()),
             other => Err(Error::Unexpected(other)),
