@@ -148,6 +148,7 @@ pub struct LockRequest {
 }
 
 impl Default for LockRequest {
+    #[inline]
     fn default() -> Self {
         LockRequest {
             mode: 0,
@@ -170,6 +171,7 @@ impl Default for LockRequest {
 
 impl LockRequest {
     /// The resource name carried by the request.
+    #[inline]
     pub fn name(&self) -> &[u8] {
         // A `namelen` over 64 (possible in a decoded request) never reads
         // past the 64 bytes held: check `namelen()` to refuse such names.
@@ -184,6 +186,7 @@ impl LockRequest {
     }
 
     /// Set the resource name; more than 64 bytes is `EINVAL`.
+    #[inline]
     pub fn set_name(&mut self, name: &[u8]) -> Result<(), Errno> {
         if name.len() > RESNAME_MAXLEN {
             return Err(Errno::EINVAL);
@@ -248,20 +251,24 @@ pub struct Decoded {
     pub compat: bool,
 }
 
+#[inline]
 fn put_u32(b: &mut [u8], off: usize, v: u32) {
     b[off..off + 4].copy_from_slice(&v.to_ne_bytes());
 }
 
+#[inline]
 fn put_u64(b: &mut [u8], off: usize, v: u64) {
     b[off..off + 8].copy_from_slice(&v.to_ne_bytes());
 }
 
+#[inline]
 fn get_u32(b: &[u8], off: usize) -> u32 {
     let mut a = [0u8; 4];
     a.copy_from_slice(&b[off..off + 4]);
     u32::from_ne_bytes(a)
 }
 
+#[inline]
 fn get_u64(b: &[u8], off: usize) -> u64 {
     let mut a = [0u8; 8];
     a.copy_from_slice(&b[off..off + 8]);
@@ -277,6 +284,7 @@ pub struct WriteBuf {
 
 impl WriteBuf {
     /// The bytes to write.
+    #[inline]
     pub fn as_bytes(&self) -> &[u8] {
         &self.buf[..self.len]
     }
@@ -288,6 +296,7 @@ impl core::fmt::Debug for WriteBuf {
     }
 }
 
+#[inline]
 fn header(cmd: Command, version: [u32; 3]) -> WriteBuf {
     let mut w = WriteBuf {
         buf: [0; MAX_WRITE_SIZE],
@@ -305,6 +314,7 @@ fn header(cmd: Command, version: [u32; 3]) -> WriteBuf {
 ///
 /// As libdlm does, the name is sent only for new requests and adoptions;
 /// the write is `120 + namelen` bytes.
+#[inline]
 pub fn encode_lock(cmd: Command, req: &LockRequest, version: [u32; 3]) -> WriteBuf {
     let mut w = header(cmd, version);
     let b = &mut w.buf;
@@ -609,6 +619,7 @@ pub fn encode_result32(
 /// Decode a result read from the device (or the daemon), checking the
 /// length and `lvb_offset` before touching anything: a record that does
 /// not hold together is `EPROTO`.
+#[inline]
 pub fn decode_result(buf: &[u8]) -> Result<LockResult, Errno> {
     if buf.len() < RESULT_SIZE {
         return Err(Errno::EPROTO);

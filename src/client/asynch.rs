@@ -43,7 +43,8 @@ impl Lockspace {
         let (mode, flags) = (req.mode, req.flags);
         let started = self
             .start_event_loop()
-            .and_then(|()| self.submit(req, None));
+            .and_then(|()| self.submit(req, None, false))
+            .map(|(id, _)| id);
         let (id, error) = match started {
             Ok(id) => (Some(id), None),
             Err(e) => (None, Some(e)),

@@ -639,7 +639,12 @@ enum After {
     Complete(CompletionFn, LockId, Completion, bool),
     /// An abandoned lock was granted: unlock it.
     UnlockAbandoned(LockId),
+    /// The completion the reading waiter itself waits for.
+    Mine(Completion),
 }
+
+/// The longest a reading waiter polls before it looks at its slot again.
+const READER_POLL: Duration = Duration::from_millis(200);
 
 fn split_token(token: u64) -> (usize, u32) {
     (
@@ -794,15 +799,6 @@ impl Lockspace {
         Ok(())
     }
 
-    fn new_slot(
-        &self,
-        on_complete: Option<CompletionFn>,
-        on_blocking: Option<BlockingFn>,
-        waiting: bool,
-    ) -> u64 {
-        self.state().new_slot(on_complete, on_blocking, waiting)
-    }
-
     /// Write a request, then make sure whatever callback records the write
     /// brought along (the daemon may send them with its reply) are seen.
     ///
@@ -850,10 +846,19 @@ impl Lockspace {
         req: LockRequest,
         on_complete: impl FnMut(LockId, &Completion) + Send + 'static,
     ) -> Result<LockId> {
-        self.submit(req, Some(Box::new(on_complete)))
+        self.submit(req, Some(Box::new(on_complete)), false)
+            .map(|(id, _)| id)
     }
 
-    fn submit(&self, req: LockRequest, on_complete: Option<CompletionFn>) -> Result<LockId> {
+    /// Send a lock request. `read`: the caller will wait for the outcome
+    /// on this thread, and takes the reader role with the slot if it is
+    /// free (returned with the id; see `wait_completion`).
+    fn submit(
+        &self,
+        req: LockRequest,
+        on_complete: Option<CompletionFn>,
+        read: bool,
+    ) -> Result<(LockId, bool)> {
         let waiting = on_complete.is_none();
         if req.flags.intersects(LockFlags::CONVERT | LockFlags::CANCEL) {
             return Err(Error::InvalidArgument(
@@ -861,7 +866,11 @@ impl Lockspace {
             ));
         }
         let has_bast = req.on_blocking.is_some();
-        let token = self.new_slot(on_complete, req.on_blocking, waiting);
+        let (token, reader) = {
+            let mut st = self.state();
+            let token = st.new_slot(on_complete, req.on_blocking, waiting);
+            (token, read && self.claim_reader(&mut st))
+        };
         let mut w = wire_args(token, has_bast);
         w.mode = req.mode.as_raw();
         w.flags = req.flags.bits();
@@ -876,9 +885,12 @@ impl Lockspace {
             })
             .and_then(|lkid| u32::try_from(lkid).map_err(|_| Error::Os(Errno::EPROTO)));
         match written {
-            Ok(lkid) => Ok(LockId { token, lkid }),
+            Ok(lkid) => Ok((LockId { token, lkid }, reader)),
             Err(e) => {
                 self.state().free_slot(token);
+                if reader {
+                    self.release_reader();
+                }
                 Err(e)
             }
         }
@@ -886,7 +898,8 @@ impl Lockspace {
 
     /// Send a conversion, unlock, cancel or deadlock-cancel for `id`. With
     /// `wait`, the slot collects the completion for a waiting call (set
-    /// before the write, so a reader on another thread cannot miss it).
+    /// before the write, so a reader on another thread cannot miss it),
+    /// and the caller takes the reader role if it is free: the result.
     fn lock_op(
         &self,
         cmd: Command,
@@ -895,13 +908,15 @@ impl Lockspace {
         flags: LockFlags,
         lvb: Option<&ValueBlock>,
         wait: bool,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let mut w;
+        let mut reader = false;
         {
             let mut st = self.state();
             let slot = st.slot(id.token);
             let has_bast = slot.as_ref().is_some_and(|s| s.on_blocking.is_some());
             w = wire_args(id.token, has_bast);
+            let known = slot.is_some();
             match (lvb, slot) {
                 (Some(v), Some(s)) => {
                     w.lvb = *v.as_bytes();
@@ -914,19 +929,30 @@ impl Lockspace {
                 }
                 (None, None) => {}
             }
+            if wait && known {
+                reader = self.claim_reader(&mut st);
+            }
         }
         w.mode = mode.as_raw();
         w.flags = flags.bits();
         w.lkid = id.lkid;
         let bytes = proto::encode_lock(cmd, &w, proto::VERSION);
-        let r = self.write(bytes.as_bytes()).map(|_| ());
-        if r.is_err() && wait {
-            // Nothing will come: nobody waits.
-            if let Some(s) = self.state().slot(id.token) {
-                s.waiting = false;
+        match self.write(bytes.as_bytes()) {
+            Ok(_) => Ok(reader),
+            Err(e) => {
+                if wait {
+                    // Nothing will come: nobody waits.
+                    let mut st = self.state();
+                    if let Some(s) = st.slot(id.token) {
+                        s.waiting = false;
+                    }
+                    st.reading &= !reader;
+                    drop(st);
+                    self.inner.wake_waiters();
+                }
+                Err(e)
             }
         }
-        r
     }
 
     /// Convert lock `id` to `mode` (`DLM_LKF_CONVERT` is added). The
@@ -940,11 +966,12 @@ impl Lockspace {
     ) -> Result<()> {
         let flags = flags | LockFlags::CONVERT;
         self.lock_op(Command::Lock, id, mode, flags, lvb, false)
+            .map(drop)
     }
 
     /// `dlm_ls_unlock()`: unlock (the completion status is `Unlocked`).
     pub fn unlock(&self, id: LockId, flags: LockFlags, lvb: Option<&ValueBlock>) -> Result<()> {
-        self.unlock_op(id, flags, lvb, false)
+        self.unlock_op(id, flags, lvb, false).map(drop)
     }
 
     fn unlock_op(
@@ -953,7 +980,7 @@ impl Lockspace {
         flags: LockFlags,
         lvb: Option<&ValueBlock>,
         wait: bool,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         if flags.contains(LockFlags::CANCEL) {
             return Err(Error::InvalidArgument("use Lockspace::cancel to cancel"));
         }
@@ -965,6 +992,7 @@ impl Lockspace {
     pub fn cancel(&self, id: LockId) -> Result<()> {
         let flags = LockFlags::CANCEL;
         self.lock_op(Command::Unlock, id, LockMode::Nl, flags, None, false)
+            .map(drop)
     }
 
     /// `dlm_ls_deadlock_cancel()`: cancel with status `DeadlockCancelled`.
@@ -974,6 +1002,7 @@ impl Lockspace {
         }
         let flags = LockFlags::empty();
         self.lock_op(Command::Deadlock, id, LockMode::Nl, flags, None, false)
+            .map(drop)
     }
 
     /// `dlm_ls_purge()`: release orphans of `pid` (0: all) on `nodeid`
@@ -1007,14 +1036,16 @@ impl Lockspace {
     }
 
     fn handle_one(&self, r: &LockResult) {
-        let after = self.absorb(&mut self.state(), r);
+        let after = self.absorb(&mut self.state(), r, 0);
         self.run(after);
     }
 
     /// Take in one callback record under the state lock: update the slot,
     /// hand a completion to its waiter, and say what is left to do with
-    /// the lock released (callbacks run unlocked).
-    fn absorb(&self, st: &mut State, r: &LockResult) -> After {
+    /// the lock released (callbacks run unlocked). A completion for the
+    /// caller's own waiting slot (`waiter`, 0 for none) with nothing queued
+    /// ahead of it comes back as [`After::Mine`] instead of being queued.
+    fn absorb(&self, st: &mut State, r: &LockResult, waiter: u64) -> After {
         let token = r.astparam;
         let id = LockId {
             token,
@@ -1083,6 +1114,9 @@ impl Lockspace {
             return After::UnlockAbandoned(id);
         }
         if slot.waiting {
+            if token == waiter && slot.done.is_empty() {
+                return After::Mine(completion);
+            }
             slot.done.push_back(completion);
             #[cfg(feature = "async")]
             if let Some(w) = slot.waker.take() {
@@ -1104,7 +1138,7 @@ impl Lockspace {
     /// Do what [`absorb`](Self::absorb) left, with no lock held.
     fn run(&self, after: After) {
         match after {
-            After::Nothing => {}
+            After::Nothing | After::Mine(_) => {}
             After::Blocking(mut cb, id, mode) => {
                 cb(id, mode);
                 if let Some(s) = self.state().slot(id.token) {
@@ -1135,58 +1169,61 @@ impl Lockspace {
     /// thread when no other thread does. `None` on timeout. With `finish`,
     /// the waiter is done with the slot once it has its completion.
     ///
+    /// `reader`: the caller already holds the reader role (claimed with
+    /// the request, see [`claim_reader`](Self::claim_reader)); it is
+    /// always given up before this returns.
+    ///
     /// The common case (no event loop, no other waiter, the completion
-    /// already queued by the kernel) takes the state lock twice and costs
-    /// one `read()`: the record read here is taken in, and handed back,
-    /// under one lock.
+    /// queued by the kernel during the `write()`) then costs one `read()`
+    /// and one turn of the state lock: the record read here is taken in
+    /// and handed back under that one lock.
     fn wait_completion(
         &self,
         token: u64,
         deadline: Option<Instant>,
         finish: bool,
+        reader: bool,
     ) -> Result<Option<Completion>> {
-        let mut st = self.state();
+        let mut claimed = reader;
         loop {
-            let Some(s) = st.slot(token) else {
-                return Err(Error::Os(Errno::ENOENT));
-            };
-            if let Some(c) = s.done.pop_front() {
-                if finish {
-                    st.finish(token);
-                }
-                return Ok(Some(c));
-            }
-            let left = match deadline {
-                Some(d) => {
-                    let now = Instant::now();
-                    if now >= d {
-                        return Ok(None);
-                    }
-                    Some(d - now)
-                }
-                None => None,
-            };
-            if st.reading || self.inner.loop_running.load(Ordering::SeqCst) {
-                let wait = left
-                    .unwrap_or(Duration::from_secs(1))
-                    .min(Duration::from_secs(1));
-                // Counted while the state lock is still held, so a waker
-                // that changes state after this check sees the count.
-                self.inner.waiters.fetch_add(1, Ordering::SeqCst);
-                st = match self.inner.cond.wait_timeout(st, wait) {
-                    Ok((g, _)) => g,
-                    Err(p) => p.into_inner().0,
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if !claimed {
+                let mut st = self.state();
+                let Some(s) = st.slot(token) else {
+                    return Err(Error::Os(Errno::ENOENT));
                 };
-                self.inner.waiters.fetch_sub(1, Ordering::SeqCst);
-                continue;
+                if let Some(c) = s.done.pop_front() {
+                    if finish {
+                        st.finish(token);
+                    }
+                    return Ok(Some(c));
+                }
+                if left.is_some_and(|l| l.is_zero()) {
+                    return Ok(None);
+                }
+                if !self.claim_reader(&mut st) {
+                    let wait = left
+                        .unwrap_or(Duration::from_secs(1))
+                        .min(Duration::from_secs(1));
+                    // Counted while the state lock is still held, so a
+                    // waker that changes state after this check sees it.
+                    self.inner.waiters.fetch_add(1, Ordering::SeqCst);
+                    drop(match self.inner.cond.wait_timeout(st, wait) {
+                        Ok((g, _)) => g,
+                        Err(p) => p.into_inner().0,
+                    });
+                    self.inner.waiters.fetch_sub(1, Ordering::SeqCst);
+                    continue;
+                }
             }
-            st.reading = true;
-            drop(st);
-            let rec = self.read_record(left);
-            st = self.state();
+            // A caller's own `dispatch()` on another thread may take our
+            // record; the bounded poll makes the loop look again.
+            let rec = self.read_record(Some(left.map_or(READER_POLL, |l| l.min(READER_POLL))));
+            let mut st = self.state();
             st.reading = false;
+            claimed = false;
             let after = match rec {
-                Ok(Some(r)) => self.absorb(&mut st, &r),
+                Ok(Some(r)) => self.absorb(&mut st, &r, token),
                 Ok(None) => After::Nothing,
                 Err(e) => {
                     drop(st);
@@ -1194,14 +1231,36 @@ impl Lockspace {
                     return Err(e);
                 }
             };
-            if !matches!(after, After::Nothing) {
+            if let After::Mine(c) = after {
+                if finish {
+                    st.finish(token);
+                }
                 drop(st);
-                self.run(after);
-                st = self.state();
+                self.inner.wake_waiters();
+                return Ok(Some(c));
             }
+            drop(st);
+            self.run(after);
             // Others may wait for what was read, or to read themselves.
             self.inner.wake_waiters();
         }
+    }
+
+    /// Take the reader role for a waiting call, if no event loop runs and
+    /// no other thread reads. The holder reads the device for everybody
+    /// until it gives the role up (and wakes the waiters).
+    fn claim_reader(&self, st: &mut State) -> bool {
+        if st.reading || self.inner.loop_running.load(Ordering::SeqCst) {
+            return false;
+        }
+        st.reading = true;
+        true
+    }
+
+    /// Give up a reader role that will not be used.
+    fn release_reader(&self) {
+        self.state().reading = false;
+        self.inner.wake_waiters();
     }
 
     /// Block (up to `timeout`) for one record.
@@ -1233,8 +1292,9 @@ impl Lockspace {
     pub fn lock(&self, req: LockRequest) -> Result<Outcome<Lock>> {
         let timeout = req.timeout;
         let (mode, flags) = (req.mode, req.flags);
-        let id = self.submit(req, None)?;
-        if flags.contains(LockFlags::ORPHAN) {
+        let adopt = flags.contains(LockFlags::ORPHAN);
+        let (id, reader) = self.submit(req, None, !adopt)?;
+        if adopt {
             // Adoption is synchronous: the write's success is the grant,
             // and no completion follows.
             if let Some(s) = self.state().slot(id.token) {
@@ -1249,7 +1309,7 @@ impl Lockspace {
                 held: true,
             }));
         }
-        let completion = self.wait_for(id, timeout)?;
+        let completion = self.wait_for(id, timeout, reader)?;
         if completion.status == Status::Granted {
             Ok(Outcome::Granted(Lock {
                 ls: self.clone(),
@@ -1266,9 +1326,9 @@ impl Lockspace {
     /// Wait for the completion of the operation in progress on `id` (its
     /// slot already marked waiting), cancelling it after `timeout`. The
     /// slot stops collecting completions when this returns.
-    fn wait_for(&self, id: LockId, timeout: Option<Duration>) -> Result<Completion> {
+    fn wait_for(&self, id: LockId, timeout: Option<Duration>, reader: bool) -> Result<Completion> {
         let deadline = timeout.map(|t| Instant::now() + t);
-        if let Some(c) = self.wait_completion(id.token, deadline, true)? {
+        if let Some(c) = self.wait_completion(id.token, deadline, true, reader)? {
             return Ok(c);
         }
         // Time is up: cancel, then see who won.
@@ -1277,7 +1337,7 @@ impl Lockspace {
             // A cancel of a granted lock produces no AST, so the grant
             // (if it won) is the completion we get; poll with a bound.
             let bound = Some(Instant::now() + Duration::from_secs(30));
-            if let Some(c) = self.wait_completion(id.token, bound, true)? {
+            if let Some(c) = self.wait_completion(id.token, bound, true, false)? {
                 return Ok(match c.status {
                     Status::Cancelled => Completion {
                         status: Status::TimedOut,
@@ -1449,9 +1509,10 @@ impl Lock {
     ) -> Result<Completion> {
         let flags = flags - LockFlags::CONVERT;
         let op_flags = flags | LockFlags::CONVERT;
-        self.ls
+        let reader = self
+            .ls
             .lock_op(Command::Lock, self.id, mode, op_flags, lvb, true)?;
-        let c = self.ls.wait_for(self.id, None)?;
+        let c = self.ls.wait_for(self.id, None, reader)?;
         if c.status == Status::Granted {
             self.mode = granted_mode(mode, flags, c.flags);
             if c.value_block.is_some() {
@@ -1466,9 +1527,9 @@ impl Lock {
     pub fn unlock_with(mut self, flags: LockFlags, lvb: Option<&ValueBlock>) -> Result<()> {
         // Held until the unlock is sent: if the write fails, the drop
         // tries again.
-        self.ls.unlock_op(self.id, flags, lvb, true)?;
+        let reader = self.ls.unlock_op(self.id, flags, lvb, true)?;
         self.held = false;
-        let c = self.ls.wait_for(self.id, None)?;
+        let c = self.ls.wait_for(self.id, None, reader)?;
         match c.status {
             Status::Unlocked => Ok(()),
             other => Err(Error::Unexpected(other)),
