@@ -310,34 +310,120 @@ fn header(cmd: Command, version: [u32; 3]) -> WriteBuf {
     w
 }
 
+/// A `LOCK`, `UNLOCK` or `DEADLOCK` request (64-bit layout) written field
+/// by field straight into the bytes to send: what a client builds for
+/// every operation. Fields not set stay zero.
+#[derive(Clone, Debug)]
+pub struct LockWrite {
+    w: WriteBuf,
+}
+
+impl LockWrite {
+    /// An empty request for `cmd`.
+    #[inline]
+    pub fn new(cmd: Command, version: [u32; 3]) -> LockWrite {
+        LockWrite {
+            w: header(cmd, version),
+        }
+    }
+
+    /// The requested mode (raw).
+    #[inline]
+    pub fn set_mode(&mut self, mode: u8) {
+        self.w.buf[LP_MODE] = mode;
+    }
+
+    /// The `DLM_LKF_*` flags (raw).
+    #[inline]
+    pub fn set_flags(&mut self, flags: u32) {
+        put_u32(&mut self.w.buf, LP_FLAGS, flags);
+    }
+
+    /// The lock id (conversions, unlocks).
+    #[inline]
+    pub fn set_lkid(&mut self, lkid: u32) {
+        put_u32(&mut self.w.buf, LP_LKID, lkid);
+    }
+
+    /// The values the kernel echoes in callback records: the completion
+    /// and blocking AST parameters and addresses, and the status block
+    /// address.
+    #[inline]
+    pub fn set_user_args(
+        &mut self,
+        castparam: u64,
+        castaddr: u64,
+        bastparam: u64,
+        bastaddr: u64,
+        lksb: u64,
+    ) {
+        let b = &mut self.w.buf;
+        put_u64(b, LP_CASTPARAM, castparam);
+        put_u64(b, LP_CASTADDR, castaddr);
+        put_u64(b, LP_BASTPARAM, bastparam);
+        put_u64(b, LP_BASTADDR, bastaddr);
+        put_u64(b, LP_LKSB, lksb);
+    }
+
+    /// The value block (written by conversions and unlocks from PW/EX).
+    #[inline]
+    pub fn set_lvb(&mut self, lvb: &[u8; LVB_LEN]) {
+        self.w.buf[LP_LVB..LP_LVB + LVB_LEN].copy_from_slice(lvb);
+    }
+
+    /// The resource name, sent after the fixed part (new requests and
+    /// adoptions only); more than 64 bytes is `EINVAL`.
+    #[inline]
+    pub fn set_name(&mut self, name: &[u8]) -> Result<(), Errno> {
+        if name.len() > RESNAME_MAXLEN {
+            return Err(Errno::EINVAL);
+        }
+        self.w.buf[LP_NAMELEN] = name.len() as u8;
+        self.w.buf[LP_NAME..LP_NAME + name.len()].copy_from_slice(name);
+        self.w.len = WRITE_REQUEST_SIZE + name.len();
+        Ok(())
+    }
+
+    /// The bytes to write.
+    #[inline]
+    pub fn as_bytes(&self) -> &[u8] {
+        self.w.as_bytes()
+    }
+
+    /// The finished request.
+    #[inline]
+    pub fn into_buf(self) -> WriteBuf {
+        self.w
+    }
+}
+
 /// Encode a `LOCK`, `UNLOCK` or `DEADLOCK` request (64-bit layout).
 ///
 /// As libdlm does, the name is sent only for new requests and adoptions;
 /// the write is `120 + namelen` bytes.
 #[inline]
 pub fn encode_lock(cmd: Command, req: &LockRequest, version: [u32; 3]) -> WriteBuf {
-    let mut w = header(cmd, version);
-    let b = &mut w.buf;
-    b[LP_MODE] = req.mode;
-    put_u32(b, LP_FLAGS, req.flags);
-    put_u32(b, LP_LKID, req.lkid);
-    put_u32(b, LP_PARENT, req.parent);
-    put_u64(b, LP_XID, req.xid);
-    put_u64(b, LP_TIMEOUT, req.timeout);
-    put_u64(b, LP_CASTPARAM, req.castparam);
-    put_u64(b, LP_CASTADDR, req.castaddr);
-    put_u64(b, LP_BASTPARAM, req.bastparam);
-    put_u64(b, LP_BASTADDR, req.bastaddr);
-    put_u64(b, LP_LKSB, req.lksb);
-    b[LP_LVB..LP_LVB + LVB_LEN].copy_from_slice(&req.lvb);
+    let mut w = LockWrite::new(cmd, version);
+    w.set_mode(req.mode);
+    w.set_flags(req.flags);
+    w.set_lkid(req.lkid);
+    put_u32(&mut w.w.buf, LP_PARENT, req.parent);
+    put_u64(&mut w.w.buf, LP_XID, req.xid);
+    put_u64(&mut w.w.buf, LP_TIMEOUT, req.timeout);
+    w.set_user_args(
+        req.castparam,
+        req.castaddr,
+        req.bastparam,
+        req.bastaddr,
+        req.lksb,
+    );
+    w.set_lvb(&req.lvb);
     let sends_name = cmd == Command::Lock && req.flags & dlm_sys::DLM_LKF_CONVERT == 0;
     if sends_name {
-        let name = req.name();
-        b[LP_NAMELEN] = name.len() as u8;
-        b[LP_NAME..LP_NAME + name.len()].copy_from_slice(name);
-        w.len = WRITE_REQUEST_SIZE + name.len();
+        // `name()` is at most 64 bytes: this cannot fail.
+        let _ = w.set_name(req.name());
     }
-    w
+    w.w
 }
 
 /// Encode `DLM_USER_PURGE`.

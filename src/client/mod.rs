@@ -53,7 +53,7 @@ use crate::flags::{LockFlags, LockspaceFlags, StatusFlags};
 use crate::lvb::ValueBlock;
 use crate::mode::LockMode;
 use crate::name::{LockspaceName, ResourceName};
-use crate::proto::{self, Command, LockRequest as Wire, LockResult};
+use crate::proto::{self, Command, LockResult, LockWrite};
 use crate::status::{Completion, Status};
 use crate::wire;
 
@@ -639,8 +639,6 @@ enum After {
     Complete(CompletionFn, LockId, Completion, bool),
     /// An abandoned lock was granted: unlock it.
     UnlockAbandoned(LockId),
-    /// The completion the reading waiter itself waits for.
-    Mine(Completion),
 }
 
 /// The longest a reading waiter polls before it looks at its slot again.
@@ -721,15 +719,13 @@ impl std::fmt::Debug for Lockspace {
 const CASTADDR: u64 = 1;
 const BASTADDR: u64 = 2;
 
-/// The user arguments of every request: the token everywhere a pointer
-/// would go, and fixed non-zero "addresses".
-fn wire_args(token: u64, has_bast: bool) -> Wire {
-    let mut w = Wire::default();
-    w.castparam = token;
-    w.castaddr = CASTADDR;
-    w.bastparam = token;
-    w.bastaddr = if has_bast { BASTADDR } else { 0 };
-    w.lksb = token;
+/// A request carrying the user arguments every request has: the token
+/// everywhere a pointer would go, and fixed non-zero "addresses".
+#[inline]
+fn lock_write(cmd: Command, token: u64, has_bast: bool) -> LockWrite {
+    let mut w = LockWrite::new(cmd, proto::VERSION);
+    let bastaddr = if has_bast { BASTADDR } else { 0 };
+    w.set_user_args(token, CASTADDR, token, bastaddr, token);
     w
 }
 
@@ -805,21 +801,23 @@ impl Lockspace {
     /// A kernel device is written through `poll_fd`, a duplicate of its
     /// fd, without taking the device lock: the kernel serialises writes
     /// itself.
-    fn write(&self, bytes: &[u8]) -> Result<i64> {
+    #[inline]
+    fn write(&self, bytes: &[u8]) -> Result<i64, Errno> {
         if self.inner.backend == Backend::Kernel {
-            return Ok(device::kernel_write(self.inner.poll_fd.as_fd(), bytes)?);
+            return device::kernel_write(self.inner.poll_fd.as_fd(), bytes);
         }
         let r = self.dev().write(bytes);
         self.after_io();
-        Ok(r?)
+        r
     }
 
     /// The next callback record that can be read without blocking.
-    fn read_next(&self) -> Result<Option<LockResult>> {
+    #[inline]
+    fn read_next(&self) -> Result<Option<LockResult>, Errno> {
         if self.inner.backend == Backend::Kernel {
-            return Ok(device::kernel_read_next(self.inner.poll_fd.as_fd())?);
+            return device::kernel_read_next(self.inner.poll_fd.as_fd());
         }
-        Ok(self.dev().read_next()?)
+        self.dev().read_next()
     }
 
     /// Records may be stashed in user space: make sure someone handles
@@ -871,19 +869,16 @@ impl Lockspace {
             let token = st.new_slot(on_complete, req.on_blocking, waiting);
             (token, read && self.claim_reader(&mut st))
         };
-        let mut w = wire_args(token, has_bast);
-        w.mode = req.mode.as_raw();
-        w.flags = req.flags.bits();
-        if let Some(v) = req.value_block {
-            w.lvb = *v.as_bytes();
+        let mut w = lock_write(Command::Lock, token, has_bast);
+        w.set_mode(req.mode.as_raw());
+        w.set_flags(req.flags.bits());
+        if let Some(v) = &req.value_block {
+            w.set_lvb(v.as_bytes());
         }
         let written = w
             .set_name(req.resource.as_bytes())
-            .map_err(Error::Os)
-            .and_then(|()| {
-                self.write(proto::encode_lock(Command::Lock, &w, proto::VERSION).as_bytes())
-            })
-            .and_then(|lkid| u32::try_from(lkid).map_err(|_| Error::Os(Errno::EPROTO)));
+            .and_then(|()| self.write(w.as_bytes()))
+            .and_then(|lkid| u32::try_from(lkid).map_err(|_| Errno::EPROTO));
         match written {
             Ok(lkid) => Ok((LockId { token, lkid }, reader)),
             Err(e) => {
@@ -891,7 +886,7 @@ impl Lockspace {
                 if reader {
                     self.release_reader();
                 }
-                Err(e)
+                Err(e.into())
             }
         }
     }
@@ -908,23 +903,23 @@ impl Lockspace {
         flags: LockFlags,
         lvb: Option<&ValueBlock>,
         wait: bool,
-    ) -> Result<bool> {
+    ) -> Result<bool, Errno> {
         let mut w;
         let mut reader = false;
         {
             let mut st = self.state();
             let slot = st.slot(id.token);
             let has_bast = slot.as_ref().is_some_and(|s| s.on_blocking.is_some());
-            w = wire_args(id.token, has_bast);
+            w = lock_write(cmd, id.token, has_bast);
             let known = slot.is_some();
             match (lvb, slot) {
                 (Some(v), Some(s)) => {
-                    w.lvb = *v.as_bytes();
+                    w.set_lvb(v.as_bytes());
                     s.waiting |= wait;
                 }
-                (Some(v), None) => w.lvb = *v.as_bytes(),
+                (Some(v), None) => w.set_lvb(v.as_bytes()),
                 (None, Some(s)) => {
-                    w.lvb = *s.lvb.as_bytes();
+                    w.set_lvb(s.lvb.as_bytes());
                     s.waiting |= wait;
                 }
                 (None, None) => {}
@@ -933,11 +928,10 @@ impl Lockspace {
                 reader = self.claim_reader(&mut st);
             }
         }
-        w.mode = mode.as_raw();
-        w.flags = flags.bits();
-        w.lkid = id.lkid;
-        let bytes = proto::encode_lock(cmd, &w, proto::VERSION);
-        match self.write(bytes.as_bytes()) {
+        w.set_mode(mode.as_raw());
+        w.set_flags(flags.bits());
+        w.set_lkid(id.lkid);
+        match self.write(w.as_bytes()) {
             Ok(_) => Ok(reader),
             Err(e) => {
                 if wait {
@@ -967,6 +961,7 @@ impl Lockspace {
         let flags = flags | LockFlags::CONVERT;
         self.lock_op(Command::Lock, id, mode, flags, lvb, false)
             .map(drop)
+            .map_err(Error::Os)
     }
 
     /// `dlm_ls_unlock()`: unlock (the completion status is `Unlocked`).
@@ -984,7 +979,7 @@ impl Lockspace {
         if flags.contains(LockFlags::CANCEL) {
             return Err(Error::InvalidArgument("use Lockspace::cancel to cancel"));
         }
-        self.lock_op(Command::Unlock, id, LockMode::Nl, flags, lvb, wait)
+        Ok(self.lock_op(Command::Unlock, id, LockMode::Nl, flags, lvb, wait)?)
     }
 
     /// Cancel the lock's request or conversion in progress. If nothing is
@@ -993,6 +988,7 @@ impl Lockspace {
         let flags = LockFlags::CANCEL;
         self.lock_op(Command::Unlock, id, LockMode::Nl, flags, None, false)
             .map(drop)
+            .map_err(Error::Os)
     }
 
     /// `dlm_ls_deadlock_cancel()`: cancel with status `DeadlockCancelled`.
@@ -1003,13 +999,14 @@ impl Lockspace {
         let flags = LockFlags::empty();
         self.lock_op(Command::Deadlock, id, LockMode::Nl, flags, None, false)
             .map(drop)
+            .map_err(Error::Os)
     }
 
     /// `dlm_ls_purge()`: release orphans of `pid` (0: all) on `nodeid`
     /// (0: this node).
     pub fn purge(&self, nodeid: u32, pid: u32) -> Result<()> {
         let bytes = proto::encode_purge(nodeid, pid, proto::VERSION);
-        self.write(bytes.as_bytes()).map(|_| ())
+        self.write(bytes.as_bytes()).map(drop).map_err(Error::Os)
     }
 
     /// Read every callback record available now and run its callbacks;
@@ -1036,16 +1033,14 @@ impl Lockspace {
     }
 
     fn handle_one(&self, r: &LockResult) {
-        let after = self.absorb(&mut self.state(), r, 0);
+        let after = self.absorb(&mut self.state(), r);
         self.run(after);
     }
 
     /// Take in one callback record under the state lock: update the slot,
     /// hand a completion to its waiter, and say what is left to do with
-    /// the lock released (callbacks run unlocked). A completion for the
-    /// caller's own waiting slot (`waiter`, 0 for none) with nothing queued
-    /// ahead of it comes back as [`After::Mine`] instead of being queued.
-    fn absorb(&self, st: &mut State, r: &LockResult, waiter: u64) -> After {
+    /// the lock released (callbacks run unlocked).
+    fn absorb(&self, st: &mut State, r: &LockResult) -> After {
         let token = r.astparam;
         let id = LockId {
             token,
@@ -1072,6 +1067,41 @@ impl Lockspace {
             );
             return After::Nothing;
         };
+        let Some((completion, ends)) = self.take_in(slot, r) else {
+            return After::Nothing;
+        };
+        if slot.abandoned {
+            // Nobody wants this lock any more: give it back.
+            if ends {
+                st.free_slot(token);
+                return After::Nothing;
+            }
+            return After::UnlockAbandoned(id);
+        }
+        if slot.waiting {
+            slot.done.push_back(completion);
+            #[cfg(feature = "async")]
+            if let Some(w) = slot.waker.take() {
+                w.wake();
+            }
+            return After::Nothing;
+        }
+        match slot.on_complete.take() {
+            Some(cb) => After::Complete(cb, id, completion, ends),
+            None => {
+                if ends {
+                    st.free_slot(token);
+                }
+                After::Nothing
+            }
+        }
+    }
+
+    /// A completion record's effect on its slot (status, value block, end
+    /// of life); the completion and whether the lock ended. `None` for a
+    /// status no kernel sends (logged).
+    #[inline]
+    fn take_in(&self, slot: &mut Slot, r: &LockResult) -> Option<(Completion, bool)> {
         let status = match Status::from_kernel(r.status, slot.deadlock_cancel) {
             Ok(s) => s,
             Err(_) => {
@@ -1080,7 +1110,7 @@ impl Lockspace {
                     self.inner.name,
                     r.status
                 );
-                return After::Nothing;
+                return None;
             }
         };
         if status == Status::DeadlockCancelled {
@@ -1105,40 +1135,13 @@ impl Lockspace {
             slot.ever_granted = true;
         }
         slot.ended = ends;
-        if slot.abandoned {
-            // Nobody wants this lock any more: give it back.
-            if ends {
-                st.free_slot(token);
-                return After::Nothing;
-            }
-            return After::UnlockAbandoned(id);
-        }
-        if slot.waiting {
-            if token == waiter && slot.done.is_empty() {
-                return After::Mine(completion);
-            }
-            slot.done.push_back(completion);
-            #[cfg(feature = "async")]
-            if let Some(w) = slot.waker.take() {
-                w.wake();
-            }
-            return After::Nothing;
-        }
-        match slot.on_complete.take() {
-            Some(cb) => After::Complete(cb, id, completion, ends),
-            None => {
-                if ends {
-                    st.free_slot(token);
-                }
-                After::Nothing
-            }
-        }
+        Some((completion, ends))
     }
 
     /// Do what [`absorb`](Self::absorb) left, with no lock held.
     fn run(&self, after: After) {
         match after {
-            After::Nothing | After::Mine(_) => {}
+            After::Nothing => {}
             After::Blocking(mut cb, id, mode) => {
                 cb(id, mode);
                 if let Some(s) = self.state().slot(id.token) {
@@ -1183,14 +1186,14 @@ impl Lockspace {
         deadline: Option<Instant>,
         finish: bool,
         reader: bool,
-    ) -> Result<Option<Completion>> {
+    ) -> Result<Option<Completion>, Errno> {
         let mut claimed = reader;
         loop {
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             if !claimed {
                 let mut st = self.state();
                 let Some(s) = st.slot(token) else {
-                    return Err(Error::Os(Errno::ENOENT));
+                    return Err(Errno::ENOENT);
                 };
                 if let Some(c) = s.done.pop_front() {
                     if finish {
@@ -1222,23 +1225,39 @@ impl Lockspace {
             let mut st = self.state();
             st.reading = false;
             claimed = false;
-            let after = match rec {
-                Ok(Some(r)) => self.absorb(&mut st, &r, token),
-                Ok(None) => After::Nothing,
+            let r = match rec {
+                Ok(Some(r)) => r,
+                Ok(None) => {
+                    drop(st);
+                    self.inner.wake_waiters();
+                    continue;
+                }
                 Err(e) => {
                     drop(st);
                     self.inner.wake_waiters();
                     return Err(e);
                 }
             };
-            if let After::Mine(c) = after {
-                if finish {
-                    st.finish(token);
+            // The common case: our own completion, with nothing queued
+            // ahead of it, goes straight back to the caller.
+            if r.bast_mode == 0 && r.astparam == token {
+                if let Some(s) = st
+                    .slot(token)
+                    .filter(|s| s.waiting && !s.abandoned && s.done.is_empty())
+                {
+                    let taken = self.take_in(s, &r);
+                    if taken.is_some() && finish {
+                        st.finish(token);
+                    }
+                    drop(st);
+                    self.inner.wake_waiters();
+                    match taken {
+                        Some((c, _)) => return Ok(Some(c)),
+                        None => continue,
+                    }
                 }
-                drop(st);
-                self.inner.wake_waiters();
-                return Ok(Some(c));
             }
+            let after = self.absorb(&mut st, &r);
             drop(st);
             self.run(after);
             // Others may wait for what was read, or to read themselves.
@@ -1268,7 +1287,7 @@ impl Lockspace {
     /// A read before any poll: after a write the completion is usually
     /// there already, so a granted request costs one `write()` and one
     /// `read()`, as on the raw device.
-    fn read_record(&self, timeout: Option<Duration>) -> Result<Option<LockResult>> {
+    fn read_record(&self, timeout: Option<Duration>) -> Result<Option<LockResult>, Errno> {
         if let Some(r) = self.read_next()? {
             return Ok(Some(r));
         }
@@ -1326,13 +1345,19 @@ impl Lockspace {
     /// Wait for the completion of the operation in progress on `id` (its
     /// slot already marked waiting), cancelling it after `timeout`. The
     /// slot stops collecting completions when this returns.
-    fn wait_for(&self, id: LockId, timeout: Option<Duration>, reader: bool) -> Result<Completion> {
+    fn wait_for(
+        &self,
+        id: LockId,
+        timeout: Option<Duration>,
+        reader: bool,
+    ) -> Result<Completion, Errno> {
         let deadline = timeout.map(|t| Instant::now() + t);
         if let Some(c) = self.wait_completion(id.token, deadline, true, reader)? {
             return Ok(c);
         }
         // Time is up: cancel, then see who won.
-        self.cancel(id)?;
+        let cancel = LockFlags::CANCEL;
+        self.lock_op(Command::Unlock, id, LockMode::Nl, cancel, None, false)?;
         loop {
             // A cancel of a granted lock produces no AST, so the grant
             // (if it won) is the completion we get; poll with a bound.
