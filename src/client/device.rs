@@ -69,6 +69,7 @@ pub(crate) fn wait_fd(
 /// `write()` a request to a kernel device; what `write()` returns (the
 /// new lock id for a lock request). Takes any fd of the device: the
 /// kernel serialises writes, so no lock is needed.
+#[inline]
 pub(crate) fn kernel_write(fd: BorrowedFd<'_>, bytes: &[u8]) -> Result<i64, Errno> {
     loop {
         match rustix::io::write(fd, bytes) {
@@ -81,11 +82,13 @@ pub(crate) fn kernel_write(fd: BorrowedFd<'_>, bytes: &[u8]) -> Result<i64, Errn
 
 /// One `read()` of a kernel device (non-blocking): the next callback
 /// record, or `None` for `EAGAIN`.
+#[inline(always)]
 pub(crate) fn kernel_read_next(fd: BorrowedFd<'_>) -> Result<Option<LockResult>, Errno> {
-    let mut b = [0u8; RESULT_WITH_LVB_SIZE];
+    // Uninitialised: only the bytes the kernel wrote are looked at.
+    let mut b = [std::mem::MaybeUninit::<u8>::uninit(); RESULT_WITH_LVB_SIZE];
     loop {
         match rustix::io::read(fd, &mut b) {
-            Ok(n) => return proto::decode_result(&b[..n]).map(Some),
+            Ok((got, _)) => return proto::decode_result(got).map(Some),
             Err(rustix::io::Errno::AGAIN) => return Ok(None),
             Err(rustix::io::Errno::INTR) => continue,
             Err(e) => return Err(Errno::from_raw(e.raw_os_error())),

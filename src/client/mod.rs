@@ -604,27 +604,44 @@ impl State {
     fn free_slot(&mut self, token: u64) {
         let (idx, gen) = split_token(token);
         if let Some(s) = self.slots.get_mut(idx).filter(|s| s.live && s.gen == gen) {
-            s.live = false;
-            s.on_complete = None;
-            s.on_blocking = None;
-            s.done.clear();
-            #[cfg(feature = "async")]
-            {
-                s.waker = None;
-            }
+            s.release();
             self.free.push(idx as u32);
         }
     }
 
-    /// The waiter has taken its completion: the slot stops collecting
-    /// completions, and goes if the lock has ended.
+    /// The waiter has taken its completion: see [`Slot::finish`].
     fn finish(&mut self, token: u64) {
-        let ended = self.slot(token).map(|s| {
-            s.waiting = false;
-            s.ended
-        });
-        if ended == Some(true) {
-            self.free_slot(token);
+        let (idx, gen) = split_token(token);
+        if let Some(s) = self.slots.get_mut(idx).filter(|s| s.live && s.gen == gen) {
+            s.finish(idx, &mut self.free);
+        }
+    }
+}
+
+impl Slot {
+    /// Empty the slot (it keeps its allocations for the next lock).
+    #[inline]
+    fn release(&mut self) {
+        self.live = false;
+        self.on_complete = None;
+        self.on_blocking = None;
+        if !self.done.is_empty() {
+            self.done.clear();
+        }
+        #[cfg(feature = "async")]
+        {
+            self.waker = None;
+        }
+    }
+
+    /// The waiter has taken its completion: the slot (number `idx`) stops
+    /// collecting completions, and goes to `free` if the lock has ended.
+    #[inline]
+    fn finish(&mut self, idx: usize, free: &mut Vec<u32>) {
+        self.waiting = false;
+        if self.ended {
+            self.release();
+            free.push(idx as u32);
         }
     }
 }
@@ -806,17 +823,27 @@ impl Lockspace {
         if self.inner.backend == Backend::Kernel {
             return device::kernel_write(self.inner.poll_fd.as_fd(), bytes);
         }
+        self.write_socket(bytes)
+    }
+
+    #[inline(never)]
+    fn write_socket(&self, bytes: &[u8]) -> Result<i64, Errno> {
         let r = self.dev().write(bytes);
         self.after_io();
         r
     }
 
     /// The next callback record that can be read without blocking.
-    #[inline]
+    #[inline(always)]
     fn read_next(&self) -> Result<Option<LockResult>, Errno> {
         if self.inner.backend == Backend::Kernel {
             return device::kernel_read_next(self.inner.poll_fd.as_fd());
         }
+        self.read_next_socket()
+    }
+
+    #[inline(never)]
+    fn read_next_socket(&self) -> Result<Option<LockResult>, Errno> {
         self.dev().read_next()
     }
 
@@ -904,29 +931,23 @@ impl Lockspace {
         lvb: Option<&ValueBlock>,
         wait: bool,
     ) -> Result<bool, Errno> {
-        let mut w;
-        let mut reader = false;
-        {
+        // Under the state lock only what the slot must say; the request is
+        // built after.
+        let (has_bast, kept_lvb, reader) = {
             let mut st = self.state();
-            let slot = st.slot(id.token);
-            let has_bast = slot.as_ref().is_some_and(|s| s.on_blocking.is_some());
-            w = lock_write(cmd, id.token, has_bast);
-            let known = slot.is_some();
-            match (lvb, slot) {
-                (Some(v), Some(s)) => {
-                    w.set_lvb(v.as_bytes());
+            match st.slot(id.token) {
+                Some(s) => {
                     s.waiting |= wait;
+                    let has_bast = s.on_blocking.is_some();
+                    let kept = *s.lvb.as_bytes();
+                    (has_bast, Some(kept), wait && self.claim_reader(&mut st))
                 }
-                (Some(v), None) => w.set_lvb(v.as_bytes()),
-                (None, Some(s)) => {
-                    w.set_lvb(s.lvb.as_bytes());
-                    s.waiting |= wait;
-                }
-                (None, None) => {}
+                None => (false, None, false),
             }
-            if wait && known {
-                reader = self.claim_reader(&mut st);
-            }
+        };
+        let mut w = lock_write(cmd, id.token, has_bast);
+        if let Some(v) = lvb.map(ValueBlock::as_bytes).or(kept_lvb.as_ref()) {
+            w.set_lvb(v);
         }
         w.set_mode(mode.as_raw());
         w.set_flags(flags.bits());
@@ -1241,13 +1262,14 @@ impl Lockspace {
             // The common case: our own completion, with nothing queued
             // ahead of it, goes straight back to the caller.
             if r.bast_mode == 0 && r.astparam == token {
-                if let Some(s) = st
-                    .slot(token)
-                    .filter(|s| s.waiting && !s.abandoned && s.done.is_empty())
-                {
+                let (idx, gen) = split_token(token);
+                let State { slots, free, .. } = &mut *st;
+                if let Some(s) = slots.get_mut(idx).filter(|s| {
+                    s.live && s.gen == gen && s.waiting && !s.abandoned && s.done.is_empty()
+                }) {
                     let taken = self.take_in(s, &r);
                     if taken.is_some() && finish {
-                        st.finish(token);
+                        s.finish(idx, free);
                     }
                     drop(st);
                     self.inner.wake_waiters();
@@ -1287,6 +1309,7 @@ impl Lockspace {
     /// A read before any poll: after a write the completion is usually
     /// there already, so a granted request costs one `write()` and one
     /// `read()`, as on the raw device.
+    #[inline(always)]
     fn read_record(&self, timeout: Option<Duration>) -> Result<Option<LockResult>, Errno> {
         if let Some(r) = self.read_next()? {
             return Ok(Some(r));
@@ -1345,6 +1368,7 @@ impl Lockspace {
     /// Wait for the completion of the operation in progress on `id` (its
     /// slot already marked waiting), cancelling it after `timeout`. The
     /// slot stops collecting completions when this returns.
+    #[inline(always)]
     fn wait_for(
         &self,
         id: LockId,
@@ -1352,10 +1376,15 @@ impl Lockspace {
         reader: bool,
     ) -> Result<Completion, Errno> {
         let deadline = timeout.map(|t| Instant::now() + t);
-        if let Some(c) = self.wait_completion(id.token, deadline, true, reader)? {
-            return Ok(c);
+        match self.wait_completion(id.token, deadline, true, reader)? {
+            Some(c) => Ok(c),
+            None => self.cancel_and_wait(id),
         }
-        // Time is up: cancel, then see who won.
+    }
+
+    /// A waiting call's time is up: cancel, then see who won.
+    #[cold]
+    fn cancel_and_wait(&self, id: LockId) -> Result<Completion, Errno> {
         let cancel = LockFlags::CANCEL;
         self.lock_op(Command::Unlock, id, LockMode::Nl, cancel, None, false)?;
         loop {
