@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The benchmark table, all rows measured in one guest boot (TCG figures
 # are only comparable within a boot): lock+unlock pairs of EX on one
-# resource, one thread, SMP=1. Every row runs twice, in two interleaved
-# rounds, and the better run counts (TCG figures wander by tens of
-# percent between runs).
+# resource, one thread, SMP=1. Every row runs three times, in three
+# interleaved rounds, and the best run counts (TCG figures wander by tens
+# of percent between runs).
 #
 #   ci/kernel/bench.sh                      100,000 pairs a row
 #   DLM_BENCH_ITERATIONS=N ci/kernel/bench.sh
@@ -11,11 +11,13 @@
 # Rows:
 #   raw device        write()+read() per operation, std::fs::File + dlm::proto (the floor)
 #   Rust API          Lockspace::lock + Lock::unlock, Backend::Kernel
+#   Rust API, release the same, built with the release profile instead of dist
 #   libdlm_lt         Debian's lite libdlm, dlm_ls_lock_wait + dlm_ls_unlock_wait
 #   libdlm            Debian's threaded libdlm (dlm_ls_pthread_init), same calls
 #   Rust API/dlmd     Lockspace::lock + Lock::unlock, Backend::Fallback, dlmd in the guest
 #
-# Builds the static Rust binaries (ci/kernel/build.sh --bench), compiles
+# Builds the static Rust binaries (ci/kernel/build.sh --bench: the bench
+# rows and dlmd with the `dist` profile, release + LTO, as shipped), compiles
 # ci/kernel/bench-libdlm.c against Debian's libdlm-dev (installed if
 # missing), puts both into ci/out/initramfs-bench.cpio with the libraries
 # they need, boots once and prints the table. The targets are printed,
@@ -56,9 +58,10 @@ dlmd --socket /tmp/dlmd.sock --log-level warn &
 dlmd_pid=$!
 i=0
 while [ ! -S /tmp/dlmd.sock ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
-for round in 1 2; do
+for round in 1 2 3; do
     dlm-guest-bench raw $n || fail=1
     dlm-guest-bench api $n || fail=1
+    dlm-guest-bench-release api $n rust-api-release || fail=1
     bench-libdlm-lt libdlm_lt bench-lt $n || fail=1
     bench-libdlm libdlm bench-thr $n || fail=1
     dlm-guest-bench fallback $n /tmp/dlmd.sock || fail=1
@@ -84,11 +87,12 @@ function row(key, what,    r) {
 { r = $3 / $4; if (!($2 in rate) || r > rate[$2]) rate[$2] = r }
 END {
     floor = ("raw" in rate) ? rate["raw"] : 0
-    printf "\nLock+unlock pairs/s in one guest boot (TCG, SMP=1, one resource, %d pairs a run, best of 2 interleaved rounds)\n\n", iters
+    printf "\nLock+unlock pairs/s in one guest boot (TCG, SMP=1, one resource, %d pairs a run, best of 3 interleaved rounds)\n\n", iters
     printf "| %-62s | %9s | %6s |\n", "path", "pairs/s", "x raw"
     printf "|%s|%s|%s|\n", "----------------------------------------------------------------", "-----------", "--------"
     row("raw", "raw device: write()+read() a call, Rust std::fs::File (floor)")
     row("rust-api", "dlm-rs API, kernel: Lockspace::lock + Lock::unlock")
+    row("rust-api-release", "  the same, release profile (no LTO)")
     row("libdlm_lt", "Debian libdlm_lt: dlm_ls_lock_wait + dlm_ls_unlock_wait")
     row("libdlm", "Debian libdlm (threaded): dlm_ls_lock_wait + _unlock_wait")
     row("rust-api-fallback", "dlm-rs API, fallback: dlmd in the same guest")

@@ -5,9 +5,12 @@
 #   dlm-guest-smoke   the first guest test (an example of dlm-controld)
 #   dlm-conformance   the scenario and random-differential runner
 #   dlm-guest-client  the safe client API on the kernel backend (example)
-# and with --bench (for ci/kernel/bench.sh) also:
+# and with --bench (for ci/kernel/bench.sh) also, built with the `dist`
+# profile (release + LTO, as shipped):
 #   dlmd              the fallback daemon, run inside the guest
 #   dlm-guest-bench   the Rust rows of the benchmark table (example)
+# and the same example built with the plain release profile, for reference:
+#   dlm-guest-bench-release
 #
 # The explicit --target keeps build scripts (bindgen in dlm-sys) dynamic
 # host programs, and the separate target directory leaves the normal
@@ -20,16 +23,22 @@ bench=0
 target=x86_64-unknown-linux-gnu
 dir=ci/out/target-static
 extra=()
-[ "$bench" = 1 ] && extra=(--example dlm-guest-bench -p dlmd --bin dlmd)
-RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
-    cargo build --release --target "$target" --target-dir "$dir" \
+[ "$bench" = 1 ] && extra=(--example dlm-guest-bench)
+export RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static"
+cargo build --release --target "$target" --target-dir "$dir" \
     -p dlm-controld --bin dlm-controld --example dlm-guest-smoke --example dlm-guest-client \
     "${extra[@]}" \
     -p dlm-conformance --bin dlm-conformance >&2
 out="$dir/$target/release"
 bins=("$out/dlm-controld" "$out/examples/dlm-guest-smoke" "$out/dlm-conformance"
     "$out/examples/dlm-guest-client")
-[ "$bench" = 1 ] && bins+=("$out/dlmd" "$out/examples/dlm-guest-bench")
+if [ "$bench" = 1 ]; then
+    cargo build --profile dist --target "$target" --target-dir "$dir" \
+        -p dlm-controld --example dlm-guest-bench -p dlmd --bin dlmd >&2
+    dist="$dir/$target/dist"
+    cp "$out/examples/dlm-guest-bench" "$out/examples/dlm-guest-bench-release"
+    bins+=("$dist/dlmd" "$dist/examples/dlm-guest-bench" "$out/examples/dlm-guest-bench-release")
+fi
 for b in "${bins[@]}"; do
     if ! file -L "$b" | grep -qE 'statically linked|static-pie linked'; then
         echo "build.sh: $b is not static: $(file -L "$b")" >&2

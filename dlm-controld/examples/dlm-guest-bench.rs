@@ -2,7 +2,7 @@
 //! lock+unlock pairs of EX on one resource, timed.
 //!
 //! ```text
-//! dlm-guest-bench api      ITERATIONS              Lockspace::lock + Lock::unlock, Backend::Kernel
+//! dlm-guest-bench api      ITERATIONS [LABEL]      Lockspace::lock + Lock::unlock, Backend::Kernel
 //! dlm-guest-bench raw      ITERATIONS              write()+read() on the device, std::fs::File + dlm::proto
 //! dlm-guest-bench fallback ITERATIONS SOCKET       Lockspace::lock + Lock::unlock, Backend::Fallback
 //! ```
@@ -10,7 +10,8 @@
 //! Each run creates its own lockspace, warms up with 1% of the
 //! iterations, times the rest of the loop, releases the lockspace and
 //! prints `BENCH <label> <iterations> <seconds>`, the line bench.sh
-//! parses. Any failure exits 1 with a message.
+//! parses (LABEL overrides the `api` row's label, so two builds of this
+//! program can be told apart). Any failure exits 1 with a message.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -143,7 +144,8 @@ fn raw(dlm: &Dlm, lsname: &str, iters: u64) -> R<f64> {
 }
 
 fn run(args: &[String]) -> R<(String, u64, f64)> {
-    let usage = "usage: dlm-guest-bench api|raw ITERATIONS | fallback ITERATIONS SOCKET";
+    let usage =
+        "usage: dlm-guest-bench api ITERATIONS [LABEL] | raw ITERATIONS | fallback ITERATIONS SOCKET";
     let mode = args.first().ok_or(usage)?.as_str();
     let iters: u64 = args
         .get(1)
@@ -157,7 +159,8 @@ fn run(args: &[String]) -> R<(String, u64, f64)> {
                 .open()
                 .map_err(err("open the kernel backend"))?;
             if mode == "api" {
-                ("rust-api", api(&dlm, "bench-api", iters)?)
+                let label = args.get(2).map_or("rust-api", String::as_str);
+                (label, api(&dlm, "bench-api", iters)?)
             } else {
                 ("raw", raw(&dlm, "bench-raw", iters)?)
             }
