@@ -1199,8 +1199,8 @@ impl Lockspace {
     ///
     /// The common case (no event loop, no other waiter, the completion
     /// queued by the kernel during the `write()`) then costs one `read()`
-    /// and one turn of the state lock: the record read here is taken in
-    /// and handed back under that one lock.
+    /// and one turn of the state lock, inline in the caller.
+    #[inline(always)]
     fn wait_completion(
         &self,
         token: u64,
@@ -1208,10 +1208,27 @@ impl Lockspace {
         finish: bool,
         reader: bool,
     ) -> Result<Option<Completion>, Errno> {
-        let mut claimed = reader;
+        if reader {
+            let rec = self.read_next();
+            if let Some(c) = self.take_record(rec, token, finish)? {
+                return Ok(Some(c));
+            }
+        }
+        self.wait_completion_slow(token, deadline, finish)
+    }
+
+    /// The waiting loop of [`wait_completion`](Self::wait_completion), with
+    /// no reader role held on entry.
+    #[inline(never)]
+    fn wait_completion_slow(
+        &self,
+        token: u64,
+        deadline: Option<Instant>,
+        finish: bool,
+    ) -> Result<Option<Completion>, Errno> {
         loop {
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            if !claimed {
+            {
                 let mut st = self.state();
                 let Some(s) = st.slot(token) else {
                     return Err(Errno::ENOENT);
@@ -1243,48 +1260,59 @@ impl Lockspace {
             // A caller's own `dispatch()` on another thread may take our
             // record; the bounded poll makes the loop look again.
             let rec = self.read_record(Some(left.map_or(READER_POLL, |l| l.min(READER_POLL))));
-            let mut st = self.state();
-            st.reading = false;
-            claimed = false;
-            let r = match rec {
-                Ok(Some(r)) => r,
-                Ok(None) => {
-                    drop(st);
-                    self.inner.wake_waiters();
-                    continue;
-                }
-                Err(e) => {
-                    drop(st);
-                    self.inner.wake_waiters();
-                    return Err(e);
-                }
-            };
-            // The common case: our own completion, with nothing queued
-            // ahead of it, goes straight back to the caller.
-            if r.bast_mode == 0 && r.astparam == token {
-                let (idx, gen) = split_token(token);
-                let State { slots, free, .. } = &mut *st;
-                if let Some(s) = slots.get_mut(idx).filter(|s| {
-                    s.live && s.gen == gen && s.waiting && !s.abandoned && s.done.is_empty()
-                }) {
-                    let taken = self.take_in(s, &r);
-                    if taken.is_some() && finish {
-                        s.finish(idx, free);
-                    }
-                    drop(st);
-                    self.inner.wake_waiters();
-                    match taken {
-                        Some((c, _)) => return Ok(Some(c)),
-                        None => continue,
-                    }
-                }
+            if let Some(c) = self.take_record(rec, token, finish)? {
+                return Ok(Some(c));
             }
-            let after = self.absorb(&mut st, &r);
-            drop(st);
-            self.run(after);
-            // Others may wait for what was read, or to read themselves.
-            self.inner.wake_waiters();
         }
+    }
+
+    /// Give up the reader role and take in what it read, if anything. The
+    /// waiter's own completion (`token`), with nothing queued ahead of it,
+    /// comes straight back; any other record goes where it belongs, its
+    /// callbacks run, and the waiters are woken.
+    #[inline(always)]
+    fn take_record(
+        &self,
+        rec: Result<Option<LockResult>, Errno>,
+        token: u64,
+        finish: bool,
+    ) -> Result<Option<Completion>, Errno> {
+        let mut st = self.state();
+        st.reading = false;
+        let r = match rec {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                drop(st);
+                self.inner.wake_waiters();
+                return Ok(None);
+            }
+            Err(e) => {
+                drop(st);
+                self.inner.wake_waiters();
+                return Err(e);
+            }
+        };
+        if r.bast_mode == 0 && r.astparam == token {
+            let (idx, gen) = split_token(token);
+            let State { slots, free, .. } = &mut *st;
+            if let Some(s) = slots.get_mut(idx).filter(|s| {
+                s.live && s.gen == gen && s.waiting && !s.abandoned && s.done.is_empty()
+            }) {
+                let taken = self.take_in(s, &r);
+                if taken.is_some() && finish {
+                    s.finish(idx, free);
+                }
+                drop(st);
+                self.inner.wake_waiters();
+                return Ok(taken.map(|(c, _)| c));
+            }
+        }
+        let after = self.absorb(&mut st, &r);
+        drop(st);
+        self.run(after);
+        // Others may wait for what was read, or to read themselves.
+        self.inner.wake_waiters();
+        Ok(None)
     }
 
     /// Take the reader role for a waiting call, if no event loop runs and
