@@ -91,25 +91,18 @@ impl std::fmt::Debug for DeviceTarget {
     }
 }
 
-fn find_node(name: &str) -> Option<PathBuf> {
-    [format!("/dev/misc/{name}"), format!("/dev/{name}")]
-        .into_iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-}
-
 impl DeviceTarget {
     /// A fresh lockspace `name` on the kernel DLM.
     pub fn kernel(name: &str) -> Result<DeviceTarget, String> {
-        let ctl =
-            find_node("dlm-control").ok_or("no dlm-control device: is the dlm module loaded?")?;
+        let ctl = dlm::client::kernel_device_node("dlm-control")
+            .map_err(|e| format!("no dlm-control device ({e}): is the dlm module loaded?"))?;
         let control =
             RawDevice::open_kernel(&ctl).map_err(|e| format!("{}: {e}", ctl.display()))?;
         let mut t = DeviceTarget::create(control, name, |n| Kind::Kernel {
             device: PathBuf::from(format!("/dev/dlm_{n}")),
         })?;
         if let Kind::Kernel { device } = &mut t.kind {
-            if let Some(p) = find_node(&format!("dlm_{name}")) {
+            if let Ok(p) = dlm::client::kernel_device_node(&format!("dlm_{name}")) {
                 *device = p;
             }
         }

@@ -98,6 +98,15 @@ pub fn kernel_control_device() -> Option<PathBuf> {
         .find(|p| p.exists())
 }
 
+/// The node of the kernel's misc device `name` (`dlm-control`, or
+/// `dlm_<lockspace>`): `/dev/misc/<name>` (udev's link), then `/dev/<name>`
+/// (devtmpfs). Failing both, when the kernel lists the device in
+/// `/proc/misc` and we are root, the node is created in `/dev/misc`; never
+/// a wait for udev. `ENOENT` when the kernel has no such device.
+pub fn kernel_device_node(name: &str) -> Result<PathBuf> {
+    kernel::device_node(name)
+}
+
 /// Options for [`Dlm`]; see [`Dlm::builder`].
 #[derive(Debug, Clone, Default)]
 pub struct DlmBuilder {
