@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
-use common::{run, Daemon};
+use common::{run, wait_for, Daemon};
 use dlm::client::{Backend, LockRequest, Lockspace, Outcome};
 use dlm::{LockFlags, LockMode, LockspaceFlags, LockspaceName, ResourceName, Status, ValueBlock};
 
@@ -199,6 +199,29 @@ fn dropping_a_lock_unlocks_it() {
         .granted()
         .expect("the dropped lock was released");
     l.unlock().unwrap();
+}
+
+/// Closing a lockspace handle on the daemon is synchronous, as `close()`
+/// of the kernel device is: the drop says `Bye` and waits for the answer,
+/// which the daemon sends once the handle's locks are released.
+#[test]
+fn dropping_a_lockspace_handle_closes_synchronously() {
+    let d = Daemon::start_debug_log();
+    let (dlm, ls) = space(&d, "bye");
+    let held = ls.lock(LockRequest::new(res("r"), LockMode::Ex)).unwrap();
+    let held = held.granted().expect("granted").into_id();
+    assert_eq!(lock_count(&dlm, "bye"), 1);
+    drop(ls);
+    assert_eq!(
+        lock_count(&dlm, "bye"),
+        0,
+        "lock {held:?} released by the close"
+    );
+    wait_for(
+        "the goodbye in the daemon log",
+        Duration::from_secs(5),
+        || d.log_text().contains("said goodbye"),
+    );
 }
 
 #[test]

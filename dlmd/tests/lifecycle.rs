@@ -91,6 +91,43 @@ fn force_release_with_locks() {
     assert!(ctl.lockspaces().is_empty());
 }
 
+/// `Bye` is a synchronous close: its answer comes only once the
+/// connection's locks are gone, and then the daemon closes the connection.
+/// Whatever another connection sends after that answer sees the locks
+/// released, as after `close()` on the kernel device.
+#[test]
+fn bye_answers_after_the_locks_are_released_then_closes() {
+    let d = Daemon::start();
+    let (mut ctl, mut a, _) = d.lockspace("bye");
+    let mut b = d.open("bye");
+    a.lock(&req(M::Ex, b"r", F::empty()));
+    assert_eq!(a.wait_ast().status, 0);
+    a.lock(&req(M::Pr, b"kept", F::PERSISTENT));
+    assert_eq!(a.wait_ast().status, 0);
+    b.lock(&req(M::Ex, b"r", F::NOQUEUE));
+    assert_eq!(
+        b.wait_ast().status,
+        neg(Errno::EAGAIN) as i32,
+        "held by the other"
+    );
+
+    a.send(dlm::wire::Kind::Bye, &[]);
+    match a.reply() {
+        (dlm::wire::Kind::Result, body) => assert_eq!(dlm::wire::result_value(&body), Ok(0)),
+        (k, _) => panic!("Bye answered with {k:?}"),
+    }
+    // No polling and no retries: the very next request is granted.
+    b.lock(&req(M::Ex, b"r", F::NOQUEUE));
+    assert_eq!(b.wait_ast().status, 0, "released before the answer");
+    let left = ctl.locks("bye");
+    assert!(
+        left.iter().any(|l| l.resource == "kept" && l.orphan),
+        "the persistent lock is orphaned, as on close: {left:?}"
+    );
+    assert!(a.closed_within(TIMEOUT), "the daemon closes after Bye");
+    assert!(d.log_text().contains("said goodbye"), "{}", d.log_text());
+}
+
 #[test]
 fn sigterm_and_sigint_stop_cleanly() {
     for sig in [rustix::process::Signal::TERM, rustix::process::Signal::INT] {

@@ -76,13 +76,32 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start() -> Daemon {
+        Daemon::start_logging("warn", None)
+    }
+
+    /// A daemon logging at debug level into `<dir>/dlmd.log`; read it
+    /// with [`log_text`](Self::log_text).
+    pub fn start_debug_log() -> Daemon {
+        Daemon::start_logging("debug", Some("dlmd.log"))
+    }
+
+    /// What the daemon logged (see [`start_debug_log`](Self::start_debug_log)).
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self._dir.0.join("dlmd.log")).unwrap_or_default()
+    }
+
+    fn start_logging(level: &str, file: Option<&str>) -> Daemon {
         let dir = TempDir::new("d");
         let socket = dir.0.join("dlmd.sock");
         let mut cmd = Command::new(dlmd_bin());
         cmd.arg("--socket")
             .arg(&socket)
-            .args(["--log-level", "warn"])
+            .args(["--log-level", level])
             .stdin(Stdio::null());
+        if let Some(f) = file {
+            let log = std::fs::File::create(dir.0.join(f)).expect("daemon log file");
+            cmd.stderr(log);
+        }
         let d = Daemon {
             proc: spawn(cmd),
             socket,
