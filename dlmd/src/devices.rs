@@ -95,6 +95,8 @@ pub enum Removal {
 #[derive(Debug)]
 pub struct Devices {
     scope: Scope,
+    /// At most this many lockspaces (attached or detached) at a time.
+    max_lockspaces: usize,
     registry: Registry,
     spaces: HashMap<LsId, Lockspace>,
     by_minor: HashMap<u32, LsId>,
@@ -102,10 +104,11 @@ pub struct Devices {
 }
 
 impl Devices {
-    /// No lockspaces yet.
-    pub fn new(scope: Scope) -> Devices {
+    /// No lockspaces yet; at most `max_lockspaces` of them at a time.
+    pub fn new(scope: Scope, max_lockspaces: usize) -> Devices {
         Devices {
             scope,
+            max_lockspaces,
             registry: Registry::new(),
             spaces: HashMap::new(),
             by_minor: HashMap::new(),
@@ -147,6 +150,15 @@ impl Devices {
     pub fn create(&mut self, cred: &Cred, flags: u32, name: &[u8]) -> Result<u32, Errno> {
         self.check_admin(cred)?;
         let name = LockspaceName::new(name)?;
+        if self.registry.find(&name).is_none() && self.spaces.len() >= self.max_lockspaces {
+            log::warn!(
+                "refused lockspace {name} for pid {}: the daemon has its maximum of {} \
+                 lockspaces (--max-lockspaces)",
+                cred.pid,
+                self.max_lockspaces
+            );
+            return Err(Errno::ENOSPC);
+        }
         let minor = self
             .registry
             .create(&name, LockspaceFlags::from_bits_retain(flags))?;
@@ -420,13 +432,13 @@ mod tests {
 
     #[test]
     fn only_root_manages_lockspaces_on_the_system_daemon() {
-        let mut d = Devices::new(Scope::System);
+        let mut d = Devices::new(Scope::System, 16);
         assert_eq!(d.create(&ALICE, 0, b"ls"), Err(Errno::EPERM));
         let minor = d.create(&ROOT, 0, b"ls").expect("root creates");
         assert_eq!(d.remove(&ALICE, 1, 0, minor), Err(Errno::EPERM));
         assert_eq!(d.remove(&ROOT, 1, 0, minor), Ok(Removal::Done));
         assert_eq!(d.remove(&ROOT, 1, 0, minor), Err(Errno::ENOENT));
-        let mut u = Devices::new(Scope::User);
+        let mut u = Devices::new(Scope::User, 16);
         assert!(
             u.create(&ALICE, 0, b"ls").is_ok(),
             "a user daemon's user may"
@@ -435,7 +447,7 @@ mod tests {
 
     #[test]
     fn lockspace_names_are_checked() {
-        let mut d = Devices::new(Scope::User);
+        let mut d = Devices::new(Scope::User, 16);
         assert_eq!(d.create(&ALICE, 0, b""), Err(Errno::EINVAL));
         assert_eq!(d.create(&ALICE, 0, b"a/b"), Err(Errno::EINVAL));
         assert_eq!(d.open(&ALICE, 1, b"nope").err(), Some(Errno::ENOENT));
@@ -444,7 +456,7 @@ mod tests {
 
     #[test]
     fn modes_are_checked_like_file_permissions() {
-        let mut d = Devices::new(Scope::User);
+        let mut d = Devices::new(Scope::User, 16);
         d.create(&ALICE, 0, b"ls").expect("create");
         assert_eq!(d.open(&BOB, 1, b"ls").err(), Some(Errno::EACCES));
         let (id, _, _) = d.open(&ALICE, 2, b"ls").expect("owner opens");
@@ -461,7 +473,7 @@ mod tests {
 
     #[test]
     fn remove_waits_for_open_connections() {
-        let mut d = Devices::new(Scope::User);
+        let mut d = Devices::new(Scope::User, 16);
         let minor = d.create(&ALICE, 0, b"ls").expect("create");
         let (id, owner, m) = d.open(&ALICE, 5, b"ls").expect("open");
         assert_eq!(m, minor);
@@ -489,7 +501,7 @@ mod tests {
 
     #[test]
     fn create_counts_and_newexcl() {
-        let mut d = Devices::new(Scope::User);
+        let mut d = Devices::new(Scope::User, 16);
         let m = d.create(&ALICE, 0, b"ls").expect("create");
         let newexcl = LockspaceFlags::NEWEXCL.bits();
         assert_eq!(d.create(&ALICE, newexcl, b"ls"), Err(Errno::EEXIST));
@@ -503,7 +515,7 @@ mod tests {
 
     #[test]
     fn long_names_are_refused_not_panicked_on() {
-        let mut d = Devices::new(Scope::User);
+        let mut d = Devices::new(Scope::User, 16);
         d.create(&ALICE, 0, b"ls").expect("create");
         let (id, owner, _) = d.open(&ALICE, 1, b"ls").expect("open");
         let mut req = dlm::proto::encode_lock(
@@ -534,7 +546,7 @@ mod tests {
 
     #[test]
     fn queries_report_locks() {
-        let mut d = Devices::new(Scope::User);
+        let mut d = Devices::new(Scope::User, 16);
         d.create(&ALICE, 0, b"ls").expect("create");
         let (id, owner, _) = d.open(&ALICE, 1, b"ls").expect("open");
         let lkid = d

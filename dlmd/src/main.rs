@@ -24,6 +24,13 @@ use crate::startup::Scope;
 
 /// Default bound of a connection's queue of unsent output (4 MiB).
 const DEFAULT_MAX_OUTPUT: usize = 4 << 20;
+/// Default for `--max-connections`.
+const DEFAULT_MAX_CONNECTIONS: u32 = 4096;
+/// Default for `--max-lockspaces`.
+const DEFAULT_MAX_LOCKSPACES: u32 = 1024;
+/// File descriptors kept back from the connection cap for the listener,
+/// the poll instance, the lock file, logging and the like.
+const RESERVED_FDS: u64 = 32;
 
 const AFTER_HELP: &str = "\
 Socket path, first that applies:
@@ -46,6 +53,11 @@ accepted for clarity). systemd (dlmd.service) or the client library's
 auto-start (which runs `dlmd --socket P --exit-if-running` in its own
 process group) detach it. It takes a lock on P.lock before binding, so
 concurrent starters agree on one daemon.
+
+Limits: a client whose unsent output passes --max-output is disconnected;
+past --max-connections a new connection is answered EMFILE and closed (the
+cap is lowered to fit the open-file limit, which dlmd raises as far as it
+may); past --max-lockspaces creating a new lockspace fails with ENOSPC.
 
 Logging goes to stderr; --log-level wins over RUST_LOG (default: info).
 SIGTERM or SIGINT stop the daemon cleanly: it closes the socket, removes
@@ -76,6 +88,16 @@ struct Args {
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_OUTPUT,
           value_parser = parse_size)]
     max_output: usize,
+
+    /// Refuse connections (with EMFILE) while N are open.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONNECTIONS,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
+
+    /// Refuse to create lockspaces (with ENOSPC) while N exist.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_LOCKSPACES,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_lockspaces: u32,
 
     /// Stay in the foreground (always the case; dlmd never daemonizes).
     #[arg(long)]
@@ -111,6 +133,33 @@ fn parse_size(s: &str) -> Result<usize, String> {
         return Err("the output bound must be at least 1 byte".into());
     }
     Ok(n)
+}
+
+/// Raise the soft open-file limit as far as the hard one allows (up to
+/// what `want` connections need), and return the connection cap that fits
+/// under it: a cap above the limit would leave clients waiting on a
+/// listener that cannot accept, instead of refused.
+fn fit_fd_limit(want: u32) -> usize {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut lim = getrlimit(Resource::Nofile);
+    let need = u64::from(want) + RESERVED_FDS;
+    let cur = lim.current.unwrap_or(u64::MAX);
+    if cur < need {
+        let raised = lim.maximum.map_or(need, |max| max.min(need));
+        if raised > cur {
+            lim.current = Some(raised);
+            match setrlimit(Resource::Nofile, lim) {
+                Ok(()) => log::debug!("open-file limit raised from {cur} to {raised}"),
+                Err(e) => log::debug!("cannot raise the open-file limit from {cur}: {e}"),
+            }
+        }
+    }
+    let cur = getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX);
+    let fits = cur.saturating_sub(RESERVED_FDS).max(1);
+    if u64::from(want) > fits {
+        log::warn!("--max-connections {want} lowered to {fits}: the open-file limit is {cur}");
+    }
+    u64::from(want).min(fits) as usize
 }
 
 fn init_logging(level: Option<log::LevelFilter>) {
@@ -162,20 +211,25 @@ fn run(args: &Args, scope: Scope, socket: PathBuf) -> Result<ExitCode, String> {
         }
     };
     let uid = rustix::process::getuid().as_raw();
+    let max_connections = fit_fd_limit(args.max_connections);
     let config = server::Config {
         scope,
         uid,
         max_output: args.max_output,
+        max_connections,
+        max_lockspaces: args.max_lockspaces as usize,
     };
     log::info!(
-        "dlmd {} serving on {} ({}, max output {} bytes)",
+        "dlmd {} serving on {} ({}, max output {} bytes, at most {} connections and {} lockspaces)",
         env!("CARGO_PKG_VERSION"),
         socket.display(),
         match scope {
             Scope::System => "system daemon".to_string(),
             Scope::User => format!("per-user daemon for uid {uid}"),
         },
-        args.max_output
+        args.max_output,
+        config.max_connections,
+        config.max_lockspaces
     );
     let result = server::Server::new(config, claimed.listener)
         .map_err(|e| format!("cannot set up the event loop: {e}"))

@@ -59,6 +59,26 @@ pub struct Config {
     pub uid: u32,
     /// Unsent output, in bytes, beyond which a client is disconnected.
     pub max_output: usize,
+    /// Open connections at most; more are refused with `EMFILE`.
+    pub max_connections: usize,
+    /// Lockspaces at most; creating more fails with `ENOSPC`.
+    pub max_lockspaces: usize,
+}
+
+/// Turn a connection away: one `Result` frame carrying `errno` (what the
+/// client's `Hello` gets back; best effort, the socket buffer of a fresh
+/// connection has room), then the close.
+fn refuse(mut stream: UnixStream, errno: Errno) {
+    let mut frame = Vec::with_capacity(16);
+    if wire::put_frame(
+        &mut frame,
+        Kind::Result,
+        &result_of(Err(errno)).to_le_bytes(),
+    )
+    .is_ok()
+    {
+        let _ = stream.write(&frame);
+    }
 }
 
 /// What a connection plays.
@@ -161,6 +181,8 @@ pub struct Server {
     accept_blocked: bool,
     /// The current accept failure was logged.
     accept_warned: bool,
+    /// A refusal at the connection cap was logged (until one is accepted).
+    cap_warned: bool,
     scratch: Vec<u8>,
     targets: Vec<ConnId>,
     read_buf: Vec<u8>,
@@ -181,7 +203,7 @@ impl Server {
             poll,
             listener,
             signals,
-            devices: Devices::new(config.scope),
+            devices: Devices::new(config.scope, config.max_lockspaces),
             config,
             conns: Vec::new(),
             free: Vec::new(),
@@ -190,6 +212,7 @@ impl Server {
             dirty: Vec::new(),
             accept_blocked: false,
             accept_warned: false,
+            cap_warned: false,
             scratch: Vec::new(),
             targets: Vec::new(),
             read_buf: vec![0; READ_CHUNK],
@@ -319,6 +342,21 @@ impl Server {
             );
             return;
         }
+        if self.conns.len() - self.free.len() >= self.config.max_connections {
+            refuse(stream, Errno::from_raw(libc_errno::EMFILE));
+            if !self.cap_warned {
+                log::warn!(
+                    "refused a connection from pid {} uid {}: {} connections are open \
+                     (--max-connections); further refusals are not logged until one is accepted",
+                    cred.pid,
+                    cred.uid,
+                    self.config.max_connections
+                );
+                self.cap_warned = true;
+            }
+            return;
+        }
+        self.cap_warned = false;
         let idx = match self.free.pop() {
             Some(i) => i,
             None => {
@@ -985,4 +1023,6 @@ impl Server {
 mod libc_errno {
     /// `EISCONN`: already connected (a second `Hello`).
     pub const EISCONN: i32 = rustix::io::Errno::ISCONN.raw_os_error();
+    /// `EMFILE`: the daemon has its maximum of connections open.
+    pub const EMFILE: i32 = rustix::io::Errno::MFILE.raw_os_error();
 }

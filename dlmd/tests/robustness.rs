@@ -401,3 +401,88 @@ fn long_query_answers_come_in_parts_and_do_not_count_as_backlog() {
     assert_eq!(q.locks("many").len(), N);
     assert_eq!(q.lockspaces()[0].locks, N);
 }
+
+/// Past `--max-connections` a connection is answered `EMFILE` and closed;
+/// the client library reports that errno. Once one closes, a new one is
+/// served again.
+#[test]
+fn connections_past_the_cap_are_refused_with_emfile() {
+    let d = Daemon::start_with(&["--max-connections", "3"]);
+    let mut open: Vec<Client> = (0..3).map(|_| d.control()).collect();
+    let mut extra = d.connect();
+    match extra.reply() {
+        (Kind::Result, body) => {
+            assert_eq!(wire::result_value(&body), Ok(-i64::from(libc_emfile())))
+        }
+        (k, _) => panic!("a refused connection got {k:?}"),
+    }
+    assert!(
+        extra.closed_within(TIMEOUT),
+        "refused connections are closed"
+    );
+    let err = dlm::client::Dlm::builder()
+        .backend(dlm::client::Backend::Fallback)
+        .socket(&d.socket)
+        .autostart(false)
+        .open()
+        .expect_err("the client library is refused too");
+    assert_eq!(err.errno(), Errno::from_raw(libc_emfile()), "{err}");
+    // The open ones still work; closing one makes room.
+    assert!(open[0].lockspaces().is_empty());
+    drop(open.pop());
+    wait_until("a free connection", TIMEOUT, || {
+        let mut c = d.connect();
+        c.hello(wire::ROLE_CONTROL, 0, b"") == 0
+    });
+    assert!(
+        d.log_text().contains("--max-connections"),
+        "{}",
+        d.log_text()
+    );
+}
+
+/// Past `--max-lockspaces` a create of a new name is `ENOSPC`; creating
+/// an existing one again still works, and a release makes room.
+#[test]
+fn lockspaces_past_the_cap_are_refused_with_enospc() {
+    let d = Daemon::start_with(&["--max-lockspaces", "2"]);
+    let mut ctl = d.control();
+    let a = ctl.create("a", 0);
+    assert!(a >= 0 && ctl.create("b", 0) >= 0);
+    assert_eq!(ctl.create("c", 0), neg(Errno::from_raw(libc_enospc())));
+    assert_eq!(
+        ctl.create("a", 0),
+        a,
+        "an existing name is no new lockspace"
+    );
+    assert_eq!(ctl.remove(a, 0), 0);
+    assert_eq!(ctl.remove(a, 0), 0);
+    assert!(ctl.create("c", 0) >= 0, "room again after a release");
+    assert!(
+        d.log_text().contains("--max-lockspaces"),
+        "{}",
+        d.log_text()
+    );
+}
+
+/// Bad cap values are refused at startup with a message.
+#[test]
+fn zero_caps_are_refused_at_startup() {
+    for flag in ["--max-connections", "--max-lockspaces"] {
+        let out = std::process::Command::new(DLMD)
+            .args([flag, "0", "--socket", "/nonexistent/dlmd.sock"])
+            .output()
+            .expect("run dlmd");
+        assert_eq!(out.status.code(), Some(2), "{flag} 0");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(flag) || err.contains("0 is not in"), "{err}");
+    }
+}
+
+fn libc_emfile() -> i32 {
+    rustix::io::Errno::MFILE.raw_os_error()
+}
+
+fn libc_enospc() -> i32 {
+    rustix::io::Errno::NOSPC.raw_os_error()
+}

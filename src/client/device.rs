@@ -10,7 +10,7 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixStream;
@@ -127,11 +127,32 @@ impl Device {
         });
         let mut body = vec![role, flags];
         body.extend_from_slice(name);
-        let v = dev.call(Kind::Hello, &body)?;
+        let v = match dev.call(Kind::Hello, &body) {
+            Ok(v) => v,
+            // A daemon at its connection cap answers before it closes,
+            // and the answer may still be read after the close.
+            Err(e) if e == Errno::EPIPE || e == Errno::from_raw(libc::ECONNRESET) => {
+                dev.refusal().ok_or(e)?
+            }
+            Err(e) => return Err(e),
+        };
         if v < 0 {
             return Err(Errno::from_raw((-v).min(i64::from(i32::MAX)) as i32));
         }
         Ok((dev, v))
+    }
+
+    /// The `Result` a daemon sent before it closed the connection, if any.
+    fn refusal(&mut self) -> Option<i64> {
+        match self {
+            Device::Kernel(_) => None,
+            Device::Socket(s) => {
+                // Whatever the read says, only a complete frame counts.
+                let _ = s.fill(false);
+                let body = s.take_frames(Some(Kind::Result)).ok()??;
+                wire::result_value(&body).ok()
+            }
+        }
     }
 
     /// A duplicate of the fd (for polling without the device's lock).
@@ -347,7 +368,10 @@ impl Drop for SocketConn {
         // that stopped reading.
         let mut frame = Vec::with_capacity(5);
         if wire::put_frame(&mut frame, Kind::Bye, &[]).is_err()
-            || !matches!(self.stream.write(&frame), Ok(n) if n == frame.len())
+            || !matches!(
+                rustix::net::send(&self.stream, &frame, rustix::net::SendFlags::NOSIGNAL),
+                Ok(n) if n == frame.len()
+            )
         {
             return;
         }
@@ -376,14 +400,20 @@ impl SocketConn {
         wire::put_frame(&mut frame, kind, body)?;
         let mut off = 0;
         while off < frame.len() {
-            match self.stream.write(&frame[off..]) {
+            // MSG_NOSIGNAL: a daemon that went away is EPIPE, never a
+            // SIGPIPE that kills the calling program.
+            match rustix::net::send(
+                &self.stream,
+                &frame[off..],
+                rustix::net::SendFlags::NOSIGNAL,
+            ) {
                 Ok(0) => return Err(Errno::EPIPE),
                 Ok(n) => off += n,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                Err(rustix::io::Errno::AGAIN) => {
                     wait_fd(self.stream.as_fd(), true, None)?;
                 }
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return Err(io_errno(e)),
+                Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(Errno::from_raw(e.raw_os_error())),
             }
         }
         Ok(())
