@@ -104,6 +104,55 @@ fn a_blocked_caller_runs_callbacks_inline_without_a_loop_thread() {
     b.unlock().unwrap();
 }
 
+/// Many threads share one lockspace handle and block on the same EX lock:
+/// one of them reads the device for all (the reader role passes between
+/// them), completions meant for others reach their waiters, and the lock
+/// is never held twice at once.
+#[test]
+fn threads_sharing_a_handle_take_turns_reading_and_exclusion_holds() {
+    const THREADS: usize = 8;
+    const ROUNDS: usize = 150;
+    let d = Daemon::start();
+    let (dlm, ls) = space(&d, "threads");
+    let held = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let turns = Arc::new(AtomicUsize::new(0));
+    let workers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let (ls, held, turns) = (ls.clone(), held.clone(), turns.clone());
+            std::thread::spawn(move || {
+                for i in 0..ROUNDS {
+                    // Every other round also takes a private lock, so
+                    // records for uncontended locks are in the mix.
+                    let own = (i % 2 == 0).then(|| {
+                        let name = format!("own-{t}");
+                        ls.lock(LockRequest::new(res(&name), LockMode::Ex))
+                            .unwrap()
+                            .granted()
+                            .unwrap()
+                    });
+                    let l = ls
+                        .lock(LockRequest::new(res("shared"), LockMode::Ex))
+                        .unwrap()
+                        .granted()
+                        .expect("a waiting EX request is granted in turn");
+                    assert!(!held.swap(true, Ordering::SeqCst), "EX held twice");
+                    turns.fetch_add(1, Ordering::SeqCst);
+                    held.store(false, Ordering::SeqCst);
+                    l.unlock().unwrap();
+                    if let Some(o) = own {
+                        o.unlock().unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().expect("a worker panicked");
+    }
+    assert_eq!(turns.load(Ordering::SeqCst), THREADS * ROUNDS);
+    assert_eq!(lock_count(&dlm, "threads"), 0, "every lock was released");
+}
+
 #[test]
 fn a_lockspace_works_in_the_callers_own_mio_poll() {
     let d = Daemon::start();

@@ -14,8 +14,11 @@
 //! 7. a value block written by A's unlock from EX is read by B's grant;
 //! 8. `LockRequest::timeout` against a held EX lock is `TimedOut`, and
 //!    the resource is usable afterwards;
-//! 9. `release_lockspace` (EBUSY-free once the handles are gone), and the
-//!    lockspace is gone.
+//! 9. four threads share a third handle (no event loop) and take turns on
+//!    one EX lock, blocking (one reads the device for all): every request
+//!    is granted, and the lock is never held twice;
+//! 10. `release_lockspace` (EBUSY-free once the handles are gone), and the
+//!     lockspace is gone.
 //!
 //! Exits 0 when every check passes, 1 with a message otherwise.
 
@@ -250,7 +253,14 @@ fn run() -> R<()> {
     l.unlock().map_err(ctx("unlock EX after timeout"))?;
     println!("client: timeout of 300 ms -> NotGranted(TimedOut) after {took:?}; resource free afterwards");
 
-    // 9. Release.
+    // 9. Threads sharing one handle: a fresh one (A runs an event loop).
+    let c = dlm
+        .open_lockspace(&name)
+        .map_err(ctx("open a third handle"))?;
+    threads_take_turns(&c)?;
+    drop(c);
+
+    // 10. Release.
     drop(b);
     dlm.release_lockspace(a, false)
         .map_err(ctx("release_lockspace"))?;
@@ -267,6 +277,43 @@ fn run() -> R<()> {
         }
     }
     println!("client: lockspace released; opening it again is ENOENT");
+    Ok(())
+}
+
+fn threads_take_turns(ls: &Lockspace) -> R<()> {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    const THREADS: usize = 4;
+    const ROUNDS: usize = 200;
+    let held = Arc::new(AtomicBool::new(false));
+    let turns = Arc::new(AtomicUsize::new(0));
+    let shared = res("r-threads")?;
+    let workers: Vec<_> = (0..THREADS)
+        .map(|_| {
+            let (ls, held, turns) = (ls.clone(), held.clone(), turns.clone());
+            std::thread::spawn(move || -> R<()> {
+                for i in 0..ROUNDS {
+                    let l = granted(&ls, LockRequest::new(shared, LockMode::Ex), "threaded EX")?;
+                    check(!held.swap(true, Ordering::SeqCst), || {
+                        format!("EX held twice (round {i})")
+                    })?;
+                    turns.fetch_add(1, Ordering::SeqCst);
+                    held.store(false, Ordering::SeqCst);
+                    l.unlock().map_err(ctx("threaded unlock"))?;
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join()
+            .map_err(|_| "a worker thread panicked".to_string())??;
+    }
+    let n = turns.load(Ordering::SeqCst);
+    check(n == THREADS * ROUNDS, || {
+        format!("{n} turns, expected {}", THREADS * ROUNDS)
+    })?;
+    println!("client: {THREADS} threads on one handle took {n} EX turns, never two at once");
     Ok(())
 }
 

@@ -47,19 +47,27 @@ pub(crate) fn wait_fd(
     write: bool,
     timeout: Option<Duration>,
 ) -> Result<bool, Errno> {
+    wait_fds(&[fd], write, timeout)
+}
+
+/// Wait until any of `fds` is readable, up to `timeout`.
+pub(crate) fn wait_any(fds: &[BorrowedFd<'_>], timeout: Option<Duration>) -> Result<bool, Errno> {
+    wait_fds(fds, false, timeout)
+}
+
+fn wait_fds(fds: &[BorrowedFd<'_>], write: bool, timeout: Option<Duration>) -> Result<bool, Errno> {
     use rustix::event::{poll, PollFd, PollFlags, Timespec};
     let flags = if write { PollFlags::OUT } else { PollFlags::IN };
     let deadline = timeout.map(|t| Instant::now() + t);
     loop {
-        let mut fds = [PollFd::new(&fd, flags)];
+        let mut pfds: Vec<PollFd<'_>> = fds.iter().map(|fd| PollFd::new(fd, flags)).collect();
         let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
         let ts = left.map(|d| Timespec {
             tv_sec: d.as_secs().min(i64::MAX as u64) as i64,
             tv_nsec: i64::from(d.subsec_nanos()),
         });
-        match poll(&mut fds, ts.as_ref()) {
-            Ok(0) => return Ok(false),
-            Ok(_) => return Ok(true),
+        match poll(&mut pfds, ts.as_ref()) {
+            Ok(n) => return Ok(n > 0),
             Err(rustix::io::Errno::INTR) => continue,
             Err(e) => return Err(Errno::from_raw(e.raw_os_error())),
         }

@@ -863,9 +863,10 @@ impl Lockspace {
         if self.inner.backend == Backend::Kernel || !self.dev().has_stashed() {
             return;
         }
-        // Make every poller (event loop, the caller's mio::Poll, a waiting
-        // thread) see that records are ready.
-        if self.inner.pollers.load(Ordering::SeqCst) > 0 {
+        // Make every poller (event loop, the caller's mio::Poll, a reading
+        // waiter polling the socket) and every waiting thread see that
+        // records are ready.
+        if self.inner.pollers.load(Ordering::SeqCst) > 0 || self.state().reading {
             let _ = rustix::io::write(&self.inner.notify_w, &[1]);
         }
         self.inner.wake_waiters();
@@ -1286,6 +1287,22 @@ impl Lockspace {
         token: u64,
         finish: bool,
     ) -> Result<Option<Completion>, Errno> {
+        let got = self.take_record_locked(rec, token, finish);
+        if self.inner.backend != Backend::Kernel {
+            // A daemon connection may have stashed more records than the
+            // one taken: they must not go unseen now that nobody reads.
+            self.after_io();
+        }
+        got
+    }
+
+    #[inline(always)]
+    fn take_record_locked(
+        &self,
+        rec: Result<Option<LockResult>, Errno>,
+        token: u64,
+        finish: bool,
+    ) -> Result<Option<Completion>, Errno> {
         let mut st = self.state();
         st.reading = false;
         let r = match rec {
@@ -1352,7 +1369,19 @@ impl Lockspace {
             return Ok(Some(r));
         }
         // Poll our own duplicate of the fd, so writers are not held up.
-        if device::wait_fd(self.inner.poll_fd.as_fd(), false, timeout)? {
+        if self.inner.backend == Backend::Kernel {
+            if device::wait_fd(self.inner.poll_fd.as_fd(), false, timeout)? {
+                return self.read_next();
+            }
+            return Ok(None);
+        }
+        // A daemon connection: another thread's request may read records
+        // along with its reply and stash them; it then writes the notify
+        // pipe, which is polled too.
+        let fds = [self.inner.poll_fd.as_fd(), self.inner.notify_r.as_fd()];
+        if device::wait_any(&fds, timeout)? {
+            let mut drain = [0u8; 64];
+            while matches!(rustix::io::read(&self.inner.notify_r, &mut drain), Ok(n) if n > 0) {}
             return self.read_next();
         }
         Ok(None)
