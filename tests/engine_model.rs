@@ -17,8 +17,13 @@
 //! Where the kernel itself has no defined behaviour (it would crash), the
 //! model follows the engine's documented choice; each such place says so.
 //!
+//! The sequences come from the generator in `gen/mod.rs`, which the
+//! property test (`engine_props.rs`) shares; the model is this file's own.
+//!
 //! `DLM_MODEL_CASES` sets the number of sequences (default 2000), split
 //! between the two tests of this file.
+
+mod gen;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -26,8 +31,11 @@ use std::fmt::Write as _;
 use dlm::engine::{AstRecord, Engine, LockInfo, LockParams, OwnerId, Queue, UnlockParams};
 use dlm::engine::{UserArgs, LVB_LEN};
 use dlm::status::{ECANCEL, EUNLOCK};
-use dlm::{Errno, LockFlags, LockMode, StatusFlags};
-use proptest::prelude::*;
+use dlm::{Errno, LockMode, StatusFlags};
+use gen::{case_strategy, check_coverage, first_pid, lock_pid, lvb_bytes, purge_pid, reopen_pid};
+use gen::{user_args, Case, LockSel, Mix, Op, NAMES};
+use gen::{ALTCW, ALTPR, CANCEL, CONVDEADLK, CONVERT, EXPEDITE, FORCEUNLOCK, HEADQUE, IVVALBLK};
+use gen::{NODLCKWT, NOORDER, NOQUEUE, NOQUEUEBAST, ORPHAN, PERSISTENT, QUECVT, VALBLK};
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
 type Lvb = [u8; LVB_LEN];
@@ -90,28 +98,6 @@ fn compat(a: i8, b: i8) -> bool {
 fn lvb_op(gr: i8, rq: i8) -> i8 {
     LVB_OPS[ix(gr)][ix(rq)]
 }
-
-const NOQUEUE: u32 = LockFlags::NOQUEUE.bits();
-const CANCEL: u32 = LockFlags::CANCEL.bits();
-const CONVERT: u32 = LockFlags::CONVERT.bits();
-const VALBLK: u32 = LockFlags::VALBLK.bits();
-const QUECVT: u32 = LockFlags::QUECVT.bits();
-const IVVALBLK: u32 = LockFlags::IVVALBLK.bits();
-const CONVDEADLK: u32 = LockFlags::CONVDEADLK.bits();
-const PERSISTENT: u32 = LockFlags::PERSISTENT.bits();
-const NODLCKWT: u32 = LockFlags::NODLCKWT.bits();
-const NODLCKBLK: u32 = LockFlags::NODLCKBLK.bits();
-const EXPEDITE: u32 = LockFlags::EXPEDITE.bits();
-const NOQUEUEBAST: u32 = LockFlags::NOQUEUEBAST.bits();
-const HEADQUE: u32 = LockFlags::HEADQUE.bits();
-const NOORDER: u32 = LockFlags::NOORDER.bits();
-const ORPHAN: u32 = LockFlags::ORPHAN.bits();
-const ALTPR: u32 = LockFlags::ALTPR.bits();
-const ALTCW: u32 = LockFlags::ALTCW.bits();
-const FORCEUNLOCK: u32 = LockFlags::FORCEUNLOCK.bits();
-const TIMEOUT: u32 = LockFlags::TIMEOUT.bits();
-/// A bit the kernel does not know; kept and ignored.
-const UNKNOWN_BIT: u32 = 0x8000_0000;
 
 const SBF_DEMOTED: u8 = StatusFlags::DEMOTED.bits();
 const SBF_VALNOTVALID: u8 = StatusFlags::VALNOTVALID.bits();
@@ -1414,298 +1400,8 @@ impl Model {
 }
 
 // ---------------------------------------------------------------------
-// Operations and their generators
-// ---------------------------------------------------------------------
-
-/// Resource names; the last one is too long for a request (EINVAL).
-const NAMES: [&[u8]; 5] = [
-    b"alpha",
-    b"beta",
-    b"gamma-resource-with-a-name-longer-than-twenty-two",
-    b"d",
-    &[b'x'; 65],
-];
-
-/// Which lock an operation names: resolved when the step runs.
-#[derive(Clone, Copy, Debug)]
-struct LockSel(u16);
-
-#[derive(Clone, Debug)]
-enum Op {
-    Open {
-        slot: u8,
-        new_pid: bool,
-    },
-    Close {
-        slot: u8,
-    },
-    Request {
-        slot: u8,
-        mode: u8,
-        name: u8,
-        flags: u32,
-        args: u8,
-        pid: u8,
-    },
-    Convert {
-        slot: u8,
-        lock: LockSel,
-        mode: u8,
-        flags: u32,
-        lvb: u8,
-        args: u8,
-        pid: u8,
-    },
-    Adopt {
-        slot: u8,
-        name: u8,
-        mode: u8,
-        /// Ask for the mode of an orphan of that name, if there is one.
-        match_orphan: bool,
-        flags: u32,
-        args: u8,
-    },
-    Unlock {
-        slot: u8,
-        lock: LockSel,
-        flags: u32,
-        lvb: u8,
-        args: u8,
-    },
-    Cancel {
-        slot: u8,
-        lock: LockSel,
-        flags: u32,
-        args: u8,
-    },
-    Deadlock {
-        slot: u8,
-        lock: LockSel,
-        flags: u32,
-    },
-    Purge {
-        slot: u8,
-        node: u8,
-        pid: u8,
-    },
-    Read {
-        slot: u8,
-    },
-    Drain {
-        slot: u8,
-    },
-}
-
-/// Flags drawn from 64 random bits: each candidate flag uses one nibble
-/// and is present when the nibble is at least `16 - weight`, so shrinking
-/// toward zero removes flags.
-fn pick_flags(bits: u64, table: &[(u32, u64)]) -> u32 {
-    let mut f = 0;
-    for (i, &(flag, weight)) in table.iter().enumerate() {
-        if (bits >> (4 * i)) & 0xF >= 16 - weight {
-            f |= flag;
-        }
-    }
-    f
-}
-
-const REQUEST_FLAGS: [(u32, u64); 16] = [
-    (NOQUEUE, 3),
-    (NOQUEUEBAST, 2),
-    (VALBLK, 6),
-    (IVVALBLK, 1),
-    (PERSISTENT, 4),
-    (EXPEDITE, 1),
-    (HEADQUE, 2),
-    (NOORDER, 2),
-    (ALTPR, 2),
-    (ALTCW, 2),
-    (NODLCKWT, 1),
-    (QUECVT, 1),
-    (CONVDEADLK, 1),
-    (FORCEUNLOCK, 1),
-    (TIMEOUT | NODLCKBLK, 1),
-    (CANCEL | UNKNOWN_BIT, 1),
-];
-
-const CONVERT_FLAGS: [(u32, u64); 16] = [
-    (QUECVT, 3),
-    (CONVDEADLK, 3),
-    (NODLCKWT, 3),
-    (NOQUEUE, 3),
-    (NOQUEUEBAST, 2),
-    (VALBLK, 7),
-    (IVVALBLK, 2),
-    (HEADQUE, 2),
-    (NOORDER, 1),
-    (ALTPR, 2),
-    (ALTCW, 2),
-    (PERSISTENT, 4),
-    (EXPEDITE, 1),
-    (FORCEUNLOCK, 1),
-    (CANCEL, 1),
-    (UNKNOWN_BIT, 1),
-];
-
-const UNLOCK_FLAGS: [(u32, u64); 5] = [
-    (VALBLK, 5),
-    (IVVALBLK, 2),
-    (FORCEUNLOCK, 4),
-    (NOQUEUE, 1),
-    (CANCEL, 1),
-];
-
-const CANCEL_FLAGS: [(u32, u64); 4] = [(VALBLK, 2), (IVVALBLK, 2), (FORCEUNLOCK, 1), (NOQUEUE, 1)];
-
-const DEADLOCK_FLAGS: [(u32, u64); 4] =
-    [(CANCEL, 3), (FORCEUNLOCK, 2), (IVVALBLK, 2), (NOQUEUE, 1)];
-
-fn mode_strategy() -> impl Strategy<Value = u8> {
-    prop_oneof![40 => 0u8..=5, 1 => Just(6u8), 1 => Just(255u8)]
-}
-
-/// Weights of each kind of operation.
-#[derive(Clone, Copy)]
-struct Mix {
-    open: u32,
-    close: u32,
-    request: u32,
-    convert: u32,
-    adopt: u32,
-    unlock: u32,
-    cancel: u32,
-    deadlock: u32,
-    purge: u32,
-    read: u32,
-    drain: u32,
-}
-
-fn op_strategy(slots: u8, names: u8, mix: Mix) -> BoxedStrategy<Op> {
-    let slot = move || 0..slots;
-    let name = move || prop_oneof![30 => 0..names, 1 => Just(4u8)];
-    let lock = || any::<u16>().prop_map(LockSel);
-    prop_oneof![
-        mix.open => (slot(), any::<bool>()).prop_map(|(slot, new_pid)| Op::Open { slot, new_pid }),
-        mix.close => slot().prop_map(|slot| Op::Close { slot }),
-        mix.request => (slot(), mode_strategy(), name(), any::<u64>(), 0u8..16, 0u8..8).prop_map(
-            |(slot, mode, name, bits, args, pid)| Op::Request {
-                slot,
-                mode,
-                name,
-                flags: pick_flags(bits, &REQUEST_FLAGS),
-                args,
-                pid,
-            }
-        ),
-        mix.convert => (slot(), lock(), mode_strategy(), any::<u64>(), any::<u8>(), 0u8..16, 0u8..8)
-            .prop_map(|(slot, lock, mode, bits, lvb, args, pid)| Op::Convert {
-                slot,
-                lock,
-                mode,
-                flags: CONVERT | pick_flags(bits, &CONVERT_FLAGS),
-                lvb,
-                args,
-                pid,
-            }),
-        mix.adopt => (slot(), name(), mode_strategy(), any::<bool>(), any::<u64>(), 0u8..16).prop_map(
-            |(slot, name, mode, match_orphan, bits, args)| Op::Adopt {
-                slot,
-                name,
-                mode,
-                match_orphan,
-                flags: ORPHAN | pick_flags(bits, &REQUEST_FLAGS),
-                args,
-            }
-        ),
-        mix.unlock => (slot(), lock(), any::<u64>(), any::<u8>(), 0u8..16).prop_map(
-            |(slot, lock, bits, lvb, args)| Op::Unlock {
-                slot,
-                lock,
-                flags: pick_flags(bits, &UNLOCK_FLAGS),
-                lvb,
-                args,
-            }
-        ),
-        mix.cancel => (slot(), lock(), any::<u64>(), 0u8..16).prop_map(|(slot, lock, bits, args)| {
-            Op::Cancel {
-                slot,
-                lock,
-                flags: CANCEL | pick_flags(bits, &CANCEL_FLAGS),
-                args,
-            }
-        }),
-        mix.deadlock => (slot(), lock(), any::<u64>()).prop_map(|(slot, lock, bits)| Op::Deadlock {
-            slot,
-            lock,
-            flags: pick_flags(bits, &DEADLOCK_FLAGS),
-        }),
-        mix.purge => (slot(), prop_oneof![8 => Just(0u8), 1 => Just(1u8), 1 => Just(2u8)], 0u8..6)
-            .prop_map(|(slot, node, pid)| Op::Purge { slot, node, pid }),
-        mix.read => slot().prop_map(|slot| Op::Read { slot }),
-        mix.drain => slot().prop_map(|slot| Op::Drain { slot }),
-    ]
-    .boxed()
-}
-
-/// A whole case: owners, resource names in use, and the operations.
-#[derive(Clone, Debug)]
-struct Case {
-    slots: u8,
-    ops: Vec<Op>,
-}
-
-fn case_strategy(mix: Mix, names: std::ops::RangeInclusive<u8>) -> impl Strategy<Value = Case> {
-    (3u8..=5, names).prop_flat_map(move |(slots, names)| {
-        prop::collection::vec(op_strategy(slots, names, mix), 20..=200)
-            .prop_map(move |ops| Case { slots, ops })
-    })
-}
-
-// ---------------------------------------------------------------------
 // The harness: one engine, one model, owner slots mapped to both
 // ---------------------------------------------------------------------
-
-fn user_args(v: u8) -> UserArgs {
-    let v = u64::from(v);
-    match v {
-        // Invalid: no completion address, or no status block.
-        14 => UserArgs {
-            castaddr: 0,
-            lksb: 0x5000,
-            ..user_args(0)
-        },
-        15 => UserArgs {
-            lksb: 0,
-            ..user_args(0)
-        },
-        // No blocking AST address.
-        3 | 9 => UserArgs {
-            bastaddr: 0,
-            ..user_args(0)
-        },
-        // castparam 0: an unlock keeps the old one.
-        7 => UserArgs {
-            castparam: 0,
-            ..user_args(1)
-        },
-        _ => UserArgs {
-            castparam: 0x100 + v,
-            castaddr: 0xC000 + v,
-            bastparam: 0x200 + v,
-            bastaddr: 0xB000 + v,
-            lksb: 0x1000 + v,
-            xid: v,
-        },
-    }
-}
-
-fn lvb_bytes(seed: u8) -> Lvb {
-    let mut b = [0u8; LVB_LEN];
-    for (i, x) in b.iter_mut().enumerate() {
-        *x = seed.wrapping_add(i as u8);
-    }
-    b
-}
 
 #[derive(Clone, Copy, Debug)]
 struct Slot {
@@ -1741,7 +1437,7 @@ impl World {
             pids: Vec::new(),
         };
         for s in 0..slots {
-            let pid = 100 + u32::from(s);
+            let pid = first_pid(s);
             let eng = w.e.open_owner(pid);
             let model = w.m.open();
             w.slots.push(Slot {
@@ -1766,22 +1462,11 @@ impl World {
     }
 
     fn resolve(&self, sel: LockSel) -> u32 {
-        let ids: Vec<u32> = self.m.locks.keys().copied().collect();
-        let v = u32::from(sel.0);
-        if !ids.is_empty() && v % 8 != 0 {
-            ids[(v / 8) as usize % ids.len()]
-        } else {
-            (v / 8) % 20
-        }
+        sel.resolve(self.m.locks.keys().copied())
     }
 
     fn req_pid(&self, s: &Slot, sel: u8) -> u32 {
-        match sel {
-            0..=4 => s.pid,
-            5 => 0,
-            6 => 77,
-            _ => self.pids[usize::from(sel) % self.pids.len()],
-        }
+        lock_pid(sel, s.pid, &self.pids)
     }
 
     /// Run one operation on both sides.
@@ -1792,7 +1477,7 @@ impl World {
                 if s.open {
                     return (Outcome::Skipped, Outcome::Skipped);
                 }
-                let pid = if new_pid { s.pid + 1000 } else { s.pid };
+                let pid = reopen_pid(s.pid, new_pid);
                 s.pid = pid;
                 s.eng = self.e.open_owner(pid);
                 s.model = self.m.open();
@@ -1913,22 +1598,20 @@ impl World {
                 let Some(s) = self.owners(slot) else {
                     return (Outcome::Skipped, Outcome::Skipped);
                 };
-                let target = match pid {
-                    0 | 1 => s.pid,
-                    2 => 0,
-                    3 => 77,
-                    _ => self.pids[usize::from(pid) * 7 % self.pids.len()],
-                };
+                let target = purge_pid(pid, s.pid, &self.pids);
                 let node = u32::from(node);
                 let a = self.e.purge(s.eng, node, target, s.pid);
                 let b = self.m.purge(s.model, node, target, s.pid);
                 (Outcome::Unit(a), Outcome::Unit(b))
             }
-            Op::Read { slot } | Op::Drain { slot } => {
+            Op::Read { slot, .. } | Op::Drain { slot } => {
                 let Some(s) = self.owners(slot) else {
                     return (Outcome::Skipped, Outcome::Skipped);
                 };
-                let max = if matches!(op, Op::Read { .. }) { 1 } else { 64 };
+                let max = match *op {
+                    Op::Read { n, .. } => n,
+                    _ => 64,
+                };
                 let (mut a, mut b) = (Vec::new(), Vec::new());
                 for _ in 0..max {
                     let x = self.e.read(s.eng);
@@ -2148,44 +1831,56 @@ fn run(mix: Mix, names: std::ops::RangeInclusive<u8>, cases: u32, salt: &str) {
     report_coverage();
 }
 
-/// Every kind of operation, with reads interleaved at random.
-#[test]
-fn engine_matches_model() {
-    let mix = Mix {
-        open: 3,
-        close: 2,
-        request: 22,
-        convert: 16,
-        adopt: 3,
-        unlock: 8,
-        cancel: 5,
-        deadlock: 2,
-        purge: 2,
-        read: 24,
-        drain: 5,
-    };
-    let cases = cases_from_env();
-    run(mix, 2..=4, cases - cases / 2, "general mix");
-}
+/// Every kind of operation, with reads interleaved at random. A read
+/// takes one callback: the engine and the model are compared after each.
+const GENERAL: Mix = Mix {
+    open: 3,
+    close: 2,
+    request: 22,
+    convert: 16,
+    adopt: 3,
+    unlock: 8,
+    cancel: 5,
+    deadlock: 2,
+    purge: 2,
+    read: 24,
+    drain: 5,
+    read_max: 1,
+};
 
 /// One or two resources, few reads and many conversions, so that callback
 /// arrays fill up, queues grow long and conversions deadlock.
+const CONTENTION: Mix = Mix {
+    open: 2,
+    close: 1,
+    request: 20,
+    convert: 26,
+    adopt: 2,
+    unlock: 5,
+    cancel: 6,
+    deadlock: 2,
+    purge: 1,
+    read: 6,
+    drain: 2,
+    read_max: 1,
+};
+
+#[test]
+fn engine_matches_model() {
+    let cases = cases_from_env();
+    run(GENERAL, 2..=4, cases - cases / 2, "general mix");
+}
+
 #[test]
 fn engine_matches_model_under_contention() {
-    let mix = Mix {
-        open: 2,
-        close: 1,
-        request: 20,
-        convert: 26,
-        adopt: 2,
-        unlock: 5,
-        cancel: 6,
-        deadlock: 2,
-        purge: 1,
-        read: 6,
-        drain: 2,
-    };
-    run(mix, 1..=2, cases_from_env() / 2, "contention mix");
+    run(CONTENTION, 1..=2, cases_from_env() / 2, "contention mix");
+}
+
+/// The generator still produces every choice the two mixes above rely on.
+#[test]
+fn generator_covers_both_mixes() {
+    check_coverage(GENERAL, 2..=4, 500);
+    check_coverage(CONTENTION, 1..=2, 500);
 }
 
 /// The engine bugs these tests found, each as a fixed sequence run through

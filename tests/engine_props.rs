@@ -8,40 +8,27 @@
 //! lock has been told by blocking ASTs since it was last granted, which
 //! locks are orphans, and what each resource's value block must be.
 //!
+//! The sequences come from the generator in `gen/mod.rs`, which the model
+//! test (`engine_model.rs`) shares; the checks here are this file's own.
+//!
 //! `DLM_PROPTEST_CASES` sets the number of sequences (default 2000), split
 //! between the two tests of this file.
+
+mod gen;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use dlm::engine::{AstRecord, Engine, LockInfo, LockParams, OwnerId, Queue, UnlockParams};
 use dlm::engine::{UserArgs, LVB_LEN};
 use dlm::status::{ECANCEL, EUNLOCK};
-use dlm::{Errno, LockFlags, LockMode, StatusFlags};
-use proptest::prelude::*;
+use dlm::{Errno, LockMode, StatusFlags};
+use gen::{case_strategy, check_coverage, first_pid, lock_pid, lvb_bytes, purge_pid, reopen_pid};
+use gen::{user_args, Case, LockSel, Mix, Op, NAMES};
+use gen::{ALTCW, ALTPR, CANCEL, CONVDEADLK, EXPEDITE, FORCEUNLOCK, IVVALBLK, NODLCKWT, NOORDER};
+use gen::{CONVERT, NOQUEUE, PERSISTENT, QUECVT, VALBLK};
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
 type Lvb = [u8; LVB_LEN];
-
-const NOQUEUE: u32 = LockFlags::NOQUEUE.bits();
-const CANCEL: u32 = LockFlags::CANCEL.bits();
-const CONVERT: u32 = LockFlags::CONVERT.bits();
-const VALBLK: u32 = LockFlags::VALBLK.bits();
-const QUECVT: u32 = LockFlags::QUECVT.bits();
-const IVVALBLK: u32 = LockFlags::IVVALBLK.bits();
-const CONVDEADLK: u32 = LockFlags::CONVDEADLK.bits();
-const PERSISTENT: u32 = LockFlags::PERSISTENT.bits();
-const NODLCKWT: u32 = LockFlags::NODLCKWT.bits();
-const NODLCKBLK: u32 = LockFlags::NODLCKBLK.bits();
-const EXPEDITE: u32 = LockFlags::EXPEDITE.bits();
-const NOQUEUEBAST: u32 = LockFlags::NOQUEUEBAST.bits();
-const HEADQUE: u32 = LockFlags::HEADQUE.bits();
-const NOORDER: u32 = LockFlags::NOORDER.bits();
-const ORPHAN: u32 = LockFlags::ORPHAN.bits();
-const ALTPR: u32 = LockFlags::ALTPR.bits();
-const ALTCW: u32 = LockFlags::ALTCW.bits();
-const FORCEUNLOCK: u32 = LockFlags::FORCEUNLOCK.bits();
-const TIMEOUT: u32 = LockFlags::TIMEOUT.bits();
-const UNKNOWN_BIT: u32 = 0x8000_0000;
 
 /// `DLM_CALLBACKS_SIZE`: callbacks a lock may have waiting in Linux 6.1.
 const KERNEL_CALLBACKS: u32 = 6;
@@ -99,279 +86,6 @@ fn lvb_writes(gr: LockMode, rq: LockMode) -> bool {
 
 fn mode(raw: u8) -> Option<LockMode> {
     LockMode::try_from(raw).ok()
-}
-
-// ---------------------------------------------------------------------
-// Operations and their generators
-// ---------------------------------------------------------------------
-
-/// Resource names; the last one is too long for a request.
-const NAMES: [&[u8]; 5] = [b"alpha", b"beta", b"gamma", b"d", &[b'x'; 65]];
-
-#[derive(Clone, Copy, Debug)]
-struct LockSel(u16);
-
-#[derive(Clone, Debug)]
-enum Op {
-    Open {
-        slot: u8,
-    },
-    Close {
-        slot: u8,
-    },
-    Request {
-        slot: u8,
-        mode: u8,
-        name: u8,
-        flags: u32,
-        args: u8,
-        pid: u8,
-    },
-    Convert {
-        slot: u8,
-        lock: LockSel,
-        mode: u8,
-        flags: u32,
-        lvb: u8,
-        args: u8,
-    },
-    Adopt {
-        slot: u8,
-        name: u8,
-        mode: u8,
-        match_orphan: bool,
-        flags: u32,
-        args: u8,
-    },
-    Unlock {
-        slot: u8,
-        lock: LockSel,
-        flags: u32,
-        lvb: u8,
-        args: u8,
-    },
-    Cancel {
-        slot: u8,
-        lock: LockSel,
-        flags: u32,
-        args: u8,
-    },
-    Deadlock {
-        slot: u8,
-        lock: LockSel,
-        flags: u32,
-    },
-    Purge {
-        slot: u8,
-        node: u8,
-        pid: u8,
-    },
-    /// Read up to `n` callbacks.
-    Read {
-        slot: u8,
-        n: u8,
-    },
-    /// Read until there is nothing left.
-    Drain {
-        slot: u8,
-    },
-}
-
-/// Flags from 64 random bits, one nibble per candidate flag: present when
-/// the nibble is at least `16 - weight` (so shrinking removes flags).
-fn pick_flags(bits: u64, table: &[(u32, u64)]) -> u32 {
-    table
-        .iter()
-        .enumerate()
-        .filter(|(i, (_, w))| (bits >> (4 * i)) & 0xF >= 16 - w)
-        .fold(0, |f, (_, (flag, _))| f | flag)
-}
-
-const REQUEST_FLAGS: [(u32, u64); 16] = [
-    (NOQUEUE, 3),
-    (NOQUEUEBAST, 2),
-    (VALBLK, 6),
-    (IVVALBLK, 1),
-    (PERSISTENT, 4),
-    (EXPEDITE, 1),
-    (HEADQUE, 2),
-    (NOORDER, 2),
-    (ALTPR, 2),
-    (ALTCW, 2),
-    (NODLCKWT, 1),
-    (QUECVT, 1),
-    (CONVDEADLK, 1),
-    (FORCEUNLOCK, 1),
-    (TIMEOUT | NODLCKBLK, 1),
-    (CANCEL | UNKNOWN_BIT, 1),
-];
-
-const CONVERT_FLAGS: [(u32, u64); 16] = [
-    (QUECVT, 3),
-    (CONVDEADLK, 3),
-    (NODLCKWT, 3),
-    (NOQUEUE, 3),
-    (NOQUEUEBAST, 2),
-    (VALBLK, 7),
-    (IVVALBLK, 2),
-    (HEADQUE, 2),
-    (NOORDER, 1),
-    (ALTPR, 2),
-    (ALTCW, 2),
-    (PERSISTENT, 4),
-    (EXPEDITE, 1),
-    (FORCEUNLOCK, 1),
-    (CANCEL, 1),
-    (UNKNOWN_BIT, 1),
-];
-
-const UNLOCK_FLAGS: [(u32, u64); 5] = [
-    (VALBLK, 5),
-    (IVVALBLK, 2),
-    (FORCEUNLOCK, 4),
-    (NOQUEUE, 1),
-    (CANCEL, 1),
-];
-
-const CANCEL_FLAGS: [(u32, u64); 4] = [(VALBLK, 2), (IVVALBLK, 2), (FORCEUNLOCK, 1), (NOQUEUE, 1)];
-
-const DEADLOCK_FLAGS: [(u32, u64); 4] =
-    [(CANCEL, 3), (FORCEUNLOCK, 2), (IVVALBLK, 2), (NOQUEUE, 1)];
-
-fn mode_strategy() -> impl Strategy<Value = u8> {
-    prop_oneof![40 => 0u8..=5, 1 => Just(6u8), 1 => Just(255u8)]
-}
-
-#[derive(Clone, Copy)]
-struct Mix {
-    open: u32,
-    close: u32,
-    request: u32,
-    convert: u32,
-    adopt: u32,
-    unlock: u32,
-    cancel: u32,
-    deadlock: u32,
-    purge: u32,
-    read: u32,
-    drain: u32,
-}
-
-fn op_strategy(slots: u8, names: u8, mix: Mix) -> BoxedStrategy<Op> {
-    let slot = move || 0..slots;
-    let name = move || prop_oneof![30 => 0..names, 1 => Just(4u8)];
-    let lock = || any::<u16>().prop_map(LockSel);
-    prop_oneof![
-        mix.open => slot().prop_map(|slot| Op::Open { slot }),
-        mix.close => slot().prop_map(|slot| Op::Close { slot }),
-        mix.request => (slot(), mode_strategy(), name(), any::<u64>(), 0u8..16, 0u8..8).prop_map(
-            |(slot, mode, name, bits, args, pid)| Op::Request {
-                slot,
-                mode,
-                name,
-                flags: pick_flags(bits, &REQUEST_FLAGS),
-                args,
-                pid,
-            }
-        ),
-        mix.convert => (slot(), lock(), mode_strategy(), any::<u64>(), any::<u8>(), 0u8..16)
-            .prop_map(|(slot, lock, mode, bits, lvb, args)| Op::Convert {
-                slot,
-                lock,
-                mode,
-                flags: CONVERT | pick_flags(bits, &CONVERT_FLAGS),
-                lvb,
-                args,
-            }),
-        mix.adopt => (slot(), name(), mode_strategy(), any::<bool>(), any::<u64>(), 0u8..16).prop_map(
-            |(slot, name, mode, match_orphan, bits, args)| Op::Adopt {
-                slot,
-                name,
-                mode,
-                match_orphan,
-                flags: ORPHAN | pick_flags(bits, &REQUEST_FLAGS),
-                args,
-            }
-        ),
-        mix.unlock => (slot(), lock(), any::<u64>(), any::<u8>(), 0u8..16).prop_map(
-            |(slot, lock, bits, lvb, args)| Op::Unlock {
-                slot,
-                lock,
-                flags: pick_flags(bits, &UNLOCK_FLAGS),
-                lvb,
-                args,
-            }
-        ),
-        mix.cancel => (slot(), lock(), any::<u64>(), 0u8..16).prop_map(|(slot, lock, bits, args)| {
-            Op::Cancel {
-                slot,
-                lock,
-                flags: CANCEL | pick_flags(bits, &CANCEL_FLAGS),
-                args,
-            }
-        }),
-        mix.deadlock => (slot(), lock(), any::<u64>()).prop_map(|(slot, lock, bits)| Op::Deadlock {
-            slot,
-            lock,
-            flags: pick_flags(bits, &DEADLOCK_FLAGS),
-        }),
-        mix.purge => (slot(), prop_oneof![8 => Just(0u8), 1 => Just(1u8), 1 => Just(2u8)], 0u8..6)
-            .prop_map(|(slot, node, pid)| Op::Purge { slot, node, pid }),
-        mix.read => (slot(), 1u8..=3).prop_map(|(slot, n)| Op::Read { slot, n }),
-        mix.drain => slot().prop_map(|slot| Op::Drain { slot }),
-    ]
-    .boxed()
-}
-
-#[derive(Clone, Debug)]
-struct Case {
-    slots: u8,
-    ops: Vec<Op>,
-}
-
-fn case_strategy(mix: Mix, names: std::ops::RangeInclusive<u8>) -> impl Strategy<Value = Case> {
-    (3u8..=5, names).prop_flat_map(move |(slots, names)| {
-        prop::collection::vec(op_strategy(slots, names, mix), 20..=200)
-            .prop_map(move |ops| Case { slots, ops })
-    })
-}
-
-fn user_args(v: u8) -> UserArgs {
-    let v = u64::from(v);
-    match v {
-        14 => UserArgs {
-            castaddr: 0,
-            ..user_args(0)
-        },
-        15 => UserArgs {
-            lksb: 0,
-            ..user_args(0)
-        },
-        3 | 9 => UserArgs {
-            bastaddr: 0,
-            ..user_args(0)
-        },
-        7 => UserArgs {
-            castparam: 0,
-            ..user_args(1)
-        },
-        _ => UserArgs {
-            castparam: 0x100 + v,
-            castaddr: 0xC000 + v,
-            bastparam: 0x200 + v,
-            bastaddr: 0xB000 + v,
-            lksb: 0x1000 + v,
-            xid: v,
-        },
-    }
-}
-
-fn lvb_bytes(seed: u8) -> Lvb {
-    let mut b = [0u8; LVB_LEN];
-    for (i, x) in b.iter_mut().enumerate() {
-        *x = seed.wrapping_add(i as u8).wrapping_mul(3);
-    }
-    b
 }
 
 // ---------------------------------------------------------------------
@@ -489,7 +203,7 @@ impl World {
         let mut v = Vec::new();
         let mut pids = Vec::new();
         for s in 0..slots {
-            let pid = 100 + u32::from(s);
+            let pid = first_pid(s);
             v.push(Slot {
                 open: true,
                 eng: e.open_owner(pid),
@@ -522,15 +236,7 @@ impl World {
     }
 
     fn resolve(&self, sel: LockSel, before: &Snap) -> u32 {
-        let v = u32::from(sel.0);
-        if !before.is_empty() && v % 8 != 0 {
-            *before
-                .keys()
-                .nth((v / 8) as usize % before.len())
-                .expect("in range")
-        } else {
-            (v / 8) % 20
-        }
+        sel.resolve(before.keys().copied())
     }
 
     fn before(&self) -> Before {
@@ -1052,11 +758,11 @@ impl World {
 
     fn op(&mut self, op: &Op, b: &Before) -> Result<(), String> {
         match *op {
-            Op::Open { slot } => {
+            Op::Open { slot, new_pid } => {
                 let s = &mut self.slots[usize::from(slot)];
                 if !s.open {
                     s.gen += 1;
-                    s.pid += 1000;
+                    s.pid = reopen_pid(s.pid, new_pid);
                     s.eng = self.e.open_owner(s.pid);
                     s.open = true;
                     self.pids.push(s.pid);
@@ -1086,7 +792,8 @@ impl World {
                 flags,
                 lvb,
                 args,
-            } => self.convert(slot, lock, mode, flags, lvb, args, b),
+                pid,
+            } => self.convert(slot, lock, mode, flags, lvb, args, pid, b),
             Op::Adopt {
                 slot,
                 name,
@@ -1261,11 +968,7 @@ impl World {
         };
         let name = NAMES[usize::from(name)];
         let ua = user_args(args);
-        let pid = match pid_sel {
-            0..=4 => s.pid,
-            5 => 0,
-            _ => 77,
-        };
+        let pid = lock_pid(pid_sel, s.pid, &self.pids);
         let p = LockParams {
             mode: mode_raw,
             flags,
@@ -1378,6 +1081,7 @@ impl World {
         flags: u32,
         lvb: u8,
         args: u8,
+        pid_sel: u8,
         b: &Before,
     ) -> Result<(), String> {
         let Some((_, s)) = self.usable(slot) else {
@@ -1386,6 +1090,7 @@ impl World {
         let lkid = self.resolve(sel, &b.locks);
         let ua = user_args(args);
         let value = lvb_bytes(lvb);
+        let pid = lock_pid(pid_sel, s.pid, &self.pids);
         let p = LockParams {
             mode: mode_raw,
             flags,
@@ -1393,7 +1098,7 @@ impl World {
             name: &[],
             lvb: value,
             args: ua,
-            pid: s.pid,
+            pid,
         };
         let rv = self.e.lock(s.eng, &p);
         let after = snap(&self.e);
@@ -1456,8 +1161,8 @@ impl World {
             return fail(format!("converted lock {lkid} is gone"));
         };
         ensure!(
-            l.flags.bits() == flags,
-            "conversion did not replace the flags: {l:?}"
+            l.flags.bits() == flags && l.pid == pid,
+            "conversion did not replace the flags and the pid ({pid}): {l:?}"
         );
         // A conversion compatible with every other mode held on the
         // resource is granted at once ("in place"); with QUECVT only if no
@@ -1866,12 +1571,7 @@ impl World {
         let Some((si, s)) = self.usable(slot) else {
             return Ok(());
         };
-        let target = match pid_sel {
-            0 | 1 => s.pid,
-            2 => 0,
-            3 => 77,
-            _ => self.pids[usize::from(pid_sel) * 7 % self.pids.len()],
-        };
+        let target = purge_pid(pid_sel, s.pid, &self.pids);
         let rv = self.e.purge(s.eng, u32::from(node), target, s.pid);
         let after = snap(&self.e);
         let expect = if !s.open {
@@ -2202,41 +1902,52 @@ fn run(mix: Mix, names: std::ops::RangeInclusive<u8>, cases: u32, what: &str) {
 }
 
 /// Every kind of operation, reads interleaved at random.
-#[test]
-fn engine_properties_hold() {
-    let mix = Mix {
-        open: 3,
-        close: 2,
-        request: 20,
-        convert: 16,
-        adopt: 3,
-        unlock: 8,
-        cancel: 5,
-        deadlock: 2,
-        purge: 2,
-        read: 30,
-        drain: 8,
-    };
-    let cases = cases_from_env();
-    run(mix, 2..=4, cases - cases / 2, "general mix");
-}
+const GENERAL: Mix = Mix {
+    open: 3,
+    close: 2,
+    request: 20,
+    convert: 16,
+    adopt: 3,
+    unlock: 8,
+    cancel: 5,
+    deadlock: 2,
+    purge: 2,
+    read: 30,
+    drain: 8,
+    read_max: 3,
+};
 
 /// One or two resources and many conversions: long queues, conversion
 /// deadlocks, and callback arrays that fill up.
+const CONTENTION: Mix = Mix {
+    open: 2,
+    close: 1,
+    request: 18,
+    convert: 24,
+    adopt: 2,
+    unlock: 5,
+    cancel: 6,
+    deadlock: 2,
+    purge: 1,
+    read: 14,
+    drain: 5,
+    read_max: 3,
+};
+
+#[test]
+fn engine_properties_hold() {
+    let cases = cases_from_env();
+    run(GENERAL, 2..=4, cases - cases / 2, "general mix");
+}
+
 #[test]
 fn engine_properties_hold_under_contention() {
-    let mix = Mix {
-        open: 2,
-        close: 1,
-        request: 18,
-        convert: 24,
-        adopt: 2,
-        unlock: 5,
-        cancel: 6,
-        deadlock: 2,
-        purge: 1,
-        read: 14,
-        drain: 5,
-    };
-    run(mix, 1..=2, cases_from_env() / 2, "contention mix");
+    run(CONTENTION, 1..=2, cases_from_env() / 2, "contention mix");
+}
+
+/// The generator still produces every choice the two mixes above rely on.
+#[test]
+fn generator_covers_both_mixes() {
+    check_coverage(GENERAL, 2..=4, 500);
+    check_coverage(CONTENTION, 1..=2, 500);
 }
