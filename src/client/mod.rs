@@ -1305,7 +1305,7 @@ impl Lockspace {
     ) -> Result<Option<Completion>, Errno> {
         let mut st = self.state();
         st.reading = false;
-        let r = match rec {
+        let r = match &rec {
             Ok(Some(r)) => r,
             Ok(None) => {
                 drop(st);
@@ -1315,7 +1315,7 @@ impl Lockspace {
             Err(e) => {
                 drop(st);
                 self.inner.wake_waiters();
-                return Err(e);
+                return Err(*e);
             }
         };
         if r.bast_mode == 0 && r.astparam == token {
@@ -1324,7 +1324,7 @@ impl Lockspace {
             if let Some(s) = slots.get_mut(idx).filter(|s| {
                 s.live && s.gen == gen && s.waiting && !s.abandoned && s.done.is_empty()
             }) {
-                let taken = self.take_in(s, &r);
+                let taken = self.take_in(s, r);
                 if taken.is_some() && finish {
                     s.finish(idx, free);
                 }
@@ -1333,7 +1333,7 @@ impl Lockspace {
                 return Ok(taken.map(|(c, _)| c));
             }
         }
-        let after = self.absorb(&mut st, &r);
+        let after = self.absorb(&mut st, r);
         drop(st);
         self.run(after);
         // Others may wait for what was read, or to read themselves.
