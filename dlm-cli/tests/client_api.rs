@@ -83,6 +83,38 @@ fn callbacks_run_on_the_event_loop_thread() {
     assert_eq!(second, "bast PR on Some(\"dlm-ls-evloop\")");
 }
 
+/// A callback on the event-loop thread may make a waiting call: the loop
+/// cannot deliver that call's completion while it runs the callback, so
+/// the call reads the device itself.
+#[test]
+fn a_waiting_call_inside_an_event_loop_callback_does_not_hang() {
+    let d = Daemon::start();
+    let (_dlm, ls) = space(&d, "nested");
+    ls.start_event_loop().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let inner = ls.clone();
+    ls.request(LockRequest::new(res("outer"), LockMode::Pr), move |_, c| {
+        if c.status != Status::Granted {
+            return;
+        }
+        let got = inner
+            .lock(LockRequest::new(res("nested"), LockMode::Ex))
+            .map(|o| o.granted().map(|l| l.unlock().is_ok()));
+        let _ = tx.send((got.ok().flatten(), std::thread::current().id()));
+    })
+    .unwrap();
+    // A hang shows here as a timeout (the bound is not a speed target).
+    let (got, tid) = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the nested waiting call returned");
+    assert_eq!(got, Some(true), "granted and unlocked");
+    assert_ne!(
+        tid,
+        std::thread::current().id(),
+        "it ran on the loop thread"
+    );
+}
+
 #[test]
 fn a_blocked_caller_runs_callbacks_inline_without_a_loop_thread() {
     let d = Daemon::start();

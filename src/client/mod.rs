@@ -19,7 +19,11 @@
 //!   its completion itself, with no thread hand-off.
 //!
 //! Callbacks must not block for long; they may call back into the
-//! lockspace (for example to convert down after a blocking AST).
+//! lockspace (for example to convert down after a blocking AST), even with
+//! a waiting call: on the event-loop thread such a call reads the device
+//! itself, since the loop is busy running the callback. Records the loop
+//! had read but not yet handled are then handled after the ones the
+//! nested call reads.
 //!
 //! # Tokens, not pointers
 //!
@@ -695,6 +699,9 @@ struct Inner {
     /// Whether the event-loop thread runs (mirrors `event_loop`, read on
     /// every wait without taking its lock).
     loop_running: AtomicBool,
+    /// The event-loop thread, once started: a waiting call made by one of
+    /// its callbacks reads the device itself, since the loop cannot.
+    loop_thread: std::sync::OnceLock<std::thread::ThreadId>,
     /// Threads waiting on `cond`; notifying nobody costs a syscall.
     waiters: std::sync::atomic::AtomicUsize,
     state: Mutex<State>,
@@ -775,6 +782,7 @@ impl Lockspace {
                 pollers: std::sync::atomic::AtomicUsize::new(0),
                 waiters: std::sync::atomic::AtomicUsize::new(0),
                 loop_running: AtomicBool::new(false),
+                loop_thread: std::sync::OnceLock::new(),
                 state: Mutex::new(State::default()),
                 cond: Condvar::new(),
                 event_loop: Mutex::new(None),
@@ -1345,7 +1353,10 @@ impl Lockspace {
     /// no other thread reads. The holder reads the device for everybody
     /// until it gives the role up (and wakes the waiters).
     fn claim_reader(&self, st: &mut State) -> bool {
-        if st.reading || self.inner.loop_running.load(Ordering::SeqCst) {
+        if st.reading
+            || (self.inner.loop_running.load(Ordering::SeqCst)
+                && self.inner.loop_thread.get() != Some(&std::thread::current().id()))
+        {
             return false;
         }
         st.reading = true;
@@ -1500,9 +1511,10 @@ impl Lockspace {
         });
         let weak = Arc::downgrade(&self.inner);
         let ev2 = ev.clone();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name(format!("dlm-ls-{}", self.inner.name))
             .spawn(move || event_loop(poll, weak, ev2))?;
+        let _ = self.inner.loop_thread.set(thread.thread().id());
         *guard = Some(ev);
         self.inner.loop_running.store(true, Ordering::SeqCst);
         Ok(())
