@@ -11,6 +11,8 @@
 //! 5. a NOQUEUE conflict is `Outcome::NotGranted` with `WouldBlock`;
 //! 6. a blocking callback on owner A's event-loop thread while owner B
 //!    waits, and B's grant after A unlocks;
+//!    A waiting call made by a callback on A's event-loop thread returns
+//!    (the call reads the device itself);
 //! 7. a value block written by A's unlock from EX is read by B's grant;
 //! 8. `LockRequest::timeout` against a held EX lock is `TimedOut`, and
 //!    the resource is usable afterwards;
@@ -177,6 +179,40 @@ fn run() -> R<()> {
         .map_err(|_| "B's thread panicked".to_string())??;
     check(bmode == LockMode::Pr, || format!("B granted {bmode:?}"))?;
     println!("client: blocking callback (PR wanted) on the event-loop thread; B granted PR after {waited:?}");
+
+    // 6b. A waiting call made by a callback on A's event-loop thread
+    // reads the device itself (the loop is busy running the callback).
+    let (tx, rx) = mpsc::channel();
+    let a2 = a.clone();
+    let nested = res("r-nested")?;
+    a.request(
+        LockRequest::new(res("r-outer")?, LockMode::Pr),
+        move |id, c| match c.status {
+            Status::Granted => {
+                let got = a2
+                    .lock(LockRequest::new(nested, LockMode::Ex))
+                    .map(|o| o.granted().map(|l| l.unlock().is_ok()));
+                let _ = tx.send((id, Some(got.ok().flatten())));
+            }
+            _ => {
+                let _ = tx.send((id, None));
+            }
+        },
+    )
+    .map_err(ctx("request with a nested waiting call"))?;
+    let (outer, got) = rx
+        .recv_timeout(Duration::from_secs(10))
+        .map_err(|e| format!("the nested waiting call did not return within 10 s: {e}"))?;
+    check(got == Some(Some(true)), || {
+        format!("nested waiting call: {got:?}")
+    })?;
+    a.unlock(outer, LockFlags::empty(), None)
+        .map_err(ctx("unlock the outer lock"))?;
+    let (_, after) = rx
+        .recv_timeout(Duration::from_secs(10))
+        .map_err(|e| format!("no unlock completion for the outer lock: {e}"))?;
+    check(after.is_none(), || format!("outer unlock: {after:?}"))?;
+    println!("client: a waiting call inside an event-loop callback was granted and unlocked");
 
     // 7. Value block round trip: A writes it unlocking from EX, B reads
     // it. The kernel frees a resource's value block with the resource
