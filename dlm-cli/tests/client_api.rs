@@ -454,3 +454,139 @@ fn dropping_a_pending_future_cancels_the_request() {
         lock_count(&dlm, "asyncdrop") == 0
     });
 }
+
+/// Per-resource holders as the test sees them: -1 for one EX holder,
+/// otherwise the number of PR holders (NL counts as nothing).
+struct Holders([std::sync::atomic::AtomicI32; 4]);
+
+impl Holders {
+    fn granted(&self, r: usize, mode: LockMode) {
+        let h = &self.0[r];
+        match mode {
+            LockMode::Ex => assert_eq!(h.swap(-1, Ordering::SeqCst), 0, "EX granted over holders"),
+            LockMode::Pr => {
+                let before = h.fetch_add(1, Ordering::SeqCst);
+                assert!(before >= 0, "PR granted over EX");
+            }
+            _ => {}
+        }
+    }
+
+    fn releasing(&self, r: usize, mode: LockMode) {
+        let h = &self.0[r];
+        match mode {
+            LockMode::Ex => assert_eq!(h.swap(0, Ordering::SeqCst), -1),
+            LockMode::Pr => assert!(h.fetch_sub(1, Ordering::SeqCst) > 0),
+            _ => {}
+        }
+    }
+}
+
+/// Threads on two handles (one with an event loop, one without) lock
+/// (waiting, or as futures that are awaited or dropped), convert, time
+/// out, try NOQUEUE, unlock and drop at random on a few resources. Every call returns (a watchdog fails the test if one
+/// hangs), EX and PR exclusion holds at every grant, and no lock is left.
+#[test]
+fn mixed_threads_on_two_handles_keep_exclusion_and_leave_no_lock() {
+    const THREADS: usize = 6;
+    const OPS: usize = 400;
+    let _ = env_logger::builder().is_test(true).try_init();
+    let d = Daemon::start();
+    let (dlm, plain) = space(&d, "mixed");
+    let looped = dlm.open_lockspace(plain.name()).unwrap();
+    looped.start_event_loop().unwrap();
+    let holders = Arc::new(Holders(Default::default()));
+    let names = ["m0", "m1", "m2", "m3"];
+    let workers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let ls = if t % 2 == 0 {
+                plain.clone()
+            } else {
+                looped.clone()
+            };
+            let holders = holders.clone();
+            std::thread::spawn(move || {
+                let mut seed = 0x9e37_79b9_7f4a_7c15u64 ^ (t as u64 + 1);
+                let mut next = move |n: u64| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    seed % n
+                };
+                for _ in 0..OPS {
+                    let r = next(4) as usize;
+                    let mode = [LockMode::Ex, LockMode::Pr, LockMode::Nl][next(3) as usize];
+                    let mut req = LockRequest::new(res(names[r]), mode);
+                    match next(4) {
+                        0 => req = req.flags(LockFlags::NOQUEUE),
+                        1 => req = req.timeout(Duration::from_millis(1 + next(5))),
+                        _ => {}
+                    }
+                    // On the looped handle, sometimes as a future: awaited,
+                    // or dropped unresolved (which cancels it).
+                    let outcome = if t % 2 == 1 && next(3) == 0 {
+                        let fut = ls.lock_async(req);
+                        if next(2) == 0 {
+                            drop(fut);
+                            continue;
+                        }
+                        block_on(fut)
+                    } else {
+                        ls.lock(req)
+                    };
+                    let mut l = match outcome.expect("a lock call returns") {
+                        Outcome::Granted(l) => l,
+                        Outcome::NotGranted(c) => {
+                            assert!(
+                                matches!(c.status, Status::WouldBlock | Status::TimedOut),
+                                "{c:?}"
+                            );
+                            continue;
+                        }
+                    };
+                    holders.granted(r, l.mode());
+                    if next(3) == 0 {
+                        // Convert; down-conversions are released first.
+                        let to = [LockMode::Ex, LockMode::Pr, LockMode::Nl][next(3) as usize];
+                        let old = l.mode();
+                        let down = to < old;
+                        if down {
+                            holders.releasing(r, old);
+                        }
+                        let c = l
+                            .convert(to, LockFlags::NOQUEUE, None)
+                            .expect("a convert call returns");
+                        match (c.status, down) {
+                            (Status::Granted, true) => holders.granted(r, to),
+                            (Status::Granted, false) => {
+                                holders.releasing(r, old);
+                                holders.granted(r, to);
+                            }
+                            (_, true) => panic!("a down-conversion was refused: {c:?}"),
+                            (_, false) => {}
+                        }
+                    }
+                    holders.releasing(r, l.mode());
+                    if next(2) == 0 {
+                        l.unlock().expect("an unlock returns");
+                    } else {
+                        drop(l);
+                    }
+                }
+            })
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !workers.iter().all(|w| w.is_finished()) {
+        if std::time::Instant::now() > deadline {
+            let locks = dlm.locks(&LockspaceName::new("mixed").unwrap());
+            panic!("a worker hangs; the daemon's locks: {locks:#?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for w in workers {
+        w.join().expect("a worker panicked");
+    }
+    drop((plain, looped));
+    assert_eq!(lock_count(&dlm, "mixed"), 0, "every lock was released");
+}

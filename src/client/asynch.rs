@@ -126,11 +126,12 @@ impl Drop for LockFuture {
                 }
             }
             Some(_) => self.ls.take_slot_result(id.token),
-            None => {
-                if let Err(e) = self.ls.cancel(id) {
-                    log::warn!("cancel of a dropped lock request failed: {e}");
-                }
-            }
+            None => match self.ls.cancel(id) {
+                // ENOENT: the request ended meanwhile, and its slot went
+                // with the completion.
+                Ok(()) | Err(Error::Os(Errno::ENOENT)) => {}
+                Err(e) => log::warn!("cancel of a dropped lock request failed: {e}"),
+            },
         }
     }
 }

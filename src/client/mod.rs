@@ -32,6 +32,14 @@
 //! stale or forged record can at worst name a slot that no longer exists,
 //! which is logged and ignored.
 //!
+//! The DLM reuses lock ids at once, and a cancel reaching it after the lock
+//! ended would cancel whichever lock has the id by then, even another
+//! owner's. The client never sends an operation on a lock that may have
+//! ended: not once its unlock or cancel is sent, not to cancel a `NOQUEUE`
+//! request (decided during its own write), and operations on one lock
+//! leave in the order they were decided. A [`LockId`] whose lock has ended
+//! gives `ENOENT`.
+//!
 //! # Timeouts
 //!
 //! The kernel removed `DLM_LKF_TIMEOUT` in 6.2; timeouts live here: a
@@ -547,6 +555,15 @@ struct Slot {
     done: VecDeque<Completion>,
     waiting: bool,
     deadlock_cancel: bool,
+    /// A cancel (or deadlock-cancel) was sent for the operation in
+    /// progress; its outcome is pending.
+    cancel_sent: bool,
+    /// The operation in progress was sent with `NOQUEUE`: its outcome was
+    /// decided during the write, so there is nothing to cancel.
+    noqueue: bool,
+    /// An unlock was sent: the lock ends (or has ended) in the DLM, and
+    /// its id must not be used again.
+    ending: bool,
     ended: bool,
     /// Unlock as soon as it is granted (an abandoned request).
     abandoned: bool,
@@ -576,6 +593,7 @@ impl State {
         on_complete: Option<CompletionFn>,
         on_blocking: Option<BlockingFn>,
         waiting: bool,
+        noqueue: bool,
     ) -> u64 {
         self.next_gen = self.next_gen.wrapping_add(1);
         let gen = self.next_gen;
@@ -591,6 +609,9 @@ impl State {
                     done: VecDeque::new(),
                     waiting: false,
                     deadlock_cancel: false,
+                    cancel_sent: false,
+                    noqueue: false,
+                    ending: false,
                     ended: false,
                     abandoned: false,
                     lvb: ValueBlock::zeroed(),
@@ -608,6 +629,9 @@ impl State {
         s.on_blocking = on_blocking;
         s.waiting = waiting;
         s.deadlock_cancel = false;
+        s.cancel_sent = false;
+        s.noqueue = noqueue;
+        s.ending = false;
         s.ended = false;
         s.abandoned = false;
         s.lvb = ValueBlock::zeroed();
@@ -850,6 +874,17 @@ impl Lockspace {
         r
     }
 
+    /// [`write`](Self::write) without the stashed-record check, for a
+    /// caller that holds the state lock (it calls `after_io` once it has
+    /// let go).
+    #[inline]
+    fn write_only(&self, bytes: &[u8]) -> Result<i64, Errno> {
+        if self.inner.backend == Backend::Kernel {
+            return device::kernel_write(self.inner.poll_fd.as_fd(), bytes);
+        }
+        self.dev().write(bytes)
+    }
+
     /// The next callback record that can be read without blocking.
     #[inline(always)]
     fn read_next(&self) -> Result<Option<LockResult>, Errno> {
@@ -911,7 +946,8 @@ impl Lockspace {
         let has_bast = req.on_blocking.is_some();
         let (token, reader) = {
             let mut st = self.state();
-            let token = st.new_slot(on_complete, req.on_blocking, waiting);
+            let noqueue = req.flags.contains(LockFlags::NOQUEUE);
+            let token = st.new_slot(on_complete, req.on_blocking, waiting, noqueue);
             (token, read && self.claim_reader(&mut st))
         };
         let mut w = lock_write(Command::Lock, token, has_bast);
@@ -940,6 +976,14 @@ impl Lockspace {
     /// `wait`, the slot collects the completion for a waiting call (set
     /// before the write, so a reader on another thread cannot miss it),
     /// and the caller takes the reader role if it is free: the result.
+    ///
+    /// The DLM reuses lock ids at once, and its cancel does not check the
+    /// owner (it even takes the canceller's callback argument): an
+    /// operation that reaches it after the lock ended could hit someone
+    /// else's lock. So operations on one lock are decided and written
+    /// under the state lock, in order, and none is sent once the lock may
+    /// have ended: after its unlock was sent, after a cancel was sent, or
+    /// for a `NOQUEUE` request (decided during its own write).
     fn lock_op(
         &self,
         cmd: Command,
@@ -949,43 +993,51 @@ impl Lockspace {
         lvb: Option<&ValueBlock>,
         wait: bool,
     ) -> Result<bool, Errno> {
-        // Under the state lock only what the slot must say; the request is
-        // built after.
-        let (has_bast, kept_lvb, reader) = {
-            let mut st = self.state();
-            match st.slot(id.token) {
-                Some(s) => {
-                    s.waiting |= wait;
-                    let has_bast = s.on_blocking.is_some();
-                    let kept = *s.lvb.as_bytes();
-                    (has_bast, Some(kept), wait && self.claim_reader(&mut st))
-                }
-                None => (false, None, false),
-            }
+        let cancel = cmd == Command::Deadlock
+            || (cmd == Command::Unlock && flags.contains(LockFlags::CANCEL));
+        let unlock = cmd == Command::Unlock && !cancel;
+        let mut st = self.state();
+        let Some(s) = st.slot(id.token) else {
+            // Its end was delivered: the id may be someone else's now.
+            return Err(Errno::ENOENT);
         };
-        let mut w = lock_write(cmd, id.token, has_bast);
-        if let Some(v) = lvb.map(ValueBlock::as_bytes).or(kept_lvb.as_ref()) {
-            w.set_lvb(v);
+        if cancel && (s.cancel_sent || s.noqueue || s.ending) {
+            // The outcome is decided or on its way: nothing to cancel.
+            return Ok(false);
         }
+        if s.ending {
+            return Err(Errno::ENOENT);
+        }
+        let mut w = lock_write(cmd, id.token, s.on_blocking.is_some());
+        w.set_lvb(lvb.map_or(s.lvb.as_bytes(), ValueBlock::as_bytes));
         w.set_mode(mode.as_raw());
         w.set_flags(flags.bits());
         w.set_lkid(id.lkid);
-        match self.write(w.as_bytes()) {
-            Ok(_) => Ok(reader),
-            Err(e) => {
-                if wait {
-                    // Nothing will come: nobody waits.
-                    let mut st = self.state();
-                    if let Some(s) = st.slot(id.token) {
-                        s.waiting = false;
-                    }
-                    st.reading &= !reader;
-                    drop(st);
-                    self.inner.wake_waiters();
-                }
-                Err(e)
-            }
+        let written = self.write_only(w.as_bytes());
+        let Some(s) = st.slot(id.token) else {
+            return Err(Errno::ENOENT);
+        };
+        if let Err(e) = written {
+            // Nothing was sent: nothing will come.
+            drop(st);
+            self.after_io();
+            return Err(e);
         }
+        if cancel {
+            s.cancel_sent = true;
+            s.deadlock_cancel |= cmd == Command::Deadlock;
+        } else if unlock {
+            s.ending = true;
+        } else {
+            s.noqueue = flags.contains(LockFlags::NOQUEUE);
+        }
+        s.waiting |= wait;
+        let reader = wait && self.claim_reader(&mut st);
+        drop(st);
+        if self.inner.backend != Backend::Kernel {
+            self.after_io();
+        }
+        Ok(reader)
     }
 
     /// Convert lock `id` to `mode` (`DLM_LKF_CONVERT` is added). The
@@ -1022,7 +1074,9 @@ impl Lockspace {
     }
 
     /// Cancel the lock's request or conversion in progress. If nothing is
-    /// in progress, nothing happens and no callback comes.
+    /// in progress, nothing happens and no callback comes; nor is anything
+    /// sent when the outcome is already decided (a `NOQUEUE` operation) or
+    /// a cancel is already on its way. `ENOENT` once the lock has ended.
     pub fn cancel(&self, id: LockId) -> Result<()> {
         let flags = LockFlags::CANCEL;
         self.lock_op(Command::Unlock, id, LockMode::Nl, flags, None, false)
@@ -1032,9 +1086,6 @@ impl Lockspace {
 
     /// `dlm_ls_deadlock_cancel()`: cancel with status `DeadlockCancelled`.
     pub fn deadlock_cancel(&self, id: LockId) -> Result<()> {
-        if let Some(s) = self.state().slot(id.token) {
-            s.deadlock_cancel = true;
-        }
         let flags = LockFlags::empty();
         self.lock_op(Command::Deadlock, id, LockMode::Nl, flags, None, false)
             .map(drop)
@@ -1101,8 +1152,11 @@ impl Lockspace {
         }
         let Some(slot) = st.slot(token) else {
             log::debug!(
-                "lockspace {}: completion for unknown token {token:#x}",
-                self.inner.name
+                "lockspace {} (fd {}): completion for unknown token {token:#x} (lkid {:#x}, status {})",
+                self.inner.name,
+                self.inner.fd,
+                r.lkid,
+                r.status
             );
             return After::Nothing;
         };
@@ -1152,9 +1206,10 @@ impl Lockspace {
                 return None;
             }
         };
-        if status == Status::DeadlockCancelled {
-            slot.deadlock_cancel = false;
-        }
+        // The operation in progress is over, and with it any cancel of it.
+        slot.deadlock_cancel = false;
+        slot.cancel_sent = false;
+        slot.noqueue = false;
         let value_block = r.lvb.map(ValueBlock::new);
         if let Some(v) = value_block {
             slot.lvb = v;
