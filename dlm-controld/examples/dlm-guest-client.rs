@@ -19,6 +19,10 @@
 //! 9. four threads share a third handle (no event loop) and take turns on
 //!    one EX lock, blocking (one reads the device for all): every request
 //!    is granted, and the lock is never held twice;
+//!    Then threads on that handle and on A (event loop) make random
+//!    traffic: timeouts, NOQUEUE, futures awaited or dropped unresolved,
+//!    unlocks and drops; EX exclusion holds at every grant, every call
+//!    returns, and no lock is left;
 //! 10. `release_lockspace` (EBUSY-free once the handles are gone), and the
 //!     lockspace is gone.
 //!
@@ -294,6 +298,12 @@ fn run() -> R<()> {
         .open_lockspace(&name)
         .map_err(ctx("open a third handle"))?;
     threads_take_turns(&c)?;
+
+    // 9b. Random traffic from threads on C and on A (which runs an event
+    // loop): waiting locks with timeouts and NOQUEUE, futures awaited or
+    // dropped, unlocks and drops. Exclusion holds at every grant and every
+    // call returns.
+    mixed_traffic(&c, &a)?;
     drop(c);
 
     // 10. Release.
@@ -350,6 +360,127 @@ fn threads_take_turns(ls: &Lockspace) -> R<()> {
         format!("{n} turns, expected {}", THREADS * ROUNDS)
     })?;
     println!("client: {THREADS} threads on one handle took {n} EX turns, never two at once");
+    Ok(())
+}
+
+/// Poll a future to completion on this thread (a minimal executor).
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Wake, Waker};
+    struct Flag(AtomicBool);
+    impl Wake for Flag {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+    let flag = Arc::new(Flag(AtomicBool::new(true)));
+    let waker = Waker::from(flag.clone());
+    let mut cx = Context::from_waker(&waker);
+    let mut f = std::pin::pin!(f);
+    loop {
+        if flag.0.swap(false, Ordering::SeqCst) {
+            if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+                return v;
+            }
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+fn mixed_traffic(plain: &Lockspace, looped: &Lockspace) -> R<()> {
+    use std::sync::atomic::{AtomicI32, Ordering};
+    use std::sync::Arc;
+    const THREADS: usize = 4;
+    const OPS: usize = 300;
+    let ex_holders: Arc<[AtomicI32; 3]> = Arc::new(Default::default());
+    let names = [res("m0")?, res("m1")?, res("m2")?];
+    let workers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let ls = if t % 2 == 0 {
+                plain.clone()
+            } else {
+                looped.clone()
+            };
+            let ex_holders = ex_holders.clone();
+            std::thread::spawn(move || -> R<()> {
+                let mut seed = 0x2545_f491_4f6c_dd1du64 ^ (t as u64 + 1);
+                let mut next = move |n: u64| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    seed % n
+                };
+                for _ in 0..OPS {
+                    let r = next(3) as usize;
+                    let mode = if next(2) == 0 {
+                        LockMode::Ex
+                    } else {
+                        LockMode::Pr
+                    };
+                    let mut req = LockRequest::new(names[r], mode);
+                    match next(4) {
+                        0 => req = req.flags(LockFlags::NOQUEUE),
+                        1 => req = req.timeout(Duration::from_millis(1 + next(5))),
+                        _ => {}
+                    }
+                    let outcome = if t % 2 == 1 && next(3) == 0 {
+                        let fut = ls.lock_async(req);
+                        if next(2) == 0 {
+                            drop(fut);
+                            continue;
+                        }
+                        block_on(fut)
+                    } else {
+                        ls.lock(req)
+                    };
+                    let l = match outcome.map_err(ctx("random lock"))? {
+                        Outcome::Granted(l) => l,
+                        Outcome::NotGranted(c) => {
+                            check(
+                                matches!(c.status, Status::WouldBlock | Status::TimedOut),
+                                || format!("random lock not granted: {c:?}"),
+                            )?;
+                            continue;
+                        }
+                    };
+                    // EX holders are counted from the grant until just
+                    // before the release.
+                    let h = &ex_holders[r];
+                    let ex = l.mode() == LockMode::Ex;
+                    if ex {
+                        check(h.swap(1, Ordering::SeqCst) == 0, || {
+                            "EX granted twice".into()
+                        })?;
+                    }
+                    if next(4) == 0 {
+                        std::thread::yield_now();
+                    }
+                    if ex {
+                        h.store(0, Ordering::SeqCst);
+                    }
+                    if next(2) == 0 {
+                        l.unlock().map_err(ctx("random unlock"))?;
+                    } else {
+                        drop(l);
+                    }
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !workers.iter().all(|w| w.is_finished()) {
+        check(Instant::now() < deadline, || {
+            "a traffic thread hangs".into()
+        })?;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for w in workers {
+        w.join()
+            .map_err(|_| "a traffic thread panicked".to_string())??;
+    }
+    println!("client: {THREADS} threads on two handles made {} random operations each; every call returned", OPS);
     Ok(())
 }
 
