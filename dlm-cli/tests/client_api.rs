@@ -590,3 +590,37 @@ fn mixed_threads_on_two_handles_keep_exclusion_and_leave_no_lock() {
     drop((plain, looped));
     assert_eq!(lock_count(&dlm, "mixed"), 0, "every lock was released");
 }
+
+/// When the daemon dies, a call waiting on a handle whose event loop
+/// delivers its callbacks returns an error instead of waiting forever for
+/// a loop that has stopped.
+#[test]
+fn a_waiting_call_returns_an_error_when_the_daemon_dies_under_an_event_loop() {
+    let mut d = Daemon::start();
+    let (dlm, ls) = space(&d, "dies");
+    let other = dlm.open_lockspace(ls.name()).unwrap();
+    let _held = other
+        .lock(LockRequest::new(res("r"), LockMode::Ex))
+        .unwrap()
+        .granted()
+        .unwrap();
+    ls.start_event_loop().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let waiter = ls.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(
+            waiter
+                .lock(LockRequest::new(res("r"), LockMode::Ex))
+                .map(|_| ()),
+        );
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    d.proc.0.kill().unwrap();
+    d.proc.0.wait().unwrap();
+    // A hang shows here as a timeout (the bound is not a speed target).
+    let got = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the waiting call returned");
+    let err = got.expect_err("no grant from a dead daemon");
+    assert_eq!(err.errno(), dlm::Errno::EPIPE, "{err}");
+}

@@ -725,7 +725,7 @@ struct Inner {
     loop_running: AtomicBool,
     /// The event-loop thread, once started: a waiting call made by one of
     /// its callbacks reads the device itself, since the loop cannot.
-    loop_thread: std::sync::OnceLock<std::thread::ThreadId>,
+    loop_thread: Mutex<Option<std::thread::ThreadId>>,
     /// Threads waiting on `cond`; notifying nobody costs a syscall.
     waiters: std::sync::atomic::AtomicUsize,
     state: Mutex<State>,
@@ -806,7 +806,7 @@ impl Lockspace {
                 pollers: std::sync::atomic::AtomicUsize::new(0),
                 waiters: std::sync::atomic::AtomicUsize::new(0),
                 loop_running: AtomicBool::new(false),
-                loop_thread: std::sync::OnceLock::new(),
+                loop_thread: Mutex::new(None),
                 state: Mutex::new(State::default()),
                 cond: Condvar::new(),
                 event_loop: Mutex::new(None),
@@ -1408,14 +1408,22 @@ impl Lockspace {
     /// no other thread reads. The holder reads the device for everybody
     /// until it gives the role up (and wakes the waiters).
     fn claim_reader(&self, st: &mut State) -> bool {
-        if st.reading
-            || (self.inner.loop_running.load(Ordering::SeqCst)
-                && self.inner.loop_thread.get() != Some(&std::thread::current().id()))
+        if st.reading || (self.inner.loop_running.load(Ordering::SeqCst) && !self.on_loop_thread())
         {
             return false;
         }
         st.reading = true;
         true
+    }
+
+    /// Whether this is the event-loop thread.
+    fn on_loop_thread(&self) -> bool {
+        let t = *self
+            .inner
+            .loop_thread
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        t == Some(std::thread::current().id())
     }
 
     /// Give up a reader role that will not be used.
@@ -1543,7 +1551,8 @@ impl Lockspace {
             .event_loop
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        if guard.is_some() {
+        // A loop that stopped on an error may be started again.
+        if guard.is_some() && self.inner.loop_running.load(Ordering::SeqCst) {
             return Ok(());
         }
         let poll = mio::Poll::new()?;
@@ -1569,7 +1578,11 @@ impl Lockspace {
         let thread = std::thread::Builder::new()
             .name(format!("dlm-ls-{}", self.inner.name))
             .spawn(move || event_loop(poll, weak, ev2))?;
-        let _ = self.inner.loop_thread.set(thread.thread().id());
+        *self
+            .inner
+            .loop_thread
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(thread.thread().id());
         *guard = Some(ev);
         self.inner.loop_running.store(true, Ordering::SeqCst);
         Ok(())
@@ -1590,7 +1603,7 @@ fn event_loop(mut poll: mio::Poll, inner: Weak<Inner>, ev: Arc<EventLoop>) {
                 continue;
             }
             log::error!("dlm event loop: poll failed: {e}");
-            return;
+            break;
         }
         if ev.stop.load(Ordering::SeqCst) {
             return;
@@ -1601,8 +1614,18 @@ fn event_loop(mut poll: mio::Poll, inner: Weak<Inner>, ev: Arc<EventLoop>) {
         let ls = Lockspace { inner };
         if let Err(e) = ls.dispatch() {
             log::error!("lockspace {}: event loop stops: {e}", ls.inner.name);
-            return;
+            break;
         }
+    }
+    // Stopped by an error (the daemon went away, say): waiting calls must
+    // not wait for this loop any more; they read the device themselves
+    // and meet the error.
+    if let Some(inner) = inner.upgrade() {
+        inner.loop_running.store(false, Ordering::SeqCst);
+        let _ = inner
+            .pollers
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        inner.wake_waiters();
     }
 }
 
