@@ -624,3 +624,31 @@ fn a_waiting_call_returns_an_error_when_the_daemon_dies_under_an_event_loop() {
     let err = got.expect_err("no grant from a dead daemon");
     assert_eq!(err.errno(), dlm::Errno::EPIPE, "{err}");
 }
+
+/// The same for a future: when the daemon dies, an unresolved lock future
+/// resolves to the error instead of staying pending forever.
+#[test]
+fn a_lock_future_resolves_to_an_error_when_the_daemon_dies() {
+    let mut d = Daemon::start();
+    let (dlm, ls) = space(&d, "dies-async");
+    let other = dlm.open_lockspace(ls.name()).unwrap();
+    let _held = other
+        .lock(LockRequest::new(res("r"), LockMode::Ex))
+        .unwrap()
+        .granted()
+        .unwrap();
+    let fut = ls.lock_async(LockRequest::new(res("r"), LockMode::Ex));
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(block_on(fut).map(|_| ()));
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    d.proc.0.kill().unwrap();
+    d.proc.0.wait().unwrap();
+    // A hang shows here as a timeout (the bound is not a speed target).
+    let got = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the future resolved");
+    let err = got.expect_err("no grant from a dead daemon");
+    assert_eq!(err.errno(), dlm::Errno::EPIPE, "{err}");
+}

@@ -70,19 +70,43 @@ impl Future for LockFuture {
             return Poll::Ready(Err(Error::Os(Errno::EINVAL)));
         };
         let ls = self.ls.clone();
-        let completion = {
+        let mut restarted = false;
+        let completion = loop {
             let mut st = ls.state();
             let Some(slot) = st.slot(id.token) else {
                 self.id = None;
                 return Poll::Ready(Err(Error::Os(Errno::ENOENT)));
             };
-            match slot.done.pop_front() {
-                Some(c) => c,
-                None => {
-                    slot.waker = Some(cx.waker().clone());
-                    return Poll::Pending;
-                }
+            if let Some(c) = slot.done.pop_front() {
+                break c;
             }
+            // Checked under the state lock, as the loop clears it when it
+            // stops on an error (and then wakes every registered waker).
+            if ls
+                .inner
+                .loop_running
+                .load(std::sync::atomic::Ordering::SeqCst)
+            {
+                slot.waker = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+            drop(st);
+            // No loop delivers completions: read what is there, and meet
+            // the error that stopped the loop if it is still there.
+            if let Err(e) = ls.dispatch() {
+                self.id = None;
+                ls.state().free_slot(id.token);
+                return Poll::Ready(Err(e));
+            }
+            if restarted {
+                continue;
+            }
+            if let Err(e) = ls.start_event_loop() {
+                self.id = None;
+                ls.state().free_slot(id.token);
+                return Poll::Ready(Err(e));
+            }
+            restarted = true;
         };
         self.id = None;
         self.ls.take_slot_result(id.token);

@@ -1461,6 +1461,7 @@ impl Lockspace {
         Ok(None)
     }
 
+    #[cfg(feature = "async")]
     fn take_slot_result(&self, token: u64) {
         self.state().finish(token);
     }
@@ -1621,10 +1622,26 @@ fn event_loop(mut poll: mio::Poll, inner: Weak<Inner>, ev: Arc<EventLoop>) {
     // not wait for this loop any more; they read the device themselves
     // and meet the error.
     if let Some(inner) = inner.upgrade() {
-        inner.loop_running.store(false, Ordering::SeqCst);
         let _ = inner
             .pollers
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        let st = inner.state.lock().unwrap_or_else(|p| p.into_inner());
+        inner.loop_running.store(false, Ordering::SeqCst);
+        // Futures waiting for the loop are polled again (woken once the
+        // lock is let go), and find out.
+        #[cfg(feature = "async")]
+        let wakers: Vec<std::task::Waker> = {
+            let mut st = st;
+            st.slots
+                .iter_mut()
+                .filter(|s| s.live)
+                .filter_map(|s| s.waker.take())
+                .collect()
+        };
+        #[cfg(not(feature = "async"))]
+        drop(st);
+        #[cfg(feature = "async")]
+        wakers.into_iter().for_each(std::task::Waker::wake);
         inner.wake_waiters();
     }
 }
