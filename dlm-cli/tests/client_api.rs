@@ -591,37 +591,45 @@ fn mixed_threads_on_two_handles_keep_exclusion_and_leave_no_lock() {
     assert_eq!(lock_count(&dlm, "mixed"), 0, "every lock was released");
 }
 
-/// When the daemon dies, a call waiting on a handle whose event loop
-/// delivers its callbacks returns an error instead of waiting forever for
-/// a loop that has stopped.
-#[test]
-fn a_waiting_call_returns_an_error_when_the_daemon_dies_under_an_event_loop() {
+/// Hold EX on "r" from a second handle, start `wait` (a call waiting for
+/// "r" on the first handle, prepared on this thread) on another thread,
+/// kill the daemon, and return the error the call ends with. A hang shows
+/// as a timeout (the bound is not a speed target).
+fn error_when_the_daemon_dies<W>(name: &str, prepare: impl FnOnce(&Lockspace) -> W) -> dlm::Error
+where
+    W: FnOnce() -> dlm::Result<()> + Send + 'static,
+{
     let mut d = Daemon::start();
-    let (dlm, ls) = space(&d, "dies");
+    let (dlm, ls) = space(&d, name);
     let other = dlm.open_lockspace(ls.name()).unwrap();
     let _held = other
         .lock(LockRequest::new(res("r"), LockMode::Ex))
         .unwrap()
         .granted()
         .unwrap();
-    ls.start_event_loop().unwrap();
+    let wait = prepare(&ls);
     let (tx, rx) = mpsc::channel();
-    let waiter = ls.clone();
     std::thread::spawn(move || {
-        let _ = tx.send(
-            waiter
-                .lock(LockRequest::new(res("r"), LockMode::Ex))
-                .map(|_| ()),
-        );
+        let _ = tx.send(wait());
     });
     std::thread::sleep(Duration::from_millis(100));
     d.proc.0.kill().unwrap();
     d.proc.0.wait().unwrap();
-    // A hang shows here as a timeout (the bound is not a speed target).
-    let got = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("the waiting call returned");
-    let err = got.expect_err("no grant from a dead daemon");
+    rx.recv_timeout(Duration::from_secs(20))
+        .expect("the waiting call returned")
+        .expect_err("no grant from a dead daemon")
+}
+
+/// When the daemon dies, a call waiting on a handle whose event loop
+/// delivers its callbacks returns an error instead of waiting forever for
+/// a loop that has stopped.
+#[test]
+fn a_waiting_call_returns_an_error_when_the_daemon_dies_under_an_event_loop() {
+    let err = error_when_the_daemon_dies("dies", |ls| {
+        ls.start_event_loop().unwrap();
+        let ls = ls.clone();
+        move || ls.lock(LockRequest::new(res("r"), LockMode::Ex)).map(drop)
+    });
     assert_eq!(err.errno(), dlm::Errno::EPIPE, "{err}");
 }
 
@@ -629,26 +637,9 @@ fn a_waiting_call_returns_an_error_when_the_daemon_dies_under_an_event_loop() {
 /// resolves to the error instead of staying pending forever.
 #[test]
 fn a_lock_future_resolves_to_an_error_when_the_daemon_dies() {
-    let mut d = Daemon::start();
-    let (dlm, ls) = space(&d, "dies-async");
-    let other = dlm.open_lockspace(ls.name()).unwrap();
-    let _held = other
-        .lock(LockRequest::new(res("r"), LockMode::Ex))
-        .unwrap()
-        .granted()
-        .unwrap();
-    let fut = ls.lock_async(LockRequest::new(res("r"), LockMode::Ex));
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(block_on(fut).map(|_| ()));
+    let err = error_when_the_daemon_dies("dies-async", |ls| {
+        let fut = ls.lock_async(LockRequest::new(res("r"), LockMode::Ex));
+        move || block_on(fut).map(drop)
     });
-    std::thread::sleep(Duration::from_millis(100));
-    d.proc.0.kill().unwrap();
-    d.proc.0.wait().unwrap();
-    // A hang shows here as a timeout (the bound is not a speed target).
-    let got = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("the future resolved");
-    let err = got.expect_err("no grant from a dead daemon");
     assert_eq!(err.errno(), dlm::Errno::EPIPE, "{err}");
 }
