@@ -544,7 +544,8 @@ impl<T> Outcome<T> {
 
 /// One lock's client-side record. Slots are reused: a freed slot keeps its
 /// allocations (the `done` queue), so a steady stream of locks allocates
-/// nothing.
+/// nothing. The default is a vacant slot.
+#[derive(Default)]
 struct Slot {
     gen: u32,
     live: bool,
@@ -600,24 +601,7 @@ impl State {
         let idx = match self.free.pop() {
             Some(i) => i as usize,
             None => {
-                self.slots.push(Slot {
-                    gen,
-                    live: false,
-                    ever_granted: false,
-                    on_complete: None,
-                    on_blocking: None,
-                    done: VecDeque::new(),
-                    waiting: false,
-                    deadlock_cancel: false,
-                    cancel_sent: false,
-                    noqueue: false,
-                    ending: false,
-                    ended: false,
-                    abandoned: false,
-                    lvb: ValueBlock::zeroed(),
-                    #[cfg(feature = "async")]
-                    waker: None,
-                });
+                self.slots.push(Slot::default());
                 self.slots.len() - 1
             }
         };
@@ -1407,6 +1391,7 @@ impl Lockspace {
     /// Take the reader role for a waiting call, if no event loop runs and
     /// no other thread reads. The holder reads the device for everybody
     /// until it gives the role up (and wakes the waiters).
+    #[inline]
     fn claim_reader(&self, st: &mut State) -> bool {
         if st.reading || (self.inner.loop_running.load(Ordering::SeqCst) && !self.on_loop_thread())
         {
@@ -1417,6 +1402,7 @@ impl Lockspace {
     }
 
     /// Whether this is the event-loop thread.
+    #[cold]
     fn on_loop_thread(&self) -> bool {
         let t = *self
             .inner
