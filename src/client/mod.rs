@@ -677,6 +677,9 @@ enum After {
     Complete(CompletionFn, LockId, Completion, bool),
     /// An abandoned lock was granted: unlock it.
     UnlockAbandoned(LockId),
+    /// Wake the task of the future the completion was queued for.
+    #[cfg(feature = "async")]
+    Wake(std::task::Waker),
 }
 
 /// The longest a reading waiter polls before it looks at its slot again.
@@ -1157,9 +1160,10 @@ impl Lockspace {
         }
         if slot.waiting {
             slot.done.push_back(completion);
+            // Woken once the state lock is let go: a waker may run anything.
             #[cfg(feature = "async")]
             if let Some(w) = slot.waker.take() {
-                w.wake();
+                return After::Wake(w);
             }
             return After::Nothing;
         }
@@ -1235,6 +1239,8 @@ impl Lockspace {
                     s.on_complete.get_or_insert(cb);
                 }
             }
+            #[cfg(feature = "async")]
+            After::Wake(w) => w.wake(),
             After::UnlockAbandoned(id) => {
                 if let Err(e) = self.unlock(id, LockFlags::empty(), None) {
                     log::warn!(
