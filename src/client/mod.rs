@@ -848,15 +848,7 @@ impl Lockspace {
     /// itself.
     #[inline]
     fn write(&self, bytes: &[u8]) -> Result<i64, Errno> {
-        if self.inner.backend == Backend::Kernel {
-            return device::kernel_write(self.inner.poll_fd.as_fd(), bytes);
-        }
-        self.write_socket(bytes)
-    }
-
-    #[inline(never)]
-    fn write_socket(&self, bytes: &[u8]) -> Result<i64, Errno> {
-        let r = self.dev().write(bytes);
+        let r = self.write_only(bytes);
         self.after_io();
         r
     }
@@ -869,6 +861,11 @@ impl Lockspace {
         if self.inner.backend == Backend::Kernel {
             return device::kernel_write(self.inner.poll_fd.as_fd(), bytes);
         }
+        self.write_socket(bytes)
+    }
+
+    #[inline(never)]
+    fn write_socket(&self, bytes: &[u8]) -> Result<i64, Errno> {
         self.dev().write(bytes)
     }
 
@@ -887,10 +884,18 @@ impl Lockspace {
     }
 
     /// Records may be stashed in user space: make sure someone handles
-    /// them.
+    /// them. Only a daemon connection reads records along with replies;
+    /// on the kernel this is one comparison.
+    #[inline]
     fn after_io(&self) {
-        // Only a daemon connection reads records along with replies.
-        if self.inner.backend == Backend::Kernel || !self.dev().has_stashed() {
+        if self.inner.backend != Backend::Kernel {
+            self.pass_on_stashed();
+        }
+    }
+
+    #[inline(never)]
+    fn pass_on_stashed(&self) {
+        if !self.dev().has_stashed() {
             return;
         }
         // Make every poller (event loop, the caller's mio::Poll, a reading
@@ -1021,9 +1026,7 @@ impl Lockspace {
         s.waiting |= wait;
         let reader = wait && self.claim_reader(&mut st);
         drop(st);
-        if self.inner.backend != Backend::Kernel {
-            self.after_io();
-        }
+        self.after_io();
         Ok(reader)
     }
 
@@ -1341,11 +1344,9 @@ impl Lockspace {
         finish: bool,
     ) -> Result<Option<Completion>, Errno> {
         let got = self.take_record_locked(rec, token, finish);
-        if self.inner.backend != Backend::Kernel {
-            // A daemon connection may have stashed more records than the
-            // one taken: they must not go unseen now that nobody reads.
-            self.after_io();
-        }
+        // A daemon connection may have stashed more records than the one
+        // taken: they must not go unseen now that nobody reads.
+        self.after_io();
         got
     }
 
