@@ -70,43 +70,47 @@ impl Future for LockFuture {
             return Poll::Ready(Err(Error::Os(Errno::EINVAL)));
         };
         let ls = self.ls.clone();
-        let mut restarted = false;
-        let completion = loop {
-            let mut st = ls.state();
-            let Some(slot) = st.slot(id.token) else {
-                self.id = None;
-                return Poll::Ready(Err(Error::Os(Errno::ENOENT)));
-            };
-            if let Some(c) = slot.done.pop_front() {
-                break c;
+        let completion = 'found: {
+            for attempt in 0..2 {
+                let mut st = ls.state();
+                let Some(slot) = st.slot(id.token) else {
+                    self.id = None;
+                    return Poll::Ready(Err(Error::Os(Errno::ENOENT)));
+                };
+                if let Some(c) = slot.done.pop_front() {
+                    break 'found c;
+                }
+                // Checked under the state lock, as the loop clears it when
+                // it stops on an error (and then wakes every registered
+                // waker).
+                if ls
+                    .inner
+                    .loop_running
+                    .load(std::sync::atomic::Ordering::SeqCst)
+                {
+                    slot.waker = Some(cx.waker().clone());
+                    return Poll::Pending;
+                }
+                drop(st);
+                // No loop delivers completions: read what is there, and
+                // meet the error that stopped the loop if it is still there.
+                let restarted = ls.dispatch().and_then(|_| {
+                    if attempt == 0 {
+                        ls.start_event_loop()
+                    } else {
+                        Ok(())
+                    }
+                });
+                if let Err(e) = restarted {
+                    self.id = None;
+                    ls.state().free_slot(id.token);
+                    return Poll::Ready(Err(e));
+                }
             }
-            // Checked under the state lock, as the loop clears it when it
-            // stops on an error (and then wakes every registered waker).
-            if ls
-                .inner
-                .loop_running
-                .load(std::sync::atomic::Ordering::SeqCst)
-            {
-                slot.waker = Some(cx.waker().clone());
-                return Poll::Pending;
-            }
-            drop(st);
-            // No loop delivers completions: read what is there, and meet
-            // the error that stopped the loop if it is still there.
-            if let Err(e) = ls.dispatch() {
-                self.id = None;
-                ls.state().free_slot(id.token);
-                return Poll::Ready(Err(e));
-            }
-            if restarted {
-                continue;
-            }
-            if let Err(e) = ls.start_event_loop() {
-                self.id = None;
-                ls.state().free_slot(id.token);
-                return Poll::Ready(Err(e));
-            }
-            restarted = true;
+            // The loop stopped again at once: be polled again later rather
+            // than spin here.
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
         };
         self.id = None;
         self.ls.take_slot_result(id.token);
