@@ -389,12 +389,6 @@ impl LockWrite {
     pub fn as_bytes(&self) -> &[u8] {
         self.w.as_bytes()
     }
-
-    /// The finished request.
-    #[inline]
-    pub fn into_buf(self) -> WriteBuf {
-        self.w
-    }
 }
 
 /// Encode a `LOCK`, `UNLOCK` or `DEADLOCK` request (64-bit layout).
