@@ -7,6 +7,7 @@
 #
 #   ci/kernel/bench.sh                      100,000 pairs a row
 #   DLM_BENCH_ITERATIONS=N ci/kernel/bench.sh
+#   DLM_BENCH_ICOUNT=0 ci/kernel/bench.sh   without the instruction counts
 #
 # Rows:
 #   raw device        write()+read() per operation, std::fs::File + dlm::proto (the floor)
@@ -20,8 +21,11 @@
 # rows and dlmd with the `dist` profile, release + LTO, as shipped), compiles
 # ci/kernel/bench-libdlm.c against Debian's libdlm-dev (installed if
 # missing), puts both into ci/out/initramfs-bench.cpio with the libraries
-# they need, boots once and prints the table. The targets are printed,
-# never asserted. Takes a couple of minutes under TCG.
+# they need, boots once and prints the table. Then ci/kernel/icount.sh
+# counts the same rows' guest instructions per pair with a TCG plugin,
+# figures that do not wander with the host's load (DLM_ICOUNT_PAIRS sets
+# its pairs a row, DLM_BENCH_ITERATIONS by default). The targets are
+# printed, never asserted. Takes about eight minutes under TCG.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . ci/lib.sh
@@ -104,4 +108,7 @@ END {
 }' "$out/bench/results.txt"
 echo
 echo "bench.sh: serial log in $out/bench/serial.log"
+if [ "${DLM_BENCH_ICOUNT:-1}" != 0 ]; then
+    DLM_ICOUNT_PAIRS=${DLM_ICOUNT_PAIRS:-$iters} ci/kernel/icount.sh || status=1
+fi
 exit "$status"

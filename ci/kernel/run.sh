@@ -3,7 +3,7 @@
 # in the guest, after the guest's /init has loaded configfs and dlm and
 # started dlm-controld:
 #
-#   ci/kernel/run.sh [--timeout SECS] [--initramfs FILE] [--quiet] -- CMD [ARG...]
+#   ci/kernel/run.sh [--timeout SECS] [--initramfs FILE] [--quiet] [--plugin SO] -- CMD [ARG...]
 #
 # Exits with CMD's exit status. The whole serial console is kept in
 # ci/out/qemu-serial.log; on failure its tail is printed. The guest runs
@@ -14,6 +14,7 @@
 # usable, and a KVM probe boot prints its first console line within 10 s
 # (a broken KVM hangs silently; see /work/shared/docs/qemu.md). The probe's
 # verdict is cached in ci/out/accel. DLM_QEMU_ACCEL=tcg|kvm overrides.
+# --plugin loads a QEMU TCG plugin (see icount.sh) and so forces TCG.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root_dir=$(cd "$here/../.." && pwd)
@@ -24,17 +25,19 @@ log="$outdir/qemu-serial.log"
 timeout_s=120
 initramfs="$outdir/initramfs.cpio"
 quiet=0
+plugin=()
 while [ $# -gt 0 ]; do
     case "$1" in
     --timeout) timeout_s=$2; shift 2 ;;
     --initramfs) initramfs=$2; shift 2 ;;
     --quiet) quiet=1; shift ;;
-    -h | --help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --plugin) plugin=(-plugin "$2"); shift 2 ;;
+    -h | --help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     --) shift; break ;;
     *) echo "run.sh: unexpected '$1' (the command goes after --)" >&2; exit 2 ;;
     esac
 done
-[ $# -gt 0 ] || { echo "usage: run.sh [--timeout SECS] [--initramfs FILE] [--quiet] -- CMD [ARG...]" >&2; exit 2; }
+[ $# -gt 0 ] || { echo "usage: run.sh [--timeout SECS] [--initramfs FILE] [--quiet] [--plugin SO] -- CMD [ARG...]" >&2; exit 2; }
 [ -s "$kdir/vmlinux" ] || { echo "run.sh: $kdir/vmlinux missing; run ci/kernel/fetch.sh" >&2; exit 1; }
 [ -s "$initramfs" ] || { echo "run.sh: $initramfs missing; run ci/kernel/initramfs.sh" >&2; exit 1; }
 command -v qemu-system-x86_64 >/dev/null || { echo "run.sh: qemu-system-x86_64 missing; run ci/kernel/fetch.sh" >&2; exit 1; }
@@ -63,7 +66,9 @@ probe_kvm() {
     printf '%s\n%s\n' "$verdict" "$key" >"$outdir/accel"
     [ "$verdict" = kvm ]
 }
-case "${DLM_QEMU_ACCEL:-auto}" in
+accel_choice=${DLM_QEMU_ACCEL:-auto}
+[ ${#plugin[@]} -gt 0 ] && accel_choice=tcg
+case "$accel_choice" in
 kvm) accel=(-accel kvm -cpu host) ;;
 tcg) accel=(-accel tcg) ;;
 *) if probe_kvm; then accel=(-accel kvm -cpu host); else accel=(-accel tcg); fi ;;
@@ -99,11 +104,11 @@ echo "run.sh: booting ${accel[*]} (timeout ${timeout_s}s): $*"
 start=$(date +%s.%N)
 set +e
 if [ "$quiet" = 1 ]; then
-    timeout -k 5 "$timeout_s" "${qemu_base[@]}" "${accel[@]}" -serial stdio \
+    timeout -k 5 "$timeout_s" "${qemu_base[@]}" "${accel[@]}" ${plugin[@]+"${plugin[@]}"} -serial stdio \
         -initrd "$stage/initramfs.cpio" -append "$append" </dev/null >"$log" 2>&1
     qemu_rc=$?
 else
-    timeout -k 5 "$timeout_s" "${qemu_base[@]}" "${accel[@]}" -serial stdio \
+    timeout -k 5 "$timeout_s" "${qemu_base[@]}" "${accel[@]}" ${plugin[@]+"${plugin[@]}"} -serial stdio \
         -initrd "$stage/initramfs.cpio" -append "$append" </dev/null 2>&1 | tee "$log"
     qemu_rc=${PIPESTATUS[0]}
 fi

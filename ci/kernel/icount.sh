@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# The benchmark table's rows counted instead of timed: guest instructions
+# per lock+unlock pair, user space and kernel, counted by a QEMU TCG plugin
+# (icount-plugin.c). Timing under TCG wanders by 5-20% between runs on a
+# shared host; these counts repeat to within a fraction of a percent, and
+# under TCG run time follows them closely.
+#
+#   ci/kernel/icount.sh                     100,000 pairs a row
+#   DLM_ICOUNT_PAIRS=N ci/kernel/icount.sh
+#
+# Needs ci/out/initramfs-bench.cpio, which ci/kernel/bench.sh builds (and
+# bench.sh runs this script after its timed table). Each row boots twice,
+# with 1,000 pairs and with 1,000 + N, so that boot, lockspace set-up and
+# tear-down cancel out; the difference is divided by the pairs it adds
+# (warm-up included: every program warms up with 1% of its pairs).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+out=ci/out
+init="$out/initramfs-bench.cpio"
+[ -s "$init" ] || { echo "icount.sh: $init missing; run ci/kernel/bench.sh first" >&2; exit 1; }
+pairs=${DLM_ICOUNT_PAIRS:-100000}
+case "$pairs" in '' | *[!0-9]*) echo "icount.sh: DLM_ICOUNT_PAIRS must be a number" >&2; exit 2 ;; esac
+base=1000
+mkdir -p "$out/icount"
+: >"$out/icount/run.log"
+plugin="$out/icount/icount-plugin.so"
+gcc -shared -fPIC -O2 -Wall -Wextra -Werror -o "$plugin" ci/kernel/icount-plugin.c
+
+# Pairs a program runs for ITERATIONS: the timed loop and its 1% warm-up.
+pairs_run() { echo $(($1 + $1 / 100 + 1)); }
+
+# count LABEL CMD...: boots with the command's ITERATIONS placeholder
+# (@N@) set to the base and to base+pairs; prints "LABEL user kernel".
+count() {
+    local label=$1 n u k u1 k1
+    shift
+    local -a got=()
+    for n in "$base" $((base + pairs)); do
+        local cmd=${*//@N@/$n}
+        rm -f "$out/icount/last"
+        DLM_ICOUNT_OUT="$PWD/$out/icount/last" ci/kernel/run.sh --quiet --plugin "$plugin" \
+            --initramfs "$init" --timeout "${DLM_ICOUNT_TIMEOUT:-600}" -- sh -c "dmesg -n 1; $cmd" >>"$out/icount/run.log" 2>&1 ||
+            { echo "icount.sh: $label: the guest command failed (log: $out/qemu-serial.log)" >&2; return 1; }
+        [ -s "$out/icount/last" ] ||
+            { echo "icount.sh: $label: the plugin wrote no count (does this QEMU load plugins?)" >&2; return 1; }
+        read -r _ _ u _ k <"$out/icount/last"
+        got+=("$u" "$k")
+    done
+    local added=$(($(pairs_run $((base + pairs))) - $(pairs_run "$base")))
+    u1=$(((got[2] - got[0]) / added))
+    k1=$(((got[3] - got[1]) / added))
+    echo "$label $u1 $k1"
+}
+
+results="$out/icount/results.txt"
+: >"$results"
+dlmd_cmd='dlmd --socket /tmp/dlmd.sock --log-level warn & p=$!; i=0
+while [ ! -S /tmp/dlmd.sock ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+dlm-guest-bench fallback @N@ /tmp/dlmd.sock; rc=$?; kill $p; wait $p; exit $rc'
+fail=0
+count raw 'dlm-guest-bench raw @N@' >>"$results" || fail=1
+count rust-api 'dlm-guest-bench api @N@' >>"$results" || fail=1
+count libdlm_lt 'bench-libdlm-lt libdlm_lt bench-lt @N@' >>"$results" || fail=1
+count libdlm 'bench-libdlm libdlm bench-thr @N@' >>"$results" || fail=1
+count rust-api-fallback "$dlmd_cmd" >>"$results" || fail=1
+
+awk -v pairs="$pairs" '
+{ user[$1] = $2; kern[$1] = $3; tot[$1] = $2 + $3 }
+function row(key, what) {
+    if (!(key in tot)) { printf "| %-58s | %9s | %9s | %9s | %6s |\n", what, "-", "-", "(failed)", "-"; return }
+    printf "| %-58s | %9d | %9d | %9d | %6s |\n", what, user[key], kern[key], tot[key],
+        ("raw" in tot) ? sprintf("%.3fx", tot["raw"] / tot[key]) : "-"
+}
+END {
+    printf "\nGuest instructions per lock+unlock pair (TCG plugin count, SMP=1, one resource, %d pairs a row)\n\n", pairs
+    printf "| %-58s | %9s | %9s | %9s | %6s |\n", "path", "user", "kernel", "total", "speed x raw"
+    printf "|%s|%s|%s|%s|%s|\n", "------------------------------------------------------------", "-----------", "-----------", "-----------", "--------"
+    row("raw", "raw device: write()+read() a call (floor)")
+    row("rust-api", "dlm-rs API, kernel: Lockspace::lock + Lock::unlock")
+    row("libdlm_lt", "Debian libdlm_lt: dlm_ls_lock_wait + dlm_ls_unlock_wait")
+    row("libdlm", "Debian libdlm (threaded): same calls")
+    row("rust-api-fallback", "dlm-rs API, fallback: dlmd in the same guest")
+    printf "\nBy instruction count (fewer is faster; printed, not asserted):\n"
+    if (("rust-api" in tot) && ("raw" in tot))
+        printf "  Rust API against the raw floor:        %.3fx (target 0.9x)\n", tot["raw"] / tot["rust-api"]
+    if (("rust-api" in tot) && ("libdlm" in tot))
+        printf "  Rust API against threaded libdlm:      %.3fx (target 4x)\n", tot["libdlm"] / tot["rust-api"]
+    if (("raw" in tot) && ("libdlm" in tot))
+        printf "  the raw floor against threaded libdlm: %.3fx (the most any library can reach)\n", tot["libdlm"] / tot["raw"]
+}' "$results"
+echo
+echo "icount.sh: counts in $results"
+exit "$fail"
