@@ -33,6 +33,15 @@ impl Inline {
     }
 }
 
+impl ResourceName {
+    /// The name zero-padded to 64 bytes, and its length: a fixed-size copy
+    /// for the request encoder.
+    #[inline]
+    pub(crate) fn padded(&self) -> (&[u8; RESNAME_MAXLEN], usize) {
+        (&self.0.bytes, usize::from(self.0.len))
+    }
+}
+
 /// Write bytes as text, escaping what is not printable ASCII as `\xNN`.
 fn write_escaped(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
     for &b in bytes {

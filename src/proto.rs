@@ -384,6 +384,17 @@ impl LockWrite {
         Ok(())
     }
 
+    /// [`set_name`](Self::set_name) from a name zero-padded to 64 bytes,
+    /// `len` of which are sent: one fixed-size copy.
+    #[inline]
+    pub(crate) fn set_name_padded(&mut self, name: &[u8; RESNAME_MAXLEN], len: usize) {
+        const { assert!(LP_NAME + RESNAME_MAXLEN <= MAX_WRITE_SIZE) };
+        let len = len.min(RESNAME_MAXLEN);
+        self.w.buf[LP_NAMELEN] = len as u8;
+        self.w.buf[LP_NAME..LP_NAME + RESNAME_MAXLEN].copy_from_slice(name);
+        self.w.len = WRITE_REQUEST_SIZE + len;
+    }
+
     /// The bytes to write.
     #[inline]
     pub fn as_bytes(&self) -> &[u8] {
@@ -696,42 +707,110 @@ pub fn encode_result32(
     Ok((b, len))
 }
 
-/// Decode a result read from the device (or the daemon), checking the
-/// length and `lvb_offset` before touching anything: a record that does
-/// not hold together is `EPROTO`.
-#[inline]
-pub fn decode_result(buf: &[u8]) -> Result<LockResult, Errno> {
-    if buf.len() < RESULT_SIZE {
-        return Err(Errno::EPROTO);
-    }
-    if get_u32(buf, 0) != VERSION[0] {
-        return Err(Errno::EPROTO);
-    }
-    let length = get_u32(buf, RES_LENGTH) as usize;
-    if length < RESULT_SIZE || length > buf.len() {
-        return Err(Errno::EPROTO);
-    }
-    let lvb_offset = get_u32(buf, RES_LVB_OFFSET) as usize;
-    let lvb = if lvb_offset == 0 {
-        None
-    } else {
-        if lvb_offset < RESULT_SIZE || lvb_offset + LVB_LEN > length {
+/// A result record as read, checked, with its fields read in place: what
+/// a client on the hot path looks at without copying the record out.
+#[derive(Clone, Copy, Debug)]
+pub struct ResultView<'a> {
+    head: &'a [u8; RESULT_SIZE],
+    lvb: Option<&'a [u8; LVB_LEN]>,
+}
+
+impl<'a> ResultView<'a> {
+    /// Check a record read from the device (or the daemon): its length
+    /// and `lvb_offset` must hold together, or it is `EPROTO`.
+    #[inline(always)]
+    pub fn parse(buf: &'a [u8]) -> Result<ResultView<'a>, Errno> {
+        let Some((head, _)) = buf.split_first_chunk::<RESULT_SIZE>() else {
+            return Err(Errno::EPROTO);
+        };
+        if get_u32(head, 0) != VERSION[0] {
             return Err(Errno::EPROTO);
         }
-        let mut v = [0u8; LVB_LEN];
-        v.copy_from_slice(&buf[lvb_offset..lvb_offset + LVB_LEN]);
-        Some(v)
-    };
-    Ok(LockResult {
-        astaddr: get_u64(buf, RES_ASTADDR),
-        astparam: get_u64(buf, RES_ASTPARAM),
-        user_lksb: get_u64(buf, RES_USER_LKSB),
-        status: get_u32(buf, RES_STATUS) as i32,
-        lkid: get_u32(buf, RES_LKID),
-        sb_flags: buf[RES_SBFLAGS],
-        bast_mode: buf[RES_BAST_MODE],
-        lvb,
-    })
+        let length = get_u32(head, RES_LENGTH) as usize;
+        if length < RESULT_SIZE || length > buf.len() {
+            return Err(Errno::EPROTO);
+        }
+        let lvb_offset = get_u32(head, RES_LVB_OFFSET) as usize;
+        let lvb = if lvb_offset == 0 {
+            None
+        } else {
+            if lvb_offset < RESULT_SIZE || lvb_offset + LVB_LEN > length {
+                return Err(Errno::EPROTO);
+            }
+            buf[lvb_offset..].first_chunk::<LVB_LEN>()
+        };
+        Ok(ResultView { head, lvb })
+    }
+
+    /// `user_astaddr`.
+    #[inline]
+    pub fn astaddr(&self) -> u64 {
+        get_u64(self.head, RES_ASTADDR)
+    }
+
+    /// `user_astparam`.
+    #[inline]
+    pub fn astparam(&self) -> u64 {
+        get_u64(self.head, RES_ASTPARAM)
+    }
+
+    /// `user_lksb`.
+    #[inline]
+    pub fn user_lksb(&self) -> u64 {
+        get_u64(self.head, RES_USER_LKSB)
+    }
+
+    /// `lksb.sb_status` (kernel sign: negative errno).
+    #[inline]
+    pub fn status(&self) -> i32 {
+        get_u32(self.head, RES_STATUS) as i32
+    }
+
+    /// `lksb.sb_lkid`.
+    #[inline]
+    pub fn lkid(&self) -> u32 {
+        get_u32(self.head, RES_LKID)
+    }
+
+    /// `lksb.sb_flags`.
+    #[inline]
+    pub fn sb_flags(&self) -> u8 {
+        self.head[RES_SBFLAGS]
+    }
+
+    /// Non-zero for a blocking AST.
+    #[inline]
+    pub fn bast_mode(&self) -> u8 {
+        self.head[RES_BAST_MODE]
+    }
+
+    /// The value block, when `lvb_offset` pointed at one.
+    #[inline]
+    pub fn lvb(&self) -> Option<&'a [u8; LVB_LEN]> {
+        self.lvb
+    }
+
+    /// The record copied out.
+    #[inline]
+    pub fn to_result(&self) -> LockResult {
+        LockResult {
+            astaddr: self.astaddr(),
+            astparam: self.astparam(),
+            user_lksb: self.user_lksb(),
+            status: self.status(),
+            lkid: self.lkid(),
+            sb_flags: self.sb_flags(),
+            bast_mode: self.bast_mode(),
+            lvb: self.lvb.copied(),
+        }
+    }
+}
+
+/// Decode a result read from the device (or the daemon): a checked
+/// [`ResultView`], copied out.
+#[inline]
+pub fn decode_result(buf: &[u8]) -> Result<LockResult, Errno> {
+    ResultView::parse(buf).map(|v| v.to_result())
 }
 
 /// Encode the 12-byte version a version read returns.

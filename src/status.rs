@@ -10,6 +10,8 @@ use crate::lvb::ValueBlock;
 pub const ECANCEL: i32 = dlm_sys::DLM_ECANCEL as i32;
 /// `DLM_EUNLOCK`: the status of a completed unlock.
 pub const EUNLOCK: i32 = dlm_sys::DLM_EUNLOCK as i32;
+/// [`EUNLOCK`] as the kernel reports it (negated).
+const KERNEL_EUNLOCK: i32 = -EUNLOCK;
 /// libdlm's `EINPROG`: "operation in progress", set before a request is
 /// sent; the kernel never reports it.
 pub const EINPROG: i32 = 0x10003;
@@ -44,8 +46,14 @@ impl Status {
     ///
     /// `EDEADLK` means two things; `deadlock_cancel` says whether a
     /// deadlock cancel was the last operation sent for this lock.
+    #[inline]
     pub fn from_kernel(raw: i32, deadlock_cancel: bool) -> Result<Status, Errno> {
-        Status::from_user(raw.checked_neg().ok_or(Errno::EPROTO)?, deadlock_cancel)
+        // The two a lock+unlock pair gets, first.
+        match raw {
+            0 => Ok(Status::Granted),
+            KERNEL_EUNLOCK => Ok(Status::Unlocked),
+            _ => Status::from_user(raw.checked_neg().ok_or(Errno::EPROTO)?, deadlock_cancel),
+        }
     }
 
     /// Decode a libdlm-style status (positive, as in `lksb.sb_status`).

@@ -119,7 +119,7 @@ impl Future for LockFuture {
                 ls: self.ls.clone(),
                 id,
                 mode: granted_mode(self.mode, self.flags, completion.flags),
-                value_block: completion.value_block,
+                value_block: completion.value_block.map(Box::new),
                 held: true,
             })
         } else {

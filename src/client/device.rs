@@ -88,20 +88,33 @@ pub(crate) fn kernel_write(fd: BorrowedFd<'_>, bytes: &[u8]) -> Result<i64, Errn
     }
 }
 
-/// One `read()` of a kernel device (non-blocking): the next callback
-/// record, or `None` for `EAGAIN`.
+/// A buffer for one record read from a kernel device.
+pub(crate) type RecordBuf = [u8; RESULT_WITH_LVB_SIZE];
+
+/// One `read()` of a kernel device (non-blocking) into `buf`: the next
+/// callback record, checked and read in place, or `None` for `EAGAIN`.
 #[inline(always)]
-pub(crate) fn kernel_read_next(fd: BorrowedFd<'_>) -> Result<Option<LockResult>, Errno> {
-    // Uninitialised: only the bytes the kernel wrote are looked at.
-    let mut b = [std::mem::MaybeUninit::<u8>::uninit(); RESULT_WITH_LVB_SIZE];
-    loop {
-        match rustix::io::read(fd, &mut b) {
-            Ok((got, _)) => return proto::decode_result(got).map(Some),
+pub(crate) fn kernel_read_view<'a>(
+    fd: BorrowedFd<'_>,
+    buf: &'a mut RecordBuf,
+) -> Result<Option<proto::ResultView<'a>>, Errno> {
+    let n = loop {
+        match rustix::io::read(fd, &mut buf[..]) {
+            Ok(n) => break n,
             Err(rustix::io::Errno::AGAIN) => return Ok(None),
             Err(rustix::io::Errno::INTR) => continue,
             Err(e) => return Err(Errno::from_raw(e.raw_os_error())),
         }
-    }
+    };
+    proto::ResultView::parse(&buf[..n]).map(Some)
+}
+
+/// One `read()` of a kernel device (non-blocking): the next callback
+/// record, or `None` for `EAGAIN`.
+#[inline(always)]
+pub(crate) fn kernel_read_next(fd: BorrowedFd<'_>) -> Result<Option<LockResult>, Errno> {
+    let mut b = [0; RESULT_WITH_LVB_SIZE];
+    Ok(kernel_read_view(fd, &mut b)?.map(|v| v.to_result()))
 }
 
 impl Device {

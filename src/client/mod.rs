@@ -641,14 +641,30 @@ impl State {
 
 impl Slot {
     /// Empty the slot (it keeps its allocations for the next lock).
-    #[inline]
+    #[inline(always)]
     fn release(&mut self) {
         self.live = false;
+        #[cfg(feature = "async")]
+        let waker = self.waker.is_some();
+        #[cfg(not(feature = "async"))]
+        let waker = false;
+        if self.on_complete.is_some()
+            || self.on_blocking.is_some()
+            || !self.done.is_empty()
+            || waker
+        {
+            self.drop_contents();
+        }
+    }
+
+    /// Drop the callbacks, the completions and the waker (the slot keeps
+    /// the queue's allocation). Waiting calls leave none of these behind.
+    #[cold]
+    #[inline(never)]
+    fn drop_contents(&mut self) {
         self.on_complete = None;
         self.on_blocking = None;
-        if !self.done.is_empty() {
-            self.done.clear();
-        }
+        self.done.clear();
         #[cfg(feature = "async")]
         {
             self.waker = None;
@@ -663,6 +679,132 @@ impl Slot {
         if self.ended {
             self.release();
             free.push(idx as u32);
+        }
+    }
+}
+
+/// What the client reads of a callback record: a record copied out of a
+/// daemon connection's stash, or one read in place from the kernel.
+trait Record {
+    fn astparam(&self) -> u64;
+    fn lkid(&self) -> u32;
+    fn status(&self) -> i32;
+    fn sb_flags(&self) -> u8;
+    fn bast_mode(&self) -> u8;
+    fn lvb(&self) -> Option<&[u8; crate::engine::LVB_LEN]>;
+}
+
+impl Record for LockResult {
+    #[inline(always)]
+    fn astparam(&self) -> u64 {
+        self.astparam
+    }
+    #[inline(always)]
+    fn lkid(&self) -> u32 {
+        self.lkid
+    }
+    #[inline(always)]
+    fn status(&self) -> i32 {
+        self.status
+    }
+    #[inline(always)]
+    fn sb_flags(&self) -> u8 {
+        self.sb_flags
+    }
+    #[inline(always)]
+    fn bast_mode(&self) -> u8 {
+        self.bast_mode
+    }
+    #[inline(always)]
+    fn lvb(&self) -> Option<&[u8; crate::engine::LVB_LEN]> {
+        self.lvb.as_ref()
+    }
+}
+
+impl Record for proto::ResultView<'_> {
+    #[inline(always)]
+    fn astparam(&self) -> u64 {
+        proto::ResultView::astparam(self)
+    }
+    #[inline(always)]
+    fn lkid(&self) -> u32 {
+        proto::ResultView::lkid(self)
+    }
+    #[inline(always)]
+    fn status(&self) -> i32 {
+        proto::ResultView::status(self)
+    }
+    #[inline(always)]
+    fn sb_flags(&self) -> u8 {
+        proto::ResultView::sb_flags(self)
+    }
+    #[inline(always)]
+    fn bast_mode(&self) -> u8 {
+        proto::ResultView::bast_mode(self)
+    }
+    #[inline(always)]
+    fn lvb(&self) -> Option<&[u8; crate::engine::LVB_LEN]> {
+        proto::ResultView::lvb(self)
+    }
+}
+
+/// What a completion record did to its slot, before the completion is
+/// built: small enough to stay in registers on the hot path.
+#[derive(Clone, Copy)]
+struct Taken {
+    status: Status,
+    flags: StatusFlags,
+    /// The lock ended with this completion.
+    ends: bool,
+}
+
+impl Taken {
+    /// The completion, with the record's value block if it carries one.
+    #[inline(always)]
+    fn completion<R: Record>(self, r: &R) -> Completion {
+        Completion {
+            status: self.status,
+            flags: self.flags,
+            value_block: r.lvb().map(|v| ValueBlock::new(*v)),
+        }
+    }
+
+    /// The same as a [`Done`].
+    #[inline(always)]
+    fn done<R: Record>(self, r: &R) -> Done {
+        Done {
+            status: self.status,
+            flags: self.flags,
+            value_block: r.lvb().map(|v| Box::new(ValueBlock::new(*v))),
+        }
+    }
+}
+
+/// A waiting call's completion on its way back to the caller: a
+/// [`Completion`] whose value block, which few requests ask for, is boxed,
+/// so that the common case moves two words instead of forty bytes.
+struct Done {
+    status: Status,
+    flags: StatusFlags,
+    value_block: Option<Box<ValueBlock>>,
+}
+
+impl Done {
+    fn completion(self) -> Completion {
+        Completion {
+            status: self.status,
+            flags: self.flags,
+            value_block: self.value_block.map(|v| *v),
+        }
+    }
+}
+
+impl From<Completion> for Done {
+    fn from(c: Completion) -> Done {
+        Done {
+            status: c.status,
+            flags: c.flags,
+            value_block: c.value_block.map(Box::new),
         }
     }
 }
@@ -921,14 +1063,14 @@ impl Lockspace {
     }
 
     /// Send a lock request. `read`: the caller will wait for the outcome
-    /// on this thread, and takes the reader role with the slot if it is
-    /// free (returned with the id; see `wait_completion`).
+    /// on this thread; the completion, if it is there already, comes back
+    /// with the id (see [`first_look`](Self::first_look)).
     fn submit(
         &self,
         req: LockRequest,
         on_complete: Option<CompletionFn>,
         read: bool,
-    ) -> Result<(LockId, bool)> {
+    ) -> Result<(LockId, Option<Done>)> {
         let waiting = on_complete.is_none();
         if req.flags.intersects(LockFlags::CONVERT | LockFlags::CANCEL) {
             return Err(Error::InvalidArgument(
@@ -936,11 +1078,10 @@ impl Lockspace {
             ));
         }
         let has_bast = req.on_blocking.is_some();
-        let (token, reader) = {
-            let mut st = self.state();
+        let token = {
             let noqueue = req.flags.contains(LockFlags::NOQUEUE);
-            let token = st.new_slot(on_complete, req.on_blocking, waiting, noqueue);
-            (token, read && self.claim_reader(&mut st))
+            self.state()
+                .new_slot(on_complete, req.on_blocking, waiting, noqueue)
         };
         let mut w = lock_write(Command::Lock, token, has_bast);
         w.set_mode(req.mode.as_raw());
@@ -948,26 +1089,27 @@ impl Lockspace {
         if let Some(v) = &req.value_block {
             w.set_lvb(v.as_bytes());
         }
-        let written = w
-            .set_name(req.resource.as_bytes())
-            .and_then(|()| self.write(w.as_bytes()))
+        let (name, len) = req.resource.padded();
+        w.set_name_padded(name, len);
+        let written = self
+            .write(w.as_bytes())
             .and_then(|lkid| u32::try_from(lkid).map_err(|_| Errno::EPROTO));
         match written {
-            Ok(lkid) => Ok((LockId { token, lkid }, reader)),
+            Ok(lkid) => {
+                let first = if read { self.first_look(token)? } else { None };
+                Ok((LockId { token, lkid }, first))
+            }
             Err(e) => {
                 self.state().free_slot(token);
-                if reader {
-                    self.release_reader();
-                }
                 Err(e.into())
             }
         }
     }
 
     /// Send a conversion, unlock, cancel or deadlock-cancel for `id`. With
-    /// `wait`, the slot collects the completion for a waiting call (set
-    /// before the write, so a reader on another thread cannot miss it),
-    /// and the caller takes the reader role if it is free: the result.
+    /// `wait`, the slot collects the completion for a waiting call, and
+    /// the completion, if it is there already, is read in the same turn of
+    /// the state lock and returned.
     ///
     /// The DLM reuses lock ids at once, and its cancel does not check the
     /// owner (it even takes the canceller's callback argument): an
@@ -984,7 +1126,7 @@ impl Lockspace {
         flags: LockFlags,
         lvb: Option<&ValueBlock>,
         wait: bool,
-    ) -> Result<bool, Errno> {
+    ) -> Result<Option<Done>, Errno> {
         let cancel = cmd == Command::Deadlock
             || (cmd == Command::Unlock && flags.contains(LockFlags::CANCEL));
         let unlock = cmd == Command::Unlock && !cancel;
@@ -995,7 +1137,7 @@ impl Lockspace {
         };
         if cancel && (s.cancel_sent || s.noqueue || s.ending) {
             // The outcome is decided or on its way: nothing to cancel.
-            return Ok(false);
+            return Ok(None);
         }
         if s.ending {
             return Err(Errno::ENOENT);
@@ -1024,10 +1166,15 @@ impl Lockspace {
             s.noqueue = flags.contains(LockFlags::NOQUEUE);
         }
         s.waiting |= wait;
-        let reader = wait && self.claim_reader(&mut st);
+        let mut other = None;
+        let got = if wait {
+            self.read_inline(&mut st, id.token, &mut other)
+        } else {
+            Ok(None)
+        };
         drop(st);
-        self.after_io();
-        Ok(reader)
+        self.after_read(other);
+        got
     }
 
     /// Convert lock `id` to `mode` (`DLM_LKF_CONVERT` is added). The
@@ -1047,20 +1194,10 @@ impl Lockspace {
 
     /// `dlm_ls_unlock()`: unlock (the completion status is `Unlocked`).
     pub fn unlock(&self, id: LockId, flags: LockFlags, lvb: Option<&ValueBlock>) -> Result<()> {
-        self.unlock_op(id, flags, lvb, false).map(drop)
-    }
-
-    fn unlock_op(
-        &self,
-        id: LockId,
-        flags: LockFlags,
-        lvb: Option<&ValueBlock>,
-        wait: bool,
-    ) -> Result<bool> {
-        if flags.contains(LockFlags::CANCEL) {
-            return Err(Error::InvalidArgument("use Lockspace::cancel to cancel"));
-        }
-        Ok(self.lock_op(Command::Unlock, id, LockMode::Nl, flags, lvb, wait)?)
+        unlock_flags(flags)?;
+        self.lock_op(Command::Unlock, id, LockMode::Nl, flags, lvb, false)
+            .map(drop)
+            .map_err(Error::Os)
     }
 
     /// Cancel the lock's request or conversion in progress. If nothing is
@@ -1120,18 +1257,18 @@ impl Lockspace {
     /// Take in one callback record under the state lock: update the slot,
     /// hand a completion to its waiter, and say what is left to do with
     /// the lock released (callbacks run unlocked).
-    fn absorb(&self, st: &mut State, r: &LockResult) -> After {
-        let token = r.astparam;
+    fn absorb<R: Record>(&self, st: &mut State, r: &R) -> After {
+        let token = r.astparam();
         let id = LockId {
             token,
-            lkid: r.lkid,
+            lkid: r.lkid(),
         };
-        if r.bast_mode != 0 {
-            let Ok(mode) = LockMode::try_from(r.bast_mode) else {
+        if r.bast_mode() != 0 {
+            let Ok(mode) = LockMode::try_from(r.bast_mode()) else {
                 log::warn!(
                     "lockspace {}: blocking AST with bad mode {}",
                     self.inner.name,
-                    r.bast_mode
+                    r.bast_mode()
                 );
                 return After::Nothing;
             };
@@ -1145,8 +1282,8 @@ impl Lockspace {
                 "lockspace {} (fd {}): completion for unknown token {token:#x} (lkid {:#x}, status {})",
                 self.inner.name,
                 self.inner.fd,
-                r.lkid,
-                r.status
+                r.lkid(),
+                r.status()
             );
             return After::Nothing;
         };
@@ -1185,31 +1322,27 @@ impl Lockspace {
     /// of life); the completion and whether the lock ended. `None` for a
     /// status no kernel sends (logged).
     #[inline]
-    fn take_in(&self, slot: &mut Slot, r: &LockResult) -> Option<(Completion, bool)> {
-        let status = match Status::from_kernel(r.status, slot.deadlock_cancel) {
-            Ok(s) => s,
-            Err(_) => {
-                log::warn!(
-                    "lockspace {}: completion with unknown status {}",
-                    self.inner.name,
-                    r.status
-                );
-                return None;
-            }
+    fn take_in<R: Record>(&self, slot: &mut Slot, r: &R) -> Option<(Completion, bool)> {
+        let t = self.take_in_state(slot, r)?;
+        Some((t.completion(r), t.ends))
+    }
+
+    /// [`take_in`](Self::take_in) without building the completion, which
+    /// the caller builds from the record when it needs it (see
+    /// [`Taken::completion`]).
+    #[inline(always)]
+    fn take_in_state<R: Record>(&self, slot: &mut Slot, r: &R) -> Option<Taken> {
+        let Ok(status) = Status::from_kernel(r.status(), slot.deadlock_cancel) else {
+            self.unknown_status(r.status());
+            return None;
         };
         // The operation in progress is over, and with it any cancel of it.
         slot.deadlock_cancel = false;
         slot.cancel_sent = false;
         slot.noqueue = false;
-        let value_block = r.lvb.map(ValueBlock::new);
-        if let Some(v) = value_block {
-            slot.lvb = v;
+        if let Some(v) = r.lvb() {
+            slot.lvb = ValueBlock::new(*v);
         }
-        let completion = Completion {
-            status,
-            flags: StatusFlags::from_bits_retain(r.sb_flags),
-            value_block,
-        };
         // Lock end of life, as the kernel decides it.
         let ends = match status {
             Status::Unlocked => true,
@@ -1220,7 +1353,20 @@ impl Lockspace {
             slot.ever_granted = true;
         }
         slot.ended = ends;
-        Some((completion, ends))
+        Some(Taken {
+            status,
+            flags: StatusFlags::from_bits_retain(r.sb_flags()),
+            ends,
+        })
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn unknown_status(&self, status: i32) {
+        log::warn!(
+            "lockspace {}: completion with unknown status {status}",
+            self.inner.name
+        );
     }
 
     /// Do what [`absorb`](Self::absorb) left, with no lock held.
@@ -1256,41 +1402,16 @@ impl Lockspace {
     }
 
     /// Wait for the next completion of `token`, reading the device on this
-    /// thread when no other thread does. `None` on timeout. With `finish`,
-    /// the waiter is done with the slot once it has its completion.
+    /// thread when no other thread does. `None` on timeout. The waiter is
+    /// done with the slot once it has its completion.
     ///
-    /// `reader`: the caller already holds the reader role (claimed with
-    /// the request, see [`claim_reader`](Self::claim_reader)); it is
-    /// always given up before this returns.
-    ///
-    /// The common case (no event loop, no other waiter, the completion
-    /// queued by the kernel during the `write()`) then costs one `read()`
-    /// and one turn of the state lock, inline in the caller.
-    #[inline(always)]
+    /// The common case never gets here: a waiting call first looks for its
+    /// completion right after its write (see [`read_inline`](Self::read_inline)).
+    #[inline(never)]
     fn wait_completion(
         &self,
         token: u64,
         deadline: Option<Instant>,
-        finish: bool,
-        reader: bool,
-    ) -> Result<Option<Completion>, Errno> {
-        if reader {
-            let rec = self.read_next();
-            if let Some(c) = self.take_record(rec, token, finish)? {
-                return Ok(Some(c));
-            }
-        }
-        self.wait_completion_slow(token, deadline, finish)
-    }
-
-    /// The waiting loop of [`wait_completion`](Self::wait_completion), with
-    /// no reader role held on entry.
-    #[inline(never)]
-    fn wait_completion_slow(
-        &self,
-        token: u64,
-        deadline: Option<Instant>,
-        finish: bool,
     ) -> Result<Option<Completion>, Errno> {
         loop {
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
@@ -1300,9 +1421,7 @@ impl Lockspace {
                     return Err(Errno::ENOENT);
                 };
                 if let Some(c) = s.done.pop_front() {
-                    if finish {
-                        st.finish(token);
-                    }
+                    st.finish(token);
                     return Ok(Some(c));
                 }
                 if left.is_some_and(|l| l.is_zero()) {
@@ -1326,82 +1445,146 @@ impl Lockspace {
             // A caller's own `dispatch()` on another thread may take our
             // record; the bounded poll makes the loop look again.
             let rec = self.read_record(Some(left.map_or(READER_POLL, |l| l.min(READER_POLL))));
-            if let Some(c) = self.take_record(rec, token, finish)? {
+            if let Some(c) = self.take_record(rec, token)? {
                 return Ok(Some(c));
             }
         }
     }
 
-    /// Give up the reader role and take in what it read, if anything. The
-    /// waiter's own completion (`token`), with nothing queued ahead of it,
-    /// comes straight back; any other record goes where it belongs, its
-    /// callbacks run, and the waiters are woken.
-    #[inline(always)]
+    /// Give up the reader role and take in what it read, if anything (see
+    /// [`take_in_locked`](Self::take_in_locked)); wake the waiters, who may
+    /// wait for what was read or to read themselves.
     fn take_record(
         &self,
         rec: Result<Option<LockResult>, Errno>,
         token: u64,
-        finish: bool,
-    ) -> Result<Option<Completion>, Errno> {
-        let got = self.take_record_locked(rec, token, finish);
-        // A daemon connection may have stashed more records than the one
-        // taken: they must not go unseen now that nobody reads.
-        self.after_io();
-        got
-    }
-
-    #[inline(always)]
-    fn take_record_locked(
-        &self,
-        rec: Result<Option<LockResult>, Errno>,
-        token: u64,
-        finish: bool,
     ) -> Result<Option<Completion>, Errno> {
         let mut st = self.state();
         st.reading = false;
-        let r = match &rec {
-            Ok(Some(r)) => r,
-            Ok(None) => {
-                drop(st);
-                self.inner.wake_waiters();
-                return Ok(None);
-            }
-            Err(e) => {
-                drop(st);
-                self.inner.wake_waiters();
-                return Err(*e);
-            }
+        let mut other = None;
+        let got = match rec {
+            Ok(Some(r)) => Ok(self
+                .take_in_locked(&mut st, &r, token, &mut other)
+                .map(|t| t.completion(&r))),
+            Ok(None) => Ok(None),
+            Err(e) => Err(e),
         };
-        if r.bast_mode == 0 && r.astparam == token {
+        drop(st);
+        self.inner.wake_waiters();
+        self.after_read(other);
+        got
+    }
+
+    /// Take in, under the state lock, a record read for the waiter of
+    /// `token`. The waiter's own completion, with nothing queued ahead of
+    /// it, comes straight back and the waiter is done with the slot; any
+    /// other record goes where it belongs (see [`absorb`](Self::absorb)),
+    /// and what is left to do with it once the lock is let go goes to
+    /// `other`.
+    #[inline(always)]
+    fn take_in_locked<R: Record>(
+        &self,
+        st: &mut State,
+        r: &R,
+        token: u64,
+        other: &mut Option<After>,
+    ) -> Option<Taken> {
+        if r.bast_mode() == 0 && r.astparam() == token {
             let (idx, gen) = split_token(token);
-            let State { slots, free, .. } = &mut *st;
+            let State { slots, free, .. } = st;
             if let Some(s) = slots.get_mut(idx).filter(|s| {
                 s.live && s.gen == gen && s.waiting && !s.abandoned && s.done.is_empty()
             }) {
-                let taken = self.take_in(s, r);
-                if taken.is_some() && finish {
-                    s.finish(idx, free);
-                }
-                drop(st);
-                self.inner.wake_waiters();
-                return Ok(taken.map(|(c, _)| c));
+                let t = self.take_in_state(s, r)?;
+                s.finish(idx, free);
+                return Some(t);
             }
         }
-        let after = self.absorb(&mut st, r);
-        drop(st);
-        self.run(after);
-        // Others may wait for what was read, or to read themselves.
-        self.inner.wake_waiters();
-        Ok(None)
+        *other = Some(self.absorb(st, r));
+        None
     }
 
-    /// Take the reader role for a waiting call, if no event loop runs and
-    /// no other thread reads. The holder reads the device for everybody
-    /// until it gives the role up (and wakes the waiters).
+    /// A waiting call's first look for its completion, in the turn of the
+    /// state lock `st` that follows its write: one non-blocking `read()`,
+    /// when this thread may read the device (no other thread reads it and
+    /// no event loop runs). After a write the completion is usually there
+    /// already, so a granted request costs one `write()` and one `read()`,
+    /// as on the raw device, and no thread hand-off.
+    /// Another lock's record goes to `other` (see
+    /// [`take_in_locked`](Self::take_in_locked)).
+    #[inline(always)]
+    fn read_inline(
+        &self,
+        st: &mut State,
+        token: u64,
+        other: &mut Option<After>,
+    ) -> Result<Option<Done>, Errno> {
+        if !self.may_read(st) {
+            return Ok(None);
+        }
+        if self.inner.backend == Backend::Kernel {
+            // Read in place: a record is large, and copies cost.
+            let mut buf = [0; proto::RESULT_WITH_LVB_SIZE];
+            return Ok(
+                match device::kernel_read_view(self.inner.poll_fd.as_fd(), &mut buf)? {
+                    Some(r) => self
+                        .take_in_locked(st, &r, token, other)
+                        .map(|t| t.done(&r)),
+                    None => None,
+                },
+            );
+        }
+        let rec = self.read_next_socket();
+        match &rec {
+            Ok(Some(r)) => Ok(self.take_in_locked(st, r, token, other).map(|t| t.done(r))),
+            Ok(None) => Ok(None),
+            Err(e) => Err(*e),
+        }
+    }
+
+    /// [`read_inline`](Self::read_inline) in a turn of the state lock of
+    /// its own (a new request is written without the lock).
+    #[inline(always)]
+    fn first_look(&self, token: u64) -> Result<Option<Done>, Errno> {
+        let mut other = None;
+        let got = self.read_inline(&mut self.state(), token, &mut other);
+        self.after_read(other);
+        got
+    }
+
+    /// Finish, with the state lock let go, what a waiter's read started:
+    /// run another lock's callbacks and wake whoever waits for what was
+    /// read (`other`); make sure records stashed by a daemon connection
+    /// are seen.
+    #[inline(always)]
+    fn after_read(&self, other: Option<After>) {
+        if let Some(after) = other {
+            self.pass_on(after);
+        }
+        self.after_io();
+    }
+
+    /// Someone else's record: its callbacks run, its waiter wakes.
+    #[cold]
+    #[inline(never)]
+    fn pass_on(&self, after: After) {
+        self.run(after);
+        self.inner.wake_waiters();
+    }
+
+    /// Whether this thread may read the device now: no other thread holds
+    /// the reader role, and no event loop runs (or this is its thread).
+    #[inline]
+    fn may_read(&self, st: &State) -> bool {
+        !st.reading && (!self.inner.loop_running.load(Ordering::SeqCst) || self.on_loop_thread())
+    }
+
+    /// Take the reader role for a waiting call, if this thread may read.
+    /// The holder reads the device for everybody until it gives the role
+    /// up (and wakes the waiters).
     #[inline]
     fn claim_reader(&self, st: &mut State) -> bool {
-        if st.reading || (self.inner.loop_running.load(Ordering::SeqCst) && !self.on_loop_thread())
-        {
+        if !self.may_read(st) {
             return false;
         }
         st.reading = true;
@@ -1419,18 +1602,8 @@ impl Lockspace {
         t == Some(std::thread::current().id())
     }
 
-    /// Give up a reader role that will not be used.
-    fn release_reader(&self) {
-        self.state().reading = false;
-        self.inner.wake_waiters();
-    }
-
-    /// Block (up to `timeout`) for one record.
-    ///
-    /// A read before any poll: after a write the completion is usually
-    /// there already, so a granted request costs one `write()` and one
-    /// `read()`, as on the raw device.
-    #[inline(always)]
+    /// Block (up to `timeout`) for one record. A read comes before any
+    /// poll: the record may be there already.
     fn read_record(&self, timeout: Option<Duration>) -> Result<Option<LockResult>, Errno> {
         if let Some(r) = self.read_next()? {
             return Ok(Some(r));
@@ -1469,7 +1642,7 @@ impl Lockspace {
         let timeout = req.timeout;
         let (mode, flags) = (req.mode, req.flags);
         let adopt = flags.contains(LockFlags::ORPHAN);
-        let (id, reader) = self.submit(req, None, !adopt)?;
+        let (id, first) = self.submit(req, None, !adopt)?;
         if adopt {
             // Adoption is synchronous: the write's success is the grant,
             // and no completion follows.
@@ -1485,7 +1658,10 @@ impl Lockspace {
                 held: true,
             }));
         }
-        let completion = self.wait_for(id, timeout, reader)?;
+        let completion = match first {
+            Some(c) => c,
+            None => self.wait_for(id, timeout)?,
+        };
         if completion.status == Status::Granted {
             Ok(Outcome::Granted(Lock {
                 ls: self.clone(),
@@ -1495,24 +1671,20 @@ impl Lockspace {
                 held: true,
             }))
         } else {
-            Ok(Outcome::NotGranted(completion))
+            Ok(Outcome::NotGranted(completion.completion()))
         }
     }
 
     /// Wait for the completion of the operation in progress on `id` (its
-    /// slot already marked waiting), cancelling it after `timeout`. The
-    /// slot stops collecting completions when this returns.
-    #[inline(always)]
-    fn wait_for(
-        &self,
-        id: LockId,
-        timeout: Option<Duration>,
-        reader: bool,
-    ) -> Result<Completion, Errno> {
+    /// slot already marked waiting), cancelling it after `timeout`: what a
+    /// waiting call does when its first look right after the write found
+    /// nothing. The slot stops collecting completions when this returns.
+    #[inline(never)]
+    fn wait_for(&self, id: LockId, timeout: Option<Duration>) -> Result<Done, Errno> {
         let deadline = timeout.map(|t| Instant::now() + t);
-        match self.wait_completion(id.token, deadline, true, reader)? {
-            Some(c) => Ok(c),
-            None => self.cancel_and_wait(id),
+        match self.wait_completion(id.token, deadline)? {
+            Some(c) => Ok(c.into()),
+            None => self.cancel_and_wait(id).map(Done::from),
         }
     }
 
@@ -1525,7 +1697,7 @@ impl Lockspace {
             // A cancel of a granted lock produces no AST, so the grant
             // (if it won) is the completion we get; poll with a bound.
             let bound = Some(Instant::now() + Duration::from_secs(30));
-            if let Some(c) = self.wait_completion(id.token, bound, true, false)? {
+            if let Some(c) = self.wait_completion(id.token, bound)? {
                 return Ok(match c.status {
                     Status::Cancelled => Completion {
                         status: Status::TimedOut,
@@ -1641,6 +1813,14 @@ fn event_loop(mut poll: mio::Poll, inner: Weak<Inner>, ev: Arc<EventLoop>) {
 
 /// The mode a grant gave: the requested one, or with `ALTMODE` the
 /// alternate the kernel tried (`ALTPR` first, unless PR was requested).
+/// Flags an unlock refuses: a cancel has its own call.
+fn unlock_flags(flags: LockFlags) -> Result<()> {
+    if flags.contains(LockFlags::CANCEL) {
+        return Err(Error::InvalidArgument("use Lockspace::cancel to cancel"));
+    }
+    Ok(())
+}
+
 fn granted_mode(requested: LockMode, flags: LockFlags, sb: StatusFlags) -> LockMode {
     if !sb.contains(StatusFlags::ALTMODE) {
         requested
@@ -1693,7 +1873,8 @@ pub struct Lock {
     ls: Lockspace,
     id: LockId,
     mode: LockMode,
-    value_block: Option<ValueBlock>,
+    /// Boxed: few locks have one, and a `Lock` is moved around.
+    value_block: Option<Box<ValueBlock>>,
     held: bool,
 }
 
@@ -1714,7 +1895,7 @@ impl Lock {
     /// resource exists: when the last lock goes, the block goes with it,
     /// and the next lock reads zeros. Keep an NL lock to keep the value.
     pub fn value_block(&self) -> Option<&ValueBlock> {
-        self.value_block.as_ref()
+        self.value_block.as_deref()
     }
 
     /// Convert to `mode` and wait. On a grant the lock's mode changes;
@@ -1729,17 +1910,20 @@ impl Lock {
     ) -> Result<Completion> {
         let flags = flags - LockFlags::CONVERT;
         let op_flags = flags | LockFlags::CONVERT;
-        let reader = self
+        let first = self
             .ls
             .lock_op(Command::Lock, self.id, mode, op_flags, lvb, true)?;
-        let c = self.ls.wait_for(self.id, None, reader)?;
+        let c = match first {
+            Some(c) => c,
+            None => self.ls.wait_for(self.id, None)?,
+        };
         if c.status == Status::Granted {
             self.mode = granted_mode(mode, flags, c.flags);
             if c.value_block.is_some() {
-                self.value_block = c.value_block;
+                self.value_block.clone_from(&c.value_block);
             }
         }
-        Ok(c)
+        Ok(c.completion())
     }
 
     /// Unlock and wait for the unlock to complete. `lvb` is written to the
@@ -1747,9 +1931,15 @@ impl Lock {
     pub fn unlock_with(mut self, flags: LockFlags, lvb: Option<&ValueBlock>) -> Result<()> {
         // Held until the unlock is sent: if the write fails, the drop
         // tries again.
-        let reader = self.ls.unlock_op(self.id, flags, lvb, true)?;
+        unlock_flags(flags)?;
+        let first = self
+            .ls
+            .lock_op(Command::Unlock, self.id, LockMode::Nl, flags, lvb, true)?;
         self.held = false;
-        let c = self.ls.wait_for(self.id, None, reader)?;
+        let c = match first {
+            Some(c) => c,
+            None => self.ls.wait_for(self.id, None)?,
+        };
         match c.status {
             Status::Unlocked => Ok(()),
             other => Err(Error::Unexpected(other)),
