@@ -1118,6 +1118,10 @@ impl Lockspace {
     /// under the state lock, in order, and none is sent once the lock may
     /// have ended: after its unlock was sent, after a cancel was sent, or
     /// for a `NOQUEUE` request (decided during its own write).
+    ///
+    /// Inlined into the waiting calls of [`Lock`]; everything else goes
+    /// through [`lock_op_call`](Self::lock_op_call).
+    #[inline(always)]
     fn lock_op(
         &self,
         cmd: Command,
@@ -1177,6 +1181,20 @@ impl Lockspace {
         got
     }
 
+    /// [`lock_op`](Self::lock_op), not inlined.
+    #[inline(never)]
+    fn lock_op_call(
+        &self,
+        cmd: Command,
+        id: LockId,
+        mode: LockMode,
+        flags: LockFlags,
+        lvb: Option<&ValueBlock>,
+        wait: bool,
+    ) -> Result<Option<Done>, Errno> {
+        self.lock_op(cmd, id, mode, flags, lvb, wait)
+    }
+
     /// Convert lock `id` to `mode` (`DLM_LKF_CONVERT` is added). The
     /// completion goes to the lock's completion callback.
     pub fn convert(
@@ -1187,7 +1205,7 @@ impl Lockspace {
         lvb: Option<&ValueBlock>,
     ) -> Result<()> {
         let flags = flags | LockFlags::CONVERT;
-        self.lock_op(Command::Lock, id, mode, flags, lvb, false)
+        self.lock_op_call(Command::Lock, id, mode, flags, lvb, false)
             .map(drop)
             .map_err(Error::Os)
     }
@@ -1195,7 +1213,7 @@ impl Lockspace {
     /// `dlm_ls_unlock()`: unlock (the completion status is `Unlocked`).
     pub fn unlock(&self, id: LockId, flags: LockFlags, lvb: Option<&ValueBlock>) -> Result<()> {
         unlock_flags(flags)?;
-        self.lock_op(Command::Unlock, id, LockMode::Nl, flags, lvb, false)
+        self.lock_op_call(Command::Unlock, id, LockMode::Nl, flags, lvb, false)
             .map(drop)
             .map_err(Error::Os)
     }
@@ -1206,7 +1224,7 @@ impl Lockspace {
     /// a cancel is already on its way. `ENOENT` once the lock has ended.
     pub fn cancel(&self, id: LockId) -> Result<()> {
         let flags = LockFlags::CANCEL;
-        self.lock_op(Command::Unlock, id, LockMode::Nl, flags, None, false)
+        self.lock_op_call(Command::Unlock, id, LockMode::Nl, flags, None, false)
             .map(drop)
             .map_err(Error::Os)
     }
@@ -1214,7 +1232,7 @@ impl Lockspace {
     /// `dlm_ls_deadlock_cancel()`: cancel with status `DeadlockCancelled`.
     pub fn deadlock_cancel(&self, id: LockId) -> Result<()> {
         let flags = LockFlags::empty();
-        self.lock_op(Command::Deadlock, id, LockMode::Nl, flags, None, false)
+        self.lock_op_call(Command::Deadlock, id, LockMode::Nl, flags, None, false)
             .map(drop)
             .map_err(Error::Os)
     }
@@ -1692,7 +1710,7 @@ impl Lockspace {
     #[cold]
     fn cancel_and_wait(&self, id: LockId) -> Result<Completion, Errno> {
         let cancel = LockFlags::CANCEL;
-        self.lock_op(Command::Unlock, id, LockMode::Nl, cancel, None, false)?;
+        self.lock_op_call(Command::Unlock, id, LockMode::Nl, cancel, None, false)?;
         loop {
             // A cancel of a granted lock produces no AST, so the grant
             // (if it won) is the completion we get; poll with a bound.
