@@ -2,7 +2,7 @@
 //!
 //! A [`Device`] is one open lockspace (or the control device): the kernel's
 //! misc device, or a connection to `dlmd` that plays one. Both move the
-//! same records ([`proto`](crate::proto)); this module hides the
+//! same records ([`proto`]); this module hides the
 //! difference: [`Device::write`] returns what `write()` returns, and
 //! [`Device::read_available`] collects the records `read()` would return.
 //!
