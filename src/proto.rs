@@ -1004,6 +1004,38 @@ mod tests {
     }
 
     #[test]
+    fn result_view_reads_the_fields_in_place() {
+        let r = LockResult {
+            astaddr: 11,
+            astparam: 0x1234_5678_9abc,
+            user_lksb: 13,
+            status: -65538,
+            lkid: 0x10002,
+            sb_flags: 2,
+            bast_mode: 0,
+            lvb: Some([7; LVB_LEN]),
+        };
+        let (b, n) = encode_result(&r, 104).unwrap();
+        let v = ResultView::parse(&b[..n]).unwrap();
+        assert_eq!(
+            (
+                v.astaddr(),
+                v.astparam(),
+                v.user_lksb(),
+                v.status(),
+                v.lkid()
+            ),
+            (11, 0x1234_5678_9abc, 13, -65538, 0x10002)
+        );
+        assert_eq!((v.sb_flags(), v.bast_mode()), (2, 0));
+        assert_eq!(v.lvb(), Some(&[7; LVB_LEN]));
+        assert_eq!(v.to_result(), r);
+        // Without a value block the view has none, whatever follows.
+        let (b, n) = encode_result(&LockResult { lvb: None, ..r }, 72).unwrap();
+        assert_eq!(ResultView::parse(&b[..n]).unwrap().lvb(), None);
+    }
+
+    #[test]
     fn malformed_results_are_eproto() {
         let r = LockResult {
             astaddr: 1,
