@@ -7,12 +7,13 @@ use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Waker};
 use std::time::Duration;
 
 use common::{run, wait_for, Daemon};
 use dlm::client::{Backend, LockRequest, Lockspace, Outcome};
 use dlm::{LockFlags, LockMode, LockspaceFlags, LockspaceName, ResourceName, Status, ValueBlock};
+use dlm_conformance::traffic;
 
 fn res(s: &str) -> ResourceName {
     ResourceName::new(s).unwrap()
@@ -365,36 +366,10 @@ fn noqueue_and_deadlock_cancel_are_outcomes_not_errors() {
     assert_eq!(st, Status::DeadlockCancelled);
 }
 
-struct Flag(std::sync::atomic::AtomicBool);
-
-impl Wake for Flag {
-    fn wake(self: Arc<Self>) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-}
-
-/// Poll a future to completion on this thread (a minimal executor).
+/// Poll a future to completion on this thread (a minimal executor); a
+/// future that never resolves fails the test.
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    let flag = Arc::new(Flag(std::sync::atomic::AtomicBool::new(true)));
-    let waker = Waker::from(flag.clone());
-    let mut cx = Context::from_waker(&waker);
-    let mut f = std::pin::pin!(f);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-            return v;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "future never resolved"
-        );
-        while !flag.0.swap(false, Ordering::SeqCst) {
-            std::thread::sleep(Duration::from_millis(1));
-            if std::time::Instant::now() >= deadline {
-                break;
-            }
-        }
-    }
+    traffic::block_on(f, Duration::from_secs(10)).expect("future never resolved")
 }
 
 #[test]
@@ -433,10 +408,9 @@ fn dropping_a_pending_future_cancels_the_request() {
         .unwrap();
     {
         let mut fut = Box::pin(other.lock_async(LockRequest::new(res("a"), LockMode::Ex)));
-        let waker = Waker::from(Arc::new(Flag(std::sync::atomic::AtomicBool::new(false))));
         assert!(fut
             .as_mut()
-            .poll(&mut Context::from_waker(&waker))
+            .poll(&mut Context::from_waker(Waker::noop()))
             .is_pending());
     }
     common::wait_for(
@@ -455,137 +429,28 @@ fn dropping_a_pending_future_cancels_the_request() {
     });
 }
 
-/// Per-resource holders as the test sees them: -1 for one EX holder,
-/// otherwise the number of PR holders (NL counts as nothing).
-struct Holders([std::sync::atomic::AtomicI32; 4]);
-
-impl Holders {
-    fn granted(&self, r: usize, mode: LockMode) {
-        let h = &self.0[r];
-        match mode {
-            LockMode::Ex => assert_eq!(h.swap(-1, Ordering::SeqCst), 0, "EX granted over holders"),
-            LockMode::Pr => {
-                let before = h.fetch_add(1, Ordering::SeqCst);
-                assert!(before >= 0, "PR granted over EX");
-            }
-            _ => {}
-        }
-    }
-
-    fn releasing(&self, r: usize, mode: LockMode) {
-        let h = &self.0[r];
-        match mode {
-            LockMode::Ex => assert_eq!(h.swap(0, Ordering::SeqCst), -1),
-            LockMode::Pr => assert!(h.fetch_sub(1, Ordering::SeqCst) > 0),
-            _ => {}
-        }
-    }
-}
-
 /// Threads on two handles (one with an event loop, one without) lock
 /// (waiting, or as futures that are awaited or dropped), convert, time
-/// out, try NOQUEUE, unlock and drop at random on a few resources. Every call returns (a watchdog fails the test if one
-/// hangs), EX and PR exclusion holds at every grant, and no lock is left.
+/// out, try NOQUEUE, unlock and drop at random on a few resources (see
+/// `dlm_conformance::traffic`). Every call returns (a watchdog fails the
+/// test if one hangs), EX and PR exclusion holds at every grant, and no
+/// lock is left.
 #[test]
 fn mixed_threads_on_two_handles_keep_exclusion_and_leave_no_lock() {
-    const THREADS: usize = 6;
-    const OPS: usize = 400;
     let _ = env_logger::builder().is_test(true).try_init();
     let d = Daemon::start();
     let (dlm, plain) = space(&d, "mixed");
     let looped = dlm.open_lockspace(plain.name()).unwrap();
     looped.start_event_loop().unwrap();
-    let holders = Arc::new(Holders(Default::default()));
-    let names = ["m0", "m1", "m2", "m3"];
-    let workers: Vec<_> = (0..THREADS)
-        .map(|t| {
-            let ls = if t % 2 == 0 {
-                plain.clone()
-            } else {
-                looped.clone()
-            };
-            let holders = holders.clone();
-            std::thread::spawn(move || {
-                let mut seed = 0x9e37_79b9_7f4a_7c15u64 ^ (t as u64 + 1);
-                let mut next = move |n: u64| {
-                    seed ^= seed << 13;
-                    seed ^= seed >> 7;
-                    seed ^= seed << 17;
-                    seed % n
-                };
-                for _ in 0..OPS {
-                    let r = next(4) as usize;
-                    let mode = [LockMode::Ex, LockMode::Pr, LockMode::Nl][next(3) as usize];
-                    let mut req = LockRequest::new(res(names[r]), mode);
-                    match next(4) {
-                        0 => req = req.flags(LockFlags::NOQUEUE),
-                        1 => req = req.timeout(Duration::from_millis(1 + next(5))),
-                        _ => {}
-                    }
-                    // On the looped handle, sometimes as a future: awaited,
-                    // or dropped unresolved (which cancels it).
-                    let outcome = if t % 2 == 1 && next(3) == 0 {
-                        let fut = ls.lock_async(req);
-                        if next(2) == 0 {
-                            drop(fut);
-                            continue;
-                        }
-                        block_on(fut)
-                    } else {
-                        ls.lock(req)
-                    };
-                    let mut l = match outcome.expect("a lock call returns") {
-                        Outcome::Granted(l) => l,
-                        Outcome::NotGranted(c) => {
-                            assert!(
-                                matches!(c.status, Status::WouldBlock | Status::TimedOut),
-                                "{c:?}"
-                            );
-                            continue;
-                        }
-                    };
-                    holders.granted(r, l.mode());
-                    if next(3) == 0 {
-                        // Convert; down-conversions are released first.
-                        let to = [LockMode::Ex, LockMode::Pr, LockMode::Nl][next(3) as usize];
-                        let old = l.mode();
-                        let down = to < old;
-                        if down {
-                            holders.releasing(r, old);
-                        }
-                        let c = l
-                            .convert(to, LockFlags::NOQUEUE, None)
-                            .expect("a convert call returns");
-                        match (c.status, down) {
-                            (Status::Granted, true) => holders.granted(r, to),
-                            (Status::Granted, false) => {
-                                holders.releasing(r, old);
-                                holders.granted(r, to);
-                            }
-                            (_, true) => panic!("a down-conversion was refused: {c:?}"),
-                            (_, false) => {}
-                        }
-                    }
-                    holders.releasing(r, l.mode());
-                    if next(2) == 0 {
-                        l.unlock().expect("an unlock returns");
-                    } else {
-                        drop(l);
-                    }
-                }
-            })
-        })
-        .collect();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !workers.iter().all(|w| w.is_finished()) {
-        if std::time::Instant::now() > deadline {
-            let locks = dlm.locks(&LockspaceName::new("mixed").unwrap());
-            panic!("a worker hangs; the daemon's locks: {locks:#?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    for w in workers {
-        w.join().expect("a worker panicked");
+    let names = ["m0", "m1", "m2", "m3"].map(res);
+    let load = traffic::Traffic {
+        threads: 6,
+        ops: 400,
+        deadline: Duration::from_secs(30),
+    };
+    if let Err(e) = traffic::mixed(&plain, &looped, &names, load) {
+        let locks = dlm.locks(&LockspaceName::new("mixed").unwrap());
+        panic!("{e}; the daemon's locks: {locks:#?}");
     }
     drop((plain, looped));
     assert_eq!(lock_count(&dlm, "mixed"), 0, "every lock was released");

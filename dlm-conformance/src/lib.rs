@@ -34,6 +34,7 @@
 
 pub mod random;
 pub mod target;
+pub mod traffic;
 
 use std::collections::HashMap;
 use std::fmt::Write as _;

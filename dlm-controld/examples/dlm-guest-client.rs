@@ -20,9 +20,10 @@
 //!    one EX lock, blocking (one reads the device for all): every request
 //!    is granted, and the lock is never held twice;
 //!    Then threads on that handle and on A (event loop) make random
-//!    traffic: timeouts, NOQUEUE, futures awaited or dropped unresolved,
-//!    unlocks and drops; EX exclusion holds at every grant, every call
-//!    returns, and no lock is left;
+//!    traffic (`dlm_conformance::traffic`, as the dlmd tests do):
+//!    timeouts, NOQUEUE, futures awaited or dropped unresolved,
+//!    conversions, unlocks and drops; EX and PR exclusion hold at every
+//!    grant and every call returns;
 //! 10. `release_lockspace` (EBUSY-free once the handles are gone), and the
 //!     lockspace is gone.
 //!
@@ -35,6 +36,7 @@ use std::time::{Duration, Instant};
 use dlm::client::{Backend, Dlm, LockRequest, Lockspace, Outcome};
 use dlm::ValueBlock;
 use dlm::{Errno, Error, LockFlags, LockMode, LockspaceFlags, LockspaceName, ResourceName, Status};
+use dlm_conformance::traffic;
 
 type R<T> = Result<T, String>;
 
@@ -301,8 +303,8 @@ fn run() -> R<()> {
 
     // 9b. Random traffic from threads on C and on A (which runs an event
     // loop): waiting locks with timeouts and NOQUEUE, futures awaited or
-    // dropped, unlocks and drops. Exclusion holds at every grant and every
-    // call returns.
+    // dropped, conversions, unlocks and drops. Exclusion holds at every
+    // grant and every call returns.
     mixed_traffic(&c, &a)?;
     drop(c);
 
@@ -363,124 +365,21 @@ fn threads_take_turns(ls: &Lockspace) -> R<()> {
     Ok(())
 }
 
-/// Poll a future to completion on this thread (a minimal executor).
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Arc;
-    use std::task::{Context, Poll, Wake, Waker};
-    struct Flag(AtomicBool);
-    impl Wake for Flag {
-        fn wake(self: Arc<Self>) {
-            self.0.store(true, Ordering::SeqCst);
-        }
-    }
-    let flag = Arc::new(Flag(AtomicBool::new(true)));
-    let waker = Waker::from(flag.clone());
-    let mut cx = Context::from_waker(&waker);
-    let mut f = std::pin::pin!(f);
-    loop {
-        if flag.0.swap(false, Ordering::SeqCst) {
-            if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-                return v;
-            }
-        }
-        std::thread::sleep(Duration::from_micros(200));
-    }
-}
-
+/// Random traffic from threads on `plain` and on `looped` (which runs an
+/// event loop), through `dlm_conformance::traffic`, the same load the
+/// dlmd tests make.
 fn mixed_traffic(plain: &Lockspace, looped: &Lockspace) -> R<()> {
-    use std::sync::atomic::{AtomicI32, Ordering};
-    use std::sync::Arc;
-    const THREADS: usize = 4;
-    const OPS: usize = 300;
-    let ex_holders: Arc<[AtomicI32; 3]> = Arc::new(Default::default());
     let names = [res("m0")?, res("m1")?, res("m2")?];
-    let workers: Vec<_> = (0..THREADS)
-        .map(|t| {
-            let ls = if t % 2 == 0 {
-                plain.clone()
-            } else {
-                looped.clone()
-            };
-            let ex_holders = ex_holders.clone();
-            std::thread::spawn(move || -> R<()> {
-                let mut seed = 0x2545_f491_4f6c_dd1du64 ^ (t as u64 + 1);
-                let mut next = move |n: u64| {
-                    seed ^= seed << 13;
-                    seed ^= seed >> 7;
-                    seed ^= seed << 17;
-                    seed % n
-                };
-                for _ in 0..OPS {
-                    let r = next(3) as usize;
-                    let mode = if next(2) == 0 {
-                        LockMode::Ex
-                    } else {
-                        LockMode::Pr
-                    };
-                    let mut req = LockRequest::new(names[r], mode);
-                    match next(4) {
-                        0 => req = req.flags(LockFlags::NOQUEUE),
-                        1 => req = req.timeout(Duration::from_millis(1 + next(5))),
-                        _ => {}
-                    }
-                    let outcome = if t % 2 == 1 && next(3) == 0 {
-                        let fut = ls.lock_async(req);
-                        if next(2) == 0 {
-                            drop(fut);
-                            continue;
-                        }
-                        block_on(fut)
-                    } else {
-                        ls.lock(req)
-                    };
-                    let l = match outcome.map_err(ctx("random lock"))? {
-                        Outcome::Granted(l) => l,
-                        Outcome::NotGranted(c) => {
-                            check(
-                                matches!(c.status, Status::WouldBlock | Status::TimedOut),
-                                || format!("random lock not granted: {c:?}"),
-                            )?;
-                            continue;
-                        }
-                    };
-                    // EX holders are counted from the grant until just
-                    // before the release.
-                    let h = &ex_holders[r];
-                    let ex = l.mode() == LockMode::Ex;
-                    if ex {
-                        check(h.swap(1, Ordering::SeqCst) == 0, || {
-                            "EX granted twice".into()
-                        })?;
-                    }
-                    if next(4) == 0 {
-                        std::thread::yield_now();
-                    }
-                    if ex {
-                        h.store(0, Ordering::SeqCst);
-                    }
-                    if next(2) == 0 {
-                        l.unlock().map_err(ctx("random unlock"))?;
-                    } else {
-                        drop(l);
-                    }
-                }
-                Ok(())
-            })
-        })
-        .collect();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !workers.iter().all(|w| w.is_finished()) {
-        check(Instant::now() < deadline, || {
-            "a traffic thread hangs".into()
-        })?;
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    for w in workers {
-        w.join()
-            .map_err(|_| "a traffic thread panicked".to_string())??;
-    }
-    println!("client: {THREADS} threads on two handles made {} random operations each; every call returned", OPS);
+    let load = traffic::Traffic {
+        threads: 4,
+        ops: 300,
+        deadline: Duration::from_secs(60),
+    };
+    traffic::mixed(plain, looped, &names, load)?;
+    println!(
+        "client: {} threads on two handles made {} random operations each; every call returned",
+        load.threads, load.ops
+    );
     Ok(())
 }
 
