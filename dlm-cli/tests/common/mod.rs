@@ -10,15 +10,48 @@ use dlm::client::{Backend, Dlm};
 
 pub const DLM: &str = env!("CARGO_BIN_EXE_dlm");
 
-/// The `dlmd` built alongside `dlm`.
+/// The `dlmd` built alongside `dlm`. Cargo builds it only when the whole
+/// workspace is built, so a binary older than its sources (dlmd's or the
+/// `dlm` crate's) fails here, with what to run, rather than later as a
+/// puzzling test failure.
 pub fn dlmd_bin() -> PathBuf {
     let p = Path::new(DLM).with_file_name("dlmd");
-    assert!(
-        p.is_file(),
-        "{} is missing: build the whole workspace (cargo test --workspace)",
-        p.display()
-    );
+    let built = std::fs::metadata(&p)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|_| {
+            panic!(
+                "{} is missing: build the whole workspace (cargo test --workspace)",
+                p.display()
+            )
+        });
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for dir in [root.join("dlmd/src"), root.join("src")] {
+        if let Some(newer) = newer_than(&dir, built) {
+            panic!(
+                "{} is older than {}: rebuild it (cargo build -p dlmd, with this test's profile) \
+                 or test the whole workspace (cargo test --workspace)",
+                p.display(),
+                newer.display()
+            );
+        }
+    }
     p
+}
+
+/// A file below `dir` modified after `t`, if any.
+fn newer_than(dir: &Path, t: std::time::SystemTime) -> Option<PathBuf> {
+    for e in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = e.path();
+        let Ok(meta) = e.metadata() else { continue };
+        if meta.is_dir() {
+            if let Some(p) = newer_than(&path, t) {
+                return Some(p);
+            }
+        } else if meta.modified().is_ok_and(|m| m > t) {
+            return Some(path);
+        }
+    }
+    None
 }
 
 /// A scratch directory, removed on drop.
