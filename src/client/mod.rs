@@ -1092,14 +1092,17 @@ impl Lockspace {
         let (name, len) = req.resource.padded();
         w.set_name_padded(name, len);
         let written = self
-            .write(w.as_bytes())
+            .write_only(w.as_bytes())
             .and_then(|lkid| u32::try_from(lkid).map_err(|_| Errno::EPROTO));
         match written {
+            // The first look ends with the stashed-record check.
+            Ok(lkid) if read => Ok((LockId { token, lkid }, self.first_look(token)?)),
             Ok(lkid) => {
-                let first = if read { self.first_look(token)? } else { None };
-                Ok((LockId { token, lkid }, first))
+                self.after_io();
+                Ok((LockId { token, lkid }, None))
             }
             Err(e) => {
+                self.after_io();
                 self.state().free_slot(token);
                 Err(e.into())
             }
@@ -1528,6 +1531,7 @@ impl Lockspace {
     /// no event loop runs). After a write the completion is usually there
     /// already, so a granted request costs one `write()` and one `read()`,
     /// as on the raw device, and no thread hand-off.
+    ///
     /// Another lock's record goes to `other` (see
     /// [`take_in_locked`](Self::take_in_locked)).
     #[inline(always)]
