@@ -1157,6 +1157,7 @@ impl Lockspace {
         if self.inner.closed_told.swap(true, Ordering::SeqCst) {
             return;
         }
+        let mut unheard = 0;
         let lost: Vec<(LostFn, LockId)> = {
             let mut st = self.state();
             st.slots
@@ -1168,13 +1169,23 @@ impl Lockspace {
                         token: make_token(idx, s.gen),
                         lkid: s.lkid,
                     };
-                    s.on_lost.take().map(|cb| (cb, id))
+                    let cb = s.on_lost.take();
+                    unheard += usize::from(cb.is_none());
+                    cb.map(|cb| (cb, id))
                 })
                 .collect()
         };
-        log::warn!(
-            "lockspace {}: the connection to the dlm daemon closed; its locks are lost",
-            self.inner.name
+        // Said louder when nobody else hears of it.
+        let level = if unheard > 0 {
+            log::Level::Warn
+        } else {
+            log::Level::Debug
+        };
+        log::log!(
+            level,
+            "lockspace {}: the connection to the dlm daemon closed; its {} held lock(s) are lost",
+            self.inner.name,
+            lost.len() + unheard
         );
         for (mut cb, id) in lost {
             cb(id, LostReason::ConnectionClosed);
@@ -1497,7 +1508,14 @@ impl Lockspace {
     #[cold]
     #[inline(never)]
     fn lost_by_unlock(&self, cb: Option<LostFn>, lkid: u32, token: u64, rest: After) -> After {
-        log::warn!(
+        // Said louder when nobody else hears of it.
+        let level = if cb.is_some() {
+            log::Level::Debug
+        } else {
+            log::Level::Warn
+        };
+        log::log!(
+            level,
             "lockspace {}: lock {lkid:#x} was unlocked by another opener of the lockspace",
             self.inner.name
         );
