@@ -192,3 +192,35 @@ fn a_timeout_too_long_for_the_clock_waits_without_limit() {
         );
     }
 }
+
+#[test]
+fn locks_stay_held_while_an_inherited_copy_of_the_descriptor_is_open() {
+    let d = Daemon::start_debug_log();
+    let (dlm, ls) = space(&d, "inherit");
+    let probe = dlm.open_lockspace(ls.name()).unwrap();
+    let lock = ls
+        .lock(LockRequest::new(res("r"), LockMode::Ex))
+        .unwrap()
+        .granted()
+        .unwrap();
+    let copy = ls.inheritable_fd().unwrap();
+    let flags = rustix::io::fcntl_getfd(&copy).unwrap();
+    assert!(
+        !flags.contains(rustix::io::FdFlags::CLOEXEC),
+        "a child inherits it"
+    );
+    // This handle goes, as when its process is killed; the copy stays.
+    let _kept = lock.into_id();
+    drop(ls);
+    assert!(
+        !is_free(&probe, "r"),
+        "the copy keeps the lock\n{}",
+        d.log_text()
+    );
+    drop(copy);
+    common::wait_for(
+        "the lock to go with the last copy",
+        Duration::from_secs(20),
+        || is_free(&probe, "r"),
+    );
+}
