@@ -186,7 +186,7 @@ fn concurrent_starters_agree_on_one_daemon() {
     let dir = temp_dir();
     let socket = dir.path().join("dlmd.sock");
     let log = dir.path().join("log");
-    let mut procs: Vec<Proc> = (0..4)
+    let mut procs: Vec<Dlmd> = (0..4)
         .map(|_| spawn_dlmd(&socket, &log, &["--user", "--exit-if-running"]))
         .collect();
     wait_until("three starters to give way", TIMEOUT, || {
