@@ -145,6 +145,31 @@ fn sigterm_and_sigint_stop_cleanly() {
     }
 }
 
+/// A SIGTERM that comes as soon as the socket answers still stops the
+/// daemon cleanly: the handler is in place before the socket is bound.
+/// (Once, the socket answered before it was, and such a signal killed
+/// dlmd and left a stale socket.)
+#[test]
+fn a_signal_right_after_the_socket_answers_stops_cleanly() {
+    for round in 0..20 {
+        let dir = temp_dir();
+        let socket = dir.path().join("dlmd.sock");
+        let log = dir.path().join(format!("log{round}"));
+        let mut p = spawn_dlmd(&socket, &log, &["--user"]);
+        // No sleep between tries: the signal should come as early as it can.
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+            assert!(matches!(p.0.try_wait(), Ok(None)), "dlmd exited");
+            assert!(std::time::Instant::now() < deadline, "dlmd never listened");
+            std::thread::yield_now();
+        }
+        p.signal(rustix::process::Signal::TERM);
+        let st = p.wait_timeout(TIMEOUT).expect("dlmd exits");
+        assert_eq!(st.code(), Some(0), "round {round}: a clean exit, not {st}");
+        assert!(!socket.exists(), "round {round}: socket removed");
+    }
+}
+
 #[test]
 fn a_stale_socket_is_replaced() {
     let dir = temp_dir();
