@@ -170,12 +170,32 @@ fn a_signal_right_after_the_socket_answers_stops_cleanly() {
     }
 }
 
+/// A killed dlmd leaves its socket behind; the next one replaces it.
+///
+/// The stale socket is made by a real dlmd, not by a listener this test
+/// binds and closes: other tests start processes on other threads, and a
+/// child forked while that listener was open keeps it open until it
+/// execs, so the "stale" socket could still answer (the next dlmd then
+/// found it live and exited, and this test failed about one run in 60).
 #[test]
 fn a_stale_socket_is_replaced() {
     let dir = temp_dir();
     let socket = dir.path().join("dlmd.sock");
-    drop(std::os::unix::net::UnixListener::bind(&socket).expect("bind"));
+    let mut dead = spawn_dlmd(&socket, &dir.path().join("killed.log"), &["--user"]);
+    wait_until("the first dlmd to listen", TIMEOUT, || {
+        assert!(matches!(dead.0.try_wait(), Ok(None)), "dlmd exited");
+        std::os::unix::net::UnixStream::connect(&socket).is_ok()
+    });
+    dead.signal(rustix::process::Signal::KILL);
+    let st = dead.wait_timeout(TIMEOUT).expect("the killed dlmd ends");
+    assert!(!st.success(), "killed: {st}");
     assert!(socket.exists(), "a stale socket file");
+    let refused = std::os::unix::net::UnixStream::connect(&socket).map(drop);
+    assert_eq!(
+        refused.map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::ConnectionRefused),
+        "the stale socket refuses connections"
+    );
     let log = dir.path().join("log");
     let mut p = spawn_dlmd(&socket, &log, &["--user"]);
     wait_until("dlmd to listen", TIMEOUT, || {
