@@ -166,6 +166,13 @@ fn result_of(r: Result<i64, Errno>) -> i64 {
     }
 }
 
+/// Catch the signals that stop the daemon (SIGTERM and SIGINT). A signal
+/// that arrives before the event loop runs is kept, and the loop stops at
+/// once.
+pub fn stop_signals() -> io::Result<Signals> {
+    Signals::new([SIGTERM, SIGINT])
+}
+
 /// The daemon.
 pub struct Server {
     poll: Poll,
@@ -189,14 +196,20 @@ pub struct Server {
 }
 
 impl Server {
-    /// Set up the event loop around a bound listener.
-    pub fn new(config: Config, listener: std::os::unix::net::UnixListener) -> io::Result<Server> {
+    /// Set up the event loop around a bound listener. `signals` catches
+    /// SIGTERM and SIGINT (see [`stop_signals`]); it is made before the
+    /// socket is bound, so that no signal can kill the daemon uncleanly
+    /// once the socket answers.
+    pub fn new(
+        config: Config,
+        listener: std::os::unix::net::UnixListener,
+        mut signals: Signals,
+    ) -> io::Result<Server> {
         listener.set_nonblocking(true)?;
         let mut listener = UnixListener::from_std(listener);
         let poll = Poll::new()?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
-        let mut signals = Signals::new([SIGTERM, SIGINT])?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
         Ok(Server {
