@@ -127,5 +127,7 @@ fn unread_queries_of_a_million_locks_leave_memory_as_it_was() {
     drop(locks);
     drop(queries);
     ls.sync();
+    let log = d.log_text();
+    assert!(!log.contains("not reading"), "no one was disconnected:\n{log}");
     eprintln!("dlmd RSS after the queries closed: {} KiB", rss_kib(pid));
 }
