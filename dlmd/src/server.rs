@@ -882,7 +882,14 @@ impl Server {
         if let Some(c) = self.conn_mut(idx) {
             c.answer = Some(answer);
         }
-        self.pump_answer(idx);
+        if self.pump_answer(idx) > 0 {
+            if let Some(c) = self.conn_mut(idx) {
+                if !c.dirty {
+                    c.dirty = true;
+                    self.dirty.push(idx);
+                }
+            }
+        }
     }
 
     /// Send every pending callback of every push-mode connection on
@@ -977,8 +984,9 @@ impl Server {
     }
 
     /// Make parts of connection `idx`'s query answer while less than the
-    /// low-water mark waits for it; the bytes added. The last part ends
-    /// the pause: the requests behind the query are handled next.
+    /// low-water mark waits for it; the bytes added (the caller sees that
+    /// they are written). The last part ends the pause: the requests
+    /// behind the query are handled next.
     fn pump_answer(&mut self, idx: usize) -> usize {
         let max = self.config.max_output;
         let (low, piece) = (answer_low_water(max), answer_piece(max));
@@ -1000,10 +1008,6 @@ impl Server {
         let finished = answer.finished();
         if !finished && failed.is_none() {
             c.answer = Some(answer);
-        }
-        if added > 0 && !c.dirty {
-            c.dirty = true;
-            self.dirty.push(idx);
         }
         if let Some(e) = failed {
             self.doom(idx, Level::Error, format!("query answer failed: {e}"));

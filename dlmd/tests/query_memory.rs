@@ -5,6 +5,7 @@
 mod common;
 
 use std::io::Write;
+use std::time::Instant;
 
 use common::*;
 use dlm::proto::{self, Command as Cmd};
@@ -108,6 +109,7 @@ fn unread_queries_of_a_million_locks_leave_memory_as_it_was() {
     // The unread ones are still connected, and one that reads on gets
     // the whole answer: every lock once, by lock id.
     let (q, json) = &mut queries[0];
+    let start = Instant::now();
     loop {
         match q.next_frame() {
             Some((Kind::QueryPart, b)) => json.extend_from_slice(&b),
@@ -118,6 +120,11 @@ fn unread_queries_of_a_million_locks_leave_memory_as_it_was() {
             other => panic!("unexpected {other:?} inside the answer"),
         }
     }
+    eprintln!(
+        "read the rest of one answer ({} bytes of JSON) in {:.2} s",
+        json.len(),
+        start.elapsed().as_secs_f64()
+    );
     let locks: Vec<dlm::query::LockInfo> = serde_json::from_slice(json).expect("JSON");
     assert_eq!(locks.len(), LOCKS, "every lock listed");
     assert!(
@@ -128,6 +135,9 @@ fn unread_queries_of_a_million_locks_leave_memory_as_it_was() {
     drop(queries);
     ls.sync();
     let log = d.log_text();
-    assert!(!log.contains("not reading"), "no one was disconnected:\n{log}");
+    assert!(
+        !log.contains("not reading"),
+        "no one was disconnected:\n{log}"
+    );
     eprintln!("dlmd RSS after the queries closed: {} KiB", rss_kib(pid));
 }
