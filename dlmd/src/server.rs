@@ -12,10 +12,11 @@
 //!
 //! A query answer is made a part at a time ([`Answer`]), only while less
 //! than [`answer_low_water`] bytes wait for its connection, in parts of
-//! [`answer_piece`] bytes: an unread answer holds at most those two in the
-//! daemon, which is half the output bound, so the answer by itself never
-//! disconnects a client; whatever piles up on top of it counts as usual.
-//! A connection makes at most [`ANSWER_BUDGET`] bytes of answer per turn.
+//! [`answer_piece`] bytes. An unread answer thus fills at most half the
+//! output bound (and holds one more part, not yet framed), so the answer
+//! by itself never disconnects a client, while whatever piles up on top
+//! of it counts as usual. A connection makes at most [`ANSWER_BUDGET`]
+//! bytes of answer per turn.
 //!
 //! Closing a connection can make output for others (its waiters are
 //! granted), and that output can in turn overflow another client, so
@@ -61,15 +62,16 @@ const ANSWER_BUDGET: usize = 256 * 1024;
 
 /// While less than this much output waits for a connection, the next
 /// part of its query answer is made.
-pub fn answer_low_water(max_output: usize) -> usize {
+fn answer_low_water(max_output: usize) -> usize {
     (max_output / 4).min(ANSWER_LOW_WATER)
 }
 
 /// The JSON bytes in one part of a query answer: a quarter of the output
 /// bound, at most a frame's worth.
-pub fn answer_piece(max_output: usize) -> usize {
+fn answer_piece(max_output: usize) -> usize {
     (max_output / 4).clamp(1, wire::MAX_FRAME - 1)
 }
+
 /// Protocol errors logged at `warn` per connection; later ones at `debug`.
 const MAX_WARNINGS: u32 = 16;
 
