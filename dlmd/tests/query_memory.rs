@@ -83,6 +83,7 @@ fn unread_queries_of_a_million_locks_leave_memory_as_it_was() {
     let before = rss_kib(pid);
     let mut body = vec![wire::QUERY_LOCKS];
     body.extend_from_slice(b"big");
+    let begun = Instant::now();
     let mut queries: Vec<(Client, Vec<u8>)> = (0..QUERIES)
         .map(|_| {
             let mut q = d.control();
@@ -94,9 +95,11 @@ fn unread_queries_of_a_million_locks_leave_memory_as_it_was() {
             }
         })
         .collect();
+    let begun = begun.elapsed().as_secs_f64();
     // A round trip on another connection: the daemon has had its turns.
     ls.sync();
     let after = rss_kib(pid);
+    eprintln!("the first part of all {QUERIES} answers arrived in {begun:.2} s");
     eprintln!(
         "dlmd RSS with {LOCKS} locks: {before} KiB before {QUERIES} unread queries, \
          {after} KiB after ({:+} KiB)",
