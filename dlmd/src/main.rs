@@ -11,6 +11,7 @@
 //! `fs/dlm/user.c` does with each request.
 #![forbid(unsafe_code)]
 
+mod answer;
 mod devices;
 mod server;
 mod startup;

@@ -378,6 +378,37 @@ impl Dlm {
             .socket_request(wire::Kind::Query, &q, wire::Kind::QueryReply)?;
         crate::query::parse(&body).map_err(Error::Os)
     }
+
+    /// Some of the locks of a lockspace, by lock id: at most
+    /// `options.limit`, with lock ids greater than `options.after`, and
+    /// whether the limit cut the list short. To page through a lockspace,
+    /// pass the last lock id of each page as the next one's `after`.
+    ///
+    /// `dlmd` makes the answer as it is read; the
+    /// [`query`](crate::query) module says what it guarantees while locks
+    /// come and go. On the kernel backend the whole list is read from
+    /// debugfs (see [`locks`](Self::locks)) and cut here; so it is too
+    /// from a `dlmd` too old to know page queries.
+    pub fn locks_with(
+        &self,
+        name: &LockspaceName,
+        options: &crate::query::QueryOptions,
+    ) -> Result<crate::query::LockPage> {
+        if self.backend == Backend::Kernel {
+            return Ok(options.apply(kernel::locks(&name.to_string())?));
+        }
+        let limit = options.limit.unwrap_or(u32::MAX);
+        let q = wire::page_query(limit, options.after, name.as_bytes());
+        let answer = self
+            .control()
+            .socket_request(wire::Kind::Query, &q, wire::Kind::QueryReply);
+        match answer {
+            Ok(body) => crate::query::parse(&body).map_err(Error::Os),
+            // A daemon from before page queries: the whole list, cut here.
+            Err(e) if e == Errno::EINVAL => Ok(options.apply(self.locks(name)?)),
+            Err(e) => Err(e.into()),
+        }
+    }
 }
 
 /// A device handle at the level of `write()` and `read()`: the records of
