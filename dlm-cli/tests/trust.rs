@@ -239,8 +239,7 @@ fn daemons_for(socket: &Path) -> Vec<i32> {
                     .split(|b| *b == 0)
                     .map(|a| String::from_utf8_lossy(a).into_owned())
                     .collect();
-                args.first().is_some_and(|a| a.ends_with("dlmd"))
-                    && args.contains(&needle)
+                args.first().is_some_and(|a| a.ends_with("dlmd")) && args.contains(&needle)
             })
         })
         .collect()
@@ -260,6 +259,8 @@ fn stop_daemons(socket: &Path) {
 struct Helper {
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
+    /// The thread reading its stdout; it ends when the helper does.
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Helper {
@@ -282,7 +283,7 @@ impl Helper {
         let out = child.stdout.take().expect("helper stdout");
         let lines = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&lines);
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(out).lines() {
                 let Ok(line) = line else { break };
                 // The harness may have begun the line ("test ... ").
@@ -291,7 +292,11 @@ impl Helper {
                 }
             }
         });
-        Helper { child, lines }
+        Helper {
+            child,
+            lines,
+            reader: Some(reader),
+        }
     }
 
     fn lines(&self) -> Vec<String> {
@@ -319,11 +324,16 @@ impl Helper {
         }
     }
 
-    /// Wait for the helper to exit.
+    /// Wait for the helper to exit, and for all it said to be read.
     fn finish(&mut self) -> ExitStatus {
         let deadline = Instant::now() + TIMEOUT;
         loop {
             if let Some(st) = self.child.try_wait().expect("wait") {
+                // Its stdout is closed now (it started nothing that
+                // could keep it open), so the reader ends.
+                if let Some(r) = self.reader.take() {
+                    let _ = r.join();
+                }
                 return st;
             }
             assert!(Instant::now() < deadline, "helper did not finish");
