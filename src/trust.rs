@@ -137,6 +137,13 @@ impl fmt::Display for UntrustedSocket {
                      (uid {user}) or root (mode {mode:04o}); remove {dir} (only its owner or root \
                      can), {ELSEWHERE}"
                 ),
+                _ if mode & STICKY != 0 => write!(
+                    f,
+                    "untrusted dlm socket directory {dir}: it is shared with other users \
+                     (mode {mode:04o}, owner {owner}), who could take the socket's name first; \
+                     put the socket in a directory of your own inside it (dlmd makes a missing \
+                     one), {ELSEWHERE}"
+                ),
                 _ => write!(
                     f,
                     "untrusted dlm socket directory {dir}: other users can write to it \
@@ -518,6 +525,22 @@ mod tests {
         assert!(
             text.contains("(pid 77) runs as uid 1001, not as you (uid 1000)")
                 && text.contains("nothing was sent"),
+            "{text}"
+        );
+        let shared = UntrustedSocket {
+            dir: PathBuf::from("/tmp"),
+            path: PathBuf::from("/tmp"),
+            why: Distrust::WritableByOthers,
+            owner: 0,
+            owner_name: Some("root".into()),
+            mode: libc::S_IFDIR | 0o1777,
+            user: 0,
+        };
+        let text = shared.to_string();
+        assert!(
+            text.contains("shared with other users (mode 1777")
+                && text.contains("a directory of your own inside it")
+                && !text.contains("chmod"),
             "{text}"
         );
         let e = Error::UntrustedSocket(Box::new(peer));
