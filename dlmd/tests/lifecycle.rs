@@ -256,7 +256,7 @@ fn concurrent_starters_agree_on_one_daemon() {
 }
 
 #[test]
-fn the_default_user_directory_must_be_private() {
+fn the_default_user_directory_is_made_private_and_refused_when_others_can_write_it() {
     let runtime = temp_dir();
     std::fs::set_permissions(runtime.path(), std::fs::Permissions::from_mode(0o700))
         .expect("chmod");
@@ -291,10 +291,22 @@ fn the_default_user_directory_must_be_private() {
     assert_eq!(sock_mode & 0o777, 0o600);
     p.signal(rustix::process::Signal::TERM);
     assert_eq!(p.wait_timeout(TIMEOUT).and_then(|s| s.code()), Some(0));
-    // Refused when open to others.
+    // Readable by others is fine; writable by others is refused.
     std::fs::set_permissions(
         runtime.path().join("dlm"),
         std::fs::Permissions::from_mode(0o755),
+    )
+    .expect("chmod");
+    let mut p = run(runtime.path());
+    wait_until("dlmd to serve in a 0755 directory", TIMEOUT, || {
+        assert!(matches!(p.0.try_wait(), Ok(None)), "dlmd exited");
+        std::os::unix::net::UnixStream::connect(&socket).is_ok()
+    });
+    p.signal(rustix::process::Signal::TERM);
+    assert_eq!(p.wait_timeout(TIMEOUT).and_then(|s| s.code()), Some(0));
+    std::fs::set_permissions(
+        runtime.path().join("dlm"),
+        std::fs::Permissions::from_mode(0o757),
     )
     .expect("chmod");
     let mut p = run(runtime.path());
@@ -305,7 +317,10 @@ fn the_default_user_directory_must_be_private() {
         use std::io::Read;
         let _ = e.read_to_string(&mut err);
     }
-    assert!(err.contains("open to group or others"), "said why:\n{err}");
+    assert!(
+        err.contains("other users can write to it (mode 0757"),
+        "said why:\n{err}"
+    );
 }
 
 #[test]

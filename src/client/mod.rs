@@ -134,7 +134,8 @@ impl DlmBuilder {
         self
     }
 
-    /// Talk to the daemon at this socket (fallback backend).
+    /// Talk to the daemon at this socket (fallback backend). It must pass
+    /// the same [`trust`](crate::trust) checks as the default one.
     pub fn socket(mut self, path: impl Into<PathBuf>) -> Self {
         self.socket = Some(path.into());
         self
@@ -207,24 +208,29 @@ fn lockspace_error(op: &'static str, name: &LockspaceName, e: Error) -> Error {
 
 /// Connect to the control side of `dlmd`, starting a per-user daemon if
 /// none answers and `autostart` is on.
+///
+/// A socket that fails the [`trust`](crate::trust) checks is refused at
+/// once, never retried, and no daemon is started for it.
 fn connect_or_start(socket: &Path, autostart: bool) -> Result<Device> {
     let hello = |_: ()| Device::connect(socket, wire::ROLE_CONTROL, 0, b"");
+    let unavailable = |e: Error| match e {
+        Error::Os(errno) => Error::DaemonUnavailable(socket.to_path_buf(), errno),
+        other => other,
+    };
     match hello(()) {
         Ok((d, _)) => return Ok(d),
-        Err(e) if autostart && (e == Errno::ENOENT || e == Errno::from_raw(libc::ECONNREFUSED)) => {
-        }
-        Err(e) => return Err(Error::DaemonUnavailable(socket.to_path_buf(), e)),
+        Err(Error::Os(e))
+            if autostart && (e == Errno::ENOENT || e == Errno::from_raw(libc::ECONNREFUSED)) => {}
+        Err(e) => return Err(unavailable(e)),
     }
-    crate::paths::start_user_daemon(socket)
-        .map_err(|e| Error::DaemonUnavailable(socket.to_path_buf(), e))?;
+    crate::paths::start_user_daemon(socket).map_err(unavailable)?;
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut pause = Duration::from_millis(2);
     loop {
         match hello(()) {
             Ok((d, _)) => return Ok(d),
-            Err(e) if Instant::now() >= deadline => {
-                return Err(Error::DaemonUnavailable(socket.to_path_buf(), e));
-            }
+            Err(e @ Error::UntrustedSocket(_)) => return Err(e),
+            Err(e) if Instant::now() >= deadline => return Err(unavailable(e)),
             Err(_) => {
                 std::thread::sleep(pause);
                 pause = (pause * 2).min(Duration::from_millis(100));
@@ -310,7 +316,7 @@ impl Dlm {
             Some(socket) => {
                 let (dev, minor) =
                     Device::connect(socket, wire::ROLE_LOCKSPACE, 0, name.as_bytes())
-                        .map_err(|e| lockspace_error("open", name, e.into()))?;
+                        .map_err(|e| lockspace_error("open", name, e))?;
                 Lockspace::new(*name, u32::try_from(minor).unwrap_or(0), dev, self.backend)
             }
             None => {
@@ -428,6 +434,9 @@ impl RawDevice {
     /// the named lockspace's device. With `pull`, records come only when
     /// read, one per [`read`](Self::read), as from the kernel device;
     /// otherwise the daemon pushes them as they happen.
+    ///
+    /// The socket is checked as [`Dlm`] checks its own (see
+    /// [`trust`](crate::trust)): [`Error::UntrustedSocket`] if it fails.
     pub fn connect(
         socket: &Path,
         lockspace: Option<&LockspaceName>,
