@@ -127,6 +127,11 @@ pub enum Error {
     /// No fallback daemon answers at this socket (and none could be
     /// started).
     DaemonUnavailable(std::path::PathBuf, Errno),
+    /// The daemon socket, its directory, or the process answering on it
+    /// is not to be trusted: it is another user's, or others could have
+    /// replaced it (see [`trust`](crate::trust)). Nothing was sent.
+    /// `EACCES` for C callers.
+    UntrustedSocket(Box<crate::trust::UntrustedSocket>),
     /// An operation completed with a status that makes no sense for it
     /// (for example an unlock that did not report "unlocked").
     Unexpected(crate::status::Status),
@@ -166,6 +171,7 @@ impl Error {
             Error::InvalidArgument(_) => Errno::EINVAL,
             Error::KernelUnavailable(_) => Errno::ENOSYS,
             Error::DaemonUnavailable(_, e) => *e,
+            Error::UntrustedSocket(_) => Errno::EACCES,
             Error::Unexpected(_) => Errno::EPROTO,
             Error::ModuleNotLoaded => Errno::ENOENT,
             Error::NoController => Errno::EUNATCH,
@@ -208,6 +214,7 @@ impl fmt::Display for Error {
                 path.display(),
                 path.display()
             ),
+            Error::UntrustedSocket(u) => u.fmt(f),
             Error::Unexpected(st) => write!(f, "unexpected completion status: {st}"),
             Error::ModuleNotLoaded => f.write_str(
                 "the kernel DLM is not loaded (no dlm-control in /proc/misc): run `modprobe dlm`, \

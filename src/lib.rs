@@ -53,6 +53,7 @@ pub mod paths;
 pub mod proto;
 pub mod query;
 pub mod status;
+pub mod trust;
 pub mod wire;
 
 pub use error::{Errno, Error, Result};

@@ -6,10 +6,30 @@
 //! 3. for root, the system daemon's `/run/dlm/dlmd.sock`;
 //! 4. otherwise the per-user daemon's `$XDG_RUNTIME_DIR/dlm/dlmd.sock`, or
 //!    `/tmp/dlm-<uid>/dlmd.sock` when `XDG_RUNTIME_DIR` is unset.
+//!
+//! Whichever it is, the client trusts it only if its directory passes
+//! [`check_socket_dir`](crate::trust::check_socket_dir) (the user's or
+//! root's, writable by nobody else, and so are the directories above it)
+//! and the process answering runs as the user or root; `dlmd` refuses to
+//! bind in a directory that fails the same check. See [`crate::trust`].
+//!
+//! # When the per-user directory is taken
+//!
+//! `/tmp/dlm-<uid>` is a name any local user can create first. If someone
+//! else has (or has made it writable to others), the client does not try
+//! another location: it fails at once with
+//! [`Error::UntrustedSocket`], whose message names the directory, its
+//! owner and mode, and the fixes: remove the directory (its owner or root
+//! can), or set `XDG_RUNTIME_DIR` (as a login session does) or
+//! `DLM_SOCKET` to a directory of the user's own. No daemon is started,
+//! and nothing waits for one. A fallback location would need a pointer
+//! that every client of the user finds and nobody else can plant; a
+//! private directory that is already the standard (`XDG_RUNTIME_DIR`) is
+//! that, so the fix is left to it.
 
 use std::path::{Path, PathBuf};
 
-use crate::error::Errno;
+use crate::error::{Errno, Error};
 
 /// The system daemon's socket.
 pub const SYSTEM_SOCKET: &str = "/run/dlm/dlmd.sock";
@@ -57,31 +77,36 @@ pub fn dlmd_program() -> PathBuf {
 /// process (its own process group; it outlives us). Many processes may
 /// call this at once: the daemons agree among themselves, through a lock
 /// file next to the socket, which one serves; the others exit.
-pub fn start_user_daemon(socket: &Path) -> Result<(), Errno> {
+///
+/// The socket's directory is made (mode 0700; 0755 for the system
+/// daemon's) if it is missing, and must then pass
+/// [`check_socket_dir`](crate::trust::check_socket_dir); otherwise no
+/// daemon is started and the error is [`Error::UntrustedSocket`].
+pub fn start_user_daemon(socket: &Path) -> Result<(), Error> {
     use std::os::unix::fs::DirBuilderExt;
     use std::os::unix::process::CommandExt;
     use std::process::{Command, Stdio};
 
-    if let Some(dir) = socket.parent() {
-        if !dir.exists() {
-            // The system daemon's directory must let every user reach the
-            // socket (dlmd checks each peer); a user's stays private.
-            let mode = if socket == Path::new(SYSTEM_SOCKET) {
-                0o755
-            } else {
-                0o700
-            };
-            match std::fs::DirBuilder::new()
-                .mode(mode)
-                .recursive(true)
-                .create(dir)
-            {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
+    let dir = crate::trust::socket_dir(socket);
+    // The system daemon's directory must let every user reach the socket
+    // (dlmd checks each peer); a user's stays private.
+    let mode = if socket == Path::new(SYSTEM_SOCKET) {
+        0o755
+    } else {
+        0o700
+    };
+    match std::fs::DirBuilder::new()
+        .mode(mode)
+        .recursive(true)
+        .create(&dir)
+    {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e.into()),
     }
+    // Made by us just now, or by someone else before: either way it must
+    // be fit to hold our socket.
+    crate::trust::check_socket_dir(&dir, rustix::process::getuid().as_raw())?;
     let prog = dlmd_program();
     log::info!("starting {} for {}", prog.display(), socket.display());
     let mut child = Command::new(&prog)
@@ -95,7 +120,7 @@ pub fn start_user_daemon(socket: &Path) -> Result<(), Errno> {
         .spawn()
         .map_err(|e| {
             log::warn!("cannot start {}: {e}", prog.display());
-            Errno::from(e)
+            Error::from(e)
         })?;
     // Reap it if it exits (a daemon that lost the race does), without
     // waiting for one that keeps serving.
@@ -104,6 +129,6 @@ pub fn start_user_daemon(socket: &Path) -> Result<(), Errno> {
         .spawn(move || {
             let _ = child.wait();
         })
-        .map_err(Errno::from)?;
+        .map_err(Error::from)?;
     Ok(())
 }

@@ -24,7 +24,7 @@
 //! | `Read` | client | count:u32le (pull mode only) | `Ast`, or `Result` with `-EAGAIN` |
 //! | `Version` | client | empty | `Version`: 12 bytes |
 //! | `Chmod` | client | mode:u32le | `Result` (like `fchmod` on the device) |
-//! | `Query` | client | what:u8 (0 lockspaces, 1 locks), name | `QueryReply` (JSON) or `Result` with `-errno` |
+//! | `Query` | client | what:u8 (0 lockspaces, 1 locks), name; or what 2 (a page of locks), limit:u32le, after:u32le, name | `QueryPart`s and a `QueryReply` (JSON), or `Result` with `-errno` |
 //! | `Bye` | client | empty | `Result` 0, sent once the connection's locks are released (a synchronous `close()`) |
 //! | `Result` | daemon | value:i64le | |
 //! | `Ast` | daemon | a `dlm_lock_result`, value block appended when present | |
@@ -83,18 +83,34 @@
 //! (0) is sent when the last of them closes. Until then the daemon handles
 //! no further frame of the remover's connection.
 //!
-//! A `Query` whose JSON is longer than one frame holds is sent as
-//! `QueryPart` frames followed by one `QueryReply` with the last part: the
-//! client concatenates the bodies. A short answer is a single
-//! `QueryReply`. The JSON is an array of [`LockspaceInfo`] for
-//! [`QUERY_LOCKSPACES`], or of [`LockInfo`] for [`QUERY_LOCKS`]. A
-//! [`QUERY_LOCKS`] query with an empty name on a lockspace connection
-//! asks about that connection's lockspace; a named one needs the same
-//! permission as `Hello` (`-EACCES`), and an unknown name is `-ENOENT`.
+//! A `Query` is answered by `QueryPart` frames followed by one
+//! `QueryReply` with the last part (a short answer is a single
+//! `QueryReply`): the client concatenates the bodies, which may be cut
+//! anywhere, even inside a UTF-8 character. The JSON is an array of
+//! [`LockspaceInfo`] for [`QUERY_LOCKSPACES`], an array of [`LockInfo`]
+//! for [`QUERY_LOCKS`], and a [`LockPage`] object for
+//! [`QUERY_LOCK_PAGE`]: at most `limit` locks whose lock id is greater
+//! than `after`, and whether the limit cut the list short. A lock query
+//! with an empty name on a lockspace connection asks about that
+//! connection's lockspace; a named one needs the same permission as
+//! `Hello` (`-EACCES`), and an unknown name is `-ENOENT`. A page query
+//! with a body under 9 bytes is `-EINVAL`. Until the `QueryReply` is
+//! sent, the daemon handles no further frame of the connection.
+//!
+//! The daemon makes an answer a part at a time, only while little of it
+//! waits to be sent, so an answer that is not read costs the daemon a
+//! part or two however long it is. Locks come and go between the parts:
+//! the [`query`](crate::query) module says what an answer guarantees. A
+//! lockspace removed before its answer is finished ends the list there.
 //!
 //! A client that stops reading is disconnected (its locks released as on
-//! close) once more than `dlmd --max-output` bytes wait to be sent to it;
-//! the bytes of query answers are not counted.
+//! close) once more than `dlmd --max-output` bytes wait to be sent to it.
+//! Every frame counts, query answers too; but an answer's parts hold at
+//! most a quarter of that bound each, and the next one is made only while
+//! less than a quarter of it (and under 256 KiB) waits. An answer alone
+//! thus never fills more than half the bound: a client that stops
+//! reading one stays connected and costs the daemon no more, and what
+//! disconnects it is callbacks that pile up on top, as for any client.
 //!
 //! The peer's `SO_PEERCRED` pid stands for the kernel's `current->pid`:
 //! it is recorded as the owner pid of the locks a connection requests,
@@ -102,6 +118,7 @@
 //!
 //! [`LockspaceInfo`]: crate::query::LockspaceInfo
 //! [`LockInfo`]: crate::query::LockInfo
+//! [`LockPage`]: crate::query::LockPage
 
 use crate::error::Errno;
 
@@ -167,6 +184,33 @@ pub const HELLO_PULL: u8 = 1;
 pub const QUERY_LOCKSPACES: u8 = 0;
 /// `Query` subjects.
 pub const QUERY_LOCKS: u8 = 1;
+/// `Query` subjects: a page of locks (see [`page_query`]).
+pub const QUERY_LOCK_PAGE: u8 = 2;
+
+/// The body of a [`QUERY_LOCK_PAGE`] query: at most `limit` locks of
+/// lockspace `name` (empty: the connection's own) whose lock id is
+/// greater than `after`.
+pub fn page_query(limit: u32, after: u32, name: &[u8]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(9 + name.len());
+    b.push(QUERY_LOCK_PAGE);
+    b.extend_from_slice(&limit.to_le_bytes());
+    b.extend_from_slice(&after.to_le_bytes());
+    b.extend_from_slice(name);
+    b
+}
+
+/// What follows the subject byte of a [`QUERY_LOCK_PAGE`] query: limit,
+/// after and name; `EINVAL` if it is too short.
+pub fn parse_page_query(rest: &[u8]) -> Result<(u32, u32, &[u8]), Errno> {
+    match rest {
+        [l0, l1, l2, l3, a0, a1, a2, a3, name @ ..] => Ok((
+            u32::from_le_bytes([*l0, *l1, *l2, *l3]),
+            u32::from_le_bytes([*a0, *a1, *a2, *a3]),
+            name,
+        )),
+        _ => Err(Errno::EINVAL),
+    }
+}
 
 /// Append one frame to `out`. A body over [`MAX_FRAME`] - 1 bytes is
 /// `EMSGSIZE`.
@@ -288,6 +332,15 @@ mod tests {
             assert_eq!(got[2], (Kind::Version, vec![]));
             assert_eq!(d.pending(), 0);
         }
+    }
+
+    #[test]
+    fn page_queries_round_trip() {
+        let b = page_query(10, 0x2a, b"ls");
+        assert_eq!(b[0], QUERY_LOCK_PAGE);
+        assert_eq!(parse_page_query(&b[1..]), Ok((10, 0x2a, &b"ls"[..])));
+        assert_eq!(parse_page_query(&b[1..9]), Ok((10, 0x2a, &b""[..])));
+        assert_eq!(parse_page_query(&b[1..8]), Err(Errno::EINVAL));
     }
 
     #[test]

@@ -54,21 +54,23 @@ ci/kernel/initramfs.sh -o "$out/initramfs-bench.cpio" --controller "${bins[0]}" 
 # Each row prints "BENCH <label> <iterations> <seconds>". Kernel messages
 # stay off the console so they cannot split those lines. The guest expands
 # its own variables, so the single quotes are meant.
+# dlmd's socket gets a directory of its own: /tmp itself is shared (mode
+# 1777), and dlmd and its clients refuse a directory others can write to.
 # shellcheck disable=SC2016
 guest_cmd='dmesg -n 1
 n='"$iters"'
 fail=0
-dlmd --socket /tmp/dlmd.sock --log-level warn &
+dlmd --socket /tmp/dlm/dlmd.sock --log-level warn &
 dlmd_pid=$!
 i=0
-while [ ! -S /tmp/dlmd.sock ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+while [ ! -S /tmp/dlm/dlmd.sock ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
 for round in 1 2 3 4 5; do
     dlm-guest-bench raw $n || fail=1
     dlm-guest-bench api $n || fail=1
     dlm-guest-bench-release api $n rust-api-release || fail=1
     bench-libdlm-lt libdlm_lt bench-lt $n || fail=1
     bench-libdlm libdlm bench-thr $n || fail=1
-    dlm-guest-bench fallback $n /tmp/dlmd.sock || fail=1
+    dlm-guest-bench fallback $n /tmp/dlm/dlmd.sock || fail=1
 done
 kill $dlmd_pid
 wait $dlmd_pid

@@ -54,9 +54,10 @@ count() {
 
 results="$out/icount/results.txt"
 : >"$results"
-dlmd_cmd='dlmd --socket /tmp/dlmd.sock --log-level warn & p=$!; i=0
-while [ ! -S /tmp/dlmd.sock ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
-dlm-guest-bench fallback @N@ /tmp/dlmd.sock; rc=$?; kill $p; wait $p; exit $rc'
+# In a directory of its own: dlmd refuses the shared /tmp itself.
+dlmd_cmd='dlmd --socket /tmp/dlm/dlmd.sock --log-level warn & p=$!; i=0
+while [ ! -S /tmp/dlm/dlmd.sock ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+dlm-guest-bench fallback @N@ /tmp/dlm/dlmd.sock; rc=$?; kill $p; wait $p; exit $rc'
 fail=0
 count raw 'dlm-guest-bench raw @N@' >>"$results" || fail=1
 count rust-api 'dlm-guest-bench api @N@' >>"$results" || fail=1

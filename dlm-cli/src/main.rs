@@ -4,7 +4,7 @@
 //! dlm lock [--mode EX] [--lockspace NAME] [--timeout SECS] [--nowait] [--close]
 //!          [--on-lost term|kill|none] [--lost-on-blocking] RESOURCE -- COMMAND...
 //! dlm ls [--json]
-//! dlm locks LOCKSPACE [--json]
+//! dlm locks LOCKSPACE [--json] [--limit N | --all] [--after LKID]
 //! dlm status
 //! dlm join NAME
 //! dlm leave NAME
@@ -19,11 +19,14 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use dlm::client::{Dlm, Lockspace};
+use dlm::query::QueryOptions;
 use dlm::{LockspaceFlags, LockspaceName};
 
 /// Exit status for errors (no DLM, bad arguments, a command that cannot
 /// be run).
 const EXIT_ERROR: u8 = 2;
+/// Locks `dlm locks` lists unless told otherwise.
+const DEFAULT_LOCKS_LIMIT: u32 = 1000;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -53,12 +56,27 @@ enum Cmd {
         json: bool,
     },
     /// List the locks of a lockspace: mode, queue and owner pid.
+    ///
+    /// Lists the first --limit locks by lock id and says how many more
+    /// there are; --after the last lock id shown lists the next ones. With
+    /// --json the output is one object: "locks" (the list), "truncated"
+    /// (whether the limit cut it short) and "more" (how many were left
+    /// out).
     Locks {
         /// Lockspace name.
         lockspace: String,
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// List at most N locks.
+        #[arg(long, value_name = "N", default_value_t = DEFAULT_LOCKS_LIMIT)]
+        limit: u32,
+        /// List every lock, however many.
+        #[arg(long, conflicts_with = "limit")]
+        all: bool,
+        /// Only locks whose lock id (hex, as listed) is greater than LKID.
+        #[arg(long, value_name = "LKID", value_parser = parse_hex)]
+        after: Option<u32>,
     },
     /// Show the backend, versions and the daemon.
     Status,
@@ -93,6 +111,11 @@ fn parse_octal(s: &str) -> Result<u32, String> {
         return Err(format!("`{s}`: only permission bits, 0 to 777"));
     }
     Ok(mode)
+}
+
+fn parse_hex(s: &str) -> Result<u32, String> {
+    let digits = s.strip_prefix("0x").unwrap_or(s);
+    u32::from_str_radix(digits, 16).map_err(|e| format!("not a hex lock id: {e}"))
 }
 
 fn main() -> ExitCode {
@@ -147,17 +170,27 @@ fn run(cmd: Cmd) -> Res<u8> {
             }
             Ok(0)
         }
-        Cmd::Locks { lockspace, json } => {
+        Cmd::Locks {
+            lockspace,
+            json,
+            limit,
+            all,
+            after,
+        } => {
             let dlm = Dlm::open()?;
-            let locks = dlm.locks(&lockspace_name(&lockspace)?)?;
+            let options = QueryOptions {
+                limit: (!all).then_some(limit),
+                after: after.unwrap_or(0),
+            };
+            let page = dlm.locks_with(&lockspace_name(&lockspace)?, &options)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&locks)?);
+                println!("{}", serde_json::to_string_pretty(&page)?);
             } else {
                 println!(
                     "{:>8} {:<24} {:>7} {:>9} {:<10} {:>8} {:>6}",
                     "LKID", "RESOURCE", "GRANTED", "REQUESTED", "QUEUE", "PID", "ORPHAN"
                 );
-                for l in locks {
+                for l in &page.locks {
                     println!(
                         "{:>8x} {:<24} {:>7} {:>9} {:<10} {:>8} {:>6}",
                         l.lkid,
@@ -169,6 +202,17 @@ fn run(cmd: Cmd) -> Res<u8> {
                         if l.orphan { "yes" } else { "no" }
                     );
                 }
+            }
+            if page.truncated {
+                let next = page
+                    .locks
+                    .last()
+                    .map(|l| format!(" or --after {:x} for the next ones", l.lkid))
+                    .unwrap_or_default();
+                eprintln!(
+                    "dlm: {} more lock(s) not shown; use --limit N or --all{next}",
+                    page.more
+                );
             }
             Ok(0)
         }

@@ -508,3 +508,45 @@ fn a_lock_future_resolves_to_an_error_when_the_daemon_dies() {
     });
     assert_eq!(err.errno(), dlm::Errno::EPIPE, "{err}");
 }
+
+#[test]
+fn lock_queries_take_a_limit_and_page_by_lock_id() {
+    use dlm::query::QueryOptions;
+    let d = Daemon::start();
+    let (dlm, ls) = space(&d, "paging");
+    let held: Vec<_> = (0..7)
+        .map(|i| {
+            ls.lock(LockRequest::new(res(&format!("p{i}")), LockMode::Pr))
+                .unwrap()
+                .granted()
+                .expect("granted")
+        })
+        .collect();
+    let name = LockspaceName::new("paging").unwrap();
+    let all: Vec<u32> = dlm.locks(&name).unwrap().iter().map(|l| l.lkid).collect();
+    assert_eq!(all.len(), held.len());
+    let (mut seen, mut after) = (Vec::new(), 0);
+    loop {
+        let p = dlm
+            .locks_with(&name, &QueryOptions::limit(3).after(after))
+            .unwrap();
+        assert!(p.locks.len() <= 3);
+        assert_eq!(p.more, all.len() - seen.len() - p.locks.len());
+        seen.extend(p.locks.iter().map(|l| l.lkid));
+        match p.locks.last() {
+            Some(l) if p.truncated => after = l.lkid,
+            _ => break,
+        }
+    }
+    assert_eq!(seen, all, "every lock once, by lock id");
+    let whole = dlm.locks_with(&name, &QueryOptions::default()).unwrap();
+    assert_eq!((whole.locks.len(), whole.truncated), (all.len(), false));
+    let e = dlm
+        .locks_with(
+            &LockspaceName::new("none").unwrap(),
+            &QueryOptions::limit(1),
+        )
+        .unwrap_err();
+    assert_eq!(e.errno(), dlm::Errno::ENOENT);
+    drop(held);
+}

@@ -289,6 +289,63 @@ fn ls_locks_and_status_report_what_exists() {
 }
 
 #[test]
+fn locks_lists_up_to_a_limit_and_says_how_many_more() {
+    let d = Daemon::start();
+    let dlm = d.client();
+    let space = dlm
+        .create_lockspace(
+            &LockspaceName::new("many").unwrap(),
+            dlm::LockspaceFlags::empty(),
+            0o600,
+        )
+        .unwrap();
+    let held: Vec<_> = (0..5)
+        .map(|i| {
+            let r = ResourceName::new(format!("res{i}")).unwrap();
+            space
+                .lock(LockRequest::new(r, LockMode::Pr))
+                .unwrap()
+                .granted()
+                .unwrap()
+        })
+        .collect();
+    let locks = |args: &[&str]| {
+        let mut c = d.dlm();
+        c.arg("locks").arg("many").args(args);
+        run(c)
+    };
+    let rows = |out: &std::process::Output| -> Vec<String> {
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.lines().skip(1).map(str::to_string).collect()
+    };
+    let out = locks(&["--limit", "2"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(rows(&out).len(), 2, "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("3 more lock(s) not shown"), "{err}");
+    // The next page starts after the last lock id shown.
+    let last = rows(&out)[1].split_whitespace().next().unwrap().to_string();
+    let next = locks(&["--limit", "2", "--after", &last]);
+    assert_eq!(rows(&next).len(), 2, "{next:?}");
+    assert!(rows(&next)[0].contains("res2"), "{next:?}");
+    let out = locks(&["--all"]);
+    assert_eq!(rows(&out).len(), 5, "{out:?}");
+    assert!(out.stderr.is_empty(), "nothing left out: {out:?}");
+    let out = locks(&[]);
+    assert_eq!(rows(&out).len(), 5, "under the default limit: {out:?}");
+    let out = locks(&["--json", "--limit", "1"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["locks"].as_array().map(Vec::len), Some(1), "{v}");
+    assert_eq!(
+        (v["truncated"].as_bool(), v["more"].as_u64()),
+        (Some(true), Some(4))
+    );
+    let out = locks(&["--all", "--limit", "2"]);
+    assert_eq!(out.status.code(), Some(2), "--all and --limit conflict");
+    drop(held);
+}
+
+#[test]
 fn a_second_uid_is_refused_a_0600_lockspace() {
     if !rustix::process::getuid().is_root() {
         eprintln!("SKIPPED a_second_uid_is_refused_a_0600_lockspace: needs root to run a client as another uid");

@@ -1,7 +1,8 @@
 //! What the kernel's `fs/dlm/user.c` does with each request, over the
 //! engine's [`Registry`]: lockspace creation and removal (control
 //! device), opening a lockspace (its device), the lock commands of
-//! `device_write`, and the daemon's access rules and queries.
+//! `device_write`, and the daemon's access rules and the records its
+//! queries list.
 //!
 //! This module does no I/O; the server feeds it requests and sends what
 //! it answers. Connections are named by their [`ConnId`].
@@ -328,24 +329,22 @@ impl Devices {
         engine.device_write(owner, pid, request)
     }
 
-    /// Every lockspace in the name table, by minor.
-    pub fn query_lockspaces(&self) -> Vec<LockspaceInfo> {
-        self.registry
-            .iter()
-            .filter_map(|(minor, space)| {
-                let ls = self.spaces.get(self.by_minor.get(&minor)?)?;
-                Some(LockspaceInfo {
-                    name: ls.name.to_string(),
-                    minor,
-                    create_count: space.create_count,
-                    mode: ls.mode,
-                    uid: ls.uid,
-                    gid: ls.gid,
-                    locks: space.engine.lock_count(),
-                    connections: ls.conns.len(),
-                })
+    /// The lockspaces in the name table whose minor is `first` or more,
+    /// by minor: records made as the iterator is advanced.
+    pub fn lockspace_records(&self, first: u32) -> impl Iterator<Item = LockspaceInfo> + '_ {
+        self.registry.iter_from(first).filter_map(|(minor, space)| {
+            let ls = self.spaces.get(self.by_minor.get(&minor)?)?;
+            Some(LockspaceInfo {
+                name: ls.name.to_string(),
+                minor,
+                create_count: space.create_count,
+                mode: ls.mode,
+                uid: ls.uid,
+                gid: ls.gid,
+                locks: space.engine.lock_count(),
+                connections: ls.conns.len(),
             })
-            .collect()
+        })
     }
 
     /// The lockspace named `name` if `cred` may open it.
@@ -360,13 +359,16 @@ impl Devices {
         Ok(id)
     }
 
-    /// Every lock of lockspace `id`, by lock id.
-    pub fn query_locks(&self, id: LsId) -> Result<Vec<LockInfo>, Errno> {
-        let engine = self.engine(id).ok_or(Errno::ENOENT)?;
-        Ok(engine
-            .locks()
-            .into_iter()
-            .map(|l| LockInfo {
+    /// The locks of lockspace `id` whose lock id is `first` or more, by
+    /// lock id: records made as the iterator is advanced. `None` if the
+    /// lockspace is gone.
+    pub fn lock_records(
+        &self,
+        id: LsId,
+        first: u32,
+    ) -> Option<impl Iterator<Item = LockInfo> + '_> {
+        Some(self.engine(id)?.locks_from(first).map(|l| {
+            LockInfo {
                 lkid: l.lkid,
                 resource: ResourceName::new(&l.resource)
                     .map(|n| n.to_string())
@@ -384,8 +386,26 @@ impl Devices {
                 }),
                 pid: l.pid,
                 orphan: l.owner.is_none(),
-            })
-            .collect())
+            }
+        }))
+    }
+
+    /// How many locks of lockspace `id` have a lock id of `first` or
+    /// more (0 if the lockspace is gone).
+    pub fn count_locks_from(&self, id: LsId, first: u32) -> usize {
+        self.engine(id).map_or(0, |e| e.count_locks_from(first))
+    }
+
+    /// Every lockspace in the name table, by minor.
+    #[cfg(test)]
+    pub fn query_lockspaces(&self) -> Vec<LockspaceInfo> {
+        self.lockspace_records(0).collect()
+    }
+
+    /// Every lock of lockspace `id`, by lock id.
+    #[cfg(test)]
+    pub fn query_locks(&self, id: LsId) -> Result<Vec<LockInfo>, Errno> {
+        Ok(self.lock_records(id, 0).ok_or(Errno::ENOENT)?.collect())
     }
 }
 

@@ -11,6 +11,7 @@
 //! `fs/dlm/user.c` does with each request.
 #![forbid(unsafe_code)]
 
+mod answer;
 mod devices;
 mod server;
 mod startup;
@@ -194,6 +195,12 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args, scope: Scope, socket: PathBuf) -> Result<ExitCode, String> {
+    // SIGTERM and SIGINT are caught before the socket is bound: from the
+    // moment it answers, a signal must make the daemon remove the socket
+    // and exit 0, not kill it and leave a stale socket behind. (A signal
+    // during the claim is acted on once the claim is decided.)
+    let signals =
+        server::stop_signals().map_err(|e| format!("cannot catch SIGTERM and SIGINT: {e}"))?;
     let claimed = match startup::claim(&socket, scope)? {
         startup::Claim::Bound(c) => c,
         startup::Claim::AlreadyRunning => {
@@ -231,7 +238,7 @@ fn run(args: &Args, scope: Scope, socket: PathBuf) -> Result<ExitCode, String> {
         config.max_connections,
         config.max_lockspaces
     );
-    let result = server::Server::new(config, claimed.listener)
+    let result = server::Server::new(config, claimed.listener, signals)
         .map_err(|e| format!("cannot set up the event loop: {e}"))
         .and_then(|mut s| s.run().map_err(|e| format!("event loop failed: {e}")));
     claimed.guard.release();

@@ -10,6 +10,14 @@
 //! whose unsent output passes `--max-output` is a client that stopped
 //! reading: it is disconnected, and its locks are released as on close.
 //!
+//! A query answer is made a part at a time ([`Answer`]), only while less
+//! than [`answer_low_water`] bytes wait for its connection, in parts of
+//! [`answer_piece`] bytes. An unread answer thus fills at most half the
+//! output bound (and holds one more part, not yet framed), so the answer
+//! by itself never disconnects a client, while whatever piles up on top
+//! of it counts as usual. A connection makes at most [`ANSWER_BUDGET`]
+//! bytes of answer per turn.
+//!
 //! Closing a connection can make output for others (its waiters are
 //! granted), and that output can in turn overflow another client, so
 //! closes are queued ([`Server::doom`]) and carried out one at a time
@@ -29,6 +37,7 @@ use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
+use crate::answer::{Answer, Subject};
 use crate::devices::{ConnId, Cred, Devices, LsId, Removal};
 use crate::startup::Scope;
 
@@ -44,9 +53,25 @@ pub const READ_BUDGET: usize = 256 * 1024;
 /// A connection whose requests are on hold (a deferred remove, a long
 /// query answer) is read only until this much input waits.
 const PAUSED_INPUT_LIMIT: usize = 1 << 20;
-/// A long query answer is moved to the output buffer while less than this
-/// waits there.
-const BULK_LOW_WATER: usize = 256 * 1024;
+/// The next part of a query answer is made only while less output than
+/// this waits (a quarter of `--max-output` if that is less).
+const ANSWER_LOW_WATER: usize = 256 * 1024;
+/// Bytes of query answer one connection makes before the others get
+/// their turn.
+const ANSWER_BUDGET: usize = 256 * 1024;
+
+/// While less than this much output waits for a connection, the next
+/// part of its query answer is made.
+fn answer_low_water(max_output: usize) -> usize {
+    (max_output / 4).min(ANSWER_LOW_WATER)
+}
+
+/// The JSON bytes in one part of a query answer: a quarter of the output
+/// bound, at most a frame's worth.
+fn answer_piece(max_output: usize) -> usize {
+    (max_output / 4).clamp(1, wire::MAX_FRAME - 1)
+}
+
 /// Protocol errors logged at `warn` per connection; later ones at `debug`.
 const MAX_WARNINGS: u32 = 16;
 
@@ -104,12 +129,8 @@ struct Conn {
     dec: Decoder,
     out: Vec<u8>,
     out_pos: usize,
-    /// A long query answer not yet moved to `out`.
-    bulk: Vec<u8>,
-    bulk_pos: usize,
-    /// `out[..exempt_end]` ends with query answer parts, which do not
-    /// count against the output bound.
-    exempt_end: usize,
+    /// A query answer not yet finished.
+    answer: Option<Answer>,
     /// Waiting for a deferred remove of this lockspace to complete.
     waiting_remove: Option<LsId>,
     in_ready: bool,
@@ -126,13 +147,8 @@ impl Conn {
         self.out.len() - self.out_pos
     }
 
-    /// Unsent output that counts against the bound.
-    fn counted(&self) -> usize {
-        self.out.len() - self.out_pos.max(self.exempt_end)
-    }
-
     fn paused(&self) -> bool {
-        self.waiting_remove.is_some() || self.bulk_pos < self.bulk.len()
+        self.waiting_remove.is_some() || self.answer.is_some()
     }
 
     /// Write what the socket takes.
@@ -149,10 +165,8 @@ impl Conn {
         if self.out_pos == self.out.len() {
             self.out.clear();
             self.out_pos = 0;
-            self.exempt_end = 0;
         } else if self.out_pos >= READ_CHUNK && self.out_pos * 2 >= self.out.len() {
             self.out.drain(..self.out_pos);
-            self.exempt_end = self.exempt_end.saturating_sub(self.out_pos);
             self.out_pos = 0;
         }
         Ok(())
@@ -164,6 +178,13 @@ fn result_of(r: Result<i64, Errno>) -> i64 {
         Ok(v) => v,
         Err(e) => -i64::from(e.raw()),
     }
+}
+
+/// Catch the signals that stop the daemon (SIGTERM and SIGINT). A signal
+/// that arrives before the event loop runs is kept, and the loop stops at
+/// once.
+pub fn stop_signals() -> io::Result<Signals> {
+    Signals::new([SIGTERM, SIGINT])
 }
 
 /// The daemon.
@@ -189,14 +210,20 @@ pub struct Server {
 }
 
 impl Server {
-    /// Set up the event loop around a bound listener.
-    pub fn new(config: Config, listener: std::os::unix::net::UnixListener) -> io::Result<Server> {
+    /// Set up the event loop around a bound listener. `signals` catches
+    /// SIGTERM and SIGINT (see [`stop_signals`]); it is made before the
+    /// socket is bound, so that no signal can kill the daemon uncleanly
+    /// once the socket answers.
+    pub fn new(
+        config: Config,
+        listener: std::os::unix::net::UnixListener,
+        mut signals: Signals,
+    ) -> io::Result<Server> {
         listener.set_nonblocking(true)?;
         let mut listener = UnixListener::from_std(listener);
         let poll = Poll::new()?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
-        let mut signals = Signals::new([SIGTERM, SIGINT])?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
         Ok(Server {
@@ -388,9 +415,7 @@ impl Server {
             dec: Decoder::new(),
             out: Vec::new(),
             out_pos: 0,
-            bulk: Vec::new(),
-            bulk_pos: 0,
-            exempt_end: 0,
+            answer: None,
             waiting_remove: None,
             in_ready: false,
             dirty: false,
@@ -464,6 +489,10 @@ impl Server {
         match self.conn_mut(idx) {
             Some(c) => c.in_ready = false,
             None => return,
+        }
+        if matches!(self.conn(idx), Some(c) if c.answer.is_some()) {
+            // Its answer ran out of budget last turn.
+            self.flush_conn(idx);
         }
         let mut budget = READ_BUDGET;
         let mut buf = std::mem::take(&mut self.read_buf);
@@ -822,26 +851,42 @@ impl Server {
         }
     }
 
+    /// A `Query`: checked now, answered a part at a time from here on.
     fn query(&mut self, idx: usize, body: &[u8]) {
         let Some(conn) = self.conn(idx) else {
             return;
         };
         let (cred, role) = (conn.cred, conn.role);
-        let Some((&what, name)) = body.split_first() else {
+        let Some((&what, rest)) = body.split_first() else {
             self.misuse(idx, "empty Query".into());
             return self.send_errno(idx, Errno::EINVAL);
         };
-        let json = match what {
-            wire::QUERY_LOCKSPACES => serde_json::to_vec(&self.devices.query_lockspaces()),
-            wire::QUERY_LOCKS => {
+        let answer = match what {
+            wire::QUERY_LOCKSPACES => Answer::new(Subject::Lockspaces),
+            wire::QUERY_LOCKS | wire::QUERY_LOCK_PAGE => {
+                let (page, name) = if what == wire::QUERY_LOCK_PAGE {
+                    match wire::parse_page_query(rest) {
+                        Ok((limit, after, name)) => (Some((limit, after)), name),
+                        Err(e) => {
+                            self.misuse(idx, format!("page Query with a {}-byte body", body.len()));
+                            return self.send_errno(idx, e);
+                        }
+                    }
+                } else {
+                    (None, rest)
+                };
                 let id = match (name.is_empty(), role) {
                     (true, Role::Lockspace { ls, .. }) => Ok(ls),
                     (true, _) => Err(Errno::EINVAL),
                     (false, _) => self.devices.find_for_query(&cred, name),
                 };
-                match id.and_then(|id| self.devices.query_locks(id)) {
-                    Ok(locks) => serde_json::to_vec(&locks),
+                let ls = match id {
+                    Ok(ls) => ls,
                     Err(e) => return self.send_errno(idx, e),
+                };
+                match page {
+                    None => Answer::new(Subject::Locks(ls)),
+                    Some((limit, after)) => Answer::after(Subject::Page { ls, limit }, after),
                 }
             }
             other => {
@@ -849,11 +894,15 @@ impl Server {
                 return self.send_errno(idx, Errno::EINVAL);
             }
         };
-        match json {
-            Ok(json) => self.send_json(idx, json),
-            Err(e) => {
-                log::error!("cannot encode a query answer: {e}");
-                self.send_errno(idx, Errno::ENOMEM);
+        if let Some(c) = self.conn_mut(idx) {
+            c.answer = Some(answer);
+        }
+        if self.pump_answer(idx) > 0 {
+            if let Some(c) = self.conn_mut(idx) {
+                if !c.dirty {
+                    c.dirty = true;
+                    self.dirty.push(idx);
+                }
             }
         }
     }
@@ -931,11 +980,11 @@ impl Server {
             log::error!("cannot frame a {}-byte {kind:?}: {e}", body.len());
             return;
         }
-        if conn.counted() > max {
+        if conn.unsent() > max {
             if let Err(e) = conn.flush() {
                 return self.doom(idx, Level::Debug, format!("write failed: {e}"));
             }
-            if conn.counted() > max {
+            if conn.unsent() > max {
                 let msg = format!(
                     "not reading: more than {max} bytes of output waiting for pid {}; disconnected",
                     conn.cred.pid
@@ -949,57 +998,46 @@ impl Server {
         }
     }
 
-    /// Send a query answer, in parts if it is long. Its bytes do not
-    /// count against the output bound.
-    fn send_json(&mut self, idx: usize, json: Vec<u8>) {
-        if json.is_empty() {
-            return self.send(idx, Kind::QueryReply, &[]);
-        }
-        if let Some(c) = self.conn_mut(idx) {
-            c.bulk = json;
-            c.bulk_pos = 0;
-        }
-        self.pump_bulk(idx);
-    }
-
-    /// Move parts of a long answer to the output while it is short.
-    fn pump_bulk(&mut self, idx: usize) {
+    /// Make parts of connection `idx`'s query answer while less than the
+    /// low-water mark waits for it; the bytes added (the caller sees that
+    /// they are written). The last part ends the pause: the requests
+    /// behind the query are handled next.
+    fn pump_answer(&mut self, idx: usize) -> usize {
+        let max = self.config.max_output;
+        let (low, piece) = (answer_low_water(max), answer_piece(max));
         let Some(c) = self.conns.get_mut(idx).and_then(Option::as_mut) else {
-            return;
+            return 0;
         };
-        let mut moved = false;
-        while c.bulk_pos < c.bulk.len() && c.unsent() < BULK_LOW_WATER && !c.dead {
-            let rest = c.bulk.len() - c.bulk_pos;
-            let n = rest.min(wire::MAX_FRAME - 1);
-            let kind = if n == rest {
-                Kind::QueryReply
-            } else {
-                Kind::QueryPart
-            };
-            if wire::put_frame(&mut c.out, kind, &c.bulk[c.bulk_pos..c.bulk_pos + n]).is_err() {
+        let Some(mut answer) = c.answer.take() else {
+            return 0;
+        };
+        let before = c.out.len();
+        let mut failed = None;
+        while !c.dead && c.unsent() <= low && !answer.finished() {
+            if let Err(e) = answer.next_frame(&self.devices, piece, &mut c.out) {
+                failed = Some(e);
                 break;
             }
-            c.bulk_pos += n;
-            c.exempt_end = c.out.len();
-            moved = true;
         }
-        let finished = c.bulk_pos >= c.bulk.len() && !c.bulk.is_empty();
-        if finished {
-            c.bulk = Vec::new();
-            c.bulk_pos = 0;
+        let added = c.out.len() - before;
+        let finished = answer.finished();
+        if !finished && failed.is_none() {
+            c.answer = Some(answer);
         }
-        if moved && !c.dirty {
-            c.dirty = true;
-            self.dirty.push(idx);
-        }
-        if finished {
-            // Requests after the query may now be handled.
+        if let Some(e) = failed {
+            self.doom(idx, Level::Error, format!("query answer failed: {e}"));
+        } else if finished {
             self.mark_ready(idx);
         }
+        added
     }
 
-    /// Write what connection `idx` has waiting, feeding a long answer.
+    /// Write what connection `idx` has waiting, making more of its query
+    /// answer as the socket takes it: at most [`ANSWER_BUDGET`] bytes of
+    /// it, after which the connection goes on next turn.
     fn flush_conn(&mut self, idx: usize) {
+        let low = answer_low_water(self.config.max_output);
+        let mut budget = ANSWER_BUDGET;
         loop {
             let Some(c) = self.conns.get_mut(idx).and_then(Option::as_mut) else {
                 return;
@@ -1010,11 +1048,16 @@ impl Server {
             if let Err(e) = c.flush() {
                 return self.doom(idx, Level::Debug, format!("write failed: {e}"));
             }
-            let more = c.bulk_pos < c.bulk.len() && c.unsent() < BULK_LOW_WATER;
-            if !more {
+            if c.answer.is_none() || c.unsent() > low {
                 return;
             }
-            self.pump_bulk(idx);
+            if budget == 0 {
+                return self.mark_ready(idx);
+            }
+            match self.pump_answer(idx) {
+                0 => return,
+                n => budget = budget.saturating_sub(n),
+            }
         }
     }
 }

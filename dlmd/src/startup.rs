@@ -13,6 +13,11 @@
 //! already) or goes away (then it takes over). The lock holder removes a
 //! stale socket (one that refuses connections) before binding, and refuses
 //! to start if a daemon it did not know of answers on it.
+//!
+//! Before any of that, the socket's directory must pass
+//! [`dlm::trust::check_socket_dir`], the same check the clients make: a
+//! directory of another user's, or one that others could write to, is
+//! refused with a message that says what to do.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::ErrorKind;
@@ -193,61 +198,30 @@ fn try_lock(file: &File, path: &Path) -> Result<bool, String> {
     }
 }
 
-/// Make sure the socket's directory exists, and that the per-user default
-/// directory is private.
+/// Make the socket's directory if it is missing (mode 0700; 0755 for the
+/// system daemon, whose socket every user must reach), then refuse it
+/// unless it passes [`dlm::trust::check_socket_dir`], the check every
+/// client makes too: the default directory and an explicit `--socket`'s
+/// alike.
 fn prepare_dir(path: &Path, scope: Scope) -> Result<(), String> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => return Ok(()),
-    };
-    let default_user_dir = dlm::paths::user_socket_path()
-        .parent()
-        .map(Path::to_path_buf);
-    if scope == Scope::User && default_user_dir.as_deref() == Some(dir) {
-        return ensure_private_dir(dir, rustix::process::getuid().as_raw());
-    }
-    if dir.exists() {
-        return Ok(());
-    }
+    let dir = dlm::trust::socket_dir(path);
     let mode = match scope {
         Scope::System => 0o755,
         Scope::User => 0o700,
     };
-    fs::DirBuilder::new()
+    match fs::DirBuilder::new()
         .recursive(true)
         .mode(mode)
-        .create(dir)
-        .map_err(|e| format!("cannot create {}: {e}", dir.display()))
-}
-
-/// Create `dir` mode 0700 if it is missing; refuse it if it is not a
-/// directory of ours closed to group and others.
-pub fn ensure_private_dir(dir: &Path, uid: u32) -> Result<(), String> {
-    match fs::DirBuilder::new().mode(0o700).create(dir) {
-        Ok(()) => log::debug!("created {}", dir.display()),
+        .create(&dir)
+    {
+        Ok(()) => {}
         Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
         Err(e) => return Err(format!("cannot create {}: {e}", dir.display())),
     }
-    let m =
-        fs::symlink_metadata(dir).map_err(|e| format!("cannot inspect {}: {e}", dir.display()))?;
-    if !m.file_type().is_dir() {
-        return Err(format!("{} is not a directory", dir.display()));
-    }
-    if m.uid() != uid {
-        return Err(format!(
-            "{} belongs to uid {}, not to us (uid {uid}); refusing to use it",
-            dir.display(),
-            m.uid()
-        ));
-    }
-    if m.mode() & 0o077 != 0 {
-        return Err(format!(
-            "{} is open to group or others (mode {:o}); refusing to use it",
-            dir.display(),
-            m.mode() & 0o7777
-        ));
-    }
-    Ok(())
+    dlm::trust::check_socket_dir(&dir, rustix::process::getuid().as_raw()).map_err(|e| match e {
+        dlm::Error::UntrustedSocket(u) => u.to_string(),
+        other => format!("cannot inspect {}: {other}", dir.display()),
+    })
 }
 
 #[cfg(test)]
@@ -269,30 +243,25 @@ mod tests {
     }
 
     #[test]
-    fn private_dirs_are_checked() {
+    fn socket_dirs_are_made_private_and_checked() {
         let base = std::env::temp_dir().join(format!("dlmd-unit-{}", std::process::id()));
         let _ = fs::remove_dir_all(&base);
         fs::create_dir_all(&base).expect("temp dir");
-        let uid = rustix::process::getuid().as_raw();
-        let d = base.join("private");
-        assert_eq!(ensure_private_dir(&d, uid), Ok(()));
+        fs::set_permissions(&base, fs::Permissions::from_mode(0o755)).expect("chmod");
+        let d = base.join("private").join("run");
+        let sock = d.join("dlmd.sock");
+        assert_eq!(prepare_dir(&sock, Scope::User), Ok(()));
         let mode = fs::metadata(&d).expect("created").mode() & 0o777;
         assert_eq!(mode, 0o700);
-        assert_eq!(
-            ensure_private_dir(&d, uid),
-            Ok(()),
-            "an existing one is fine"
-        );
-        fs::set_permissions(&d, fs::Permissions::from_mode(0o750)).expect("chmod");
-        assert!(ensure_private_dir(&d, uid).is_err(), "group access");
+        assert_eq!(prepare_dir(&sock, Scope::User), Ok(()), "an existing one");
+        fs::set_permissions(&d, fs::Permissions::from_mode(0o770)).expect("chmod");
+        let e = prepare_dir(&sock, Scope::User).expect_err("group-writable");
+        assert!(e.contains("other users can write to it"), "{e}");
         fs::set_permissions(&d, fs::Permissions::from_mode(0o700)).expect("chmod");
-        assert!(
-            ensure_private_dir(&d, uid.wrapping_add(1)).is_err(),
-            "foreign owner"
-        );
         let f = base.join("file");
         fs::write(&f, b"").expect("file");
-        assert!(ensure_private_dir(&f, uid).is_err(), "not a directory");
+        let e = prepare_dir(&f.join("dlmd.sock"), Scope::User).expect_err("not a directory");
+        assert!(e.contains("not a directory"), "{e}");
         let _ = fs::remove_dir_all(&base);
     }
 }

@@ -145,12 +145,57 @@ fn sigterm_and_sigint_stop_cleanly() {
     }
 }
 
+/// A SIGTERM that comes as soon as the socket answers still stops the
+/// daemon cleanly: the handler is in place before the socket is bound.
+/// (Once, the socket answered before it was, and such a signal killed
+/// dlmd and left a stale socket.)
+#[test]
+fn a_signal_right_after_the_socket_answers_stops_cleanly() {
+    for round in 0..20 {
+        let dir = temp_dir();
+        let socket = dir.path().join("dlmd.sock");
+        let log = dir.path().join(format!("log{round}"));
+        let mut p = spawn_dlmd(&socket, &log, &["--user"]);
+        // No sleep between tries: the signal should come as early as it can.
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+            assert!(matches!(p.0.try_wait(), Ok(None)), "dlmd exited");
+            assert!(std::time::Instant::now() < deadline, "dlmd never listened");
+            std::thread::yield_now();
+        }
+        p.signal(rustix::process::Signal::TERM);
+        let st = p.wait_timeout(TIMEOUT).expect("dlmd exits");
+        assert_eq!(st.code(), Some(0), "round {round}: a clean exit, not {st}");
+        assert!(!socket.exists(), "round {round}: socket removed");
+    }
+}
+
+/// A killed dlmd leaves its socket behind; the next one replaces it.
+///
+/// The stale socket is made by a real dlmd, not by a listener this test
+/// binds and closes: other tests start processes on other threads, and a
+/// child forked while that listener was open keeps it open until it
+/// execs, so the "stale" socket could still answer (the next dlmd then
+/// found it live and exited, and this test failed about one run in 60).
 #[test]
 fn a_stale_socket_is_replaced() {
     let dir = temp_dir();
     let socket = dir.path().join("dlmd.sock");
-    drop(std::os::unix::net::UnixListener::bind(&socket).expect("bind"));
+    let mut dead = spawn_dlmd(&socket, &dir.path().join("killed.log"), &["--user"]);
+    wait_until("the first dlmd to listen", TIMEOUT, || {
+        assert!(matches!(dead.0.try_wait(), Ok(None)), "dlmd exited");
+        std::os::unix::net::UnixStream::connect(&socket).is_ok()
+    });
+    dead.signal(rustix::process::Signal::KILL);
+    let st = dead.wait_timeout(TIMEOUT).expect("the killed dlmd ends");
+    assert!(!st.success(), "killed: {st}");
     assert!(socket.exists(), "a stale socket file");
+    let refused = std::os::unix::net::UnixStream::connect(&socket).map(drop);
+    assert_eq!(
+        refused.map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::ConnectionRefused),
+        "the stale socket refuses connections"
+    );
     let log = dir.path().join("log");
     let mut p = spawn_dlmd(&socket, &log, &["--user"]);
     wait_until("dlmd to listen", TIMEOUT, || {
@@ -186,7 +231,7 @@ fn concurrent_starters_agree_on_one_daemon() {
     let dir = temp_dir();
     let socket = dir.path().join("dlmd.sock");
     let log = dir.path().join("log");
-    let mut procs: Vec<Proc> = (0..4)
+    let mut procs: Vec<Dlmd> = (0..4)
         .map(|_| spawn_dlmd(&socket, &log, &["--user", "--exit-if-running"]))
         .collect();
     wait_until("three starters to give way", TIMEOUT, || {
@@ -211,7 +256,7 @@ fn concurrent_starters_agree_on_one_daemon() {
 }
 
 #[test]
-fn the_default_user_directory_must_be_private() {
+fn the_default_user_directory_is_made_private_and_refused_when_others_can_write_it() {
     let runtime = temp_dir();
     std::fs::set_permissions(runtime.path(), std::fs::Permissions::from_mode(0o700))
         .expect("chmod");
@@ -246,10 +291,22 @@ fn the_default_user_directory_must_be_private() {
     assert_eq!(sock_mode & 0o777, 0o600);
     p.signal(rustix::process::Signal::TERM);
     assert_eq!(p.wait_timeout(TIMEOUT).and_then(|s| s.code()), Some(0));
-    // Refused when open to others.
+    // Readable by others is fine; writable by others is refused.
     std::fs::set_permissions(
         runtime.path().join("dlm"),
         std::fs::Permissions::from_mode(0o755),
+    )
+    .expect("chmod");
+    let mut p = run(runtime.path());
+    wait_until("dlmd to serve in a 0755 directory", TIMEOUT, || {
+        assert!(matches!(p.0.try_wait(), Ok(None)), "dlmd exited");
+        std::os::unix::net::UnixStream::connect(&socket).is_ok()
+    });
+    p.signal(rustix::process::Signal::TERM);
+    assert_eq!(p.wait_timeout(TIMEOUT).and_then(|s| s.code()), Some(0));
+    std::fs::set_permissions(
+        runtime.path().join("dlm"),
+        std::fs::Permissions::from_mode(0o757),
     )
     .expect("chmod");
     let mut p = run(runtime.path());
@@ -260,7 +317,10 @@ fn the_default_user_directory_must_be_private() {
         use std::io::Read;
         let _ = e.read_to_string(&mut err);
     }
-    assert!(err.contains("open to group or others"), "said why:\n{err}");
+    assert!(
+        err.contains("other users can write to it (mode 0757"),
+        "said why:\n{err}"
+    );
 }
 
 #[test]

@@ -17,8 +17,9 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::error::Errno;
+use crate::error::{Errno, Error};
 use crate::proto::{self, LockResult, RESULT_WITH_LVB_SIZE};
+use crate::trust;
 use crate::wire::{self, Kind};
 
 /// One open device: the kernel's, or a `dlmd` connection playing one.
@@ -135,6 +136,11 @@ impl Device {
 
     /// Connect to `dlmd` at `path` and say hello as `role`.
     ///
+    /// The socket's directory is checked before the connect, and the
+    /// peer's uid before the hello (see [`trust`]): an untrusted socket
+    /// is [`Error::UntrustedSocket`] and hears nothing from us. Any other
+    /// failure is [`Error::Os`].
+    ///
     /// Returns the device and the daemon's answer to the hello (0, or a
     /// lockspace's minor).
     pub(crate) fn connect(
@@ -142,8 +148,16 @@ impl Device {
         role: u8,
         flags: u8,
         name: &[u8],
-    ) -> Result<(Device, i64), Errno> {
-        let stream = UnixStream::connect(path).map_err(io_errno)?;
+    ) -> Result<(Device, i64), Error> {
+        let user = rustix::process::getuid().as_raw();
+        trust::check_socket_dir(&trust::socket_dir(path), user)?;
+        let stream = UnixStream::connect(path).map_err(|e| Error::Os(io_errno(e)))?;
+        trust::check_peer(&stream, path, user)?;
+        Self::hello(stream, role, flags, name).map_err(Error::Os)
+    }
+
+    /// Say hello on a connected, checked stream.
+    fn hello(stream: UnixStream, role: u8, flags: u8, name: &[u8]) -> Result<(Device, i64), Errno> {
         stream.set_nonblocking(true).map_err(io_errno)?;
         let mut dev = Device::Socket(SocketConn {
             stream,

@@ -134,7 +134,8 @@ impl DlmBuilder {
         self
     }
 
-    /// Talk to the daemon at this socket (fallback backend).
+    /// Talk to the daemon at this socket (fallback backend). It must pass
+    /// the same [`trust`](crate::trust) checks as the default one.
     pub fn socket(mut self, path: impl Into<PathBuf>) -> Self {
         self.socket = Some(path.into());
         self
@@ -207,24 +208,29 @@ fn lockspace_error(op: &'static str, name: &LockspaceName, e: Error) -> Error {
 
 /// Connect to the control side of `dlmd`, starting a per-user daemon if
 /// none answers and `autostart` is on.
+///
+/// A socket that fails the [`trust`](crate::trust) checks is refused at
+/// once, never retried, and no daemon is started for it.
 fn connect_or_start(socket: &Path, autostart: bool) -> Result<Device> {
     let hello = |_: ()| Device::connect(socket, wire::ROLE_CONTROL, 0, b"");
+    let unavailable = |e: Error| match e {
+        Error::Os(errno) => Error::DaemonUnavailable(socket.to_path_buf(), errno),
+        other => other,
+    };
     match hello(()) {
         Ok((d, _)) => return Ok(d),
-        Err(e) if autostart && (e == Errno::ENOENT || e == Errno::from_raw(libc::ECONNREFUSED)) => {
-        }
-        Err(e) => return Err(Error::DaemonUnavailable(socket.to_path_buf(), e)),
+        Err(Error::Os(e))
+            if autostart && (e == Errno::ENOENT || e == Errno::from_raw(libc::ECONNREFUSED)) => {}
+        Err(e) => return Err(unavailable(e)),
     }
-    crate::paths::start_user_daemon(socket)
-        .map_err(|e| Error::DaemonUnavailable(socket.to_path_buf(), e))?;
+    crate::paths::start_user_daemon(socket).map_err(unavailable)?;
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut pause = Duration::from_millis(2);
     loop {
         match hello(()) {
             Ok((d, _)) => return Ok(d),
-            Err(e) if Instant::now() >= deadline => {
-                return Err(Error::DaemonUnavailable(socket.to_path_buf(), e));
-            }
+            Err(e @ Error::UntrustedSocket(_)) => return Err(e),
+            Err(e) if Instant::now() >= deadline => return Err(unavailable(e)),
             Err(_) => {
                 std::thread::sleep(pause);
                 pause = (pause * 2).min(Duration::from_millis(100));
@@ -310,7 +316,7 @@ impl Dlm {
             Some(socket) => {
                 let (dev, minor) =
                     Device::connect(socket, wire::ROLE_LOCKSPACE, 0, name.as_bytes())
-                        .map_err(|e| lockspace_error("open", name, e.into()))?;
+                        .map_err(|e| lockspace_error("open", name, e))?;
                 Lockspace::new(*name, u32::try_from(minor).unwrap_or(0), dev, self.backend)
             }
             None => {
@@ -379,6 +385,37 @@ impl Dlm {
             .map_err(|e| lockspace_error("list the locks of", name, e.into()))?;
         crate::query::parse(&body).map_err(Error::Os)
     }
+
+    /// Some of the locks of a lockspace, by lock id: at most
+    /// `options.limit`, with lock ids greater than `options.after`, and
+    /// whether the limit cut the list short. To page through a lockspace,
+    /// pass the last lock id of each page as the next one's `after`.
+    ///
+    /// `dlmd` makes the answer as it is read; the
+    /// [`query`](crate::query) module says what it guarantees while locks
+    /// come and go. On the kernel backend the whole list is read from
+    /// debugfs (see [`locks`](Self::locks)) and cut here; so it is too
+    /// from a `dlmd` too old to know page queries.
+    pub fn locks_with(
+        &self,
+        name: &LockspaceName,
+        options: &crate::query::QueryOptions,
+    ) -> Result<crate::query::LockPage> {
+        if self.backend == Backend::Kernel {
+            return Ok(options.apply(kernel::locks(&name.to_string())?));
+        }
+        let limit = options.limit.unwrap_or(u32::MAX);
+        let q = wire::page_query(limit, options.after, name.as_bytes());
+        let answer = self
+            .control()
+            .socket_request(wire::Kind::Query, &q, wire::Kind::QueryReply);
+        match answer {
+            Ok(body) => crate::query::parse(&body).map_err(Error::Os),
+            // A daemon from before page queries: the whole list, cut here.
+            Err(e) if e == Errno::EINVAL => Ok(options.apply(self.locks(name)?)),
+            Err(e) => Err(lockspace_error("list the locks of", name, e.into())),
+        }
+    }
 }
 
 /// A device handle at the level of `write()` and `read()`: the records of
@@ -398,6 +435,9 @@ impl RawDevice {
     /// the named lockspace's device. With `pull`, records come only when
     /// read, one per [`read`](Self::read), as from the kernel device;
     /// otherwise the daemon pushes them as they happen.
+    ///
+    /// The socket is checked as [`Dlm`] checks its own (see
+    /// [`trust`](crate::trust)): [`Error::UntrustedSocket`] if it fails.
     pub fn connect(
         socket: &Path,
         lockspace: Option<&LockspaceName>,

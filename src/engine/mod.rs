@@ -868,12 +868,25 @@ impl Engine {
 
     /// A snapshot of every lock, ordered by lock id.
     pub fn locks(&self) -> Vec<LockInfo> {
-        self.locks
+        self.locks_from(0).collect()
+    }
+
+    /// Snapshots of the locks whose id is `first` or more, in order of
+    /// lock id, made as the iterator is advanced: a query can take a few
+    /// and come back later for the rest, starting after the last id it
+    /// saw. Finding `first` costs nothing, whatever the number of locks.
+    pub fn locks_from(&self, first: u32) -> impl Iterator<Item = LockInfo> + '_ {
+        let start = (first as usize).min(self.locks.len());
+        self.locks[start..]
             .iter()
-            .enumerate()
-            .filter_map(|(i, l)| l.as_ref().map(|l| (i as u32, l)))
-            .map(|(id, l)| self.info(id, l))
-            .collect()
+            .zip(first..)
+            .filter_map(|(l, id)| l.as_ref().map(|l| self.info(id, l)))
+    }
+
+    /// How many locks have an id of `first` or more.
+    pub fn count_locks_from(&self, first: u32) -> usize {
+        let start = (first as usize).min(self.locks.len());
+        self.locks[start..].iter().filter(|l| l.is_some()).count()
     }
 
     /// A snapshot of one lock.

@@ -121,4 +121,9 @@ impl Registry {
     pub fn iter(&self) -> impl Iterator<Item = (u32, &Space)> {
         self.spaces.iter().map(|(m, s)| (*m, s))
     }
+
+    /// The lockspaces whose minor is `first` or more, by minor.
+    pub fn iter_from(&self, first: u32) -> impl Iterator<Item = (u32, &Space)> {
+        self.spaces.range(first..).map(|(m, s)| (*m, s))
+    }
 }

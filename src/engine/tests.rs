@@ -1248,3 +1248,40 @@ fn an_orphan_unlocked_by_another_owner_cannot_be_unlocked_again() {
     let lb = t.granted(b, Ex, "r", none());
     assert_ne!(lb, la);
 }
+
+#[test]
+fn locks_can_be_listed_from_a_lock_id_on() {
+    let mut t = T::new();
+    let a = t.owner();
+    let ids: Vec<u32> = (0..5)
+        .map(|i| t.granted(a, Pr, &format!("r{i}"), none()))
+        .collect();
+    t.unlock(a, ids[2], none()).unwrap();
+    t.drain(a);
+    let from = |first: u32| -> Vec<u32> { t.e.locks_from(first).map(|l| l.lkid).collect() };
+    assert_eq!(from(0), vec![ids[0], ids[1], ids[3], ids[4]]);
+    assert_eq!(from(ids[1] + 1), vec![ids[3], ids[4]], "past a freed id");
+    assert_eq!(from(ids[4]), vec![ids[4]]);
+    assert!(from(ids[4] + 1).is_empty());
+    assert!(from(u32::MAX).is_empty());
+    assert_eq!(t.e.count_locks_from(0), 4);
+    assert_eq!(t.e.count_locks_from(ids[2]), 2);
+    assert_eq!(t.e.count_locks_from(u32::MAX), 0);
+    let all: Vec<LockInfo> = t.e.locks_from(0).collect();
+    assert_eq!(all, t.e.locks(), "the same snapshots as locks()");
+}
+
+#[test]
+fn lockspaces_can_be_listed_from_a_minor_on() {
+    let mut r = Registry::new();
+    let names = ["a", "b", "c"].map(|n| crate::LockspaceName::new(n).unwrap());
+    let minors: Vec<u32> = names
+        .iter()
+        .map(|n| r.create(n, crate::LockspaceFlags::empty()).unwrap())
+        .collect();
+    r.release(minors[1], false).unwrap();
+    let from = |first: u32| -> Vec<u32> { r.iter_from(first).map(|(m, _)| m).collect() };
+    assert_eq!(from(0), vec![minors[0], minors[2]]);
+    assert_eq!(from(minors[0] + 1), vec![minors[2]]);
+    assert!(from(minors[2] + 1).is_empty());
+}

@@ -81,12 +81,22 @@ impl Drop for TempDir {
 /// A child that is killed (by PID, with its whole process group) and
 /// reaped when dropped. Start children with [`spawn`] so that they lead
 /// their own group and nothing they start outlives the test.
+///
+/// The group is signalled only while its leader has not been reaped: a
+/// running or zombie leader holds its pid, so the group id is still ours.
+/// Once a test has reaped the leader (`try_wait`, `wait`), the pid may
+/// already belong to an unrelated process (pids wrap quickly on a busy
+/// machine), and signalling it could kill, say, another test's daemon.
 pub struct Reaped(pub Child);
 
 impl Drop for Reaped {
     fn drop(&mut self) {
+        use rustix::process::{WaitId, WaitIdOptions};
         if let Some(pid) = rustix::process::Pid::from_raw(self.0.id() as i32) {
-            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+            let unreaped = WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT;
+            if rustix::process::waitid(WaitId::Pid(pid), unreaped).is_ok() {
+                let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+            }
         }
         let _ = self.0.kill();
         let _ = self.0.wait();
@@ -100,7 +110,9 @@ pub fn spawn(mut c: Command) -> Reaped {
     Reaped(c.spawn().expect("spawn a test child"))
 }
 
-/// A `dlmd` on a private socket.
+/// A `dlmd` on a private socket, logging at debug level into
+/// `<dir>/dlmd.log`. When a test fails, dropping it prints the daemon's
+/// exit status (if it died) and its log.
 pub struct Daemon {
     pub proc: Reaped,
     pub socket: PathBuf,
@@ -109,43 +121,41 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start() -> Daemon {
-        Daemon::start_logging("warn", None)
-    }
-
-    /// A daemon logging at debug level into `<dir>/dlmd.log`; read it
-    /// with [`log_text`](Self::log_text).
-    pub fn start_debug_log() -> Daemon {
-        Daemon::start_logging("debug", Some("dlmd.log"))
-    }
-
-    /// What the daemon logged (see [`start_debug_log`](Self::start_debug_log)).
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(self._dir.0.join("dlmd.log")).unwrap_or_default()
-    }
-
-    fn start_logging(level: &str, file: Option<&str>) -> Daemon {
         let dir = TempDir::new("d");
         let socket = dir.0.join("dlmd.sock");
+        let log = std::fs::File::create(dir.0.join("dlmd.log")).expect("daemon log file");
         let mut cmd = Command::new(dlmd_bin());
         cmd.arg("--socket")
             .arg(&socket)
-            .args(["--log-level", level])
-            .stdin(Stdio::null());
-        if let Some(f) = file {
-            let log = std::fs::File::create(dir.0.join(f)).expect("daemon log file");
-            cmd.stderr(log);
-        }
-        let d = Daemon {
+            .args(["--log-level", "debug"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        let mut d = Daemon {
             proc: spawn(cmd),
             socket,
             _dir: dir,
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::os::unix::net::UnixStream::connect(&d.socket).is_err() {
+            if let Ok(Some(st)) = d.proc.0.try_wait() {
+                panic!("dlmd exited early ({st})");
+            }
             assert!(Instant::now() < deadline, "dlmd did not start listening");
             std::thread::sleep(Duration::from_millis(10));
         }
         d
+    }
+
+    /// The same as [`start`](Self::start): every daemon logs at debug
+    /// level.
+    pub fn start_debug_log() -> Daemon {
+        Daemon::start()
+    }
+
+    /// What the daemon logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self._dir.0.join("dlmd.log")).unwrap_or_default()
     }
 
     pub fn dlm(&self) -> Command {
@@ -163,6 +173,24 @@ impl Daemon {
             .autostart(false)
             .open()
             .expect("connect to dlmd")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let pid = self.proc.0.id();
+        let state = match self.proc.0.try_wait() {
+            Ok(Some(st)) => format!("exited ({st})"),
+            Ok(None) => "still running".to_string(),
+            Err(e) => format!("in an unknown state ({e})"),
+        };
+        eprintln!(
+            "--- dlmd pid {pid} {state}; its log: ---\n{}--- end of dlmd log ---",
+            self.log_text()
+        );
     }
 }
 

@@ -63,8 +63,12 @@ impl Proc {
         }
     }
 
-    /// Send a signal.
-    pub fn signal(&self, sig: rustix::process::Signal) {
+    /// Send a signal. Refused (the test fails) once the process has been
+    /// reaped: its pid may belong to another process by then.
+    pub fn signal(&mut self, sig: rustix::process::Signal) {
+        if let Ok(Some(st)) = self.0.try_wait() {
+            panic!("pid {} already ended ({st}); not signalling it", self.pid());
+        }
         let pid = rustix::process::Pid::from_raw(self.0.id() as i32).expect("pid");
         rustix::process::kill_process(pid, sig).expect("kill");
     }
@@ -96,7 +100,7 @@ impl Daemon {
         let dir = temp_dir();
         let socket = dir.path().join("dlmd.sock");
         let log = dir.path().join("dlmd.log");
-        let proc = spawn_dlmd(&socket, &log, args);
+        let proc = spawn_dlmd_proc(&socket, &log, args);
         let mut d = Daemon {
             proc,
             socket,
@@ -111,7 +115,8 @@ impl Daemon {
         let deadline = Instant::now() + TIMEOUT;
         while UnixStream::connect(&self.socket).is_err() {
             if let Ok(Some(st)) = self.proc.0.try_wait() {
-                panic!("dlmd exited early ({st}):\n{}", self.log_text());
+                // Dropping `self` prints the log.
+                panic!("dlmd exited early ({st})");
             }
             assert!(Instant::now() < deadline, "dlmd did not start listening");
             std::thread::sleep(Duration::from_millis(5));
@@ -156,15 +161,66 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!(
-                "--- dlmd log ---\n{}--- end of dlmd log ---",
-                self.log_text()
-            );
+            report_dlmd(&mut self.proc, &self.log);
         }
     }
 }
 
-pub fn spawn_dlmd(socket: &Path, log: &Path, args: &[&str]) -> Proc {
+/// Print what a failed test needs to know about a `dlmd`: whether it is
+/// still running (or how it ended) and everything it logged.
+pub fn report_dlmd(proc: &mut Proc, log: &Path) {
+    let pid = proc.pid();
+    let state = match proc.0.try_wait() {
+        Ok(Some(st)) => format!("exited ({st})"),
+        Ok(None) => "still running".to_string(),
+        Err(e) => format!("in an unknown state ({e})"),
+    };
+    let text = std::fs::read_to_string(log).unwrap_or_else(|e| format!("(unreadable: {e})\n"));
+    eprintln!(
+        "--- dlmd pid {pid} {state}; its log {}: ---\n{text}--- end of dlmd log ---",
+        log.display()
+    );
+}
+
+/// A `dlmd` started by [`spawn_dlmd`]: a [`Proc`] (stopped by pid when
+/// dropped) that, when the test fails, also prints the daemon's exit
+/// status and log.
+pub struct Dlmd {
+    pub proc: Proc,
+    pub log: PathBuf,
+}
+
+impl std::ops::Deref for Dlmd {
+    type Target = Proc;
+    fn deref(&self) -> &Proc {
+        &self.proc
+    }
+}
+
+impl std::ops::DerefMut for Dlmd {
+    fn deref_mut(&mut self) -> &mut Proc {
+        &mut self.proc
+    }
+}
+
+impl Drop for Dlmd {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            report_dlmd(&mut self.proc, &self.log);
+        }
+    }
+}
+
+/// Start `dlmd` on `socket` with `args`, logging at debug level to `log`
+/// (appended to, so that several daemons may share one file).
+pub fn spawn_dlmd(socket: &Path, log: &Path, args: &[&str]) -> Dlmd {
+    Dlmd {
+        proc: spawn_dlmd_proc(socket, log, args),
+        log: log.to_path_buf(),
+    }
+}
+
+fn spawn_dlmd_proc(socket: &Path, log: &Path, args: &[&str]) -> Proc {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
