@@ -30,7 +30,20 @@
 //! The kernel only echoes what it is given. The safe API gives it opaque
 //! tokens (a slot number and a generation), never Rust pointers, so a
 //! stale or forged record can at worst name a slot that no longer exists,
-//! which is logged and ignored.
+//! which is logged and ignored. A record is also matched by its lock id:
+//! another opener of the lockspace may operate on one of our locks by its
+//! id, and the DLM then delivers the completion to us with the *other*
+//! opener's callback parameter, which may be any value, even one of our
+//! tokens. Such a record goes to the lock whose id it carries, never to
+//! the slot its token happens to name.
+//!
+//! # Lost locks
+//!
+//! A granted lock can end without its owner asking: the daemon connection
+//! closes (the fallback daemon exited), or another opener unlocks it. A
+//! request with [`LockRequest::on_lost`] is told at once, with a
+//! [`LostReason`], where its other callbacks run. Until recovery lets
+//! locks survive a daemon restart, a closed connection loses every lock.
 //!
 //! The DLM reuses lock ids at once, and a cancel reaching it after the lock
 //! ended would cancel whichever lock has the id by then, even another
