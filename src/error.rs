@@ -153,7 +153,8 @@ pub enum Error {
     /// A lockspace operation failed: `EPERM`, `EEXIST`, `EBUSY`,
     /// `ENOENT`, …, with the lockspace named.
     Lockspace {
-        /// What was being done: "create", "open", "release".
+        /// What was being done: "create", "open", "release", "list the
+        /// locks of".
         op: &'static str,
         /// The lockspace.
         name: String,
@@ -181,10 +182,30 @@ impl Error {
     }
 }
 
+/// What an errno from a lock call means here, in words, for the errnos
+/// whose C text says little (`Broken pipe`) or too little (`No such file
+/// or directory`), with the errno's name.
+fn errno_words(e: Errno) -> Option<&'static str> {
+    Some(match e.raw() {
+        libc::EPIPE => "the connection to the dlm daemon closed: the daemon exited or dropped this client (EPIPE",
+        libc::ECONNRESET => "the dlm daemon reset the connection: it exited or dropped this client (ECONNRESET",
+        libc::ENOENT => "no such lock, lockspace or orphan (ENOENT",
+        libc::EBUSY => "the lock has an operation in progress (EBUSY",
+        libc::EAGAIN => "an orphan of the resource exists in another mode (EAGAIN",
+        libc::ENOSPC => "no lock id is left (ENOSPC",
+        libc::ENOMEM => "out of memory, or over a limit of the DLM (ENOMEM",
+        libc::EPROTO => "a malformed record from the DLM (EPROTO",
+        _ => return None,
+    })
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Os(e) => write!(f, "{e} (errno {})", e.raw()),
+            Error::Os(e) => match errno_words(*e) {
+                Some(words) => write!(f, "{words}, errno {})", e.raw()),
+                None => write!(f, "{e} (errno {})", e.raw()),
+            },
             Error::InvalidArgument(what) => write!(f, "invalid argument: {what}"),
             Error::KernelUnavailable(why) => write!(f, "kernel DLM unavailable: {why}"),
             Error::DaemonUnavailable(path, e) => write!(
@@ -221,6 +242,11 @@ impl fmt::Display for Error {
                     libc::EEXIST => "it exists already (NEWEXCL)".to_string(),
                     libc::EBUSY => "it still has locks (release with force, or unlock them)".to_string(),
                     libc::ENOENT => "no such lockspace".to_string(),
+                    libc::EPIPE | libc::ECONNRESET => {
+                        "the connection to the dlm daemon closed: the daemon exited or dropped \
+                         this client"
+                            .to_string()
+                    }
                     _ => errno.to_string(),
                 };
                 write!(f, "cannot {op} lockspace {name}: {why}")
@@ -273,5 +299,27 @@ mod tests {
         assert_eq!(e.errno(), Errno::EBUSY);
         assert!(e.to_string().contains("errno 16"));
         assert_eq!(Error::InvalidArgument("x").errno(), Errno::EINVAL);
+    }
+
+    #[test]
+    fn errnos_that_say_little_are_put_in_words_and_kept() {
+        let e = Error::Os(Errno::EPIPE);
+        let text = e.to_string();
+        assert!(
+            text.contains("dlm daemon") && text.contains("EPIPE"),
+            "{text}"
+        );
+        assert!(!text.contains("Broken pipe"), "{text}");
+        assert_eq!(e.errno(), Errno::EPIPE);
+        let e = Error::Lockspace {
+            op: "list the locks of",
+            name: "x".into(),
+            errno: Errno::ENOENT,
+        };
+        assert_eq!(
+            e.to_string(),
+            "cannot list the locks of lockspace x: no such lockspace"
+        );
+        assert_eq!(e.errno(), Errno::ENOENT);
     }
 }

@@ -23,12 +23,29 @@ const ECHO_SIZE: usize = 128;
 /// Options of `dlm bench`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Seconds per measurement.
-    #[arg(long, default_value_t = 2.0)]
+    /// Seconds per measurement (0.1 to 3600).
+    #[arg(long, default_value_t = 2.0, value_parser = parse_secs)]
     secs: f64,
-    /// How many locks the "hold" figure takes.
-    #[arg(long, default_value_t = 100_000)]
+    /// How many locks the "hold" figure takes (1 to 1000000).
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..=MAX_HOLD))]
     hold: u32,
+}
+
+/// The most locks `--hold` takes.
+const MAX_HOLD: i64 = 1_000_000;
+/// The longest measurement, in seconds.
+const MAX_SECS: f64 = 3600.0;
+
+/// Seconds of a measurement: 0.1 to [`MAX_SECS`].
+fn parse_secs(s: &str) -> Result<f64, String> {
+    let secs: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    if !(0.1..=MAX_SECS).contains(&secs) {
+        return Err(format!("`{s}`: from 0.1 to {MAX_SECS} seconds"));
+    }
+    Ok(secs)
 }
 
 /// Options of the hidden worker.
@@ -38,8 +55,8 @@ pub struct WorkerArgs {
     role: String,
     /// Socket path (echo server) or resource name (lock workers).
     target: String,
-    /// Seconds to run.
-    #[arg(long, default_value_t = 1.0)]
+    /// Seconds to run (0.1 to 3600).
+    #[arg(long, default_value_t = 1.0, value_parser = parse_secs)]
     secs: f64,
 }
 
@@ -116,7 +133,8 @@ fn wait_for_go() -> Res<()> {
 
 /// Run a worker role (a separate process).
 pub fn worker(a: WorkerArgs) -> Res<u8> {
-    let secs = Duration::from_secs_f64(a.secs.max(0.0));
+    // In range: see `parse_secs`.
+    let secs = Duration::try_from_secs_f64(a.secs).map_err(|e| format!("--secs: {e}"))?;
     match a.role.as_str() {
         "echo-server" => {
             let _ = std::fs::remove_file(&a.target);

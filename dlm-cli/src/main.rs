@@ -1,7 +1,8 @@
 //! `dlm`: the operator's command for the Linux DLM and its fallback.
 //!
 //! ```text
-//! dlm lock [--mode EX] [--lockspace NAME] [--timeout SECS] [--nowait] RESOURCE -- COMMAND...
+//! dlm lock [--mode EX] [--lockspace NAME] [--timeout SECS] [--nowait] [--close]
+//!          [--on-lost term|kill|none] [--lost-on-blocking] RESOURCE -- COMMAND...
 //! dlm ls [--json]
 //! dlm locks LOCKSPACE [--json] [--limit N | --all] [--after LKID]
 //! dlm status
@@ -9,21 +10,18 @@
 //! dlm leave NAME
 //! dlm bench
 //! ```
+#![forbid(unsafe_code)]
 
 mod bench;
+mod lock;
 
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use dlm::client::{Dlm, LockRequest, Lockspace, Outcome};
+use dlm::client::{Dlm, Lockspace};
 use dlm::query::QueryOptions;
-use dlm::{LockMode, LockspaceFlags, LockspaceName, ResourceName, Status};
+use dlm::{LockspaceFlags, LockspaceName};
 
-/// Exit status of `dlm lock` when the lock was not obtained (`--nowait`
-/// refused, or `--timeout` ran out), unless `--conflict-exit-code` says
-/// otherwise: 1, as flock(1).
-const EXIT_CONFLICT: u8 = 1;
 /// Exit status for errors (no DLM, bad arguments, a command that cannot
 /// be run).
 const EXIT_ERROR: u8 = 2;
@@ -47,32 +45,10 @@ enum Cmd {
     ///
     /// Exits with COMMAND's status (128+N if it died of signal N). If the
     /// lock is not obtained (--nowait refused, --timeout expired) it exits
-    /// with --conflict-exit-code (default 1) and says why; errors exit 2.
-    Lock {
-        /// Lock mode: NL, CR, CW, PR, PW or EX.
-        #[arg(short, long, default_value = "EX")]
-        mode: LockMode,
-        /// Lockspace (created if it does not exist).
-        #[arg(short, long, default_value = "default")]
-        lockspace: String,
-        /// Give up after this many seconds (fractions allowed).
-        #[arg(short = 'w', long, value_name = "SECS")]
-        timeout: Option<f64>,
-        /// Fail at once if the lock is held (DLM_LKF_NOQUEUE).
-        #[arg(short, long)]
-        nowait: bool,
-        /// Exit status when the lock is not obtained.
-        #[arg(short = 'E', long, default_value_t = EXIT_CONFLICT)]
-        conflict_exit_code: u8,
-        /// Say when the lock is granted (on stderr).
-        #[arg(short, long)]
-        verbose: bool,
-        /// Resource name.
-        resource: String,
-        /// The command and its arguments.
-        #[arg(last = true, required = true)]
-        command: Vec<String>,
-    },
+    /// with --conflict-exit-code (default 1) and says why; if the lock is
+    /// lost while COMMAND runs, 75; errors exit 2.
+    #[command(after_help = lock::AFTER_HELP)]
+    Lock(lock::Args),
     /// List lockspaces.
     Ls {
         /// Print JSON.
@@ -108,7 +84,7 @@ enum Cmd {
     Join {
         /// Lockspace name.
         name: String,
-        /// Access mode, octal.
+        /// Access mode: permission bits in octal, 0 to 777 (0 means 600).
         #[arg(long, default_value = "600", value_parser = parse_octal)]
         mode: u32,
         /// Fail if it exists already (DLM_LSFL_NEWEXCL).
@@ -128,8 +104,13 @@ enum Cmd {
     BenchWorker(bench::WorkerArgs),
 }
 
+/// A lockspace's access mode: permission bits, in octal.
 fn parse_octal(s: &str) -> Result<u32, String> {
-    u32::from_str_radix(s, 8).map_err(|e| format!("not an octal mode: {e}"))
+    let mode = u32::from_str_radix(s, 8).map_err(|e| format!("`{s}` is not an octal mode: {e}"))?;
+    if mode > 0o777 {
+        return Err(format!("`{s}`: only permission bits, 0 to 777"));
+    }
+    Ok(mode)
 }
 
 fn parse_hex(s: &str) -> Result<u32, String> {
@@ -169,25 +150,7 @@ fn open_or_create(dlm: &Dlm, name: &LockspaceName) -> Res<Lockspace> {
 
 fn run(cmd: Cmd) -> Res<u8> {
     match cmd {
-        Cmd::Lock {
-            mode,
-            lockspace,
-            timeout,
-            nowait,
-            conflict_exit_code,
-            verbose,
-            resource,
-            command,
-        } => lock_and_run(
-            mode,
-            &lockspace,
-            timeout,
-            nowait,
-            conflict_exit_code,
-            verbose,
-            &resource,
-            &command,
-        ),
+        Cmd::Lock(args) => lock::run(args),
         Cmd::Ls { json } => {
             let dlm = Dlm::open()?;
             let spaces = dlm.lockspaces()?;
@@ -304,69 +267,4 @@ fn run(cmd: Cmd) -> Res<u8> {
         Cmd::Bench(args) => bench::run(args),
         Cmd::BenchWorker(args) => bench::worker(args),
     }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn lock_and_run(
-    mode: LockMode,
-    lockspace: &str,
-    timeout: Option<f64>,
-    nowait: bool,
-    conflict_exit_code: u8,
-    verbose: bool,
-    resource: &str,
-    command: &[String],
-) -> Res<u8> {
-    let resource_name = ResourceName::new(resource)
-        .map_err(|_| format!("resource name {resource:?} is longer than 64 bytes"))?;
-    let mut req = LockRequest::new(resource_name, mode);
-    if nowait {
-        req = req.flags(dlm::LockFlags::NOQUEUE);
-    }
-    if let Some(secs) = timeout {
-        if !(secs.is_finite() && secs >= 0.0) {
-            return Err(format!("bad --timeout {secs}: seconds, zero or more").into());
-        }
-        req = req.timeout(Duration::from_secs_f64(secs));
-    }
-    let dlm = Dlm::open()?;
-    let ls = open_or_create(&dlm, &lockspace_name(lockspace)?)?;
-    let lock = match ls.lock(req)? {
-        Outcome::Granted(lock) => lock,
-        Outcome::NotGranted(c) => {
-            let why = match c.status {
-                Status::WouldBlock => format!("{resource} is locked (--nowait)"),
-                Status::TimedOut => format!("timed out waiting for {resource}"),
-                other => format!("lock on {resource} not granted: {other}"),
-            };
-            eprintln!("dlm: {why}");
-            return Ok(conflict_exit_code);
-        }
-    };
-    if verbose {
-        eprintln!("dlm: {mode} lock on {resource} granted");
-    }
-    let status = std::process::Command::new(&command[0])
-        .args(&command[1..])
-        .status();
-    let code = match status {
-        Ok(st) => {
-            use std::os::unix::process::ExitStatusExt;
-            match (st.code(), st.signal()) {
-                (Some(c), _) => c.clamp(0, 255) as u8,
-                (None, Some(sig)) => (128 + sig).clamp(0, 255) as u8,
-                (None, None) => EXIT_ERROR,
-            }
-        }
-        Err(e) => {
-            eprintln!("dlm: cannot run {}: {e}", command[0]);
-            if e.kind() == std::io::ErrorKind::NotFound {
-                127
-            } else {
-                126
-            }
-        }
-    };
-    lock.unlock()?;
-    Ok(code)
 }

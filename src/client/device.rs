@@ -36,6 +36,9 @@ pub(crate) struct SocketConn {
     decoder: wire::Decoder,
     /// Callback records that arrived while waiting for a reply.
     stash: VecDeque<LockResult>,
+    /// A copy of the socket was handed to child processes: closing this
+    /// one must not end the connection's locks (no `Bye`).
+    shared: bool,
 }
 
 fn io_errno(e: std::io::Error) -> Errno {
@@ -59,7 +62,8 @@ pub(crate) fn wait_any(fds: &[BorrowedFd<'_>], timeout: Option<Duration>) -> Res
 fn wait_fds(fds: &[BorrowedFd<'_>], write: bool, timeout: Option<Duration>) -> Result<bool, Errno> {
     use rustix::event::{poll, PollFd, PollFlags, Timespec};
     let flags = if write { PollFlags::OUT } else { PollFlags::IN };
-    let deadline = timeout.map(|t| Instant::now() + t);
+    // A deadline the clock cannot represent is no deadline.
+    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
     loop {
         let mut pfds: Vec<PollFd<'_>> = fds.iter().map(|fd| PollFd::new(fd, flags)).collect();
         let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
@@ -159,6 +163,7 @@ impl Device {
             stream,
             decoder: wire::Decoder::new(),
             stash: VecDeque::new(),
+            shared: false,
         });
         let mut body = vec![role, flags];
         body.extend_from_slice(name);
@@ -187,6 +192,16 @@ impl Device {
                 let body = s.take_frames(Some(Kind::Result)).ok()??;
                 wire::result_value(&body).ok()
             }
+        }
+    }
+
+    /// Copies of the fd are handed to child processes: from now on a close
+    /// only closes (a daemon connection says no `Bye`), so the locks stay
+    /// while a copy is open, as the kernel keeps them while its open file
+    /// has a descriptor.
+    pub(crate) fn share_with_children(&mut self) {
+        if let Device::Socket(s) = self {
+            s.shared = true;
         }
     }
 
@@ -399,6 +414,10 @@ impl Drop for SocketConn {
     /// released before the drop returns and other processes see them
     /// free at once.
     fn drop(&mut self) {
+        if self.shared {
+            // Another process's copy may still hold the locks.
+            return;
+        }
         // One attempt, never a wait: a drop must not hang on a daemon
         // that stopped reading.
         let mut frame = Vec::with_capacity(5);

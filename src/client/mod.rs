@@ -30,7 +30,20 @@
 //! The kernel only echoes what it is given. The safe API gives it opaque
 //! tokens (a slot number and a generation), never Rust pointers, so a
 //! stale or forged record can at worst name a slot that no longer exists,
-//! which is logged and ignored.
+//! which is logged and ignored. A record is also matched by its lock id:
+//! another opener of the lockspace may operate on one of our locks by its
+//! id, and the DLM then delivers the completion to us with the *other*
+//! opener's callback parameter, which may be any value, even one of our
+//! tokens. Such a record goes to the lock whose id it carries, never to
+//! the slot its token happens to name.
+//!
+//! # Lost locks
+//!
+//! A granted lock can end without its owner asking: the daemon connection
+//! closes (the fallback daemon exited), or another opener unlocks it. A
+//! request with [`LockRequest::on_lost`] is told at once, with a
+//! [`LostReason`], where its other callbacks run. Until recovery lets
+//! locks survive a daemon restart, a closed connection loses every lock.
 //!
 //! The DLM reuses lock ids at once, and a cancel reaching it after the lock
 //! ended would cancel whichever lock has the id by then, even another
@@ -381,7 +394,8 @@ impl Dlm {
         q.extend_from_slice(name.as_bytes());
         let body = self
             .control()
-            .socket_request(wire::Kind::Query, &q, wire::Kind::QueryReply)?;
+            .socket_request(wire::Kind::Query, &q, wire::Kind::QueryReply)
+            .map_err(|e| lockspace_error("list the locks of", name, e.into()))?;
         crate::query::parse(&body).map_err(Error::Os)
     }
 
@@ -412,7 +426,7 @@ impl Dlm {
             Ok(body) => crate::query::parse(&body).map_err(Error::Os),
             // A daemon from before page queries: the whole list, cut here.
             Err(e) if e == Errno::EINVAL => Ok(options.apply(self.locks(name)?)),
-            Err(e) => Err(e.into()),
+            Err(e) => Err(lockspace_error("list the locks of", name, e.into())),
         }
     }
 }
@@ -487,6 +501,31 @@ impl RawDevice {
 pub type CompletionFn = Box<dyn FnMut(LockId, &Completion) + Send + 'static>;
 /// A blocking callback: the lock and the mode someone else wants.
 pub type BlockingFn = Box<dyn FnMut(LockId, LockMode) + Send + 'static>;
+/// A lost-lock callback: the lock and why it is lost; see
+/// [`LockRequest::on_lost`].
+pub type LostFn = Box<dyn FnMut(LockId, LostReason) + Send + 'static>;
+
+/// Why a granted lock was lost while this process still held it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum LostReason {
+    /// The connection to the DLM closed (the fallback daemon exited, or
+    /// dropped this client): every lock of the handle ended with it.
+    ConnectionClosed,
+    /// Another opener of the lockspace unlocked the lock by its lock id.
+    UnlockedByOther,
+}
+
+impl std::fmt::Display for LostReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LostReason::ConnectionClosed => {
+                "the connection to the DLM closed (the dlm daemon exited or dropped this client)"
+            }
+            LostReason::UnlockedByOther => "another opener of the lockspace unlocked it",
+        })
+    }
+}
 
 /// A lock's identity: the kernel's lock id and this process's token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -510,6 +549,7 @@ pub struct LockRequest {
     value_block: Option<ValueBlock>,
     timeout: Option<Duration>,
     on_blocking: Option<BlockingFn>,
+    on_lost: Option<LostFn>,
 }
 
 impl std::fmt::Debug for LockRequest {
@@ -533,6 +573,7 @@ impl LockRequest {
             value_block: None,
             timeout: None,
             on_blocking: None,
+            on_lost: None,
         }
     }
 
@@ -549,7 +590,9 @@ impl LockRequest {
         self
     }
 
-    /// Give up (cancel) after this long; see the module docs.
+    /// Give up (cancel) after this long; see the module docs. A timeout
+    /// too long for the clock to represent (such as [`Duration::MAX`])
+    /// means no timeout.
     pub fn timeout(mut self, t: Duration) -> Self {
         self.timeout = Some(t);
         self
@@ -558,6 +601,18 @@ impl LockRequest {
     /// Call `f` when another request is blocked by this lock.
     pub fn on_blocking(mut self, f: impl FnMut(LockId, LockMode) + Send + 'static) -> Self {
         self.on_blocking = Some(Box::new(f));
+        self
+    }
+
+    /// Call `f` at once when the lock, once granted, is lost while still
+    /// held: the connection to the DLM closed, or another opener of the
+    /// lockspace unlocked it (see [`LostReason`]). `f` runs where other
+    /// callbacks run (see the module docs): on the event-loop thread, in
+    /// [`Lockspace::dispatch`], or in a call that meets the closed
+    /// connection. It runs at most once; after it, the lock is gone, and
+    /// dropping its [`Lock`] sends nothing.
+    pub fn on_lost(mut self, f: impl FnMut(LockId, LostReason) + Send + 'static) -> Self {
+        self.on_lost = Some(Box::new(f));
         self
     }
 }
@@ -589,9 +644,13 @@ impl<T> Outcome<T> {
 struct Slot {
     gen: u32,
     live: bool,
+    /// The DLM's id of the lock, once its write has returned (0 before:
+    /// the DLM never uses 0).
+    lkid: u32,
     ever_granted: bool,
     on_complete: Option<CompletionFn>,
     on_blocking: Option<BlockingFn>,
+    on_lost: Option<LostFn>,
     /// Completions not yet taken by a waiter.
     done: VecDeque<Completion>,
     waiting: bool,
@@ -628,11 +687,49 @@ impl State {
         self.slots.get_mut(idx).filter(|s| s.live && s.gen == gen)
     }
 
+    /// The token of the slot a callback record is for: its own token's
+    /// slot when the lock ids agree. Otherwise the record is another
+    /// opener's operation on one of our locks, which the DLM delivers to
+    /// the lock's owner with *its* callback parameter (any value, even one
+    /// of our tokens): the live slot with the record's lock id. See
+    /// [`own_token_slow`](Self::own_token_slow).
+    #[inline(always)]
+    fn own_token<R: Record>(&mut self, r: &R) -> Option<u64> {
+        let token = r.astparam();
+        if self.slot(token).is_some_and(|s| s.lkid == r.lkid()) {
+            return Some(token);
+        }
+        self.own_token_slow(token, r.lkid(), r.status())
+    }
+
+    /// [`own_token`](Self::own_token) when the token's slot does not know
+    /// the record's lock id. A record can come before the write that made
+    /// the lock has returned its id: the token's slot, with its id not yet
+    /// known, takes it, unless it is an unlock that slot never sent (which
+    /// is another opener's, for the lock that has the id). Records only
+    /// ever come for our own locks, so with the id known the slot holding
+    /// it is the one.
+    #[cold]
+    #[inline(never)]
+    fn own_token_slow(&mut self, token: u64, lkid: u32, status: i32) -> Option<u64> {
+        if let Some(s) = self.slot(token) {
+            if s.lkid == 0 && (s.ending || status != -crate::status::EUNLOCK) {
+                return Some(token);
+            }
+        }
+        self.slots
+            .iter()
+            .enumerate()
+            .find(|(_, s)| s.live && s.lkid == lkid && lkid != 0)
+            .map(|(idx, s)| make_token(idx, s.gen))
+    }
+
     /// A new live slot; returns its token.
     fn new_slot(
         &mut self,
         on_complete: Option<CompletionFn>,
         on_blocking: Option<BlockingFn>,
+        on_lost: Option<LostFn>,
         waiting: bool,
         noqueue: bool,
     ) -> u64 {
@@ -648,9 +745,11 @@ impl State {
         let s = &mut self.slots[idx];
         s.gen = gen;
         s.live = true;
+        s.lkid = 0;
         s.ever_granted = false;
         s.on_complete = on_complete;
         s.on_blocking = on_blocking;
+        s.on_lost = on_lost;
         s.waiting = waiting;
         s.deadlock_cancel = false;
         s.cancel_sent = false;
@@ -659,7 +758,7 @@ impl State {
         s.ended = false;
         s.abandoned = false;
         s.lvb = ValueBlock::zeroed();
-        (u64::from(gen) << 32) | (idx as u64 + 1)
+        make_token(idx, gen)
     }
 
     fn free_slot(&mut self, token: u64) {
@@ -690,6 +789,7 @@ impl Slot {
         let waker = false;
         if self.on_complete.is_some()
             || self.on_blocking.is_some()
+            || self.on_lost.is_some()
             || !self.done.is_empty()
             || waker
         {
@@ -704,6 +804,7 @@ impl Slot {
     fn drop_contents(&mut self) {
         self.on_complete = None;
         self.on_blocking = None;
+        self.on_lost = None;
         self.done.clear();
         #[cfg(feature = "async")]
         {
@@ -859,6 +960,8 @@ enum After {
     Complete(CompletionFn, LockId, Completion, bool),
     /// An abandoned lock was granted: unlock it.
     UnlockAbandoned(LockId),
+    /// A held lock was lost: run its lost callback, then the rest.
+    Lost(LostFn, LockId, LostReason, Box<After>),
     /// Wake the task of the future the completion was queued for.
     #[cfg(feature = "async")]
     Wake(std::task::Waker),
@@ -866,6 +969,12 @@ enum After {
 
 /// The longest a reading waiter polls before it looks at its slot again.
 const READER_POLL: Duration = Duration::from_millis(200);
+
+/// The token of slot number `idx` in generation `gen`.
+#[inline(always)]
+fn make_token(idx: usize, gen: u32) -> u64 {
+    (u64::from(gen) << 32) | (idx as u64 + 1)
+}
 
 fn split_token(token: u64) -> (usize, u32) {
     (
@@ -897,6 +1006,10 @@ struct Inner {
     loop_thread: Mutex<Option<std::thread::ThreadId>>,
     /// Threads waiting on `cond`; notifying nobody costs a syscall.
     waiters: std::sync::atomic::AtomicUsize,
+    /// The daemon connection was found closed: every lock is lost.
+    closed: AtomicBool,
+    /// The lost callbacks for the close have been taken to run.
+    closed_told: AtomicBool,
     state: Mutex<State>,
     cond: Condvar,
     event_loop: Mutex<Option<Arc<EventLoop>>>,
@@ -974,6 +1087,8 @@ impl Lockspace {
                 notify_w,
                 pollers: std::sync::atomic::AtomicUsize::new(0),
                 waiters: std::sync::atomic::AtomicUsize::new(0),
+                closed: AtomicBool::new(false),
+                closed_told: AtomicBool::new(false),
                 loop_running: AtomicBool::new(false),
                 loop_thread: Mutex::new(None),
                 state: Mutex::new(State::default()),
@@ -996,6 +1111,29 @@ impl Lockspace {
     /// The backend this lockspace lives on.
     pub fn backend(&self) -> Backend {
         self.inner.backend
+    }
+
+    /// A new descriptor of what owns this handle's locks (the kernel
+    /// device's open file, or the connection to `dlmd`), *without*
+    /// close-on-exec, for a child process to inherit, as `flock(1)`'s
+    /// child inherits its lock.
+    ///
+    /// The DLM keeps the handle's locks while any copy of the descriptor
+    /// is open: the kernel releases them at the last `close()` of the
+    /// open file, and `dlmd` when the connection's last copy closes. So a
+    /// child holding a copy keeps the locks held after this process is
+    /// killed, until it exits or closes it. From this call on, dropping
+    /// the last [`Lockspace`] clone only closes this process's descriptor
+    /// (on the fallback it no longer asks the daemon to drop the
+    /// connection's locks at once); a [`Lock`] dropped or unlocked still
+    /// unlocks.
+    ///
+    /// The child must not read or write the descriptor: the records on it
+    /// are this process's. Close the copy here once the child has it.
+    pub fn inheritable_fd(&self) -> Result<OwnedFd> {
+        self.dev().share_with_children();
+        rustix::io::dup(&self.inner.poll_fd)
+            .map_err(|e| Error::Os(Errno::from_raw(e.raw_os_error())))
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -1048,7 +1186,63 @@ impl Lockspace {
 
     #[inline(never)]
     fn write_socket(&self, bytes: &[u8]) -> Result<i64, Errno> {
-        self.dev().write(bytes)
+        self.dev().write(bytes).map_err(|e| self.note_error(e))
+    }
+
+    /// Note an error from the daemon connection: one that says the
+    /// connection closed makes every held lock lost. The lost callbacks
+    /// run from [`after_io`](Self::after_io) or
+    /// [`dispatch`](Self::dispatch), with no lock held.
+    #[cold]
+    #[inline(never)]
+    fn note_error(&self, e: Errno) -> Errno {
+        if e == Errno::EPIPE || e == Errno::from_raw(libc::ECONNRESET) {
+            self.inner.closed.store(true, Ordering::SeqCst);
+        }
+        e
+    }
+
+    /// The daemon connection closed: run, once, the lost callback of every
+    /// lock that was held (granted, not being unlocked).
+    #[cold]
+    #[inline(never)]
+    fn tell_closed(&self) {
+        if self.inner.closed_told.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let mut unheard = 0;
+        let lost: Vec<(LostFn, LockId)> = {
+            let mut st = self.state();
+            st.slots
+                .iter_mut()
+                .enumerate()
+                .filter(|(_, s)| s.live && s.ever_granted && !s.ending && !s.ended)
+                .filter_map(|(idx, s)| {
+                    let id = LockId {
+                        token: make_token(idx, s.gen),
+                        lkid: s.lkid,
+                    };
+                    let cb = s.on_lost.take();
+                    unheard += usize::from(cb.is_none());
+                    cb.map(|cb| (cb, id))
+                })
+                .collect()
+        };
+        // Said louder when nobody else hears of it.
+        let level = if unheard > 0 {
+            log::Level::Warn
+        } else {
+            log::Level::Debug
+        };
+        log::log!(
+            level,
+            "lockspace {}: the connection to the dlm daemon closed; its {} held lock(s) are lost",
+            self.inner.name,
+            lost.len() + unheard
+        );
+        for (mut cb, id) in lost {
+            cb(id, LostReason::ConnectionClosed);
+        }
     }
 
     /// The next callback record that can be read without blocking.
@@ -1062,7 +1256,7 @@ impl Lockspace {
 
     #[inline(never)]
     fn read_next_socket(&self) -> Result<Option<LockResult>, Errno> {
-        self.dev().read_next()
+        self.dev().read_next().map_err(|e| self.note_error(e))
     }
 
     /// Records may be stashed in user space: make sure someone handles
@@ -1077,6 +1271,9 @@ impl Lockspace {
 
     #[inline(never)]
     fn pass_on_stashed(&self) {
+        if self.inner.closed.load(Ordering::SeqCst) {
+            self.tell_closed();
+        }
         if !self.dev().has_stashed() {
             return;
         }
@@ -1121,7 +1318,7 @@ impl Lockspace {
         let token = {
             let noqueue = req.flags.contains(LockFlags::NOQUEUE);
             self.state()
-                .new_slot(on_complete, req.on_blocking, waiting, noqueue)
+                .new_slot(on_complete, req.on_blocking, req.on_lost, waiting, noqueue)
         };
         let mut w = lock_write(Command::Lock, token, has_bast);
         w.set_mode(req.mode.as_raw());
@@ -1136,8 +1333,11 @@ impl Lockspace {
             .and_then(|lkid| u32::try_from(lkid).map_err(|_| Errno::EPROTO));
         match written {
             // The first look ends with the stashed-record check.
-            Ok(lkid) if read => Ok((LockId { token, lkid }, self.first_look(token)?)),
+            Ok(lkid) if read => Ok((LockId { token, lkid }, self.first_look(token, lkid)?)),
             Ok(lkid) => {
+                if let Some(s) = self.state().slot(token) {
+                    s.lkid = lkid;
+                }
                 self.after_io();
                 Ok((LockId { token, lkid }, None))
             }
@@ -1300,7 +1500,13 @@ impl Lockspace {
                 recs.push_back(r);
             }
         } else {
-            self.dev().read_available(&mut recs)?;
+            // The device lock goes before the error is handled.
+            let read = self.dev().read_available(&mut recs);
+            if let Err(e) = read {
+                self.note_error(e);
+                self.after_io();
+                return Err(e.into());
+            }
         }
         let n = recs.len();
         for r in &recs {
@@ -1319,7 +1525,67 @@ impl Lockspace {
     /// hand a completion to its waiter, and say what is left to do with
     /// the lock released (callbacks run unlocked).
     fn absorb<R: Record>(&self, st: &mut State, r: &R) -> After {
-        let token = r.astparam();
+        let Some(token) = st.own_token(r) else {
+            log::debug!(
+                "lockspace {} (fd {}): record for unknown token {:#x} (lkid {:#x}, status {})",
+                self.inner.name,
+                self.inner.fd,
+                r.astparam(),
+                r.lkid(),
+                r.status()
+            );
+            return After::Nothing;
+        };
+        // An unlock this process never sent, of a lock it holds: another
+        // opener's, and the lock is lost.
+        let lost = match st.slot(token) {
+            Some(s)
+                if r.bast_mode() == 0
+                    && r.status() == -crate::status::EUNLOCK
+                    && s.ever_granted
+                    && !s.ending =>
+            {
+                Some(s.on_lost.take())
+            }
+            _ => None,
+        };
+        let rest = self.absorb_own(st, r, token);
+        match lost {
+            None => rest,
+            Some(cb) => self.lost_by_unlock(cb, r.lkid(), token, rest),
+        }
+    }
+
+    /// Another opener unlocked one of our held locks: say so, and have
+    /// its lost callback run (before the rest of what the record asks).
+    #[cold]
+    #[inline(never)]
+    fn lost_by_unlock(&self, cb: Option<LostFn>, lkid: u32, token: u64, rest: After) -> After {
+        // Said louder when nobody else hears of it.
+        let level = if cb.is_some() {
+            log::Level::Debug
+        } else {
+            log::Level::Warn
+        };
+        log::log!(
+            level,
+            "lockspace {}: lock {lkid:#x} was unlocked by another opener of the lockspace",
+            self.inner.name
+        );
+        match cb {
+            Some(cb) => After::Lost(
+                cb,
+                LockId { token, lkid },
+                LostReason::UnlockedByOther,
+                Box::new(rest),
+            ),
+            None => rest,
+        }
+    }
+
+    /// [`absorb`](Self::absorb) for a record known to be for the slot of
+    /// `token`.
+    fn absorb_own<R: Record>(&self, st: &mut State, r: &R, token: u64) -> After {
         let id = LockId {
             token,
             lkid: r.lkid(),
@@ -1459,6 +1725,10 @@ impl Lockspace {
                     );
                 }
             }
+            After::Lost(mut cb, id, reason, rest) => {
+                cb(id, reason);
+                self.run(*rest);
+            }
         }
     }
 
@@ -1554,7 +1824,12 @@ impl Lockspace {
             let (idx, gen) = split_token(token);
             let State { slots, free, .. } = st;
             if let Some(s) = slots.get_mut(idx).filter(|s| {
-                s.live && s.gen == gen && s.waiting && !s.abandoned && s.done.is_empty()
+                s.live
+                    && s.gen == gen
+                    && s.lkid == r.lkid()
+                    && s.waiting
+                    && !s.abandoned
+                    && s.done.is_empty()
             }) {
                 let t = self.take_in_state(s, r)?;
                 s.finish(idx, free);
@@ -1605,11 +1880,17 @@ impl Lockspace {
     }
 
     /// [`read_inline`](Self::read_inline) in a turn of the state lock of
-    /// its own (a new request is written without the lock).
+    /// its own (a new request is written without the lock), which first
+    /// records the lock id the write returned.
     #[inline(always)]
-    fn first_look(&self, token: u64) -> Result<Option<Done>, Errno> {
+    fn first_look(&self, token: u64, lkid: u32) -> Result<Option<Done>, Errno> {
         let mut other = None;
-        let got = self.read_inline(&mut self.state(), token, &mut other);
+        let mut st = self.state();
+        if let Some(s) = st.slot(token) {
+            s.lkid = lkid;
+        }
+        let got = self.read_inline(&mut st, token, &mut other);
+        drop(st);
         self.after_read(other);
         got
     }
@@ -1709,6 +1990,7 @@ impl Lockspace {
             // Adoption is synchronous: the write's success is the grant,
             // and no completion follows.
             if let Some(s) = self.state().slot(id.token) {
+                s.lkid = id.lkid;
                 s.waiting = false;
                 s.ever_granted = true;
             }
@@ -1743,7 +2025,8 @@ impl Lockspace {
     /// nothing. The slot stops collecting completions when this returns.
     #[inline(never)]
     fn wait_for(&self, id: LockId, timeout: Option<Duration>) -> Result<Done, Errno> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        // A deadline the clock cannot represent is no deadline.
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         match self.wait_completion(id.token, deadline)? {
             Some(c) => Ok(c.into()),
             None => self.cancel_and_wait(id).map(Done::from),
@@ -2030,6 +2313,13 @@ impl Drop for Lock {
             if let Some(s) = self.ls.state().slot(self.id.token) {
                 s.waiting = false;
                 s.abandoned = true;
+            } else {
+                // Its end was delivered (another opener unlocked it).
+                return;
+            }
+            if self.ls.inner.closed.load(Ordering::SeqCst) {
+                // The connection closed: the lock went with it.
+                return;
             }
             if let Err(e) = self.ls.unlock(self.id, LockFlags::empty(), None) {
                 log::warn!(
