@@ -1,12 +1,15 @@
-//! The engine's and the daemon's traces must equal the kernel's, which
-//! are committed in `golden/` (regenerate them with
-//! `ci/kernel/conformance.sh --regenerate`, which boots the real kernel).
+//! The engine's and the daemon's traces must equal those of the kernel
+//! the engine models (Linux 6.1), committed in `golden/6.1/` (regenerate
+//! them with `ci/kernel/conformance.sh --kernel 6.1 --regenerate`, which
+//! boots the real kernel). Every kernel's set covers every scenario.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use dlm_conformance::{diff, golden_dir, run, scenarios, DeviceTarget, EngineTarget, Target};
+use dlm_conformance::{
+    diff, golden_dir, run, scenarios, DeviceTarget, EngineTarget, Target, ENGINE_KERNEL,
+};
 
 fn check(target_name: &str, mut make: impl FnMut(&str) -> Box<dyn Target>) {
     let all = scenarios().expect("scenarios parse");
@@ -16,7 +19,7 @@ fn check(target_name: &str, mut make: impl FnMut(&str) -> Box<dyn Target>) {
         let path = golden_dir().join(format!("{}.trace", sc.name));
         let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
             panic!(
-                "{}: {e} (run ci/kernel/conformance.sh --regenerate)",
+                "{}: {e} (run ci/kernel/conformance.sh --kernel {ENGINE_KERNEL} --regenerate)",
                 path.display()
             )
         });
