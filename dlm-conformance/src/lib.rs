@@ -327,8 +327,16 @@ pub fn record_line(owner: usize, r: &LockResult) -> String {
     if r.bast_mode != 0 {
         let mode = LockMode::try_from(r.bast_mode)
             .map_or_else(|_| r.bast_mode.to_string(), |m| m.to_string());
+        // A blocking AST's lksb part: on 6.1 the status and flags of the
+        // lock's last completion read, on 6.12 always 0 and 0. Shown only
+        // when not zero, so that most traces read as before.
+        let lksb = if r.status != 0 || r.sb_flags != 0 {
+            format!(" status={} flags={}", status_name(r.status), r.sb_flags)
+        } else {
+            String::new()
+        };
         format!(
-            "  {who} bast L{} lkid={} mode={mode} addr={:#x} lksb={:#x}",
+            "  {who} bast L{} lkid={} mode={mode}{lksb} addr={:#x} lksb={:#x}",
             r.astparam, r.lkid, r.astaddr, r.user_lksb
         )
     } else {
