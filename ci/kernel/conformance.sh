@@ -29,7 +29,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
     --kernel) DLM_KERNEL=$2; shift 2 ;;
     --regenerate) regen=1; shift ;;
-    -h | --help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) die "unknown argument '$1' (usage: conformance.sh [--kernel SERIES] [--regenerate])" 2 ;;
     esac
 done

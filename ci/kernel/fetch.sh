@@ -27,7 +27,7 @@ cd "$(dirname "$0")/../.."
 while [ $# -gt 0 ]; do
     case "$1" in
     --kernel) DLM_KERNEL=$2; shift 2 ;;
-    -h | --help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) die "unknown argument '$1' (usage: fetch.sh [--kernel SERIES])" 2 ;;
     esac
 done

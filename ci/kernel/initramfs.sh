@@ -29,7 +29,7 @@ while [ $# -gt 0 ]; do
     --kernel) DLM_KERNEL=$2; shift 2 ;;
     -o) out=$2; shift 2 ;;
     --controller) controller=$2; shift 2 ;;
-    -h | --help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     --) shift; bins+=("$@"); break ;;
     -*) die "unknown option $1" 2 ;;
     *) bins+=("$1"); shift ;;

@@ -35,7 +35,7 @@ while [ $# -gt 0 ]; do
     --initramfs) initramfs=$2; shift 2 ;;
     --quiet) quiet=1; shift ;;
     --plugin) plugin=(-plugin "$2"); shift 2 ;;
-    -h | --help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     --) shift; break ;;
     *) die "unexpected '$1' (the command goes after --)" 2 ;;
     esac
