@@ -5,14 +5,25 @@
 # minute from a cold cache, a few seconds warm) and no root beyond the
 # apt-get installs.
 #
-#   ci/kernel.sh               fetch, build static binaries, initramfs, smoke,
+#   ci/kernel.sh [--kernel 6.1|6.12]
+#                              fetch, build static binaries, initramfs, smoke,
 #                              the client API on the kernel backend
+#   DLM_KERNEL=6.1|6.12        the same as --kernel (default 6.1; ci/lib.sh)
 #   DLM_KERNEL_TIMEOUT=SECS    guest time limit (default 120)
 #
-# Artifacts stay in ci/out/ (kernel cache, initramfs, qemu-serial.log).
+# Artifacts stay in ci/out/: the kernel cache in kernel/, the static
+# binaries in target-static/, the series' initramfs and serial log in
+# linux-<series>/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . ci/lib.sh
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --kernel) DLM_KERNEL=$2; shift 2 ;;
+    *) die "unknown argument '$1' (usage: kernel.sh [--kernel SERIES])" 2 ;;
+    esac
+done
+kernel_setup
 install_build_deps
 
 t0=$(date +%s)
@@ -21,9 +32,9 @@ timed() {
     shift
     s=$(date +%s)
     echo
-    echo "=== kernel: $name ==="
-    "$@"
-    echo "=== kernel: $name: $(($(date +%s) - s)) s ==="
+    echo "=== kernel $DLM_KERNEL: $name ==="
+    "$@" || die "kernel $DLM_KERNEL: $name: failed (exit status $?)"
+    echo "=== kernel $DLM_KERNEL: $name: $(($(date +%s) - s)) s ==="
 }
 
 timed "fetch the Debian kernel and QEMU" ci/kernel/fetch.sh
@@ -36,4 +47,4 @@ timed "boot and run dlm-guest-smoke" \
 timed "boot and run dlm-guest-client" \
     ci/kernel/run.sh --timeout "${DLM_KERNEL_TIMEOUT:-120}" -- dlm-guest-client
 echo
-echo "=== kernel: all passed in $(($(date +%s) - t0)) s ==="
+echo "=== kernel $DLM_KERNEL: all passed in $(($(date +%s) - t0)) s ==="

@@ -5,7 +5,8 @@
 # interleaved rounds, and the best run counts (TCG figures wander by tens
 # of percent between runs).
 #
-#   ci/kernel/bench.sh                      100,000 pairs a row
+#   ci/kernel/bench.sh [--kernel 6.1|6.12]  100,000 pairs a row (kernel
+#                                           series: DLM_KERNEL's, default 6.1)
 #   DLM_BENCH_ITERATIONS=N ci/kernel/bench.sh
 #   DLM_BENCH_ICOUNT=0 ci/kernel/bench.sh   without the instruction counts
 #
@@ -20,7 +21,7 @@
 # Builds the static Rust binaries (ci/kernel/build.sh --bench: the bench
 # rows and dlmd with the `dist` profile, release + LTO, as shipped), compiles
 # ci/kernel/bench-libdlm.c against Debian's libdlm-dev (installed if
-# missing), puts both into ci/out/initramfs-bench.cpio with the libraries
+# missing), puts both into ci/out/linux-<series>/initramfs-bench.cpio with the libraries
 # they need, boots once and prints the table. Then ci/kernel/icount.sh
 # counts the same rows' guest instructions per pair with a TCG plugin,
 # figures that do not wander with the host's load (DLM_ICOUNT_PAIRS sets
@@ -29,15 +30,22 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . ci/lib.sh
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --kernel) DLM_KERNEL=$2; shift 2 ;;
+    *) die "unknown argument '$1' (usage: bench.sh [--kernel SERIES])" 2 ;;
+    esac
+done
+kernel_setup
 install_build_deps
 apt_install libdlm-dev file cpio bc
 
 iters=${DLM_BENCH_ITERATIONS:-100000}
-out=ci/out
+out=$GUEST_OUT
 mkdir -p "$out/bench"
 
 ci/kernel/fetch.sh
-ci/kernel/build.sh --bench >"$out/bench/static-bins.txt"
+ci/kernel/build.sh --bench >"$out/bench/static-bins.txt" || die "building the static bench binaries failed"
 mapfile -t bins <"$out/bench/static-bins.txt"
 
 # Debian's libdlm, both variants, as dynamic programs: initramfs.sh copies

@@ -18,6 +18,7 @@
 # controller first.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. ci/lib.sh
 bench=0
 [ "${1:-}" = "--bench" ] && bench=1
 target=x86_64-unknown-linux-gnu
@@ -41,8 +42,7 @@ if [ "$bench" = 1 ]; then
 fi
 for b in "${bins[@]}"; do
     if ! file -L "$b" | grep -qE 'statically linked|static-pie linked'; then
-        echo "build.sh: $b is not static: $(file -L "$b")" >&2
-        exit 1
+        die "$b is not static: $(file -L "$b")"
     fi
     echo "$b"
 done

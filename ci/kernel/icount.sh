@@ -5,26 +5,36 @@
 # shared host; these counts repeat to within a fraction of a percent, and
 # under TCG run time follows them closely.
 #
-#   ci/kernel/icount.sh                     100,000 pairs a row
+#   ci/kernel/icount.sh [--kernel 6.1|6.12] 100,000 pairs a row (kernel
+#                                           series: DLM_KERNEL's, default 6.1)
 #   DLM_ICOUNT_PAIRS=N ci/kernel/icount.sh
 #
-# Needs ci/out/initramfs-bench.cpio, which ci/kernel/bench.sh builds (and
+# Needs ci/out/linux-<series>/initramfs-bench.cpio, which ci/kernel/bench.sh builds (and
 # bench.sh runs this script after its timed table). Each row boots twice,
 # with 1,000 pairs and with 1,000 + N, so that boot, lockspace set-up and
 # tear-down cancel out; the difference is divided by the pairs it adds
 # (warm-up included: every program warms up with 1% of its pairs).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-out=ci/out
+. ci/lib.sh
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --kernel) DLM_KERNEL=$2; shift 2 ;;
+    *) die "unknown argument '$1' (usage: icount.sh [--kernel SERIES])" 2 ;;
+    esac
+done
+kernel_setup
+out=${GUEST_OUT#"$PWD/"}
 init="$out/initramfs-bench.cpio"
-[ -s "$init" ] || { echo "icount.sh: $init missing; run ci/kernel/bench.sh first" >&2; exit 1; }
+[ -s "$init" ] || die "$init missing; run ci/kernel/bench.sh --kernel $DLM_KERNEL first"
 pairs=${DLM_ICOUNT_PAIRS:-100000}
-case "$pairs" in '' | *[!0-9]*) echo "icount.sh: DLM_ICOUNT_PAIRS must be a number" >&2; exit 2 ;; esac
+case "$pairs" in '' | *[!0-9]*) die "DLM_ICOUNT_PAIRS must be a number" 2 ;; esac
 base=1000
 mkdir -p "$out/icount"
 : >"$out/icount/run.log"
 plugin="$out/icount/icount-plugin.so"
-gcc -shared -fPIC -O2 -Wall -Wextra -Werror -o "$plugin" ci/kernel/icount-plugin.c
+gcc -shared -fPIC -O2 -Wall -Wextra -Werror -o "$plugin" ci/kernel/icount-plugin.c ||
+    die "building the QEMU plugin failed (is qemu's plugin header installed?)"
 
 # Pairs a program runs for ITERATIONS: the timed loop and its 1% warm-up.
 pairs_run() { echo $(($1 + $1 / 100 + 1)); }

@@ -1,7 +1,8 @@
 #!/bin/sh
 # /init of the QEMU test guest (busybox sh). It brings up the kernel DLM the
 # way a real single-node host does:
-#   proc, sysfs, devtmpfs; lo up; configfs.ko, configfs mounted, dlm.ko;
+#   proc, sysfs, devtmpfs; lo up; the modules of /lib/modules/load-order
+#   (configfs.ko, dlm.ko), configfs mounted as soon as it exists;
 #   dlm-controld --single-node (returns once the controller is ready);
 # then runs /ci/cmd (the command given to ci/kernel/run.sh), prints
 #   DLM_CI_RESULT=<exit status>
@@ -30,9 +31,21 @@ die() {
 }
 
 ip link set lo up || die "cannot bring lo up"
-insmod /lib/modules/configfs.ko || die "insmod configfs.ko failed"
-mount -t configfs configfs /sys/kernel/config || die "cannot mount configfs"
-insmod /lib/modules/dlm.ko || die "insmod dlm.ko failed"
+# dlm.ko and the modules it needs, dependencies first (the list comes from
+# fetch.sh, which read each module's depends=); configfs is mounted as
+# soon as the kernel has it, before dlm.ko registers its subsystem.
+[ -s /lib/modules/load-order ] || die "no /lib/modules/load-order in the initramfs"
+mount_configfs() {
+    grep -q /sys/kernel/config /proc/mounts && return 0
+    grep -qw configfs /proc/filesystems || return 0
+    mount -t configfs configfs /sys/kernel/config || die "cannot mount configfs"
+}
+mount_configfs
+while read -r m; do
+    insmod "/lib/modules/$m" || die "insmod $m failed"
+    mount_configfs
+done </lib/modules/load-order
+grep -q /sys/kernel/config /proc/mounts || die "the kernel has no configfs after loading $(cat /lib/modules/load-order)"
 
 export RUST_BACKTRACE=1
 # shellcheck disable=SC1091 # written by run.sh

@@ -2,45 +2,53 @@
 # Build the guest's initramfs (cpio newc, uncompressed: under TCG unpacking
 # is cheaper than decompressing):
 #
-#   ci/kernel/initramfs.sh [-o OUT] [--controller BIN] [BIN...]
+#   ci/kernel/initramfs.sh [--kernel 6.1|6.12] [-o OUT] [--controller BIN] [BIN...]
 #
 #   /bin/busybox (+ /bin/sh)       busybox-static; /init installs the applets
 #   /init                          ci/kernel/init.sh
-#   /lib/modules/{configfs,dlm}.ko from ci/kernel/fetch.sh
+#   /lib/modules/*.ko              dlm.ko and its dependencies, from
+#                                  ci/kernel/fetch.sh for the kernel series
+#   /lib/modules/load-order        their names, dependencies first
 #   /bin/dlm-controld              --controller BIN (default: none)
 #   /bin/<name>                    each BIN given
 #
-# OUT defaults to ci/out/initramfs.cpio. Static binaries are copied as
+# The kernel series is DLM_KERNEL's (default 6.1; see ci/lib.sh). OUT
+# defaults to ci/out/linux-<series>/initramfs.cpio. Static binaries are copied as
 # they are; for a dynamic one, the libraries `ldd` lists and libgcc_s.so.1
 # (glibc dlopens it for thread cancellation) are copied too.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-root_dir=$(cd "$here/../.." && pwd)
-kdir="$root_dir/ci/out/kernel"
+# shellcheck source=ci/lib.sh
+. "$here/../lib.sh"
 
-out="$root_dir/ci/out/initramfs.cpio"
+out=""
 controller=""
 bins=()
 while [ $# -gt 0 ]; do
     case "$1" in
+    --kernel) DLM_KERNEL=$2; shift 2 ;;
     -o) out=$2; shift 2 ;;
     --controller) controller=$2; shift 2 ;;
-    -h | --help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     --) shift; bins+=("$@"); break ;;
-    -*) echo "initramfs.sh: unknown option $1" >&2; exit 2 ;;
+    -*) die "unknown option $1" 2 ;;
     *) bins+=("$1"); shift ;;
     esac
 done
 
-for f in "$kdir/configfs.ko" "$kdir/dlm.ko"; do
-    [ -s "$f" ] || { echo "initramfs.sh: $f missing; run ci/kernel/fetch.sh" >&2; exit 1; }
+kernel_setup
+out=${out:-$GUEST_OUT/initramfs.cpio}
+[ -s "$KERNEL_DIR/modules" ] || die "$KERNEL_DIR/modules missing; run ci/kernel/fetch.sh --kernel $DLM_KERNEL"
+mapfile -t modules <"$KERNEL_DIR/modules"
+for m in "${modules[@]}"; do
+    [ -s "$KERNEL_DIR/$m" ] || die "$KERNEL_DIR/$m missing; run ci/kernel/fetch.sh --kernel $DLM_KERNEL"
 done
 busybox=$(command -v busybox || true)
 if [ -z "$busybox" ] || ! file -L "$busybox" | grep -q 'statically linked'; then
     busybox=/bin/busybox
 fi
 file -L "$busybox" | grep -q 'statically linked' ||
-    { echo "initramfs.sh: no static busybox (apt-get install busybox-static)" >&2; exit 1; }
+    die "no static busybox (apt-get install busybox-static)"
 
 stage=$(mktemp -d "${TMPDIR:-/tmp}/dlm-initramfs.XXXXXX")
 trap 'rm -rf "$stage"' EXIT
@@ -48,14 +56,17 @@ mkdir -p "$stage"/{bin,sbin,lib/modules,lib64,proc,sys,dev,tmp,run,ci,etc}
 cp "$busybox" "$stage/bin/busybox"
 ln -s busybox "$stage/bin/sh"
 install -m 0755 "$here/init.sh" "$stage/init"
-cp "$kdir/configfs.ko" "$kdir/dlm.ko" "$stage/lib/modules/"
+for m in "${modules[@]}"; do
+    cp "$KERNEL_DIR/$m" "$stage/lib/modules/"
+done
+printf '%s\n' "${modules[@]}" >"$stage/lib/modules/load-order"
 echo "root:x:0:0:root:/root:/bin/sh" >"$stage/etc/passwd"
 echo "root:x:0:" >"$stage/etc/group"
 
 # Copy a binary, and for a dynamic one its libraries at their host paths.
 add_bin() {
     local src=$1 dst=$2
-    [ -x "$src" ] || { echo "initramfs.sh: $src is not an executable" >&2; exit 1; }
+    [ -x "$src" ] || die "$src is not an executable"
     install -m 0755 "$src" "$stage/bin/$dst"
     if file -L "$src" | grep -q 'dynamically linked'; then
         local lib
@@ -80,4 +91,4 @@ mkdir -p "$(dirname "$out")"
 (cd "$stage" && find . -mindepth 1 | LC_ALL=C sort |
     cpio -o -H newc -R 0:0 --quiet) >"$out.tmp"
 mv "$out.tmp" "$out"
-echo "initramfs.sh: $out ($(du -h "$out" | cut -f1)): busybox, configfs.ko, dlm.ko${controller:+, dlm-controld}${bins[*]:+, ${bins[*]##*/}}"
+echo "initramfs.sh: $out ($(du -h "$out" | cut -f1)): Linux $(cat "$KERNEL_DIR/version"), busybox, ${modules[*]}${controller:+, dlm-controld}${bins[*]:+, ${bins[*]##*/}}"

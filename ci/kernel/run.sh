@@ -3,44 +3,52 @@
 # in the guest, after the guest's /init has loaded configfs and dlm and
 # started dlm-controld:
 #
-#   ci/kernel/run.sh [--timeout SECS] [--initramfs FILE] [--quiet] [--plugin SO] -- CMD [ARG...]
+#   ci/kernel/run.sh [--kernel 6.1|6.12] [--timeout SECS] [--initramfs FILE] [--quiet]
+#                    [--plugin SO] -- CMD [ARG...]
 #
+# The kernel series is DLM_KERNEL's (default 6.1; see ci/lib.sh); the
+# initramfs defaults to that series', ci/out/linux-<series>/initramfs.cpio.
 # Exits with CMD's exit status. The whole serial console is kept in
-# ci/out/qemu-serial.log; on failure its tail is printed. The guest runs
+# ci/out/linux-<series>/qemu-serial.log; on failure its tail is printed. The guest runs
 # under `timeout`, so this never hangs: a guest that does not finish in
 # SECS (default 120) is killed and the script exits 124.
 #
 # Acceleration: TCG, unless /proc/cpuinfo has vmx or svm, /dev/kvm is
 # usable, and a KVM probe boot prints its first console line within 10 s
 # (a broken KVM hangs silently; see /work/shared/docs/qemu.md). The probe's
-# verdict is cached in ci/out/accel. DLM_QEMU_ACCEL=tcg|kvm overrides.
+# verdict is cached in ci/out/linux-<series>/accel. DLM_QEMU_ACCEL=tcg|kvm
+# overrides.
 # --plugin loads a QEMU TCG plugin (see icount.sh) and so forces TCG.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-root_dir=$(cd "$here/../.." && pwd)
-outdir="$root_dir/ci/out"
-kdir="$outdir/kernel"
-log="$outdir/qemu-serial.log"
+# shellcheck source=ci/lib.sh
+. "$here/../lib.sh"
 
 timeout_s=120
-initramfs="$outdir/initramfs.cpio"
+initramfs=""
 quiet=0
 plugin=()
 while [ $# -gt 0 ]; do
     case "$1" in
+    --kernel) DLM_KERNEL=$2; shift 2 ;;
     --timeout) timeout_s=$2; shift 2 ;;
     --initramfs) initramfs=$2; shift 2 ;;
     --quiet) quiet=1; shift ;;
     --plugin) plugin=(-plugin "$2"); shift 2 ;;
-    -h | --help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     --) shift; break ;;
-    *) echo "run.sh: unexpected '$1' (the command goes after --)" >&2; exit 2 ;;
+    *) die "unexpected '$1' (the command goes after --)" 2 ;;
     esac
 done
-[ $# -gt 0 ] || { echo "usage: run.sh [--timeout SECS] [--initramfs FILE] [--quiet] [--plugin SO] -- CMD [ARG...]" >&2; exit 2; }
-[ -s "$kdir/vmlinux" ] || { echo "run.sh: $kdir/vmlinux missing; run ci/kernel/fetch.sh" >&2; exit 1; }
-[ -s "$initramfs" ] || { echo "run.sh: $initramfs missing; run ci/kernel/initramfs.sh" >&2; exit 1; }
-command -v qemu-system-x86_64 >/dev/null || { echo "run.sh: qemu-system-x86_64 missing; run ci/kernel/fetch.sh" >&2; exit 1; }
+[ $# -gt 0 ] || die "usage: run.sh [--kernel SERIES] [--timeout SECS] [--initramfs FILE] [--quiet] [--plugin SO] -- CMD [ARG...]" 2
+kernel_setup
+kdir=$KERNEL_DIR
+outdir=$GUEST_OUT
+log="$outdir/qemu-serial.log"
+initramfs=${initramfs:-$outdir/initramfs.cpio}
+[ -s "$kdir/vmlinux" ] || die "$kdir/vmlinux missing; run ci/kernel/fetch.sh --kernel $DLM_KERNEL"
+[ -s "$initramfs" ] || die "$initramfs missing; run ci/kernel/initramfs.sh --kernel $DLM_KERNEL"
+command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 missing; run ci/kernel/fetch.sh"
 
 append="console=ttyS0 panic=-1 oops=panic loglevel=4 rdinit=/init"
 qemu_base=(qemu-system-x86_64 -M pc -smp 1 -m 512 -nographic -no-reboot -nodefaults
@@ -91,7 +99,7 @@ mkdir -p "$stage/ci"
 printf '%s\n' "$(quote "$@")" >"$stage/ci/cmd"
 printf '%s\n' "$*" >"$stage/ci/cmd.txt"
 : >"$stage/ci/env"
-for v in RUST_LOG DLM_SMOKE_ITERATIONS; do
+for v in RUST_LOG DLM_SMOKE_ITERATIONS DLM_KERNEL; do
     [ -n "${!v:-}" ] && printf "export %s=%s\n" "$v" "$(quote "${!v}")" >>"$stage/ci/env"
 done
 (cd "$stage" && find ci | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) >"$stage/cmd.cpio"
@@ -100,9 +108,11 @@ cat "$initramfs" "$stage/cmd.cpio" >"$stage/initramfs.cpio"
 # --- boot -------------------------------------------------------------------
 mkdir -p "$outdir"
 : >"$log"
-echo "run.sh: booting ${accel[*]} (timeout ${timeout_s}s): $*"
+echo "run.sh: booting Linux $(cat "$kdir/version") ${accel[*]} (timeout ${timeout_s}s): $*"
 start=$(date +%s.%N)
+# The guest's own status is read from its log below; QEMU's is reported.
 set +e
+trap - ERR
 if [ "$quiet" = 1 ]; then
     timeout -k 5 "$timeout_s" "${qemu_base[@]}" "${accel[@]}" ${plugin[@]+"${plugin[@]}"} -serial stdio \
         -initrd "$stage/initramfs.cpio" -append "$append" </dev/null >"$log" 2>&1
@@ -113,6 +123,7 @@ else
     qemu_rc=${PIPESTATUS[0]}
 fi
 set -e
+ci_err_on
 secs=$(echo "$(date +%s.%N) - $start" | bc 2>/dev/null || echo "?")
 
 # The marker line, without the console's carriage returns.

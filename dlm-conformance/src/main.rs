@@ -3,14 +3,16 @@
 //! ```text
 //! dlm-conformance run --target engine|kernel|daemon=SOCKET [--golden DIR] [--write DIR]
 //! dlm-conformance random --target kernel|daemon=SOCKET [--seeds N] [--start S] [--len L]
+//!                        [--max-failures F]
 //! ```
 //!
 //! `run` without `--golden`/`--write` prints every trace between
 //! `=== trace NAME ===` and `=== end NAME ===` lines, which is how the
 //! kernel's traces leave the QEMU guest. `random` runs seeded random
 //! scripts on the target and on the in-process engine and compares them;
-//! a failure prints the seed and the smallest failing script found.
-//! The exit status is 0 only if everything matched.
+//! a failure prints the seed and the smallest failing script found, and
+//! the run goes on until `F` seeds (default 1) have failed. The exit status
+//! is 0 only if everything matched.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -110,9 +112,16 @@ fn real_main(args: &[String]) -> Result<bool, String> {
             let len: usize = arg_value(args, "--len")
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(40);
+            let max_failures: usize = arg_value(args, "--max-failures")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(1)
+                .max(1);
             let mut a = || make(&which, "ra");
             let mut b = || make(&Which::Engine, "rb");
+            let mut failed = Vec::new();
+            let mut tried = 0u64;
             for seed in start..start + seeds {
+                tried += 1;
                 let text = script(seed, len);
                 let sc = Scenario::parse(&format!("seed{seed}"), &text)?;
                 let ta = run(&sc, a()?.as_mut())?;
@@ -121,14 +130,26 @@ fn real_main(args: &[String]) -> Result<bool, String> {
                     println!("random: seed {seed} differs (target against engine)\n{d}");
                     let small = shrink(&text, &mut a, &mut b);
                     println!("smallest failing script for seed {seed}:\n{small}");
-                    return Ok(false);
+                    failed.push(seed);
+                    if failed.len() >= max_failures {
+                        break;
+                    }
                 }
             }
+            if failed.is_empty() {
+                println!(
+                    "random: {seeds} sequences of {len} operations matched ({start}..{})",
+                    start + seeds
+                );
+                return Ok(true);
+            }
+            let list: Vec<String> = failed.iter().map(u64::to_string).collect();
             println!(
-                "random: {seeds} sequences of {len} operations matched ({start}..{})",
-                start + seeds
+                "random: {} of {tried} sequences of {len} operations differed, seeds {}",
+                failed.len(),
+                list.join(" ")
             );
-            Ok(true)
+            Ok(false)
         }
         _ => {
             Err("usage: dlm-conformance run|random --target engine|kernel|daemon=SOCKET ...".into())

@@ -1,12 +1,16 @@
-//! The engine's and the daemon's traces must equal the kernel's, which
-//! are committed in `golden/` (regenerate them with
-//! `ci/kernel/conformance.sh --regenerate`, which boots the real kernel).
+//! The engine's and the daemon's traces must equal those of the kernel
+//! the engine models (Linux 6.1), committed in `golden/6.1/` (regenerate
+//! them with `ci/kernel/conformance.sh --kernel 6.1 --regenerate`, which
+//! boots the real kernel). Every kernel's set covers every scenario.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use dlm_conformance::{diff, golden_dir, run, scenarios, DeviceTarget, EngineTarget, Target};
+use dlm_conformance::{
+    diff, golden_dir, golden_dir_for, run, scenarios, DeviceTarget, EngineTarget, Target,
+    ENGINE_KERNEL,
+};
 
 fn check(target_name: &str, mut make: impl FnMut(&str) -> Box<dyn Target>) {
     let all = scenarios().expect("scenarios parse");
@@ -16,7 +20,7 @@ fn check(target_name: &str, mut make: impl FnMut(&str) -> Box<dyn Target>) {
         let path = golden_dir().join(format!("{}.trace", sc.name));
         let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
             panic!(
-                "{}: {e} (run ci/kernel/conformance.sh --regenerate)",
+                "{}: {e} (run ci/kernel/conformance.sh --kernel {ENGINE_KERNEL} --regenerate)",
                 path.display()
             )
         });
@@ -73,4 +77,33 @@ fn daemon_traces_equal_the_kernels() {
     check("daemon", |name| {
         Box::new(DeviceTarget::daemon(&d.1, name).expect("lockspace on dlmd"))
     });
+}
+
+/// Each kernel series' golden set has a trace for every scenario and
+/// nothing else, so that no kernel's check can pass by missing a file.
+#[test]
+fn every_kernel_has_a_trace_per_scenario() {
+    let names: std::collections::BTreeSet<String> = scenarios()
+        .expect("scenarios parse")
+        .into_iter()
+        .map(|s| format!("{}.trace", s.name))
+        .collect();
+    for kernel in ["6.1", "6.12"] {
+        let dir = golden_dir_for(kernel);
+        let files: std::collections::BTreeSet<String> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|e| {
+                e.expect("directory entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
+        assert_eq!(
+            files,
+            names,
+            "the golden traces of Linux {kernel} in {}",
+            dir.display()
+        );
+    }
 }
