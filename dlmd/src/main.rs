@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 mod devices;
+mod ratelimit;
 mod server;
 mod startup;
 

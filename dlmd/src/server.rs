@@ -16,8 +16,9 @@
 //! ([`Server::reap`]) between requests, never in the middle of one.
 
 use std::collections::VecDeque;
+use std::fmt;
 use std::io::{self, ErrorKind, Read, Write};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use dlm::engine::OwnerId;
 use dlm::proto::{self, LockResult, Request};
@@ -30,6 +31,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
 use crate::devices::{ConnId, Cred, Devices, LsId, Removal};
+use crate::ratelimit::{self, LogLimiter, Verdict};
 use crate::startup::Scope;
 
 const LISTENER: Token = Token(0);
@@ -47,8 +49,6 @@ const PAUSED_INPUT_LIMIT: usize = 1 << 20;
 /// A long query answer is moved to the output buffer while less than this
 /// waits there.
 const BULK_LOW_WATER: usize = 256 * 1024;
-/// Protocol errors logged at `warn` per connection; later ones at `debug`.
-const MAX_WARNINGS: u32 = 16;
 
 /// What the server needs to know.
 #[derive(Debug, Clone)]
@@ -118,7 +118,6 @@ struct Conn {
     dead: bool,
     eof: bool,
     close_reason: Option<(Level, String)>,
-    warnings: u32,
 }
 
 impl Conn {
@@ -183,6 +182,8 @@ pub struct Server {
     accept_warned: bool,
     /// A refusal at the connection cap was logged (until one is accepted).
     cap_warned: bool,
+    /// The rate limit of everything clients can make the daemon log.
+    limiter: LogLimiter,
     scratch: Vec<u8>,
     targets: Vec<ConnId>,
     read_buf: Vec<u8>,
@@ -213,6 +214,7 @@ impl Server {
             accept_blocked: false,
             accept_warned: false,
             cap_warned: false,
+            limiter: LogLimiter::new(ratelimit::RATE, ratelimit::BURST, Instant::now()),
             scratch: Vec::new(),
             targets: Vec::new(),
             read_buf: vec![0; READ_CHUNK],
@@ -223,18 +225,13 @@ impl Server {
     pub fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(256);
         loop {
-            let timeout = if !self.ready.is_empty() {
-                Some(Duration::ZERO)
-            } else if self.accept_blocked {
-                Some(Duration::from_millis(100))
-            } else {
-                None
-            };
+            let timeout = self.poll_timeout(Instant::now());
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
+            self.timers(Instant::now());
             if self.accept_blocked {
                 self.accept_blocked = false;
                 self.accept_all();
@@ -278,6 +275,57 @@ impl Server {
                     self.flush_conn(idx);
                 }
                 self.reap();
+            }
+        }
+    }
+
+    /// How long the next poll may sleep.
+    fn poll_timeout(&self, now: Instant) -> Option<Duration> {
+        if !self.ready.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let mut wake: Option<Duration> = None;
+        let mut at = |d: Duration| wake = Some(wake.map_or(d, |w| w.min(d)));
+        if self.accept_blocked {
+            at(Duration::from_millis(100));
+        }
+        if let Some(t) = self.limiter.due() {
+            // Rounded up: a wake-up a little late beats a spin just before.
+            at(t.saturating_duration_since(now) + Duration::from_millis(1));
+        }
+        wake
+    }
+
+    /// What is due at `now`: the log limiter's summary.
+    fn timers(&mut self, now: Instant) {
+        if let Some(s) = self.limiter.summary_due(now) {
+            log::warn!("{s}");
+        }
+    }
+
+    /// Log a line that a client's doing caused, within the shared rate
+    /// limit (past it, at `debug` level).
+    fn peer_log(&mut self, level: Level, args: fmt::Arguments<'_>) {
+        if !log::log_enabled!(level) {
+            return;
+        }
+        match self.limiter.admit(Instant::now()) {
+            Verdict::Log(summary) => {
+                if let Some(s) = summary {
+                    log::warn!("{s}");
+                }
+                log::log!(level, "{args}");
+            }
+            Verdict::Hold(first) => {
+                if first {
+                    log::warn!(
+                        "log rate limit reached: further client-triggered lines are logged at \
+                         debug level (at most {} a second, bursts of {}); a count follows",
+                        ratelimit::RATE,
+                        ratelimit::BURST
+                    );
+                }
+                log::debug!("{args}");
             }
         }
     }
@@ -329,28 +377,37 @@ impl Server {
                 gid: c.gid.as_raw(),
             },
             Err(e) => {
-                log::warn!("a connection without peer credentials ({e}): closed");
+                self.peer_log(
+                    Level::Warn,
+                    format_args!("a connection without peer credentials ({e}): closed"),
+                );
                 return;
             }
         };
         if self.config.scope == Scope::User && cred.uid != self.config.uid {
-            log::warn!(
-                "refused a connection from pid {} uid {}: this per-user daemon serves uid {} only",
-                cred.pid,
-                cred.uid,
-                self.config.uid
+            let uid = self.config.uid;
+            self.peer_log(
+                Level::Warn,
+                format_args!(
+                    "refused a connection from pid {} uid {}: this per-user daemon serves uid \
+                     {uid} only",
+                    cred.pid, cred.uid
+                ),
             );
             return;
         }
         if self.conns.len() - self.free.len() >= self.config.max_connections {
             refuse(stream, Errno::from_raw(libc_errno::EMFILE));
             if !self.cap_warned {
-                log::warn!(
-                    "refused a connection from pid {} uid {}: {} connections are open \
-                     (--max-connections); further refusals are not logged until one is accepted",
-                    cred.pid,
-                    cred.uid,
-                    self.config.max_connections
+                let max = self.config.max_connections;
+                self.peer_log(
+                    Level::Warn,
+                    format_args!(
+                        "refused a connection from pid {} uid {}: {max} connections are open \
+                         (--max-connections); further refusals are not logged until one is \
+                         accepted",
+                        cred.pid, cred.uid
+                    ),
                 );
                 self.cap_warned = true;
             }
@@ -397,7 +454,6 @@ impl Server {
             dead: false,
             eof: false,
             close_reason: None,
-            warnings: 0,
         });
         self.mark_ready(idx);
     }
@@ -430,12 +486,15 @@ impl Server {
             .close_reason
             .take()
             .unwrap_or((Level::Debug, "closed".into()));
-        log::log!(
-            level,
+        let line = format_args!(
             "connection {idx} (pid {} uid {}) closed: {reason}",
-            conn.cred.pid,
-            conn.cred.uid
+            conn.cred.pid, conn.cred.uid
         );
+        if level <= Level::Info {
+            self.peer_log(level, line);
+        } else {
+            log::log!(level, "{line}");
+        }
         // Last words, if the peer still reads (e.g. after shutdown(WR)).
         let _ = conn.flush();
         match conn.role {
@@ -546,23 +605,17 @@ impl Server {
         }
     }
 
-    /// Log a protocol error of connection `idx` (rate-limited).
+    /// Log a protocol error of connection `idx` (rate-limited, with
+    /// everything else clients cause).
     fn misuse(&mut self, idx: usize, what: String) {
-        let Some(c) = self.conn_mut(idx) else {
+        let Some(c) = self.conn(idx) else {
             return;
         };
-        c.warnings = c.warnings.saturating_add(1);
-        let (pid, n) = (c.cred.pid, c.warnings);
-        if n <= MAX_WARNINGS {
-            log::warn!("connection {idx} (pid {pid}): {what}");
-            if n == MAX_WARNINGS {
-                log::warn!(
-                    "connection {idx} (pid {pid}): further protocol errors logged at debug level"
-                );
-            }
-        } else {
-            log::debug!("connection {idx} (pid {pid}): {what}");
-        }
+        let (pid, uid) = (c.cred.pid, c.cred.uid);
+        self.peer_log(
+            Level::Warn,
+            format_args!("connection {idx} (pid {pid} uid {uid}): {what}"),
+        );
     }
 
     fn handle_frame(&mut self, idx: usize, kind: Kind, body: &[u8]) {
@@ -649,11 +702,14 @@ impl Server {
                 }
                 Err(e) => {
                     if e == Errno::EACCES {
-                        log::info!(
-                            "pid {} uid {} may not open lockspace {}",
-                            cred.pid,
-                            cred.uid,
-                            String::from_utf8_lossy(name)
+                        self.peer_log(
+                            Level::Info,
+                            format_args!(
+                                "pid {} uid {} may not open lockspace {}",
+                                cred.pid,
+                                cred.uid,
+                                String::from_utf8_lossy(name)
+                            ),
                         );
                     } else if e == Errno::EINVAL {
                         self.misuse(idx, "Hello with an invalid lockspace name".into());
@@ -721,11 +777,14 @@ impl Server {
                 Request::CreateLockspace { flags, name } => {
                     let r = self.devices.create(&cred, flags, &name);
                     if let Err(e) = r {
-                        log::info!(
-                            "pid {} uid {}: create lockspace {}: {e}",
-                            cred.pid,
-                            cred.uid,
-                            String::from_utf8_lossy(&name)
+                        self.peer_log(
+                            Level::Info,
+                            format_args!(
+                                "pid {} uid {}: create lockspace {}: {e}",
+                                cred.pid,
+                                cred.uid,
+                                String::from_utf8_lossy(&name)
+                            ),
                         );
                     }
                     (Some(result_of(r.map(i64::from))), None)
@@ -740,10 +799,12 @@ impl Server {
                             (None, None)
                         }
                         Err(e) => {
-                            log::info!(
-                                "pid {} uid {}: remove lockspace minor {minor}: {e}",
-                                cred.pid,
-                                cred.uid
+                            self.peer_log(
+                                Level::Info,
+                                format_args!(
+                                    "pid {} uid {}: remove lockspace minor {minor}: {e}",
+                                    cred.pid, cred.uid
+                                ),
                             );
                             (Some(result_of(Err(e))), None)
                         }
@@ -815,7 +876,10 @@ impl Server {
             Role::Lockspace { ls, .. } => {
                 let r = self.devices.chmod(&cred, ls, mode);
                 if let Err(e) = r {
-                    log::info!("pid {} uid {}: chmod {mode:o}: {e}", cred.pid, cred.uid);
+                    self.peer_log(
+                        Level::Info,
+                        format_args!("pid {} uid {}: chmod {mode:o}: {e}", cred.pid, cred.uid),
+                    );
                 }
                 r.map(|()| 0)
             }

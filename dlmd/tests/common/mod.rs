@@ -553,6 +553,26 @@ fn helper_process() {
                 q.map(|v| v.len() as i64).unwrap_or_else(|e| e)
             ));
         }
+        // Connect args[1] times; on each connection send args[2]
+        // Writes before any Hello (each one a protocol error), then
+        // close. Say how many were sent.
+        "flood" => {
+            let conns: usize = args[1].parse().expect("connection count");
+            let frames: usize = args[2].parse().expect("frames per connection");
+            let mut burst = Vec::new();
+            for _ in 0..frames {
+                wire::put_frame(&mut burst, Kind::Write, b"junk").expect("frame");
+            }
+            for _ in 0..conns {
+                let mut c = Client::connect(socket);
+                c.send_raw(&burst);
+                c.stream
+                    .shutdown(std::net::Shutdown::Write)
+                    .expect("shutdown");
+                assert!(c.closed_within(TIMEOUT), "the daemon hangs up");
+            }
+            say(&format!("sent {}", conns * frames));
+        }
         other => panic!("unknown helper mode {other}"),
     }
 }
