@@ -55,7 +55,7 @@ pub mod query;
 pub mod status;
 pub mod wire;
 
-pub use error::{Errno, Error, Result};
+pub use error::{Errno, Error, Refusal, Result};
 pub use flags::{LockFlags, LockspaceFlags, StatusFlags};
 pub use lvb::ValueBlock;
 pub use mode::LockMode;

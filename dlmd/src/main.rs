@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 mod devices;
+mod quota;
 mod ratelimit;
 mod server;
 mod startup;
@@ -60,6 +61,13 @@ past --max-connections a new connection is answered EMFILE and closed (the
 cap is lowered to fit the open-file limit, which dlmd raises as far as it
 may); past --max-lockspaces creating a new lockspace fails with ENOSPC.
 
+On the system daemon a uid other than root may hold at most
+--max-connections-per-user connections (default: an eighth of the cap); one
+more is answered EUSERS and closed, and the client library says that the
+uid is at its quota. The last 32nd of the cap (1 to 64 slots) is kept for
+root: other uids are answered EMFILE once only those are left. Root has no
+per-uid quota. A per-user daemon serves one uid and has the global cap only.
+
 Logging goes to stderr; --log-level wins over RUST_LOG (default: info).
 SIGTERM or SIGINT stop the daemon cleanly: it closes the socket, removes
 it and exits 0. Locks do not survive the daemon.";
@@ -94,6 +102,11 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONNECTIONS,
           value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: u32,
+
+    /// System daemon: refuse a uid other than root (with EUSERS) while it
+    /// has N connections open [default: an eighth of --max-connections].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections_per_user: Option<u32>,
 
     /// Refuse to create lockspaces (with ENOSPC) while N exist.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_LOCKSPACES,
@@ -213,15 +226,25 @@ fn run(args: &Args, scope: Scope, socket: PathBuf) -> Result<ExitCode, String> {
     };
     let uid = rustix::process::getuid().as_raw();
     let max_connections = fit_fd_limit(args.max_connections);
+    let max_connections_per_user = match scope {
+        Scope::System => Some(
+            args.max_connections_per_user
+                .map_or_else(|| quota::default_per_user(max_connections), |n| n as usize)
+                .min(max_connections),
+        ),
+        Scope::User => None,
+    };
     let config = server::Config {
         scope,
         uid,
         max_output: args.max_output,
         max_connections,
+        max_connections_per_user,
         max_lockspaces: args.max_lockspaces as usize,
     };
     log::info!(
-        "dlmd {} serving on {} ({}, max output {} bytes, at most {} connections and {} lockspaces)",
+        "dlmd {} serving on {} ({}, max output {} bytes, at most {} connections{} and {} \
+         lockspaces)",
         env!("CARGO_PKG_VERSION"),
         socket.display(),
         match scope {
@@ -230,6 +253,13 @@ fn run(args: &Args, scope: Scope, socket: PathBuf) -> Result<ExitCode, String> {
         },
         args.max_output,
         config.max_connections,
+        match config.max_connections_per_user {
+            Some(n) => format!(
+                " ({n} per uid other than root, the last {} kept for root)",
+                quota::root_reserve(config.max_connections)
+            ),
+            None => String::new(),
+        },
         config.max_lockspaces
     );
     let result = server::Server::new(config, claimed.listener)

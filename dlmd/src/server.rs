@@ -18,6 +18,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, ErrorKind, Read, Write};
+use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
 use dlm::engine::OwnerId;
@@ -31,6 +32,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
 use crate::devices::{ConnId, Cred, Devices, LsId, Removal};
+use crate::quota::{Quotas, Refusal};
 use crate::ratelimit::{self, LogLimiter, Verdict};
 use crate::startup::Scope;
 
@@ -61,6 +63,10 @@ pub struct Config {
     pub max_output: usize,
     /// Open connections at most; more are refused with `EMFILE`.
     pub max_connections: usize,
+    /// Open connections of one uid other than root at most; more are
+    /// refused with `EUSERS`. `None` on a per-user daemon, which also
+    /// keeps no slots for root.
+    pub max_connections_per_user: Option<usize>,
     /// Lockspaces at most; creating more fails with `ENOSPC`.
     pub max_lockspaces: usize,
 }
@@ -182,6 +188,11 @@ pub struct Server {
     accept_warned: bool,
     /// A refusal at the connection cap was logged (until one is accepted).
     cap_warned: bool,
+    /// Connections open, by uid, against the caps.
+    quotas: Quotas,
+    /// A descriptor held back so that the listener can still accept (and
+    /// refuse) a connection when the process is out of descriptors.
+    spare_fd: Option<OwnedFd>,
     /// The rate limit of everything clients can make the daemon log.
     limiter: LogLimiter,
     scratch: Vec<u8>,
@@ -205,6 +216,7 @@ impl Server {
             listener,
             signals,
             devices: Devices::new(config.scope, config.max_lockspaces),
+            quotas: Quotas::new(config.max_connections, config.max_connections_per_user),
             config,
             conns: Vec::new(),
             free: Vec::new(),
@@ -214,6 +226,7 @@ impl Server {
             accept_blocked: false,
             accept_warned: false,
             cap_warned: false,
+            spare_fd: open_spare_fd(),
             limiter: LogLimiter::new(ratelimit::RATE, ratelimit::BURST, Instant::now()),
             scratch: Vec::new(),
             targets: Vec::new(),
@@ -357,6 +370,26 @@ impl Server {
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == ErrorKind::ConnectionAborted => {}
+                Err(e) if out_of_fds(&e) && self.spare_fd.is_some() => {
+                    // Out of descriptors below the cap (the limit was
+                    // lowered under us, or the system ran out): use the
+                    // spare one to turn the waiting client away rather
+                    // than leave it hanging in the backlog, and keep
+                    // going. Without a spare, fall through to retrying.
+                    self.spare_fd = None;
+                    if let Ok((stream, _)) = self.listener.accept() {
+                        refuse(stream, Errno::from_raw(libc_errno::EMFILE));
+                        self.peer_log(
+                            Level::Warn,
+                            format_args!(
+                                "refused a connection: the daemon is out of file descriptors \
+                                 ({e}) with {} connections open",
+                                self.quotas.open()
+                            ),
+                        );
+                    }
+                    self.spare_fd = open_spare_fd();
+                }
                 Err(e) => {
                     if !self.accept_warned {
                         log::warn!("cannot accept a connection: {e}; retrying every 100 ms");
@@ -396,20 +429,23 @@ impl Server {
             );
             return;
         }
-        if self.conns.len() - self.free.len() >= self.config.max_connections {
-            refuse(stream, Errno::from_raw(libc_errno::EMFILE));
-            if !self.cap_warned {
-                let max = self.config.max_connections;
+        if let Err(why) = self.quotas.admit(cred.uid) {
+            refuse(stream, why.errno());
+            let full = matches!(why, Refusal::Full { .. });
+            if !full || !self.cap_warned {
+                let more = if full {
+                    "; further refusals at the cap are not logged until one is accepted"
+                } else {
+                    ""
+                };
                 self.peer_log(
                     Level::Warn,
                     format_args!(
-                        "refused a connection from pid {} uid {}: {max} connections are open \
-                         (--max-connections); further refusals are not logged until one is \
-                         accepted",
+                        "refused a connection from pid {} uid {}: {why}{more}",
                         cred.pid, cred.uid
                     ),
                 );
-                self.cap_warned = true;
+                self.cap_warned |= full;
             }
             return;
         }
@@ -428,6 +464,7 @@ impl Server {
         ) {
             log::warn!("cannot watch a connection from pid {}: {e}", cred.pid);
             self.free.push(idx);
+            self.quotas.release(cred.uid);
             return;
         }
         log::debug!(
@@ -481,6 +518,7 @@ impl Server {
             return;
         };
         self.free.push(idx);
+        self.quotas.release(conn.cred.uid);
         let _ = self.poll.registry().deregister(&mut conn.stream);
         let (level, reason) = conn
             .close_reason
@@ -1083,10 +1121,24 @@ impl Server {
     }
 }
 
+/// Whether an `accept` failed for want of file descriptors.
+fn out_of_fds(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(n) if n == libc_errno::EMFILE || n == libc_errno::ENFILE)
+}
+
+/// The spare descriptor: `/dev/null`, or `None` if even that cannot be
+/// opened (then an accept that runs out of descriptors is retried).
+fn open_spare_fd() -> Option<OwnedFd> {
+    use rustix::fs::{Mode, OFlags};
+    rustix::fs::open("/dev/null", OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).ok()
+}
+
 /// Error numbers `dlm::Errno` has no name for.
 mod libc_errno {
     /// `EISCONN`: already connected (a second `Hello`).
     pub const EISCONN: i32 = rustix::io::Errno::ISCONN.raw_os_error();
     /// `EMFILE`: the daemon has its maximum of connections open.
     pub const EMFILE: i32 = rustix::io::Errno::MFILE.raw_os_error();
+    /// `ENFILE`: the system is out of open files.
+    pub const ENFILE: i32 = rustix::io::Errno::NFILE.raw_os_error();
 }

@@ -6,6 +6,8 @@ mod common;
 use std::time::Instant;
 
 use common::*;
+use dlm::wire::{self, Kind};
+use dlm::{LockFlags as F, LockMode as M};
 
 /// The limits in `dlmd/src/ratelimit.rs`.
 const RATE: u64 = 5;
@@ -84,4 +86,131 @@ fn reconnecting_does_not_flood_the_log() {
     // The daemon still serves.
     let mut c = d.control();
     assert!(c.lockspaces().is_empty());
+}
+
+macro_rules! skip_unless_users {
+    () => {
+        if let Some(why) = users::cannot_switch_users() {
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+}
+
+fn eusers() -> i64 {
+    -i64::from(rustix::io::Errno::USERS.raw_os_error())
+}
+
+fn emfile() -> i64 {
+    -i64::from(rustix::io::Errno::MFILE.raw_os_error())
+}
+
+/// The probe connection `Daemon::start` made is closed: from here on,
+/// only the test's connections are open.
+fn settled(d: &Daemon) {
+    wait_until("the start-up probe to be closed", TIMEOUT, || {
+        d.log_text().contains("closed by the peer")
+    });
+}
+
+/// A second uid holds its whole quota open and is refused one more, with
+/// `EUSERS` and a message that says so; root (past that quota) and a
+/// third uid still lock.
+#[test]
+fn a_uid_at_its_quota_leaves_room_for_root_and_others() {
+    skip_unless_users!();
+    let b = users::TestUser::create("b", &[]);
+    let c = users::TestUser::create("c", &[]);
+    let d = Daemon::start_with(&[
+        "--system",
+        "--max-connections",
+        "40",
+        "--max-connections-per-user",
+        "10",
+    ]);
+    let sock = d.socket.to_str().expect("utf-8 path").to_string();
+    let (mut ctl, mut ls, _) = d.lockspace("shared");
+    assert_eq!(ls.call(Kind::Chmod, &0o666u32.to_le_bytes()), 0);
+
+    let (hog, out) = spawn_helper_as("hog", &[&sock, "1000"], &b);
+    assert_eq!(
+        out.line().as_deref(),
+        Some("held 10"),
+        "uid {} gets its quota",
+        b.uid
+    );
+    assert_eq!(out.line(), Some(format!("refused {}", eusers())));
+    let said = out.line().expect("the library's error");
+    let prefix = format!(
+        "library {} dlmd at {} refused the connection: uid {} ",
+        -eusers(),
+        d.socket.display(),
+        b.uid
+    );
+    assert!(said.starts_with(&prefix), "{said}");
+    assert!(said.contains("quota"), "{said}");
+    assert!(!said.contains("no dlm daemon answers"), "{said}");
+
+    // Root is not held to the quota.
+    let mut mine: Vec<Client> = (0..12).map(|_| d.control()).collect();
+    assert!(mine[11].lockspaces().len() == 1);
+    let n = ls.lock(&req(M::Ex, b"root-res", F::empty()));
+    assert!(n > 0);
+    assert_eq!(ls.wait_ast().status, 0, "root locks");
+    // A third uid locks too.
+    let (_held, cout) = spawn_helper_as("hold", &[&sock, "shared", "c-res"], &c);
+    let granted = cout.line().expect("uid c's helper answers");
+    assert!(granted.starts_with("granted "), "{granted}");
+    let locks = ctl.locks("shared");
+    assert_eq!(locks.len(), 2, "{locks:?}");
+
+    // When the hog goes, its connections and quota go with it.
+    drop(hog);
+    mine.clear();
+    let (_again, out) = spawn_helper_as("hog", &[&sock, "3"], &b);
+    assert_eq!(out.line().as_deref(), Some("held 3"));
+    let log = d.log_text();
+    assert!(
+        log.contains(&format!(
+            "uid {} has 10 connections open, its quota (--max-connections-per-user)",
+            b.uid
+        )),
+        "{log}"
+    );
+}
+
+/// The last slots of the cap are root's: a uid that takes everything it
+/// may is refused with `EMFILE`, and root still gets in.
+#[test]
+fn the_last_slots_are_kept_for_root() {
+    skip_unless_users!();
+    let b = users::TestUser::create("r", &[]);
+    // 8 connections, 1 of them root's (a 32nd, at least 1).
+    let d = Daemon::start_with(&[
+        "--system",
+        "--max-connections",
+        "8",
+        "--max-connections-per-user",
+        "100",
+    ]);
+    settled(&d);
+    let sock = d.socket.to_str().expect("utf-8 path").to_string();
+    let (_hog, out) = spawn_helper_as("hog", &[&sock, "1000"], &b);
+    assert_eq!(out.line().as_deref(), Some("held 7"));
+    assert_eq!(out.line(), Some(format!("refused {}", emfile())));
+    let said = out.line().expect("the library's error");
+    assert!(
+        said.contains("refused the connection: it has its maximum of connections open"),
+        "{said}"
+    );
+    let mut root = d.control();
+    assert!(root.lockspaces().is_empty(), "root takes the last slot");
+    // And past it, root is refused like anyone.
+    let mut extra = d.connect();
+    match extra.reply() {
+        (Kind::Result, body) => assert_eq!(wire::result_value(&body), Ok(emfile())),
+        (k, _) => panic!("a connection past the cap got {k:?}"),
+    }
+    let log = d.log_text();
+    assert!(log.contains("the last 1 are kept for root"), "{log}");
 }

@@ -12,30 +12,9 @@ use dlm::{Errno, LockFlags as F, LockMode as M};
 
 const NOBODY: u32 = 65534;
 
-/// Why the tests cannot run here, if they cannot.
-fn skip_reason() -> Option<String> {
-    if !rustix::process::getuid().is_root() {
-        return Some("not root: cannot run a helper as another uid".into());
-    }
-    let exe = std::env::current_exe().ok()?;
-    let mode = std::fs::metadata(&exe).ok()?.permissions().mode();
-    if mode & 0o005 != 0o005 {
-        return Some(format!("{} is not executable by others", exe.display()));
-    }
-    for dir in exe.ancestors().skip(1) {
-        let Ok(m) = std::fs::metadata(dir) else {
-            continue;
-        };
-        if m.permissions().mode() & 0o001 == 0 {
-            return Some(format!("{} is not searchable by others", dir.display()));
-        }
-    }
-    None
-}
-
 macro_rules! skip_unless_possible {
     () => {
-        if let Some(why) = skip_reason() {
+        if let Some(why) = users::cannot_switch_users() {
             eprintln!("skipped: {why}");
             return;
         }

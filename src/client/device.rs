@@ -17,7 +17,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::error::Errno;
+use crate::error::{Errno, Error, Refusal};
 use crate::proto::{self, LockResult, RESULT_WITH_LVB_SIZE};
 use crate::wire::{self, Kind};
 
@@ -132,15 +132,19 @@ impl Device {
     /// Connect to `dlmd` at `path` and say hello as `role`.
     ///
     /// Returns the device and the daemon's answer to the hello (0, or a
-    /// lockspace's minor).
+    /// lockspace's minor). A daemon that turns the connection away (a
+    /// connection cap or quota) is [`Error::DaemonRefused`]; every other
+    /// failure, the connect's or the hello's, is [`Error::Os`].
     pub(crate) fn connect(
         path: &Path,
         role: u8,
         flags: u8,
         name: &[u8],
-    ) -> Result<(Device, i64), Errno> {
-        let stream = UnixStream::connect(path).map_err(io_errno)?;
-        stream.set_nonblocking(true).map_err(io_errno)?;
+    ) -> Result<(Device, i64), Error> {
+        let stream = UnixStream::connect(path).map_err(|e| Error::Os(io_errno(e)))?;
+        stream
+            .set_nonblocking(true)
+            .map_err(|e| Error::Os(io_errno(e)))?;
         let mut dev = Device::Socket(SocketConn {
             stream,
             decoder: wire::Decoder::new(),
@@ -153,12 +157,21 @@ impl Device {
             // A daemon at its connection cap answers before it closes,
             // and the answer may still be read after the close.
             Err(e) if e == Errno::EPIPE || e == Errno::from_raw(libc::ECONNRESET) => {
-                dev.refusal().ok_or(e)?
+                dev.refusal().ok_or(Error::Os(e))?
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(Error::Os(e)),
         };
         if v < 0 {
-            return Err(Errno::from_raw((-v).min(i64::from(i32::MAX)) as i32));
+            let e = Errno::from_raw((-v).min(i64::from(i32::MAX)) as i32);
+            // A Hello is never answered EMFILE or EUSERS but by a refusal.
+            let uid = rustix::process::geteuid().as_raw();
+            return Err(match Refusal::from_errno(e, uid) {
+                Some(reason) => Error::DaemonRefused {
+                    path: path.to_path_buf(),
+                    reason,
+                },
+                None => Error::Os(e),
+            });
         }
         Ok((dev, v))
     }

@@ -211,9 +211,11 @@ fn connect_or_start(socket: &Path, autostart: bool) -> Result<Device> {
     let hello = |_: ()| Device::connect(socket, wire::ROLE_CONTROL, 0, b"");
     match hello(()) {
         Ok((d, _)) => return Ok(d),
-        Err(e) if autostart && (e == Errno::ENOENT || e == Errno::from_raw(libc::ECONNREFUSED)) => {
-        }
-        Err(e) => return Err(Error::DaemonUnavailable(socket.to_path_buf(), e)),
+        Err(Error::Os(e))
+            if autostart && (e == Errno::ENOENT || e == Errno::from_raw(libc::ECONNREFUSED)) => {}
+        Err(Error::Os(e)) => return Err(Error::DaemonUnavailable(socket.to_path_buf(), e)),
+        // A daemon answered: it refused.
+        Err(e) => return Err(e),
     }
     crate::paths::start_user_daemon(socket)
         .map_err(|e| Error::DaemonUnavailable(socket.to_path_buf(), e))?;
@@ -222,9 +224,10 @@ fn connect_or_start(socket: &Path, autostart: bool) -> Result<Device> {
     loop {
         match hello(()) {
             Ok((d, _)) => return Ok(d),
-            Err(e) if Instant::now() >= deadline => {
+            Err(Error::Os(e)) if Instant::now() >= deadline => {
                 return Err(Error::DaemonUnavailable(socket.to_path_buf(), e));
             }
+            Err(e @ Error::DaemonRefused { .. }) => return Err(e),
             Err(_) => {
                 std::thread::sleep(pause);
                 pause = (pause * 2).min(Duration::from_millis(100));
@@ -310,7 +313,7 @@ impl Dlm {
             Some(socket) => {
                 let (dev, minor) =
                     Device::connect(socket, wire::ROLE_LOCKSPACE, 0, name.as_bytes())
-                        .map_err(|e| lockspace_error("open", name, e.into()))?;
+                        .map_err(|e| lockspace_error("open", name, e))?;
                 Lockspace::new(*name, u32::try_from(minor).unwrap_or(0), dev, self.backend)
             }
             None => {

@@ -4,6 +4,8 @@
 //! `DLMD_HELPER` set).
 #![allow(dead_code)]
 
+pub mod users;
+
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -430,6 +432,28 @@ pub fn spawn_helper(mode: &str, args: &[&str], uid: Option<u32>) -> (Proc, Helpe
     use std::os::unix::process::CommandExt;
     let exe = std::env::current_exe().expect("test binary");
     let mut c = Command::new(exe);
+    if let Some(uid) = uid {
+        c.uid(uid).gid(uid);
+    }
+    run_helper(c, mode, args)
+}
+
+/// [`spawn_helper`] as a test user, with its supplementary groups (which
+/// `Command::uid` would drop): through `setpriv --init-groups`.
+pub fn spawn_helper_as(mode: &str, args: &[&str], user: &users::TestUser) -> (Proc, HelperOut) {
+    let exe = std::env::current_exe().expect("test binary");
+    let mut c = Command::new("setpriv");
+    c.arg("--reuid")
+        .arg(user.uid.to_string())
+        .arg("--regid")
+        .arg(user.gid.to_string())
+        .arg("--init-groups")
+        .arg("--")
+        .arg(exe);
+    run_helper(c, mode, args)
+}
+
+fn run_helper(mut c: Command, mode: &str, args: &[&str]) -> (Proc, HelperOut) {
     c.args([
         "common::helper_process",
         "--exact",
@@ -441,10 +465,8 @@ pub fn spawn_helper(mode: &str, args: &[&str], uid: Option<u32>) -> (Proc, Helpe
     .env("DLMD_HELPER_ARGS", args.join("\u{1f}"))
     .stdin(Stdio::piped())
     .stdout(Stdio::piped())
-    .stderr(Stdio::inherit());
-    if let Some(uid) = uid {
-        c.uid(uid).gid(uid).env("HOME", "/");
-    }
+    .stderr(Stdio::inherit())
+    .env("HOME", "/");
     let mut child = c.spawn().expect("start helper");
     let stdout = child.stdout.take().expect("helper stdout");
     (Proc(child), HelperOut::new(stdout))
@@ -572,6 +594,46 @@ fn helper_process() {
                 assert!(c.closed_within(TIMEOUT), "the daemon hangs up");
             }
             say(&format!("sent {}", conns * frames));
+        }
+        // Open control connections (saying Hello) until the daemon turns
+        // one away or args[1] are open; say how many, the refusal's
+        // answer, and what the client library says when it is refused
+        // too. Then hold them until stdin closes.
+        "hog" => {
+            let most: usize = args[1].parse().expect("a count");
+            let mut held = Vec::new();
+            let mut answer = None;
+            while held.len() < most {
+                let mut c = Client::connect(socket);
+                let mut hello = Vec::new();
+                wire::put_frame(&mut hello, Kind::Hello, &[wire::ROLE_CONTROL, 0]).expect("frame");
+                // A daemon that refuses us may hang up before we write;
+                // its answer is still there to read.
+                let _ = c.stream.write_all(&hello);
+                let v = match c.next_frame() {
+                    Some((Kind::Result, b)) => wire::result_value(&b).expect("result"),
+                    other => panic!("a Hello answered {other:?}"),
+                };
+                if v != 0 {
+                    assert!(c.closed_within(TIMEOUT), "a refused connection is closed");
+                    answer = Some(v);
+                    break;
+                }
+                held.push(c);
+            }
+            say(&format!("held {}", held.len()));
+            if let Some(v) = answer {
+                say(&format!("refused {v}"));
+                let err = dlm::client::Dlm::builder()
+                    .backend(dlm::client::Backend::Fallback)
+                    .socket(socket)
+                    .autostart(false)
+                    .open()
+                    .expect_err("the library is refused too");
+                say(&format!("library {} {err}", err.errno().raw()));
+            }
+            let mut buf = [0u8; 1];
+            let _ = std::io::stdin().read(&mut buf);
         }
         other => panic!("unknown helper mode {other}"),
     }
