@@ -19,6 +19,7 @@ mod startup;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 
@@ -67,6 +68,11 @@ more is answered EUSERS and closed, and the client library says that the
 uid is at its quota. The last 32nd of the cap (1 to 64 slots) is kept for
 root: other uids are answered EMFILE once only those are left. Root has no
 per-uid quota. A per-user daemon serves one uid and has the global cap only.
+A connection that has not completed its Hello within --hello-timeout is
+closed. What clients can make dlmd log (protocol errors, refusals, denied
+requests) is rate-limited as a whole, however many connections they use:
+past the limit such lines go to the debug level, and a count of them is
+logged.
 
 Logging goes to stderr; --log-level wins over RUST_LOG (default: info).
 SIGTERM or SIGINT stop the daemon cleanly: it closes the socket, removes
@@ -108,6 +114,11 @@ struct Args {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     max_connections_per_user: Option<u32>,
 
+    /// Close a connection that has not completed its Hello SECS seconds
+    /// after it was accepted.
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs)]
+    hello_timeout: Duration,
+
     /// Refuse to create lockspaces (with ENOSPC) while N exist.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_LOCKSPACES,
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -125,6 +136,18 @@ struct Args {
     /// of failing.
     #[arg(long)]
     exit_if_running: bool,
+}
+
+/// Parse a positive number of seconds (fractions allowed), at most an hour.
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    if !(secs > 0.0 && secs <= 3600.0) {
+        return Err(format!("{s} is not between 0 (exclusive) and 3600 seconds"));
+    }
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("`{s}`: {e}"))
 }
 
 /// Parse a byte count with an optional K, M or G suffix (powers of 1024).
@@ -241,6 +264,7 @@ fn run(args: &Args, scope: Scope, socket: PathBuf) -> Result<ExitCode, String> {
         max_connections,
         max_connections_per_user,
         max_lockspaces: args.max_lockspaces as usize,
+        hello_timeout: args.hello_timeout,
     };
     log::info!(
         "dlmd {} serving on {} ({}, max output {} bytes, at most {} connections{} and {} \
@@ -285,6 +309,15 @@ mod tests {
         assert!(parse_size("0").is_err());
         assert!(parse_size("lots").is_err());
         assert!(parse_size("K").is_err());
+    }
+
+    #[test]
+    fn seconds_parse_with_fractions() {
+        assert_eq!(parse_secs("5"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_secs("0.25"), Ok(Duration::from_millis(250)));
+        for bad in ["0", "-1", "3601", "NaN", "inf", "soon"] {
+            assert!(parse_secs(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

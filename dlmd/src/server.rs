@@ -14,6 +14,12 @@
 //! granted), and that output can in turn overflow another client, so
 //! closes are queued ([`Server::doom`]) and carried out one at a time
 //! ([`Server::reap`]) between requests, never in the middle of one.
+//!
+//! Who may connect is decided at accept, from the peer's credentials
+//! ([`crate::quota`]); a connection that has not completed its `Hello`
+//! within `--hello-timeout` is closed. Both deadlines and the log's rate
+//! limit ([`crate::ratelimit`]) are kept by the poll's timeout: there is
+//! no thread or timer per connection.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -69,6 +75,9 @@ pub struct Config {
     pub max_connections_per_user: Option<usize>,
     /// Lockspaces at most; creating more fails with `ENOSPC`.
     pub max_lockspaces: usize,
+    /// A connection without a completed `Hello` this long after it was
+    /// accepted is closed.
+    pub hello_timeout: Duration,
 }
 
 /// Turn a connection away: one `Result` frame carrying `errno` (what the
@@ -87,6 +96,15 @@ fn refuse(mut stream: UnixStream, errno: Errno) {
     }
 }
 
+/// When connection `idx` (the one numbered `serial`) must have said
+/// `Hello`.
+#[derive(Debug, Clone, Copy)]
+struct Deadline {
+    at: Instant,
+    idx: usize,
+    serial: u64,
+}
+
 /// What a connection plays.
 #[derive(Debug, Clone, Copy)]
 enum Role {
@@ -101,6 +119,8 @@ enum Role {
 #[derive(Debug)]
 struct Conn {
     stream: UnixStream,
+    /// Tells this connection from an earlier one in the same slot.
+    serial: u64,
     cred: Cred,
     role: Role,
     /// Callbacks only on `Read`.
@@ -190,6 +210,12 @@ pub struct Server {
     cap_warned: bool,
     /// Connections open, by uid, against the caps.
     quotas: Quotas,
+    /// When each connection accepted in the last `hello_timeout` must
+    /// have said `Hello`, in order (entries of connections that did, or
+    /// went, are dropped when they come up).
+    hello_deadlines: VecDeque<Deadline>,
+    /// The last connection's serial number.
+    serial: u64,
     /// A descriptor held back so that the listener can still accept (and
     /// refuse) a connection when the process is out of descriptors.
     spare_fd: Option<OwnedFd>,
@@ -217,6 +243,8 @@ impl Server {
             signals,
             devices: Devices::new(config.scope, config.max_lockspaces),
             quotas: Quotas::new(config.max_connections, config.max_connections_per_user),
+            hello_deadlines: VecDeque::new(),
+            serial: 0,
             config,
             conns: Vec::new(),
             free: Vec::new(),
@@ -302,17 +330,40 @@ impl Server {
         if self.accept_blocked {
             at(Duration::from_millis(100));
         }
-        if let Some(t) = self.limiter.due() {
+        let due = [
+            self.limiter.due(),
+            self.hello_deadlines.front().map(|d| d.at),
+        ];
+        for t in due.into_iter().flatten() {
             // Rounded up: a wake-up a little late beats a spin just before.
             at(t.saturating_duration_since(now) + Duration::from_millis(1));
         }
         wake
     }
 
-    /// What is due at `now`: the log limiter's summary.
+    /// What is due at `now`: the log limiter's summary, and closing the
+    /// connections whose time for a `Hello` is up.
     fn timers(&mut self, now: Instant) {
         if let Some(s) = self.limiter.summary_due(now) {
             log::warn!("{s}");
+        }
+        while let Some(d) = self.hello_deadlines.front().copied() {
+            if d.at > now {
+                break;
+            }
+            self.hello_deadlines.pop_front();
+            let silent = matches!(
+                self.conn(d.idx),
+                Some(c) if c.serial == d.serial && matches!(c.role, Role::None) && !c.dead
+            );
+            if silent {
+                let secs = self.config.hello_timeout.as_secs_f64();
+                self.doom(
+                    d.idx,
+                    Level::Warn,
+                    format!("no Hello within {secs} s (--hello-timeout)"),
+                );
+            }
         }
     }
 
@@ -473,8 +524,15 @@ impl Server {
             cred.uid,
             cred.gid
         );
+        self.serial += 1;
+        self.hello_deadlines.push_back(Deadline {
+            at: Instant::now() + self.config.hello_timeout,
+            idx,
+            serial: self.serial,
+        });
         self.conns[idx] = Some(Conn {
             stream,
+            serial: self.serial,
             cred,
             role: Role::None,
             pull: false,

@@ -214,3 +214,47 @@ fn the_last_slots_are_kept_for_root() {
     let log = d.log_text();
     assert!(log.contains("the last 1 are kept for root"), "{log}");
 }
+
+/// A connection that never says `Hello` is closed once `--hello-timeout`
+/// is up, and what it held (a slot under the cap) is free again; one that
+/// said `Hello` before it stays.
+#[test]
+fn connections_that_never_say_hello_are_closed() {
+    let d = Daemon::start_with(&["--user", "--max-connections", "4", "--hello-timeout", "0.5"]);
+    settled(&d);
+    let mut talker = d.control();
+    // With these the cap is reached.
+    let mut silent: Vec<Client> = (0..3).map(|_| d.connect()).collect();
+    for c in &mut silent {
+        assert!(c.closed_within(TIMEOUT), "a silent connection is closed");
+    }
+    // The talker was accepted first, so its deadline passed first.
+    assert!(
+        talker.lockspaces().is_empty(),
+        "a connection that said Hello stays"
+    );
+    let mut fresh: Vec<Client> = (0..3).map(|_| d.control()).collect();
+    assert!(fresh[2].lockspaces().is_empty(), "the slots are free again");
+    let log = d.log_text();
+    assert_eq!(
+        log.matches("no Hello within 0.5 s (--hello-timeout)")
+            .count(),
+        3,
+        "{log}"
+    );
+}
+
+/// Bad `--hello-timeout` values are refused at startup.
+#[test]
+fn hello_timeouts_are_checked() {
+    for bad in ["0", "-2", "forever", "7200"] {
+        let out = std::process::Command::new(DLMD)
+            .arg(format!("--hello-timeout={bad}"))
+            .args(["--socket", "/nonexistent/dlmd.sock"])
+            .output()
+            .expect("run dlmd");
+        assert_eq!(out.status.code(), Some(2), "--hello-timeout {bad}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--hello-timeout"), "{err}");
+    }
+}
