@@ -7,6 +7,7 @@
 //! it answers. Connections are named by their [`ConnId`].
 
 use std::collections::HashMap;
+use std::rc::Rc;
 
 use dlm::engine::{Engine, OwnerId, Queue, Registry, Released};
 use dlm::proto::Request;
@@ -24,8 +25,9 @@ pub type LsId = u64;
 /// The mode a new lockspace gets.
 pub const DEFAULT_MODE: u32 = 0o600;
 
-/// A peer's credentials (`SO_PEERCRED`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A peer's credentials (`SO_PEERCRED` and `SO_PEERGROUPS`), as they
+/// were when it connected.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cred {
     /// Process id.
     pub pid: u32,
@@ -33,6 +35,16 @@ pub struct Cred {
     pub uid: u32,
     /// Primary group id.
     pub gid: u32,
+    /// Supplementary group ids (empty if the kernel would not say).
+    pub groups: Rc<[u32]>,
+}
+
+impl Cred {
+    /// Whether the peer is in group `gid`, as a primary or supplementary
+    /// group (the kernel's `in_group_p`).
+    pub fn in_group(&self, gid: u32) -> bool {
+        self.gid == gid || self.groups.contains(&gid)
+    }
 }
 
 #[derive(Debug)]
@@ -65,14 +77,15 @@ impl Lockspace {
     }
 
     /// Whether `cred` may open it: permission bits as for a file opened
-    /// read-write, with the peer's uid and primary gid; root passes.
+    /// read-write, with the peer's uid and groups (primary and
+    /// supplementary); root passes.
     fn may_open(&self, cred: &Cred) -> bool {
         if cred.uid == 0 {
             return true;
         }
         let bits = if cred.uid == self.uid {
             self.mode >> 6
-        } else if cred.gid == self.gid {
+        } else if cred.in_group(self.gid) {
             self.mode >> 3
         } else {
             self.mode
@@ -404,21 +417,23 @@ mod tests {
     use dlm::proto::LockRequest;
     use dlm::LockFlags;
 
-    const ROOT: Cred = Cred {
-        pid: 10,
-        uid: 0,
-        gid: 0,
-    };
-    const ALICE: Cred = Cred {
-        pid: 20,
-        uid: 1000,
-        gid: 1000,
-    };
-    const BOB: Cred = Cred {
-        pid: 30,
-        uid: 1001,
-        gid: 1000,
-    };
+    fn cred(pid: u32, uid: u32, gid: u32, groups: &[u32]) -> Cred {
+        Cred {
+            pid,
+            uid,
+            gid,
+            groups: groups.into(),
+        }
+    }
+
+    /// Root; Alice (uid 1000, group 1000); Bob (uid 1001, group 1000).
+    fn creds() -> (Cred, Cred, Cred) {
+        (
+            cred(10, 0, 0, &[0]),
+            cred(20, 1000, 1000, &[]),
+            cred(30, 1001, 1000, &[]),
+        )
+    }
 
     fn lock(name: &[u8], mode: u8, flags: u32) -> Request {
         let mut r = LockRequest::default();
@@ -432,66 +447,91 @@ mod tests {
 
     #[test]
     fn only_root_manages_lockspaces_on_the_system_daemon() {
+        let (root, alice, _) = creds();
         let mut d = Devices::new(Scope::System, 16);
-        assert_eq!(d.create(&ALICE, 0, b"ls"), Err(Errno::EPERM));
-        let minor = d.create(&ROOT, 0, b"ls").expect("root creates");
-        assert_eq!(d.remove(&ALICE, 1, 0, minor), Err(Errno::EPERM));
-        assert_eq!(d.remove(&ROOT, 1, 0, minor), Ok(Removal::Done));
-        assert_eq!(d.remove(&ROOT, 1, 0, minor), Err(Errno::ENOENT));
+        assert_eq!(d.create(&alice, 0, b"ls"), Err(Errno::EPERM));
+        let minor = d.create(&root, 0, b"ls").expect("root creates");
+        assert_eq!(d.remove(&alice, 1, 0, minor), Err(Errno::EPERM));
+        assert_eq!(d.remove(&root, 1, 0, minor), Ok(Removal::Done));
+        assert_eq!(d.remove(&root, 1, 0, minor), Err(Errno::ENOENT));
         let mut u = Devices::new(Scope::User, 16);
         assert!(
-            u.create(&ALICE, 0, b"ls").is_ok(),
+            u.create(&alice, 0, b"ls").is_ok(),
             "a user daemon's user may"
         );
     }
 
     #[test]
     fn lockspace_names_are_checked() {
+        let (_, alice, _) = creds();
         let mut d = Devices::new(Scope::User, 16);
-        assert_eq!(d.create(&ALICE, 0, b""), Err(Errno::EINVAL));
-        assert_eq!(d.create(&ALICE, 0, b"a/b"), Err(Errno::EINVAL));
-        assert_eq!(d.open(&ALICE, 1, b"nope").err(), Some(Errno::ENOENT));
-        assert_eq!(d.open(&ALICE, 1, &[b'x'; 65]).err(), Some(Errno::EINVAL));
+        assert_eq!(d.create(&alice, 0, b""), Err(Errno::EINVAL));
+        assert_eq!(d.create(&alice, 0, b"a/b"), Err(Errno::EINVAL));
+        assert_eq!(d.open(&alice, 1, b"nope").err(), Some(Errno::ENOENT));
+        assert_eq!(d.open(&alice, 1, &[b'x'; 65]).err(), Some(Errno::EINVAL));
     }
 
     #[test]
     fn modes_are_checked_like_file_permissions() {
+        let (root, alice, bob) = creds();
         let mut d = Devices::new(Scope::User, 16);
-        d.create(&ALICE, 0, b"ls").expect("create");
-        assert_eq!(d.open(&BOB, 1, b"ls").err(), Some(Errno::EACCES));
-        let (id, _, _) = d.open(&ALICE, 2, b"ls").expect("owner opens");
-        assert_eq!(d.chmod(&BOB, id, 0o666), Err(Errno::EPERM));
-        d.chmod(&ALICE, id, 0o640).expect("owner chmods");
-        assert_eq!(d.open(&BOB, 3, b"ls").err(), Some(Errno::EACCES), "r only");
-        d.chmod(&ALICE, id, 0o660).expect("owner chmods");
-        assert!(d.open(&BOB, 3, b"ls").is_ok(), "group rw");
-        d.chmod(&ROOT, id, 0o000).expect("root chmods");
-        assert_eq!(d.open(&ALICE, 4, b"ls").err(), Some(Errno::EACCES));
-        assert!(d.open(&ROOT, 4, b"ls").is_ok(), "root passes");
-        assert_eq!(d.find_for_query(&BOB, b"ls"), Err(Errno::EACCES));
+        d.create(&alice, 0, b"ls").expect("create");
+        assert_eq!(d.open(&bob, 1, b"ls").err(), Some(Errno::EACCES));
+        let (id, _, _) = d.open(&alice, 2, b"ls").expect("owner opens");
+        assert_eq!(d.chmod(&bob, id, 0o666), Err(Errno::EPERM));
+        d.chmod(&alice, id, 0o640).expect("owner chmods");
+        assert_eq!(d.open(&bob, 3, b"ls").err(), Some(Errno::EACCES), "r only");
+        d.chmod(&alice, id, 0o660).expect("owner chmods");
+        assert!(d.open(&bob, 3, b"ls").is_ok(), "group rw");
+        d.chmod(&root, id, 0o000).expect("root chmods");
+        assert_eq!(d.open(&alice, 4, b"ls").err(), Some(Errno::EACCES));
+        assert!(d.open(&root, 4, b"ls").is_ok(), "root passes");
+        assert_eq!(d.find_for_query(&bob, b"ls"), Err(Errno::EACCES));
+    }
+
+    #[test]
+    fn supplementary_groups_count_like_the_primary_one() {
+        let (_, alice, _) = creds();
+        let carol = cred(40, 1002, 2000, &[3000, 1000]);
+        let dave = cred(50, 1003, 2000, &[3000]);
+        let mut d = Devices::new(Scope::User, 16);
+        d.create(&alice, 0, b"ls").expect("create");
+        let (id, _, _) = d.open(&alice, 1, b"ls").expect("owner opens");
+        d.chmod(&alice, id, 0o660).expect("owner chmods");
+        assert!(
+            d.open(&carol, 2, b"ls").is_ok(),
+            "in group 1000 as a supplementary group"
+        );
+        assert_eq!(d.find_for_query(&carol, b"ls"), Ok(id));
+        assert_eq!(d.open(&dave, 3, b"ls").err(), Some(Errno::EACCES));
+        // The owner's bits apply to the owner, whatever its groups.
+        d.chmod(&alice, id, 0o060).expect("owner chmods");
+        assert_eq!(d.open(&alice, 4, b"ls").err(), Some(Errno::EACCES));
+        assert!(d.open(&carol, 5, b"ls").is_ok());
     }
 
     #[test]
     fn remove_waits_for_open_connections() {
+        let (_, alice, _) = creds();
         let mut d = Devices::new(Scope::User, 16);
-        let minor = d.create(&ALICE, 0, b"ls").expect("create");
-        let (id, owner, m) = d.open(&ALICE, 5, b"ls").expect("open");
+        let minor = d.create(&alice, 0, b"ls").expect("create");
+        let (id, owner, m) = d.open(&alice, 5, b"ls").expect("open");
         assert_eq!(m, minor);
         let lkid = d
-            .lock_command(id, owner, ALICE.pid, &lock(b"r", 5, 0))
+            .lock_command(id, owner, alice.pid, &lock(b"r", 5, 0))
             .expect("lock");
         assert!(lkid > 0);
-        assert_eq!(d.remove(&ALICE, 1, 0, minor), Err(Errno::EBUSY));
-        assert_eq!(d.remove(&ALICE, 1, 2, minor), Ok(Removal::Deferred(id)));
+        assert_eq!(d.remove(&alice, 1, 0, minor), Err(Errno::EBUSY));
+        assert_eq!(d.remove(&alice, 1, 2, minor), Ok(Removal::Deferred(id)));
         assert!(d.query_lockspaces().is_empty(), "gone from the name table");
-        assert_eq!(d.open(&ALICE, 6, b"ls").err(), Some(Errno::ENOENT));
+        assert_eq!(d.open(&alice, 6, b"ls").err(), Some(Errno::ENOENT));
         // The old connection still works.
         assert!(d
-            .lock_command(id, owner, ALICE.pid, &lock(b"s", 3, 0))
+            .lock_command(id, owner, alice.pid, &lock(b"s", 3, 0))
             .is_ok());
         assert_eq!(d.query_locks(id).map(|l| l.len()), Ok(2));
         // A new lockspace of the same name is a fresh one.
-        let again = d.create(&ALICE, 0, b"ls").expect("create again");
+        let again = d.create(&alice, 0, b"ls").expect("create again");
         let list = d.query_lockspaces();
         assert_eq!(list.len(), 1);
         assert_eq!((list[0].minor, list[0].locks), (again, 0));
@@ -501,23 +541,25 @@ mod tests {
 
     #[test]
     fn create_counts_and_newexcl() {
+        let (_, alice, _) = creds();
         let mut d = Devices::new(Scope::User, 16);
-        let m = d.create(&ALICE, 0, b"ls").expect("create");
+        let m = d.create(&alice, 0, b"ls").expect("create");
         let newexcl = LockspaceFlags::NEWEXCL.bits();
-        assert_eq!(d.create(&ALICE, newexcl, b"ls"), Err(Errno::EEXIST));
-        assert_eq!(d.create(&ALICE, 0, b"ls"), Ok(m));
+        assert_eq!(d.create(&alice, newexcl, b"ls"), Err(Errno::EEXIST));
+        assert_eq!(d.create(&alice, 0, b"ls"), Ok(m));
         assert_eq!(d.query_lockspaces()[0].create_count, 2);
-        assert_eq!(d.remove(&ALICE, 1, 0, m), Ok(Removal::Done));
+        assert_eq!(d.remove(&alice, 1, 0, m), Ok(Removal::Done));
         assert_eq!(d.query_lockspaces()[0].create_count, 1);
-        assert_eq!(d.remove(&ALICE, 1, 0, m), Ok(Removal::Done));
+        assert_eq!(d.remove(&alice, 1, 0, m), Ok(Removal::Done));
         assert!(d.query_lockspaces().is_empty());
     }
 
     #[test]
     fn long_names_are_refused_not_panicked_on() {
+        let (_, alice, _) = creds();
         let mut d = Devices::new(Scope::User, 16);
-        d.create(&ALICE, 0, b"ls").expect("create");
-        let (id, owner, _) = d.open(&ALICE, 1, b"ls").expect("open");
+        d.create(&alice, 0, b"ls").expect("create");
+        let (id, owner, _) = d.open(&alice, 1, b"ls").expect("open");
         let mut req = dlm::proto::encode_lock(
             dlm::proto::Command::Lock,
             &match lock(b"r", 3, 0) {
@@ -546,9 +588,10 @@ mod tests {
 
     #[test]
     fn queries_report_locks() {
+        let (_, alice, _) = creds();
         let mut d = Devices::new(Scope::User, 16);
-        d.create(&ALICE, 0, b"ls").expect("create");
-        let (id, owner, _) = d.open(&ALICE, 1, b"ls").expect("open");
+        d.create(&alice, 0, b"ls").expect("create");
+        let (id, owner, _) = d.open(&alice, 1, b"ls").expect("open");
         let lkid = d
             .lock_command(id, owner, 77, &lock(b"a\0b", 5, 0))
             .expect("lock");

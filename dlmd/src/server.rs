@@ -25,6 +25,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, ErrorKind, Read, Write};
 use std::os::fd::OwnedFd;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use dlm::engine::OwnerId;
@@ -459,6 +460,7 @@ impl Server {
                 pid: c.pid.as_raw_nonzero().get().unsigned_abs(),
                 uid: c.uid.as_raw(),
                 gid: c.gid.as_raw(),
+                groups: peer_groups(&stream),
             },
             Err(e) => {
                 self.peer_log(
@@ -519,10 +521,11 @@ impl Server {
             return;
         }
         log::debug!(
-            "connection {idx} from pid {} uid {} gid {}",
+            "connection {idx} from pid {} uid {} gid {} groups {:?}",
             cred.pid,
             cred.uid,
-            cred.gid
+            cred.gid,
+            cred.groups
         );
         self.serial += 1;
         self.hello_deadlines.push_back(Deadline {
@@ -764,7 +767,7 @@ impl Server {
         let Some(conn) = self.conn(idx) else {
             return Err(Errno::EBADF);
         };
-        let cred = conn.cred;
+        let cred = conn.cred.clone();
         if !matches!(conn.role, Role::None) {
             self.misuse(idx, "a second Hello".into());
             return Err(Errno::from_raw(libc_errno::EISCONN));
@@ -831,7 +834,7 @@ impl Server {
         let Some(conn) = self.conn(idx) else {
             return (None, None);
         };
-        let (cred, role) = (conn.cred, conn.role);
+        let (cred, role) = (conn.cred.clone(), conn.role);
         if matches!(role, Role::None) {
             self.misuse(idx, "Write before Hello".into());
             return (Some(result_of(Err(Errno::ENOTCONN))), None);
@@ -959,7 +962,7 @@ impl Server {
         let Some(conn) = self.conn(idx) else {
             return Err(Errno::EBADF);
         };
-        let cred = conn.cred;
+        let cred = conn.cred.clone();
         match conn.role {
             Role::None => {
                 self.misuse(idx, "Chmod before Hello".into());
@@ -986,7 +989,7 @@ impl Server {
         let Some(conn) = self.conn(idx) else {
             return;
         };
-        let (cred, role) = (conn.cred, conn.role);
+        let (cred, role) = (conn.cred.clone(), conn.role);
         let Some((&what, name)) = body.split_first() else {
             self.misuse(idx, "empty Query".into());
             return self.send_errno(idx, Errno::EINVAL);
@@ -1175,6 +1178,19 @@ impl Server {
                 return;
             }
             self.pump_bulk(idx);
+        }
+    }
+}
+
+/// The peer's supplementary groups, or none if the kernel will not say
+/// (before Linux 4.13): then only its primary group counts.
+fn peer_groups(stream: &UnixStream) -> Rc<[u32]> {
+    use std::os::fd::AsFd;
+    match dlm_sys::peer::peer_groups(stream.as_fd()) {
+        Ok(g) => g.into(),
+        Err(e) => {
+            log::debug!("no supplementary groups of a peer (SO_PEERGROUPS: {e})");
+            Rc::from(Vec::new())
         }
     }
 }

@@ -73,6 +73,60 @@ fn lockspace_modes_and_admin_rights_on_the_system_daemon() {
     );
 }
 
+/// A lockspace's group permission counts for a peer in that group as a
+/// supplementary group (`useradd -G`), as it would on a device node; not
+/// for a peer in neither.
+#[test]
+fn supplementary_groups_get_the_group_permission() {
+    skip_unless_possible!();
+    let team = users::TestGroup::create("team");
+    let member = users::TestUser::create("m", &[&team.name]);
+    let outsider = users::TestUser::create("o", &[]);
+    assert_ne!(member.gid, team.gid, "the group is a supplementary one");
+    let d = Daemon::start_with(&["--system"]);
+    let sock = d.socket.to_str().expect("utf-8 path").to_string();
+    // Root, with the team as its primary group, makes a 0660 lockspace:
+    // its group is the team.
+    let (_creator, out) = spawn_helper_ids("create", &[&sock, "team-ls", "660"], 0, team.gid);
+    let created = out.line().expect("the creator answers");
+    let minor: i64 = created
+        .strip_prefix("created ")
+        .and_then(|m| m.parse().ok())
+        .unwrap_or_else(|| panic!("{created}"));
+    let info = d.control().lockspaces();
+    assert_eq!((info[0].gid, info[0].mode), (team.gid, 0o660));
+    let eperm = neg(Errno::EPERM);
+    let eacces = neg(Errno::EACCES);
+    let probe_as = |u: &users::TestUser| -> Vec<String> {
+        let (_p, out) = spawn_helper_as("probe", &[&sock, "team-ls"], u);
+        std::iter::from_fn(|| out.line()).collect()
+    };
+    assert_eq!(
+        probe_as(&member),
+        [
+            "hello 0".to_string(),
+            format!("create {eperm}"),
+            format!("open {minor}"),
+            "query 0".to_string(),
+        ],
+        "uid {} is in group {} as a supplementary group",
+        member.uid,
+        team.gid
+    );
+    assert_eq!(
+        probe_as(&outsider),
+        [
+            "hello 0".to_string(),
+            format!("create {eperm}"),
+            format!("open {eacces}"),
+            format!("query {eacces}"),
+        ],
+        "uid {} is not in group {}",
+        outsider.uid,
+        team.gid
+    );
+}
+
 #[test]
 fn a_user_daemon_serves_only_its_user() {
     skip_unless_possible!();

@@ -429,12 +429,22 @@ pub fn neg(e: dlm::Errno) -> i64 {
 /// This test binary, run again as a helper: `mode` and `args` are handed
 /// to [`helper_process`] through the environment.
 pub fn spawn_helper(mode: &str, args: &[&str], uid: Option<u32>) -> (Proc, HelperOut) {
-    use std::os::unix::process::CommandExt;
-    let exe = std::env::current_exe().expect("test binary");
-    let mut c = Command::new(exe);
-    if let Some(uid) = uid {
-        c.uid(uid).gid(uid);
+    match uid {
+        Some(uid) => spawn_helper_ids(mode, args, uid, uid),
+        None => run_helper(
+            Command::new(std::env::current_exe().expect("test binary")),
+            mode,
+            args,
+        ),
     }
+}
+
+/// [`spawn_helper`] with this uid and primary gid, and no supplementary
+/// groups.
+pub fn spawn_helper_ids(mode: &str, args: &[&str], uid: u32, gid: u32) -> (Proc, HelperOut) {
+    use std::os::unix::process::CommandExt;
+    let mut c = Command::new(std::env::current_exe().expect("test binary"));
+    c.uid(uid).gid(gid);
     run_helper(c, mode, args)
 }
 
@@ -594,6 +604,21 @@ fn helper_process() {
                 assert!(c.closed_within(TIMEOUT), "the daemon hangs up");
             }
             say(&format!("sent {}", conns * frames));
+        }
+        // Create lockspace args[1], set its mode to args[2] (octal), say
+        // "created MINOR", then wait until stdin closes.
+        "create" => {
+            let mut ctl = Client::connect(socket);
+            assert_eq!(ctl.hello(wire::ROLE_CONTROL, 0, b""), 0, "control hello");
+            let minor = ctl.create(args[1], 0);
+            assert!(minor >= 0, "create {}: {minor}", args[1]);
+            let mut ls = Client::connect(socket);
+            assert_eq!(ls.hello(wire::ROLE_LOCKSPACE, 0, args[1].as_bytes()), minor);
+            let mode = u32::from_str_radix(args[2], 8).expect("an octal mode");
+            assert_eq!(ls.call(Kind::Chmod, &mode.to_le_bytes()), 0, "chmod");
+            say(&format!("created {minor}"));
+            let mut buf = [0u8; 1];
+            let _ = std::io::stdin().read(&mut buf);
         }
         // Open control connections (saying Hello) until the daemon turns
         // one away or args[1] are open; say how many, the refusal's
