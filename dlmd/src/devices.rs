@@ -5,6 +5,16 @@
 //!
 //! This module does no I/O; the server feeds it requests and sends what
 //! it answers. Connections are named by their [`ConnId`].
+//!
+//! Who sees what: on the system daemon a uid other than root is shown
+//! only the lockspaces it may open (read-write permission by the mode, as
+//! for `Hello`) when it lists them, and asking for the locks of one it may
+//! not open is `EACCES`, as opening it is. Root sees every lockspace, and
+//! so does the one user of a per-user daemon. A lockspace's existence is
+//! not a secret: `Hello` or a locks query by name answers `EACCES` for one
+//! that exists and `ENOENT` for one that does not, as opening the kernel's
+//! device node would; what a listing shows besides the name (owner, mode,
+//! lock and connection counts) is.
 
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -341,12 +351,18 @@ impl Devices {
         engine.device_write(owner, pid, request)
     }
 
-    /// Every lockspace in the name table, by minor.
-    pub fn query_lockspaces(&self) -> Vec<LockspaceInfo> {
+    /// Every lockspace in the name table that `cred` may see, by minor:
+    /// on the system daemon, a uid other than root sees only those it may
+    /// open.
+    pub fn query_lockspaces(&self, cred: &Cred) -> Vec<LockspaceInfo> {
+        let sees_all = self.scope == Scope::User || cred.uid == 0;
         self.registry
             .iter()
             .filter_map(|(minor, space)| {
                 let ls = self.spaces.get(self.by_minor.get(&minor)?)?;
+                if !sees_all && !ls.may_open(cred) {
+                    return None;
+                }
                 Some(LockspaceInfo {
                     name: ls.name.to_string(),
                     minor,
@@ -511,6 +527,36 @@ mod tests {
     }
 
     #[test]
+    fn unprivileged_callers_list_what_they_may_open() {
+        let (root, alice, bob) = creds();
+        let carol = cred(40, 1002, 2000, &[]);
+        let mut d = Devices::new(Scope::System, 16);
+        for (name, mode) in [("open", 0o666), ("group", 0o660), ("private", 0o600)] {
+            d.create(&root, 0, name.as_bytes()).expect("create");
+            let (id, _, _) = d.open(&root, 1, name.as_bytes()).expect("open");
+            d.chmod(&root, id, mode).expect("chmod");
+        }
+        let names = |c: &Cred| -> Vec<String> {
+            d.query_lockspaces(c).into_iter().map(|l| l.name).collect()
+        };
+        assert_eq!(names(&root), ["open", "group", "private"]);
+        // Root's group is 0; Alice and Bob are not in it.
+        assert_eq!(names(&alice), ["open"]);
+        assert_eq!(names(&bob), ["open"]);
+        let wheel = cred(60, 1004, 2000, &[0]);
+        assert_eq!(names(&wheel), ["open", "group"]);
+        assert_eq!(names(&carol), ["open"]);
+        assert_eq!(d.find_for_query(&carol, b"private"), Err(Errno::EACCES));
+        assert_eq!(d.find_for_query(&carol, b"nothing"), Err(Errno::ENOENT));
+        // A per-user daemon's user sees all of its lockspaces.
+        let mut u = Devices::new(Scope::User, 16);
+        u.create(&alice, 0, b"mine").expect("create");
+        let (id, _, _) = u.open(&alice, 1, b"mine").expect("open");
+        u.chmod(&alice, id, 0).expect("chmod");
+        assert_eq!(u.query_lockspaces(&alice).len(), 1);
+    }
+
+    #[test]
     fn remove_waits_for_open_connections() {
         let (_, alice, _) = creds();
         let mut d = Devices::new(Scope::User, 16);
@@ -523,7 +569,10 @@ mod tests {
         assert!(lkid > 0);
         assert_eq!(d.remove(&alice, 1, 0, minor), Err(Errno::EBUSY));
         assert_eq!(d.remove(&alice, 1, 2, minor), Ok(Removal::Deferred(id)));
-        assert!(d.query_lockspaces().is_empty(), "gone from the name table");
+        assert!(
+            d.query_lockspaces(&alice).is_empty(),
+            "gone from the name table"
+        );
         assert_eq!(d.open(&alice, 6, b"ls").err(), Some(Errno::ENOENT));
         // The old connection still works.
         assert!(d
@@ -532,7 +581,7 @@ mod tests {
         assert_eq!(d.query_locks(id).map(|l| l.len()), Ok(2));
         // A new lockspace of the same name is a fresh one.
         let again = d.create(&alice, 0, b"ls").expect("create again");
-        let list = d.query_lockspaces();
+        let list = d.query_lockspaces(&alice);
         assert_eq!(list.len(), 1);
         assert_eq!((list[0].minor, list[0].locks), (again, 0));
         assert_eq!(d.close(id, 5, owner), vec![1]);
@@ -547,11 +596,11 @@ mod tests {
         let newexcl = LockspaceFlags::NEWEXCL.bits();
         assert_eq!(d.create(&alice, newexcl, b"ls"), Err(Errno::EEXIST));
         assert_eq!(d.create(&alice, 0, b"ls"), Ok(m));
-        assert_eq!(d.query_lockspaces()[0].create_count, 2);
+        assert_eq!(d.query_lockspaces(&alice)[0].create_count, 2);
         assert_eq!(d.remove(&alice, 1, 0, m), Ok(Removal::Done));
-        assert_eq!(d.query_lockspaces()[0].create_count, 1);
+        assert_eq!(d.query_lockspaces(&alice)[0].create_count, 1);
         assert_eq!(d.remove(&alice, 1, 0, m), Ok(Removal::Done));
-        assert!(d.query_lockspaces().is_empty());
+        assert!(d.query_lockspaces(&alice).is_empty());
     }
 
     #[test]
@@ -604,7 +653,7 @@ mod tests {
         assert_eq!(l.granted.as_deref(), Some("EX"));
         assert_eq!(l.queue.as_deref(), Some("granted"));
         assert_eq!((l.pid, l.orphan), (77, false));
-        let ls = d.query_lockspaces();
+        let ls = d.query_lockspaces(&alice);
         assert_eq!((ls[0].locks, ls[0].connections, ls[0].mode), (1, 1, 0o600));
     }
 }

@@ -49,7 +49,10 @@ The daemon is the system daemon when run as root (or with --system) and a
 per-user daemon otherwise (or with --user). The system daemon's socket is
 open to every user; only root may create or remove lockspaces, and each
 lockspace's mode (default 0600, set with chmod by its owner) says who may
-open it. A per-user daemon serves its own user only.
+open it, checked like a file's against the peer's uid, primary group and
+supplementary groups. A uid other than root lists only the lockspaces it
+may open, and asking for the locks of another is EACCES, as opening it is.
+A per-user daemon serves its own user only.
 
 dlmd never daemonizes: it always stays in the foreground (--foreground is
 accepted for clarity). systemd (dlmd.service) or the client library's

@@ -995,7 +995,7 @@ impl Server {
             return self.send_errno(idx, Errno::EINVAL);
         };
         let json = match what {
-            wire::QUERY_LOCKSPACES => serde_json::to_vec(&self.devices.query_lockspaces()),
+            wire::QUERY_LOCKSPACES => serde_json::to_vec(&self.devices.query_lockspaces(&cred)),
             wire::QUERY_LOCKS => {
                 let id = match (name.is_empty(), role) {
                     (true, Role::Lockspace { ls, .. }) => Ok(ls),

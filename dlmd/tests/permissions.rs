@@ -127,6 +127,38 @@ fn supplementary_groups_get_the_group_permission() {
     );
 }
 
+/// On the system daemon a uid other than root lists only the lockspaces
+/// it may open; root lists all.
+#[test]
+fn unprivileged_users_list_only_what_they_may_open() {
+    skip_unless_possible!();
+    let team = users::TestGroup::create("seers");
+    let member = users::TestUser::create("s", &[&team.name]);
+    let outsider = users::TestUser::create("t", &[]);
+    let d = Daemon::start_with(&["--system"]);
+    let sock = d.socket.to_str().expect("utf-8 path").to_string();
+    let chmod = |c: &mut Client, mode: u32| c.call(dlm::wire::Kind::Chmod, &mode.to_le_bytes());
+    let (_c1, mut open, _) = d.lockspace("everyone");
+    assert_eq!(chmod(&mut open, 0o666), 0);
+    let (_c2, _secret, _) = d.lockspace("secret");
+    let (_creator, out) = spawn_helper_ids("create", &[&sock, "team-only", "660"], 0, team.gid);
+    assert!(out.line().is_some_and(|l| l.starts_with("created ")));
+    let list_as = |u: &users::TestUser| {
+        let (_p, out) = spawn_helper_as("list", &[&sock], u);
+        out.line().expect("the helper answers")
+    };
+    assert_eq!(list_as(&outsider), "lockspaces everyone");
+    assert_eq!(list_as(&member), "lockspaces everyone,team-only");
+    let mut names: Vec<String> = d
+        .control()
+        .lockspaces()
+        .into_iter()
+        .map(|l| l.name)
+        .collect();
+    names.sort();
+    assert_eq!(names, ["everyone", "secret", "team-only"], "root sees all");
+}
+
 #[test]
 fn a_user_daemon_serves_only_its_user() {
     skip_unless_possible!();

@@ -605,6 +605,14 @@ fn helper_process() {
             }
             say(&format!("sent {}", conns * frames));
         }
+        // Say the names of the lockspaces the daemon lists, sorted.
+        "list" => {
+            let mut c = Client::connect(socket);
+            assert_eq!(c.hello(wire::ROLE_CONTROL, 0, b""), 0, "control hello");
+            let mut names: Vec<String> = c.lockspaces().into_iter().map(|l| l.name).collect();
+            names.sort();
+            say(&format!("lockspaces {}", names.join(",")));
+        }
         // Create lockspace args[1], set its mode to args[2] (octal), say
         // "created MINOR", then wait until stdin closes.
         "create" => {
