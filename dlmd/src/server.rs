@@ -413,6 +413,9 @@ impl Server {
     }
 
     fn accept_all(&mut self) {
+        if self.spare_fd.is_none() {
+            self.spare_fd = open_spare_fd();
+        }
         loop {
             match self.listener.accept() {
                 Ok((stream, _)) => {
@@ -425,11 +428,14 @@ impl Server {
                 Err(e) if out_of_fds(&e) && self.spare_fd.is_some() => {
                     // Out of descriptors below the cap (the limit was
                     // lowered under us, or the system ran out): use the
-                    // spare one to turn the waiting client away rather
-                    // than leave it hanging in the backlog, and keep
-                    // going. Without a spare, fall through to retrying.
+                    // spare one to turn a waiting client away rather than
+                    // leave it hanging in the backlog. (Linux says EMFILE
+                    // before it looks at the backlog, so the backlog may
+                    // also be empty.) Without a spare, fall through to
+                    // retrying.
                     self.spare_fd = None;
-                    if let Ok((stream, _)) = self.listener.accept() {
+                    let got = self.listener.accept();
+                    if let Ok((stream, _)) = got {
                         refuse(stream, Errno::from_raw(libc_errno::EMFILE));
                         self.peer_log(
                             Level::Warn,
@@ -439,8 +445,17 @@ impl Server {
                                 self.quotas.open()
                             ),
                         );
+                        self.spare_fd = open_spare_fd();
+                        continue;
                     }
                     self.spare_fd = open_spare_fd();
+                    match got {
+                        Err(e2) if e2.kind() == ErrorKind::WouldBlock => return,
+                        _ => {
+                            self.accept_blocked = true;
+                            return;
+                        }
+                    }
                 }
                 Err(e) => {
                     if !self.accept_warned {

@@ -258,3 +258,68 @@ fn hello_timeouts_are_checked() {
         assert!(err.contains("--hello-timeout"), "{err}");
     }
 }
+
+/// Out of file descriptors below the connection cap (here: the open-file
+/// limit lowered under a running daemon), the daemon still turns new
+/// clients away with `EMFILE` at once, instead of leaving them waiting
+/// in the listen backlog, and serves again once a descriptor is free.
+#[test]
+fn out_of_descriptors_clients_are_refused_not_left_waiting() {
+    use rustix::process::{prlimit, Pid, Resource, Rlimit};
+    let d = Daemon::start_with(&["--user", "--max-connections", "1000"]);
+    settled(&d);
+    let pid = Pid::from_raw(d.proc.pid() as i32).expect("pid");
+    let fds: Vec<u64> = std::fs::read_dir(format!("/proc/{}/fd", d.proc.pid()))
+        .expect("the daemon's fds")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    // Room for a few more descriptors (more if the daemon inherited one
+    // with a high number).
+    let top = fds.iter().max().copied().unwrap_or(0);
+    let limit = (top + 1).max(fds.len() as u64 + 3);
+    let old = prlimit(
+        Some(pid),
+        Resource::Nofile,
+        Rlimit {
+            current: Some(limit),
+            // The daemon's hard limit is the one it inherited from us.
+            maximum: rustix::process::getrlimit(Resource::Nofile).maximum,
+        },
+    )
+    .expect("lower the daemon's open-file limit");
+    assert!(old.current.is_some_and(|n| n > limit));
+    let mut open = Vec::new();
+    let refusal = loop {
+        assert!(open.len() < 1000, "the open-file limit did not bite");
+        let mut c = d.connect();
+        let mut hello = Vec::new();
+        wire::put_frame(&mut hello, Kind::Hello, &[wire::ROLE_CONTROL, 0]).expect("frame");
+        let _ = std::io::Write::write_all(&mut c.stream, &hello);
+        match c.next_frame() {
+            Some((Kind::Result, b)) => match wire::result_value(&b).expect("result") {
+                0 => open.push(c),
+                v => {
+                    assert!(c.closed_within(TIMEOUT), "a refused client is let go");
+                    break v;
+                }
+            },
+            other => panic!("a Hello answered {other:?}"),
+        }
+    };
+    assert_eq!(refusal, emfile());
+    assert!(!open.is_empty());
+    // A free descriptor is used again.
+    drop(open.pop());
+    wait_until("a connection to be served again", TIMEOUT, || {
+        let mut c = d.connect();
+        let mut hello = Vec::new();
+        wire::put_frame(&mut hello, Kind::Hello, &[wire::ROLE_CONTROL, 0]).expect("frame");
+        let _ = std::io::Write::write_all(&mut c.stream, &hello);
+        matches!(c.next_frame(), Some((Kind::Result, b)) if wire::result_value(&b) == Ok(0))
+    });
+    assert!(
+        d.log_text().contains("out of file descriptors"),
+        "{}",
+        d.log_text()
+    );
+}
