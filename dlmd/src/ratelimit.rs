@@ -5,10 +5,12 @@
 //! one [`LogLimiter`]. Up to `burst` such lines are written at once, and
 //! then `rate` a second; lines past that are written at `debug` level
 //! instead, and counted. When the limit is first reached the daemon says
-//! so; when lines are admitted again, and every [`SUMMARY_EVERY`] while
-//! they are not, one line says how many were held back. Being shared, the
-//! bucket bounds the log however many connections a peer opens: a client
-//! that reconnects gets no fresh allowance.
+//! so, and every [`SUMMARY_EVERY`] after that (and at shutdown) one line
+//! says how many were held back since the last such line; a period with
+//! none ends the episode. Being shared, the bucket bounds the log however
+//! many connections a peer opens: a client that reconnects gets no fresh
+//! allowance. Under a steady flood the log grows by `rate` lines a second
+//! and one summary per period.
 //!
 //! The limiter is plain arithmetic over the [`Instant`]s it is given; the
 //! server asks it, logs, and wakes up for a summary that is due.
@@ -26,11 +28,10 @@ pub const SUMMARY_EVERY: Duration = Duration::from_secs(5);
 /// What to do with one line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
-    /// Log it at its level; if lines were held back before it, log the
-    /// summary first.
-    Log(Option<Summary>),
+    /// Log it at its level.
+    Log,
     /// Log it at `debug` level only. `true` for the first line held back
-    /// since lines were last admitted: say that the limit took effect.
+    /// in an episode: say that the limit took effect.
     Hold(bool),
 }
 
@@ -91,11 +92,11 @@ impl LogLimiter {
         self.refill(now);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
-            return Verdict::Log(self.take_summary(now));
+            return Verdict::Log;
         }
-        // A count still running after lines were admitted again restarts
-        // here; "first" is only when none is running.
-        let first = self.held == 0 && self.held_since.is_none();
+        // An episode runs from the first line held back until a period
+        // passes without one.
+        let first = self.held_since.is_none();
         self.held += 1;
         self.held_since.get_or_insert(now);
         Verdict::Hold(first)
@@ -106,14 +107,13 @@ impl LogLimiter {
         self.held_since.map(|t| t + SUMMARY_EVERY)
     }
 
-    /// The summary, if one is due at `now`. The count starts again; the
-    /// limit stays in effect.
+    /// The summary, if one is due at `now`. The count starts again and
+    /// the episode goes on; a period with nothing held back ends it.
     pub fn summary_due(&mut self, now: Instant) -> Option<Summary> {
         match self.due() {
             Some(t) if now >= t => {
-                let s = self.take_summary(now);
+                let s = self.summary_now(now);
                 if s.is_some() {
-                    // Still limiting: the next count runs from now.
                     self.held_since = Some(now);
                 }
                 s
@@ -122,7 +122,9 @@ impl LogLimiter {
         }
     }
 
-    fn take_summary(&mut self, now: Instant) -> Option<Summary> {
+    /// The count so far, if lines were held back (at shutdown); the
+    /// episode ends.
+    pub fn summary_now(&mut self, now: Instant) -> Option<Summary> {
         let since = self.held_since.take()?;
         let count = std::mem::take(&mut self.held);
         (count > 0).then(|| Summary {
@@ -145,27 +147,20 @@ mod tests {
         let t0 = Instant::now();
         let mut l = LogLimiter::new(2, 3, t0);
         for _ in 0..3 {
-            assert_eq!(l.admit(t0), Verdict::Log(None));
+            assert_eq!(l.admit(t0), Verdict::Log);
         }
         assert_eq!(l.admit(t0), Verdict::Hold(true), "the limit takes effect");
         assert_eq!(l.admit(t0), Verdict::Hold(false));
         assert_eq!(l.admit(t0 + ms(100)), Verdict::Hold(false));
-        // Half a second at 2 a second buys one line, which reports the
-        // three held back.
-        assert_eq!(
-            l.admit(t0 + ms(500)),
-            Verdict::Log(Some(Summary {
-                count: 3,
-                over: ms(500)
-            }))
-        );
-        assert_eq!(l.admit(t0 + ms(500)), Verdict::Hold(true));
+        // Half a second at 2 a second buys one line.
+        assert_eq!(l.admit(t0 + ms(500)), Verdict::Log);
+        assert_eq!(l.admit(t0 + ms(500)), Verdict::Hold(false), "same episode");
         // A long quiet spell refills to the burst, not beyond.
         let t1 = t0 + Duration::from_secs(60);
-        assert!(matches!(l.admit(t1), Verdict::Log(Some(_))));
-        assert_eq!(l.admit(t1), Verdict::Log(None));
-        assert_eq!(l.admit(t1), Verdict::Log(None));
-        assert_eq!(l.admit(t1), Verdict::Hold(true));
+        for _ in 0..3 {
+            assert_eq!(l.admit(t1), Verdict::Log);
+        }
+        assert!(matches!(l.admit(t1), Verdict::Hold(_)));
     }
 
     #[test]
@@ -173,10 +168,10 @@ mod tests {
         let t0 = Instant::now();
         let mut l = LogLimiter::new(0, 1, t0);
         assert_eq!(l.due(), None);
-        assert_eq!(l.admit(t0), Verdict::Log(None));
+        assert_eq!(l.admit(t0), Verdict::Log);
         assert_eq!(l.summary_due(t0 + SUMMARY_EVERY), None, "nothing held");
         for i in 0..10 {
-            assert!(matches!(l.admit(t0 + ms(i)), Verdict::Hold(_)));
+            assert_eq!(l.admit(t0 + ms(i)), Verdict::Hold(i == 0));
         }
         assert_eq!(l.due(), Some(t0 + SUMMARY_EVERY));
         assert_eq!(l.summary_due(t0 + ms(10)), None, "not yet");
@@ -190,11 +185,20 @@ mod tests {
         );
         assert_eq!(l.due(), Some(t1 + SUMMARY_EVERY), "still limiting");
         assert_eq!(l.admit(t1), Verdict::Hold(false), "not a new episode");
-        // An empty count ends the episode.
         assert_eq!(l.summary_due(t1 + SUMMARY_EVERY).map(|s| s.count), Some(1));
+        // A period with nothing held back ends the episode.
         assert_eq!(l.summary_due(t1 + SUMMARY_EVERY * 2), None);
         assert_eq!(l.due(), None);
         assert_eq!(l.admit(t1 + SUMMARY_EVERY * 3), Verdict::Hold(true));
+        assert_eq!(
+            l.summary_now(t1 + SUMMARY_EVERY * 3 + ms(20)),
+            Some(Summary {
+                count: 1,
+                over: ms(20)
+            }),
+            "what is held at shutdown"
+        );
+        assert_eq!(l.summary_now(t1 + SUMMARY_EVERY * 4), None);
     }
 
     #[test]

@@ -283,6 +283,9 @@ impl Server {
                     LISTENER => self.accept_all(),
                     SIGNALS => {
                         if let Some(sig) = self.signals.pending().next() {
+                            if let Some(s) = self.limiter.summary_now(Instant::now()) {
+                                log::warn!("{s}");
+                            }
                             let name = if sig == SIGTERM { "SIGTERM" } else { "SIGINT" };
                             log::info!(
                                 "{name}: shutting down ({} connection(s) dropped)",
@@ -375,12 +378,7 @@ impl Server {
             return;
         }
         match self.limiter.admit(Instant::now()) {
-            Verdict::Log(summary) => {
-                if let Some(s) = summary {
-                    log::warn!("{s}");
-                }
-                log::log!(level, "{args}");
-            }
+            Verdict::Log => log::log!(level, "{args}"),
             Verdict::Hold(first) => {
                 if first {
                     log::warn!(
