@@ -58,6 +58,12 @@ impl Errno {
     pub const EPROTO: Errno = Errno(libc::EPROTO);
     /// `EMSGSIZE`: a record of the wrong size.
     pub const EMSGSIZE: Errno = Errno(libc::EMSGSIZE);
+    /// `EMFILE`: `dlmd` has its maximum of connections open (for a uid
+    /// other than root: all but the slots it keeps for root).
+    pub const EMFILE: Errno = Errno(libc::EMFILE);
+    /// `EUSERS`: the connecting uid has its quota of `dlmd` connections
+    /// open.
+    pub const EUSERS: Errno = Errno(libc::EUSERS);
 
     /// Wrap a raw, positive error number.
     pub const fn from_raw(raw: i32) -> Errno {
@@ -132,6 +138,13 @@ pub enum Error {
     /// replaced it (see [`trust`](crate::trust)). Nothing was sent.
     /// `EACCES` for C callers.
     UntrustedSocket(Box<crate::trust::UntrustedSocket>),
+    /// The fallback daemon answered, and turned the connection away.
+    DaemonRefused {
+        /// The daemon's socket.
+        path: std::path::PathBuf,
+        /// Why.
+        reason: Refusal,
+    },
     /// An operation completed with a status that makes no sense for it
     /// (for example an unlock that did not report "unlocked").
     Unexpected(crate::status::Status),
@@ -163,6 +176,58 @@ pub enum Error {
     },
 }
 
+/// Why `dlmd` turned a connection away (see `dlmd --help`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// The daemon has its maximum of connections open
+    /// (`--max-connections`), or, for a uid other than root, all but the
+    /// slots it keeps for root: `EMFILE`.
+    Full,
+    /// This uid has its quota of connections open
+    /// (`--max-connections-per-user`): `EUSERS`.
+    UserQuota {
+        /// The uid that was refused (the caller's effective uid).
+        uid: u32,
+    },
+}
+
+impl Refusal {
+    /// The refusal a daemon's answer `errno` to a `Hello` stands for, if
+    /// it is one; `uid` is the connecting process's effective uid.
+    pub fn from_errno(errno: Errno, uid: u32) -> Option<Refusal> {
+        match errno.raw() {
+            libc::EMFILE => Some(Refusal::Full),
+            libc::EUSERS => Some(Refusal::UserQuota { uid }),
+            _ => None,
+        }
+    }
+
+    /// The errno the daemon sent.
+    pub fn errno(&self) -> Errno {
+        match self {
+            Refusal::Full => Errno::EMFILE,
+            Refusal::UserQuota { .. } => Errno::EUSERS,
+        }
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::Full => f.write_str(
+                "it has its maximum of connections open (EMFILE; dlmd --max-connections, of \
+                 which the last few are kept for root)",
+            ),
+            Refusal::UserQuota { uid } => write!(
+                f,
+                "uid {uid} has as many connections open as its quota allows (EUSERS; dlmd \
+                 --max-connections-per-user); close some of them"
+            ),
+        }
+    }
+}
+
 impl Error {
     /// The errno a C caller would see for this error.
     pub fn errno(&self) -> Errno {
@@ -172,6 +237,7 @@ impl Error {
             Error::KernelUnavailable(_) => Errno::ENOSYS,
             Error::DaemonUnavailable(_, e) => *e,
             Error::UntrustedSocket(_) => Errno::EACCES,
+            Error::DaemonRefused { reason, .. } => reason.errno(),
             Error::Unexpected(_) => Errno::EPROTO,
             Error::ModuleNotLoaded => Errno::ENOENT,
             Error::NoController => Errno::EUNATCH,
@@ -215,6 +281,11 @@ impl fmt::Display for Error {
                 path.display()
             ),
             Error::UntrustedSocket(u) => u.fmt(f),
+            Error::DaemonRefused { path, reason } => write!(
+                f,
+                "dlmd at {} refused the connection: {reason}",
+                path.display()
+            ),
             Error::Unexpected(st) => write!(f, "unexpected completion status: {st}"),
             Error::ModuleNotLoaded => f.write_str(
                 "the kernel DLM is not loaded (no dlm-control in /proc/misc): run `modprobe dlm`, \
@@ -321,5 +392,27 @@ mod tests {
             "cannot list the locks of lockspace x: no such lockspace"
         );
         assert_eq!(e.errno(), Errno::ENOENT);
+    }
+
+    #[test]
+    fn refusals_say_so() {
+        assert_eq!(Refusal::from_errno(Errno::EMFILE, 5), Some(Refusal::Full));
+        assert_eq!(
+            Refusal::from_errno(Errno::EUSERS, 5),
+            Some(Refusal::UserQuota { uid: 5 })
+        );
+        assert_eq!(Refusal::from_errno(Errno::EACCES, 5), None);
+        let e = Error::DaemonRefused {
+            path: "/run/dlm/dlmd.sock".into(),
+            reason: Refusal::UserQuota { uid: 1001 },
+        };
+        assert_eq!(e.errno(), Errno::EUSERS);
+        let text = e.to_string();
+        assert!(
+            text.starts_with("dlmd at /run/dlm/dlmd.sock refused the connection: uid 1001 "),
+            "{text}"
+        );
+        assert!(text.contains("quota"), "{text}");
+        assert!(!text.contains("no dlm daemon answers"), "{text}");
     }
 }

@@ -56,7 +56,7 @@ pub mod status;
 pub mod trust;
 pub mod wire;
 
-pub use error::{Errno, Error, Result};
+pub use error::{Errno, Error, Refusal, Result};
 pub use flags::{LockFlags, LockspaceFlags, StatusFlags};
 pub use lvb::ValueBlock;
 pub use mode::LockMode;

@@ -70,10 +70,22 @@
 //!
 //! Lockspaces have an access mode (default 0600) and an owner uid and gid,
 //! those of the peer that first created them; `Hello` checks them like
-//! file permission bits against the peer's `SO_PEERCRED` uid and primary
-//! gid (root passes). On the system daemon only root may create or remove
-//! lockspaces (`-EPERM`, the kernel's `CAP_SYS_ADMIN` check); a per-user
+//! file permission bits against the peer's `SO_PEERCRED` uid and gid and
+//! its `SO_PEERGROUPS` supplementary groups (root passes). On the system
+//! daemon only root may create or remove lockspaces (`-EPERM`, the
+//! kernel's `CAP_SYS_ADMIN` check), and a [`QUERY_LOCKSPACES`] from a uid
+//! other than root lists only the lockspaces it may open; a per-user
 //! daemon closes connections from any other uid without a reply.
+//!
+//! A daemon that will not take a connection says so before the client
+//! has said anything: one `Result` frame, then the close. Its value is
+//! `-EUSERS` when the peer's uid has its quota of connections open
+//! (`dlmd --max-connections-per-user`, system daemon, not root), and
+//! `-EMFILE` when the daemon has its maximum open (`--max-connections`; for
+//! a uid other than root, all but the slots kept for root). The client
+//! reads it as the answer to its `Hello`, which no other case answers
+//! with those errnos. A connection that has not completed a `Hello` within
+//! `dlmd --hello-timeout` is closed without a reply.
 //!
 //! The last `DLM_USER_REMOVE_LOCKSPACE` of a lockspace that still has
 //! lockspace connections behaves as in the kernel, which blocks the

@@ -41,7 +41,9 @@
 //!   [`DLM_LOCKSPACE_LEN`], [`DLM_RESNAME_MAXLEN`] are all `u32`.
 //!
 //! The hand-written parts are the 32-bit compat layouts of the kernel in
-//! [`compat`] and the named record sizes below.
+//! [`compat`] and the named record sizes below, and, with the `std`
+//! feature, `peer::peer_groups`: the one socket option the daemon needs
+//! that no safe crate offers (`SO_PEERGROUPS`).
 
 #![no_std]
 #![deny(missing_docs)]
@@ -59,6 +61,9 @@ mod bindings {
 pub use bindings::*;
 
 pub mod compat;
+
+#[cfg(feature = "std")]
+pub mod peer;
 
 /// `sizeof(struct dlm_write_request)` on 64-bit targets: the fixed part of
 /// every write to a DLM device, before the lock or lockspace name.

@@ -21,13 +21,13 @@ use std::io::Write;
 use dlm::wire::{self, Kind};
 use dlm::Errno;
 
-use crate::devices::{Devices, LsId};
+use crate::devices::{Cred, Devices, LsId};
 
 /// What an answer lists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Subject {
-    /// Every lockspace: a JSON array of `LockspaceInfo`.
-    Lockspaces,
+    /// Every lockspace this peer may see: a JSON array of `LockspaceInfo`.
+    Lockspaces(Cred),
     /// Every lock of a lockspace: a JSON array of `LockInfo`.
     Locks(LsId),
     /// At most `limit` locks of a lockspace: a `LockPage` object.
@@ -141,7 +141,7 @@ impl Answer {
                 self.stage = Stage::Listing { first: true };
             }
             Stage::Listing { .. } => match self.subject {
-                Subject::Lockspaces => self.list_lockspaces(devices, piece)?,
+                Subject::Lockspaces(_) => self.list_lockspaces(devices, piece)?,
                 Subject::Locks(ls) => self.list_locks(devices, ls, u32::MAX, piece)?,
                 Subject::Page { ls, limit } => self.list_locks(devices, ls, limit, piece)?,
             },
@@ -154,7 +154,12 @@ impl Answer {
         let Ok(first) = u32::try_from(self.next) else {
             return self.close(0);
         };
-        let mut records = devices.lockspace_records(first);
+        let Subject::Lockspaces(viewer) = &self.subject else {
+            return self.close(0);
+        };
+        // A cheap copy (the groups are shared), so the answer can grow.
+        let viewer = viewer.clone();
+        let mut records = devices.lockspace_records(first, &viewer);
         while self.json.len() < piece {
             let Some(r) = records.next() else {
                 return self.close(0);
@@ -235,11 +240,14 @@ mod tests {
     use dlm::query::{LockInfo, LockPage, LockspaceInfo};
     use dlm::wire::Decoder;
 
-    const ALICE: Cred = Cred {
-        pid: 20,
-        uid: 1000,
-        gid: 1000,
-    };
+    fn alice() -> Cred {
+        Cred {
+            pid: 20,
+            uid: 1000,
+            gid: 1000,
+            groups: Vec::new().into(),
+        }
+    }
 
     fn lock(d: &mut Devices, ls: LsId, owner: OwnerId, name: &str) -> u32 {
         let mut r = LockRequest::default();
@@ -248,7 +256,7 @@ mod tests {
         r.lksb = 2;
         r.set_name(name.as_bytes()).expect("short name");
         let id = d
-            .lock_command(ls, owner, ALICE.pid, &Request::Lock(r))
+            .lock_command(ls, owner, alice().pid, &Request::Lock(r))
             .expect("lock");
         u32::try_from(id).expect("a lock id")
     }
@@ -258,7 +266,7 @@ mod tests {
         r.lkid = lkid;
         r.castaddr = 1;
         r.lksb = 2;
-        d.lock_command(ls, owner, ALICE.pid, &Request::Unlock(r))
+        d.lock_command(ls, owner, alice().pid, &Request::Unlock(r))
             .expect("unlock");
         while d.engine_mut(ls).and_then(|e| e.read(owner)).is_some() {}
     }
@@ -266,8 +274,8 @@ mod tests {
     /// A lockspace "ls" with `n` locks r0, r1, ...
     fn setup(n: usize) -> (Devices, LsId, OwnerId, Vec<u32>) {
         let mut d = Devices::new(Scope::User, 16);
-        d.create(&ALICE, 0, b"ls").expect("create");
-        let (ls, owner, _) = d.open(&ALICE, 1, b"ls").expect("open");
+        d.create(&alice(), 0, b"ls").expect("create");
+        let (ls, owner, _) = d.open(&alice(), 1, b"ls").expect("open");
         let ids = (0..n)
             .map(|i| lock(&mut d, ls, owner, &format!("r{i}")))
             .collect();
@@ -386,7 +394,7 @@ mod tests {
     #[test]
     fn locks_that_stay_appear_once_whatever_changes_between_parts() {
         let (mut d, ls, owner, all) = setup(300);
-        let owner2 = d.open(&ALICE, 2, b"ls").expect("open").1;
+        let owner2 = d.open(&alice(), 2, b"ls").expect("open").1;
         // Between parts: end a lock and make one (which takes the lowest
         // free lock id, behind or ahead of the cursor).
         let mut gone = Vec::new();
@@ -424,9 +432,9 @@ mod tests {
         let mut a = Answer::new(Subject::Page { ls, limit: 1000 });
         let mut out = Vec::new();
         a.next_frame(&d, 100, &mut out).expect("the first part");
-        let minor = d.lockspace_records(0).next().expect("ls").minor;
+        let minor = d.lockspace_records(0, &alice()).next().expect("ls").minor;
         assert!(matches!(
-            d.remove(&ALICE, 9, 2, minor),
+            d.remove(&alice(), 9, 2, minor),
             Ok(crate::devices::Removal::Deferred(_))
         ));
         d.close(ls, 1, owner);
@@ -453,13 +461,18 @@ mod tests {
     fn lockspaces_are_listed_in_parts_too() {
         let mut d = Devices::new(Scope::User, 64);
         for i in 0..40 {
-            d.create(&ALICE, 0, format!("space-{i}").as_bytes())
+            d.create(&alice(), 0, format!("space-{i}").as_bytes())
                 .expect("create");
         }
-        let (json, sizes) = stream(&mut d, Answer::new(Subject::Lockspaces), 128, |_, _| {});
+        let (json, sizes) = stream(
+            &mut d,
+            Answer::new(Subject::Lockspaces(alice())),
+            128,
+            |_, _| {},
+        );
         assert!(sizes.len() > 10);
         let list: Vec<LockspaceInfo> = serde_json::from_slice(&json).expect("an array");
-        assert_eq!(list, d.query_lockspaces());
+        assert_eq!(list, d.query_lockspaces(&alice()));
         assert_eq!(list.len(), 40);
     }
 }

@@ -6,8 +6,19 @@
 //!
 //! This module does no I/O; the server feeds it requests and sends what
 //! it answers. Connections are named by their [`ConnId`].
+//!
+//! Who sees what: on the system daemon a uid other than root is shown
+//! only the lockspaces it may open (read-write permission by the mode, as
+//! for `Hello`) when it lists them, and asking for the locks of one it may
+//! not open is `EACCES`, as opening it is. Root sees every lockspace, and
+//! so does the one user of a per-user daemon. A lockspace's existence is
+//! not a secret: `Hello` or a locks query by name answers `EACCES` for one
+//! that exists and `ENOENT` for one that does not, as opening the kernel's
+//! device node would; what a listing shows besides the name (owner, mode,
+//! lock and connection counts) is.
 
 use std::collections::HashMap;
+use std::rc::Rc;
 
 use dlm::engine::{Engine, OwnerId, Queue, Registry, Released};
 use dlm::proto::Request;
@@ -25,8 +36,9 @@ pub type LsId = u64;
 /// The mode a new lockspace gets.
 pub const DEFAULT_MODE: u32 = 0o600;
 
-/// A peer's credentials (`SO_PEERCRED`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A peer's credentials (`SO_PEERCRED` and `SO_PEERGROUPS`), as they
+/// were when it connected.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cred {
     /// Process id.
     pub pid: u32,
@@ -34,6 +46,16 @@ pub struct Cred {
     pub uid: u32,
     /// Primary group id.
     pub gid: u32,
+    /// Supplementary group ids (empty if the kernel would not say).
+    pub groups: Rc<[u32]>,
+}
+
+impl Cred {
+    /// Whether the peer is in group `gid`, as a primary or supplementary
+    /// group (the kernel's `in_group_p`).
+    pub fn in_group(&self, gid: u32) -> bool {
+        self.gid == gid || self.groups.contains(&gid)
+    }
 }
 
 #[derive(Debug)]
@@ -66,14 +88,15 @@ impl Lockspace {
     }
 
     /// Whether `cred` may open it: permission bits as for a file opened
-    /// read-write, with the peer's uid and primary gid; root passes.
+    /// read-write, with the peer's uid and groups (primary and
+    /// supplementary); root passes.
     fn may_open(&self, cred: &Cred) -> bool {
         if cred.uid == 0 {
             return true;
         }
         let bits = if cred.uid == self.uid {
             self.mode >> 6
-        } else if cred.gid == self.gid {
+        } else if cred.in_group(self.gid) {
             self.mode >> 3
         } else {
             self.mode
@@ -329,22 +352,34 @@ impl Devices {
         engine.device_write(owner, pid, request)
     }
 
-    /// The lockspaces in the name table whose minor is `first` or more,
-    /// by minor: records made as the iterator is advanced.
-    pub fn lockspace_records(&self, first: u32) -> impl Iterator<Item = LockspaceInfo> + '_ {
-        self.registry.iter_from(first).filter_map(|(minor, space)| {
-            let ls = self.spaces.get(self.by_minor.get(&minor)?)?;
-            Some(LockspaceInfo {
-                name: ls.name.to_string(),
-                minor,
-                create_count: space.create_count,
-                mode: ls.mode,
-                uid: ls.uid,
-                gid: ls.gid,
-                locks: space.engine.lock_count(),
-                connections: ls.conns.len(),
+    /// The lockspaces in the name table whose minor is `first` or more
+    /// and that `viewer` may see, by minor: records made as the iterator
+    /// is advanced. On the system daemon a uid other than root sees only
+    /// the lockspaces it may open.
+    pub fn lockspace_records<'a>(
+        &'a self,
+        first: u32,
+        viewer: &'a Cred,
+    ) -> impl Iterator<Item = LockspaceInfo> + 'a {
+        let sees_all = self.scope == Scope::User || viewer.uid == 0;
+        self.registry
+            .iter_from(first)
+            .filter_map(move |(minor, space)| {
+                let ls = self.spaces.get(self.by_minor.get(&minor)?)?;
+                if !sees_all && !ls.may_open(viewer) {
+                    return None;
+                }
+                Some(LockspaceInfo {
+                    name: ls.name.to_string(),
+                    minor,
+                    create_count: space.create_count,
+                    mode: ls.mode,
+                    uid: ls.uid,
+                    gid: ls.gid,
+                    locks: space.engine.lock_count(),
+                    connections: ls.conns.len(),
+                })
             })
-        })
     }
 
     /// The lockspace named `name` if `cred` may open it.
@@ -396,10 +431,10 @@ impl Devices {
         self.engine(id).map_or(0, |e| e.count_locks_from(first))
     }
 
-    /// Every lockspace in the name table, by minor.
+    /// Every lockspace in the name table that `viewer` may see, by minor.
     #[cfg(test)]
-    pub fn query_lockspaces(&self) -> Vec<LockspaceInfo> {
-        self.lockspace_records(0).collect()
+    pub fn query_lockspaces(&self, viewer: &Cred) -> Vec<LockspaceInfo> {
+        self.lockspace_records(0, viewer).collect()
     }
 
     /// Every lock of lockspace `id`, by lock id.
@@ -424,21 +459,23 @@ mod tests {
     use dlm::proto::LockRequest;
     use dlm::LockFlags;
 
-    const ROOT: Cred = Cred {
-        pid: 10,
-        uid: 0,
-        gid: 0,
-    };
-    const ALICE: Cred = Cred {
-        pid: 20,
-        uid: 1000,
-        gid: 1000,
-    };
-    const BOB: Cred = Cred {
-        pid: 30,
-        uid: 1001,
-        gid: 1000,
-    };
+    fn cred(pid: u32, uid: u32, gid: u32, groups: &[u32]) -> Cred {
+        Cred {
+            pid,
+            uid,
+            gid,
+            groups: groups.into(),
+        }
+    }
+
+    /// Root; Alice (uid 1000, group 1000); Bob (uid 1001, group 1000).
+    fn creds() -> (Cred, Cred, Cred) {
+        (
+            cred(10, 0, 0, &[0]),
+            cred(20, 1000, 1000, &[]),
+            cred(30, 1001, 1000, &[]),
+        )
+    }
 
     fn lock(name: &[u8], mode: u8, flags: u32) -> Request {
         let mut r = LockRequest::default();
@@ -452,67 +489,125 @@ mod tests {
 
     #[test]
     fn only_root_manages_lockspaces_on_the_system_daemon() {
+        let (root, alice, _) = creds();
         let mut d = Devices::new(Scope::System, 16);
-        assert_eq!(d.create(&ALICE, 0, b"ls"), Err(Errno::EPERM));
-        let minor = d.create(&ROOT, 0, b"ls").expect("root creates");
-        assert_eq!(d.remove(&ALICE, 1, 0, minor), Err(Errno::EPERM));
-        assert_eq!(d.remove(&ROOT, 1, 0, minor), Ok(Removal::Done));
-        assert_eq!(d.remove(&ROOT, 1, 0, minor), Err(Errno::ENOENT));
+        assert_eq!(d.create(&alice, 0, b"ls"), Err(Errno::EPERM));
+        let minor = d.create(&root, 0, b"ls").expect("root creates");
+        assert_eq!(d.remove(&alice, 1, 0, minor), Err(Errno::EPERM));
+        assert_eq!(d.remove(&root, 1, 0, minor), Ok(Removal::Done));
+        assert_eq!(d.remove(&root, 1, 0, minor), Err(Errno::ENOENT));
         let mut u = Devices::new(Scope::User, 16);
         assert!(
-            u.create(&ALICE, 0, b"ls").is_ok(),
+            u.create(&alice, 0, b"ls").is_ok(),
             "a user daemon's user may"
         );
     }
 
     #[test]
     fn lockspace_names_are_checked() {
+        let (_, alice, _) = creds();
         let mut d = Devices::new(Scope::User, 16);
-        assert_eq!(d.create(&ALICE, 0, b""), Err(Errno::EINVAL));
-        assert_eq!(d.create(&ALICE, 0, b"a/b"), Err(Errno::EINVAL));
-        assert_eq!(d.open(&ALICE, 1, b"nope").err(), Some(Errno::ENOENT));
-        assert_eq!(d.open(&ALICE, 1, &[b'x'; 65]).err(), Some(Errno::EINVAL));
+        assert_eq!(d.create(&alice, 0, b""), Err(Errno::EINVAL));
+        assert_eq!(d.create(&alice, 0, b"a/b"), Err(Errno::EINVAL));
+        assert_eq!(d.open(&alice, 1, b"nope").err(), Some(Errno::ENOENT));
+        assert_eq!(d.open(&alice, 1, &[b'x'; 65]).err(), Some(Errno::EINVAL));
     }
 
     #[test]
     fn modes_are_checked_like_file_permissions() {
+        let (root, alice, bob) = creds();
         let mut d = Devices::new(Scope::User, 16);
-        d.create(&ALICE, 0, b"ls").expect("create");
-        assert_eq!(d.open(&BOB, 1, b"ls").err(), Some(Errno::EACCES));
-        let (id, _, _) = d.open(&ALICE, 2, b"ls").expect("owner opens");
-        assert_eq!(d.chmod(&BOB, id, 0o666), Err(Errno::EPERM));
-        d.chmod(&ALICE, id, 0o640).expect("owner chmods");
-        assert_eq!(d.open(&BOB, 3, b"ls").err(), Some(Errno::EACCES), "r only");
-        d.chmod(&ALICE, id, 0o660).expect("owner chmods");
-        assert!(d.open(&BOB, 3, b"ls").is_ok(), "group rw");
-        d.chmod(&ROOT, id, 0o000).expect("root chmods");
-        assert_eq!(d.open(&ALICE, 4, b"ls").err(), Some(Errno::EACCES));
-        assert!(d.open(&ROOT, 4, b"ls").is_ok(), "root passes");
-        assert_eq!(d.find_for_query(&BOB, b"ls"), Err(Errno::EACCES));
+        d.create(&alice, 0, b"ls").expect("create");
+        assert_eq!(d.open(&bob, 1, b"ls").err(), Some(Errno::EACCES));
+        let (id, _, _) = d.open(&alice, 2, b"ls").expect("owner opens");
+        assert_eq!(d.chmod(&bob, id, 0o666), Err(Errno::EPERM));
+        d.chmod(&alice, id, 0o640).expect("owner chmods");
+        assert_eq!(d.open(&bob, 3, b"ls").err(), Some(Errno::EACCES), "r only");
+        d.chmod(&alice, id, 0o660).expect("owner chmods");
+        assert!(d.open(&bob, 3, b"ls").is_ok(), "group rw");
+        d.chmod(&root, id, 0o000).expect("root chmods");
+        assert_eq!(d.open(&alice, 4, b"ls").err(), Some(Errno::EACCES));
+        assert!(d.open(&root, 4, b"ls").is_ok(), "root passes");
+        assert_eq!(d.find_for_query(&bob, b"ls"), Err(Errno::EACCES));
+    }
+
+    #[test]
+    fn supplementary_groups_count_like_the_primary_one() {
+        let (_, alice, _) = creds();
+        let carol = cred(40, 1002, 2000, &[3000, 1000]);
+        let dave = cred(50, 1003, 2000, &[3000]);
+        let mut d = Devices::new(Scope::User, 16);
+        d.create(&alice, 0, b"ls").expect("create");
+        let (id, _, _) = d.open(&alice, 1, b"ls").expect("owner opens");
+        d.chmod(&alice, id, 0o660).expect("owner chmods");
+        assert!(
+            d.open(&carol, 2, b"ls").is_ok(),
+            "in group 1000 as a supplementary group"
+        );
+        assert_eq!(d.find_for_query(&carol, b"ls"), Ok(id));
+        assert_eq!(d.open(&dave, 3, b"ls").err(), Some(Errno::EACCES));
+        // The owner's bits apply to the owner, whatever its groups.
+        d.chmod(&alice, id, 0o060).expect("owner chmods");
+        assert_eq!(d.open(&alice, 4, b"ls").err(), Some(Errno::EACCES));
+        assert!(d.open(&carol, 5, b"ls").is_ok());
+    }
+
+    #[test]
+    fn unprivileged_callers_list_what_they_may_open() {
+        let (root, alice, bob) = creds();
+        let carol = cred(40, 1002, 2000, &[]);
+        let mut d = Devices::new(Scope::System, 16);
+        for (name, mode) in [("open", 0o666), ("group", 0o660), ("private", 0o600)] {
+            d.create(&root, 0, name.as_bytes()).expect("create");
+            let (id, _, _) = d.open(&root, 1, name.as_bytes()).expect("open");
+            d.chmod(&root, id, mode).expect("chmod");
+        }
+        let names = |c: &Cred| -> Vec<String> {
+            d.query_lockspaces(c).into_iter().map(|l| l.name).collect()
+        };
+        assert_eq!(names(&root), ["open", "group", "private"]);
+        // Root's group is 0; Alice and Bob are not in it.
+        assert_eq!(names(&alice), ["open"]);
+        assert_eq!(names(&bob), ["open"]);
+        let wheel = cred(60, 1004, 2000, &[0]);
+        assert_eq!(names(&wheel), ["open", "group"]);
+        assert_eq!(names(&carol), ["open"]);
+        assert_eq!(d.find_for_query(&carol, b"private"), Err(Errno::EACCES));
+        assert_eq!(d.find_for_query(&carol, b"nothing"), Err(Errno::ENOENT));
+        // A per-user daemon's user sees all of its lockspaces.
+        let mut u = Devices::new(Scope::User, 16);
+        u.create(&alice, 0, b"mine").expect("create");
+        let (id, _, _) = u.open(&alice, 1, b"mine").expect("open");
+        u.chmod(&alice, id, 0).expect("chmod");
+        assert_eq!(u.query_lockspaces(&alice).len(), 1);
     }
 
     #[test]
     fn remove_waits_for_open_connections() {
+        let (_, alice, _) = creds();
         let mut d = Devices::new(Scope::User, 16);
-        let minor = d.create(&ALICE, 0, b"ls").expect("create");
-        let (id, owner, m) = d.open(&ALICE, 5, b"ls").expect("open");
+        let minor = d.create(&alice, 0, b"ls").expect("create");
+        let (id, owner, m) = d.open(&alice, 5, b"ls").expect("open");
         assert_eq!(m, minor);
         let lkid = d
-            .lock_command(id, owner, ALICE.pid, &lock(b"r", 5, 0))
+            .lock_command(id, owner, alice.pid, &lock(b"r", 5, 0))
             .expect("lock");
         assert!(lkid > 0);
-        assert_eq!(d.remove(&ALICE, 1, 0, minor), Err(Errno::EBUSY));
-        assert_eq!(d.remove(&ALICE, 1, 2, minor), Ok(Removal::Deferred(id)));
-        assert!(d.query_lockspaces().is_empty(), "gone from the name table");
-        assert_eq!(d.open(&ALICE, 6, b"ls").err(), Some(Errno::ENOENT));
+        assert_eq!(d.remove(&alice, 1, 0, minor), Err(Errno::EBUSY));
+        assert_eq!(d.remove(&alice, 1, 2, minor), Ok(Removal::Deferred(id)));
+        assert!(
+            d.query_lockspaces(&alice).is_empty(),
+            "gone from the name table"
+        );
+        assert_eq!(d.open(&alice, 6, b"ls").err(), Some(Errno::ENOENT));
         // The old connection still works.
         assert!(d
-            .lock_command(id, owner, ALICE.pid, &lock(b"s", 3, 0))
+            .lock_command(id, owner, alice.pid, &lock(b"s", 3, 0))
             .is_ok());
         assert_eq!(d.query_locks(id).map(|l| l.len()), Ok(2));
         // A new lockspace of the same name is a fresh one.
-        let again = d.create(&ALICE, 0, b"ls").expect("create again");
-        let list = d.query_lockspaces();
+        let again = d.create(&alice, 0, b"ls").expect("create again");
+        let list = d.query_lockspaces(&alice);
         assert_eq!(list.len(), 1);
         assert_eq!((list[0].minor, list[0].locks), (again, 0));
         assert_eq!(d.close(id, 5, owner), vec![1]);
@@ -521,23 +616,25 @@ mod tests {
 
     #[test]
     fn create_counts_and_newexcl() {
+        let (_, alice, _) = creds();
         let mut d = Devices::new(Scope::User, 16);
-        let m = d.create(&ALICE, 0, b"ls").expect("create");
+        let m = d.create(&alice, 0, b"ls").expect("create");
         let newexcl = LockspaceFlags::NEWEXCL.bits();
-        assert_eq!(d.create(&ALICE, newexcl, b"ls"), Err(Errno::EEXIST));
-        assert_eq!(d.create(&ALICE, 0, b"ls"), Ok(m));
-        assert_eq!(d.query_lockspaces()[0].create_count, 2);
-        assert_eq!(d.remove(&ALICE, 1, 0, m), Ok(Removal::Done));
-        assert_eq!(d.query_lockspaces()[0].create_count, 1);
-        assert_eq!(d.remove(&ALICE, 1, 0, m), Ok(Removal::Done));
-        assert!(d.query_lockspaces().is_empty());
+        assert_eq!(d.create(&alice, newexcl, b"ls"), Err(Errno::EEXIST));
+        assert_eq!(d.create(&alice, 0, b"ls"), Ok(m));
+        assert_eq!(d.query_lockspaces(&alice)[0].create_count, 2);
+        assert_eq!(d.remove(&alice, 1, 0, m), Ok(Removal::Done));
+        assert_eq!(d.query_lockspaces(&alice)[0].create_count, 1);
+        assert_eq!(d.remove(&alice, 1, 0, m), Ok(Removal::Done));
+        assert!(d.query_lockspaces(&alice).is_empty());
     }
 
     #[test]
     fn long_names_are_refused_not_panicked_on() {
+        let (_, alice, _) = creds();
         let mut d = Devices::new(Scope::User, 16);
-        d.create(&ALICE, 0, b"ls").expect("create");
-        let (id, owner, _) = d.open(&ALICE, 1, b"ls").expect("open");
+        d.create(&alice, 0, b"ls").expect("create");
+        let (id, owner, _) = d.open(&alice, 1, b"ls").expect("open");
         let mut req = dlm::proto::encode_lock(
             dlm::proto::Command::Lock,
             &match lock(b"r", 3, 0) {
@@ -566,9 +663,10 @@ mod tests {
 
     #[test]
     fn queries_report_locks() {
+        let (_, alice, _) = creds();
         let mut d = Devices::new(Scope::User, 16);
-        d.create(&ALICE, 0, b"ls").expect("create");
-        let (id, owner, _) = d.open(&ALICE, 1, b"ls").expect("open");
+        d.create(&alice, 0, b"ls").expect("create");
+        let (id, owner, _) = d.open(&alice, 1, b"ls").expect("open");
         let lkid = d
             .lock_command(id, owner, 77, &lock(b"a\0b", 5, 0))
             .expect("lock");
@@ -581,7 +679,7 @@ mod tests {
         assert_eq!(l.granted.as_deref(), Some("EX"));
         assert_eq!(l.queue.as_deref(), Some("granted"));
         assert_eq!((l.pid, l.orphan), (77, false));
-        let ls = d.query_lockspaces();
+        let ls = d.query_lockspaces(&alice);
         assert_eq!((ls[0].locks, ls[0].connections, ls[0].mode), (1, 1, 0o600));
     }
 }

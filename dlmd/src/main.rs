@@ -13,11 +13,14 @@
 
 mod answer;
 mod devices;
+mod quota;
+mod ratelimit;
 mod server;
 mod startup;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 
@@ -47,7 +50,10 @@ The daemon is the system daemon when run as root (or with --system) and a
 per-user daemon otherwise (or with --user). The system daemon's socket is
 open to every user; only root may create or remove lockspaces, and each
 lockspace's mode (default 0600, set with chmod by its owner) says who may
-open it. A per-user daemon serves its own user only.
+open it, checked like a file's against the peer's uid, primary group and
+supplementary groups. A uid other than root lists only the lockspaces it
+may open, and asking for the locks of another is EACCES, as opening it is.
+A per-user daemon serves its own user only.
 
 dlmd never daemonizes: it always stays in the foreground (--foreground is
 accepted for clarity). systemd (dlmd.service) or the client library's
@@ -59,6 +65,18 @@ Limits: a client whose unsent output passes --max-output is disconnected;
 past --max-connections a new connection is answered EMFILE and closed (the
 cap is lowered to fit the open-file limit, which dlmd raises as far as it
 may); past --max-lockspaces creating a new lockspace fails with ENOSPC.
+
+On the system daemon a uid other than root may hold at most
+--max-connections-per-user connections (default: an eighth of the cap); one
+more is answered EUSERS and closed, and the client library says that the
+uid is at its quota. The last 32nd of the cap (1 to 64 slots) is kept for
+root: other uids are answered EMFILE once only those are left. Root has no
+per-uid quota. A per-user daemon serves one uid and has the global cap only.
+A connection that has not completed its Hello within --hello-timeout is
+closed. What clients can make dlmd log (protocol errors, refusals, denied
+requests) is rate-limited as a whole, however many connections they use:
+past the limit such lines go to the debug level, and a count of them is
+logged.
 
 Logging goes to stderr; --log-level wins over RUST_LOG (default: info).
 SIGTERM or SIGINT stop the daemon cleanly: it closes the socket, removes
@@ -95,6 +113,16 @@ struct Args {
           value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: u32,
 
+    /// System daemon: refuse a uid other than root (with EUSERS) while it
+    /// has N connections open [default: an eighth of --max-connections].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections_per_user: Option<u32>,
+
+    /// Close a connection that has not completed its Hello SECS seconds
+    /// after it was accepted.
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs)]
+    hello_timeout: Duration,
+
     /// Refuse to create lockspaces (with ENOSPC) while N exist.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_LOCKSPACES,
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -112,6 +140,18 @@ struct Args {
     /// of failing.
     #[arg(long)]
     exit_if_running: bool,
+}
+
+/// Parse a positive number of seconds (fractions allowed), at most an hour.
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    if !(secs > 0.0 && secs <= 3600.0) {
+        return Err(format!("{s} is not between 0 (exclusive) and 3600 seconds"));
+    }
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("`{s}`: {e}"))
 }
 
 /// Parse a byte count with an optional K, M or G suffix (powers of 1024).
@@ -219,15 +259,26 @@ fn run(args: &Args, scope: Scope, socket: PathBuf) -> Result<ExitCode, String> {
     };
     let uid = rustix::process::getuid().as_raw();
     let max_connections = fit_fd_limit(args.max_connections);
+    let max_connections_per_user = match scope {
+        Scope::System => Some(
+            args.max_connections_per_user
+                .map_or_else(|| quota::default_per_user(max_connections), |n| n as usize)
+                .min(max_connections),
+        ),
+        Scope::User => None,
+    };
     let config = server::Config {
         scope,
         uid,
         max_output: args.max_output,
         max_connections,
+        max_connections_per_user,
         max_lockspaces: args.max_lockspaces as usize,
+        hello_timeout: args.hello_timeout,
     };
     log::info!(
-        "dlmd {} serving on {} ({}, max output {} bytes, at most {} connections and {} lockspaces)",
+        "dlmd {} serving on {} ({}, max output {} bytes, at most {} connections{} and {} \
+         lockspaces)",
         env!("CARGO_PKG_VERSION"),
         socket.display(),
         match scope {
@@ -236,6 +287,13 @@ fn run(args: &Args, scope: Scope, socket: PathBuf) -> Result<ExitCode, String> {
         },
         args.max_output,
         config.max_connections,
+        match config.max_connections_per_user {
+            Some(n) => format!(
+                " ({n} per uid other than root, the last {} kept for root)",
+                quota::root_reserve(config.max_connections)
+            ),
+            None => String::new(),
+        },
         config.max_lockspaces
     );
     let result = server::Server::new(config, claimed.listener, signals)
@@ -261,6 +319,15 @@ mod tests {
         assert!(parse_size("0").is_err());
         assert!(parse_size("lots").is_err());
         assert!(parse_size("K").is_err());
+    }
+
+    #[test]
+    fn seconds_parse_with_fractions() {
+        assert_eq!(parse_secs("5"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_secs("0.25"), Ok(Duration::from_millis(250)));
+        for bad in ["0", "-1", "3601", "NaN", "inf", "soon"] {
+            assert!(parse_secs(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

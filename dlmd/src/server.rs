@@ -22,10 +22,19 @@
 //! granted), and that output can in turn overflow another client, so
 //! closes are queued ([`Server::doom`]) and carried out one at a time
 //! ([`Server::reap`]) between requests, never in the middle of one.
+//!
+//! Who may connect is decided at accept, from the peer's credentials
+//! ([`crate::quota`]); a connection that has not completed its `Hello`
+//! within `--hello-timeout` is closed. Both deadlines and the log's rate
+//! limit ([`crate::ratelimit`]) are kept by the poll's timeout: there is
+//! no thread or timer per connection.
 
 use std::collections::VecDeque;
+use std::fmt;
 use std::io::{self, ErrorKind, Read, Write};
-use std::time::Duration;
+use std::os::fd::OwnedFd;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use dlm::engine::OwnerId;
 use dlm::proto::{self, LockResult, Request};
@@ -39,6 +48,8 @@ use signal_hook_mio::v1_0::Signals;
 
 use crate::answer::{Answer, Subject};
 use crate::devices::{ConnId, Cred, Devices, LsId, Removal};
+use crate::quota::{Quotas, Refusal};
+use crate::ratelimit::{self, LogLimiter, Verdict};
 use crate::startup::Scope;
 
 const LISTENER: Token = Token(0);
@@ -72,9 +83,6 @@ fn answer_piece(max_output: usize) -> usize {
     (max_output / 4).clamp(1, wire::MAX_FRAME - 1)
 }
 
-/// Protocol errors logged at `warn` per connection; later ones at `debug`.
-const MAX_WARNINGS: u32 = 16;
-
 /// What the server needs to know.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -86,8 +94,15 @@ pub struct Config {
     pub max_output: usize,
     /// Open connections at most; more are refused with `EMFILE`.
     pub max_connections: usize,
+    /// Open connections of one uid other than root at most; more are
+    /// refused with `EUSERS`. `None` on a per-user daemon, which also
+    /// keeps no slots for root.
+    pub max_connections_per_user: Option<usize>,
     /// Lockspaces at most; creating more fails with `ENOSPC`.
     pub max_lockspaces: usize,
+    /// A connection without a completed `Hello` this long after it was
+    /// accepted is closed.
+    pub hello_timeout: Duration,
 }
 
 /// Turn a connection away: one `Result` frame carrying `errno` (what the
@@ -106,6 +121,15 @@ fn refuse(mut stream: UnixStream, errno: Errno) {
     }
 }
 
+/// When connection `idx` (the one numbered `serial`) must have said
+/// `Hello`.
+#[derive(Debug, Clone, Copy)]
+struct Deadline {
+    at: Instant,
+    idx: usize,
+    serial: u64,
+}
+
 /// What a connection plays.
 #[derive(Debug, Clone, Copy)]
 enum Role {
@@ -120,6 +144,8 @@ enum Role {
 #[derive(Debug)]
 struct Conn {
     stream: UnixStream,
+    /// Tells this connection from an earlier one in the same slot.
+    serial: u64,
     cred: Cred,
     role: Role,
     /// Callbacks only on `Read`.
@@ -139,7 +165,6 @@ struct Conn {
     dead: bool,
     eof: bool,
     close_reason: Option<(Level, String)>,
-    warnings: u32,
 }
 
 impl Conn {
@@ -204,6 +229,19 @@ pub struct Server {
     accept_warned: bool,
     /// A refusal at the connection cap was logged (until one is accepted).
     cap_warned: bool,
+    /// Connections open, by uid, against the caps.
+    quotas: Quotas,
+    /// When each connection accepted in the last `hello_timeout` must
+    /// have said `Hello`, in order (entries of connections that did, or
+    /// went, are dropped when they come up).
+    hello_deadlines: VecDeque<Deadline>,
+    /// The last connection's serial number.
+    serial: u64,
+    /// A descriptor held back so that the listener can still accept (and
+    /// refuse) a connection when the process is out of descriptors.
+    spare_fd: Option<OwnedFd>,
+    /// The rate limit of everything clients can make the daemon log.
+    limiter: LogLimiter,
     scratch: Vec<u8>,
     targets: Vec<ConnId>,
     read_buf: Vec<u8>,
@@ -231,6 +269,9 @@ impl Server {
             listener,
             signals,
             devices: Devices::new(config.scope, config.max_lockspaces),
+            quotas: Quotas::new(config.max_connections, config.max_connections_per_user),
+            hello_deadlines: VecDeque::new(),
+            serial: 0,
             config,
             conns: Vec::new(),
             free: Vec::new(),
@@ -240,6 +281,8 @@ impl Server {
             accept_blocked: false,
             accept_warned: false,
             cap_warned: false,
+            spare_fd: open_spare_fd(),
+            limiter: LogLimiter::new(ratelimit::RATE, ratelimit::BURST, Instant::now()),
             scratch: Vec::new(),
             targets: Vec::new(),
             read_buf: vec![0; READ_CHUNK],
@@ -250,18 +293,13 @@ impl Server {
     pub fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(256);
         loop {
-            let timeout = if !self.ready.is_empty() {
-                Some(Duration::ZERO)
-            } else if self.accept_blocked {
-                Some(Duration::from_millis(100))
-            } else {
-                None
-            };
+            let timeout = self.poll_timeout(Instant::now());
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
+            self.timers(Instant::now());
             if self.accept_blocked {
                 self.accept_blocked = false;
                 self.accept_all();
@@ -271,6 +309,9 @@ impl Server {
                     LISTENER => self.accept_all(),
                     SIGNALS => {
                         if let Some(sig) = self.signals.pending().next() {
+                            if let Some(s) = self.limiter.summary_now(Instant::now()) {
+                                log::warn!("{s}");
+                            }
                             let name = if sig == SIGTERM { "SIGTERM" } else { "SIGINT" };
                             log::info!(
                                 "{name}: shutting down ({} connection(s) dropped)",
@@ -309,6 +350,75 @@ impl Server {
         }
     }
 
+    /// How long the next poll may sleep.
+    fn poll_timeout(&self, now: Instant) -> Option<Duration> {
+        if !self.ready.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let mut wake: Option<Duration> = None;
+        let mut at = |d: Duration| wake = Some(wake.map_or(d, |w| w.min(d)));
+        if self.accept_blocked {
+            at(Duration::from_millis(100));
+        }
+        let due = [
+            self.limiter.due(),
+            self.hello_deadlines.front().map(|d| d.at),
+        ];
+        for t in due.into_iter().flatten() {
+            // Rounded up: a wake-up a little late beats a spin just before.
+            at(t.saturating_duration_since(now) + Duration::from_millis(1));
+        }
+        wake
+    }
+
+    /// What is due at `now`: the log limiter's summary, and closing the
+    /// connections whose time for a `Hello` is up.
+    fn timers(&mut self, now: Instant) {
+        if let Some(s) = self.limiter.summary_due(now) {
+            log::warn!("{s}");
+        }
+        while let Some(d) = self.hello_deadlines.front().copied() {
+            if d.at > now {
+                break;
+            }
+            self.hello_deadlines.pop_front();
+            let silent = matches!(
+                self.conn(d.idx),
+                Some(c) if c.serial == d.serial && matches!(c.role, Role::None) && !c.dead
+            );
+            if silent {
+                let secs = self.config.hello_timeout.as_secs_f64();
+                self.doom(
+                    d.idx,
+                    Level::Warn,
+                    format!("no Hello within {secs} s (--hello-timeout)"),
+                );
+            }
+        }
+    }
+
+    /// Log a line that a client's doing caused, within the shared rate
+    /// limit (past it, at `debug` level).
+    fn peer_log(&mut self, level: Level, args: fmt::Arguments<'_>) {
+        if !log::log_enabled!(level) {
+            return;
+        }
+        match self.limiter.admit(Instant::now()) {
+            Verdict::Log => log::log!(level, "{args}"),
+            Verdict::Hold(first) => {
+                if first {
+                    log::warn!(
+                        "log rate limit reached: further client-triggered lines are logged at \
+                         debug level (at most {} a second, bursts of {}); a count follows",
+                        ratelimit::RATE,
+                        ratelimit::BURST
+                    );
+                }
+                log::debug!("{args}");
+            }
+        }
+    }
+
     fn conn(&self, idx: usize) -> Option<&Conn> {
         self.conns.get(idx).and_then(Option::as_ref)
     }
@@ -327,6 +437,9 @@ impl Server {
     }
 
     fn accept_all(&mut self) {
+        if self.spare_fd.is_none() {
+            self.spare_fd = open_spare_fd();
+        }
         loop {
             match self.listener.accept() {
                 Ok((stream, _)) => {
@@ -336,6 +449,38 @@ impl Server {
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == ErrorKind::ConnectionAborted => {}
+                Err(e) if out_of_fds(&e) && self.spare_fd.is_some() => {
+                    // Out of descriptors below the cap (the limit was
+                    // lowered under us, or the system ran out): use the
+                    // spare one to turn a waiting client away rather than
+                    // leave it hanging in the backlog. (Linux says EMFILE
+                    // before it looks at the backlog, so the backlog may
+                    // also be empty.) Without a spare, fall through to
+                    // retrying.
+                    self.spare_fd = None;
+                    let got = self.listener.accept();
+                    if let Ok((stream, _)) = got {
+                        refuse(stream, Errno::from_raw(libc_errno::EMFILE));
+                        self.peer_log(
+                            Level::Warn,
+                            format_args!(
+                                "refused a connection: the daemon is out of file descriptors \
+                                 ({e}) with {} connections open",
+                                self.quotas.open()
+                            ),
+                        );
+                        self.spare_fd = open_spare_fd();
+                        continue;
+                    }
+                    self.spare_fd = open_spare_fd();
+                    match got {
+                        Err(e2) if e2.kind() == ErrorKind::WouldBlock => return,
+                        _ => {
+                            self.accept_blocked = true;
+                            return;
+                        }
+                    }
+                }
                 Err(e) => {
                     if !self.accept_warned {
                         log::warn!("cannot accept a connection: {e}; retrying every 100 ms");
@@ -354,32 +499,45 @@ impl Server {
                 pid: c.pid.as_raw_nonzero().get().unsigned_abs(),
                 uid: c.uid.as_raw(),
                 gid: c.gid.as_raw(),
+                groups: peer_groups(&stream),
             },
             Err(e) => {
-                log::warn!("a connection without peer credentials ({e}): closed");
+                self.peer_log(
+                    Level::Warn,
+                    format_args!("a connection without peer credentials ({e}): closed"),
+                );
                 return;
             }
         };
         if self.config.scope == Scope::User && cred.uid != self.config.uid {
-            log::warn!(
-                "refused a connection from pid {} uid {}: this per-user daemon serves uid {} only",
-                cred.pid,
-                cred.uid,
-                self.config.uid
+            let uid = self.config.uid;
+            self.peer_log(
+                Level::Warn,
+                format_args!(
+                    "refused a connection from pid {} uid {}: this per-user daemon serves uid \
+                     {uid} only",
+                    cred.pid, cred.uid
+                ),
             );
             return;
         }
-        if self.conns.len() - self.free.len() >= self.config.max_connections {
-            refuse(stream, Errno::from_raw(libc_errno::EMFILE));
-            if !self.cap_warned {
-                log::warn!(
-                    "refused a connection from pid {} uid {}: {} connections are open \
-                     (--max-connections); further refusals are not logged until one is accepted",
-                    cred.pid,
-                    cred.uid,
-                    self.config.max_connections
+        if let Err(why) = self.quotas.admit(cred.uid) {
+            refuse(stream, why.errno());
+            let full = matches!(why, Refusal::Full { .. });
+            if !full || !self.cap_warned {
+                let more = if full {
+                    "; further refusals at the cap are not logged until one is accepted"
+                } else {
+                    ""
+                };
+                self.peer_log(
+                    Level::Warn,
+                    format_args!(
+                        "refused a connection from pid {} uid {}: {why}{more}",
+                        cred.pid, cred.uid
+                    ),
                 );
-                self.cap_warned = true;
+                self.cap_warned |= full;
             }
             return;
         }
@@ -398,16 +556,25 @@ impl Server {
         ) {
             log::warn!("cannot watch a connection from pid {}: {e}", cred.pid);
             self.free.push(idx);
+            self.quotas.release(cred.uid);
             return;
         }
         log::debug!(
-            "connection {idx} from pid {} uid {} gid {}",
+            "connection {idx} from pid {} uid {} gid {} groups {:?}",
             cred.pid,
             cred.uid,
-            cred.gid
+            cred.gid,
+            cred.groups
         );
+        self.serial += 1;
+        self.hello_deadlines.push_back(Deadline {
+            at: Instant::now() + self.config.hello_timeout,
+            idx,
+            serial: self.serial,
+        });
         self.conns[idx] = Some(Conn {
             stream,
+            serial: self.serial,
             cred,
             role: Role::None,
             pull: false,
@@ -422,7 +589,6 @@ impl Server {
             dead: false,
             eof: false,
             close_reason: None,
-            warnings: 0,
         });
         self.mark_ready(idx);
     }
@@ -450,17 +616,21 @@ impl Server {
             return;
         };
         self.free.push(idx);
+        self.quotas.release(conn.cred.uid);
         let _ = self.poll.registry().deregister(&mut conn.stream);
         let (level, reason) = conn
             .close_reason
             .take()
             .unwrap_or((Level::Debug, "closed".into()));
-        log::log!(
-            level,
+        let line = format_args!(
             "connection {idx} (pid {} uid {}) closed: {reason}",
-            conn.cred.pid,
-            conn.cred.uid
+            conn.cred.pid, conn.cred.uid
         );
+        if level <= Level::Info {
+            self.peer_log(level, line);
+        } else {
+            log::log!(level, "{line}");
+        }
         // Last words, if the peer still reads (e.g. after shutdown(WR)).
         let _ = conn.flush();
         match conn.role {
@@ -575,23 +745,17 @@ impl Server {
         }
     }
 
-    /// Log a protocol error of connection `idx` (rate-limited).
+    /// Log a protocol error of connection `idx` (rate-limited, with
+    /// everything else clients cause).
     fn misuse(&mut self, idx: usize, what: String) {
-        let Some(c) = self.conn_mut(idx) else {
+        let Some(c) = self.conn(idx) else {
             return;
         };
-        c.warnings = c.warnings.saturating_add(1);
-        let (pid, n) = (c.cred.pid, c.warnings);
-        if n <= MAX_WARNINGS {
-            log::warn!("connection {idx} (pid {pid}): {what}");
-            if n == MAX_WARNINGS {
-                log::warn!(
-                    "connection {idx} (pid {pid}): further protocol errors logged at debug level"
-                );
-            }
-        } else {
-            log::debug!("connection {idx} (pid {pid}): {what}");
-        }
+        let (pid, uid) = (c.cred.pid, c.cred.uid);
+        self.peer_log(
+            Level::Warn,
+            format_args!("connection {idx} (pid {pid} uid {uid}): {what}"),
+        );
     }
 
     fn handle_frame(&mut self, idx: usize, kind: Kind, body: &[u8]) {
@@ -644,7 +808,7 @@ impl Server {
         let Some(conn) = self.conn(idx) else {
             return Err(Errno::EBADF);
         };
-        let cred = conn.cred;
+        let cred = conn.cred.clone();
         if !matches!(conn.role, Role::None) {
             self.misuse(idx, "a second Hello".into());
             return Err(Errno::from_raw(libc_errno::EISCONN));
@@ -678,11 +842,14 @@ impl Server {
                 }
                 Err(e) => {
                     if e == Errno::EACCES {
-                        log::info!(
-                            "pid {} uid {} may not open lockspace {}",
-                            cred.pid,
-                            cred.uid,
-                            String::from_utf8_lossy(name)
+                        self.peer_log(
+                            Level::Info,
+                            format_args!(
+                                "pid {} uid {} may not open lockspace {}",
+                                cred.pid,
+                                cred.uid,
+                                String::from_utf8_lossy(name)
+                            ),
                         );
                     } else if e == Errno::EINVAL {
                         self.misuse(idx, "Hello with an invalid lockspace name".into());
@@ -708,7 +875,7 @@ impl Server {
         let Some(conn) = self.conn(idx) else {
             return (None, None);
         };
-        let (cred, role) = (conn.cred, conn.role);
+        let (cred, role) = (conn.cred.clone(), conn.role);
         if matches!(role, Role::None) {
             self.misuse(idx, "Write before Hello".into());
             return (Some(result_of(Err(Errno::ENOTCONN))), None);
@@ -750,11 +917,14 @@ impl Server {
                 Request::CreateLockspace { flags, name } => {
                     let r = self.devices.create(&cred, flags, &name);
                     if let Err(e) = r {
-                        log::info!(
-                            "pid {} uid {}: create lockspace {}: {e}",
-                            cred.pid,
-                            cred.uid,
-                            String::from_utf8_lossy(&name)
+                        self.peer_log(
+                            Level::Info,
+                            format_args!(
+                                "pid {} uid {}: create lockspace {}: {e}",
+                                cred.pid,
+                                cred.uid,
+                                String::from_utf8_lossy(&name)
+                            ),
                         );
                     }
                     (Some(result_of(r.map(i64::from))), None)
@@ -769,10 +939,12 @@ impl Server {
                             (None, None)
                         }
                         Err(e) => {
-                            log::info!(
-                                "pid {} uid {}: remove lockspace minor {minor}: {e}",
-                                cred.pid,
-                                cred.uid
+                            self.peer_log(
+                                Level::Info,
+                                format_args!(
+                                    "pid {} uid {}: remove lockspace minor {minor}: {e}",
+                                    cred.pid, cred.uid
+                                ),
                             );
                             (Some(result_of(Err(e))), None)
                         }
@@ -831,7 +1003,7 @@ impl Server {
         let Some(conn) = self.conn(idx) else {
             return Err(Errno::EBADF);
         };
-        let cred = conn.cred;
+        let cred = conn.cred.clone();
         match conn.role {
             Role::None => {
                 self.misuse(idx, "Chmod before Hello".into());
@@ -844,7 +1016,10 @@ impl Server {
             Role::Lockspace { ls, .. } => {
                 let r = self.devices.chmod(&cred, ls, mode);
                 if let Err(e) = r {
-                    log::info!("pid {} uid {}: chmod {mode:o}: {e}", cred.pid, cred.uid);
+                    self.peer_log(
+                        Level::Info,
+                        format_args!("pid {} uid {}: chmod {mode:o}: {e}", cred.pid, cred.uid),
+                    );
                 }
                 r.map(|()| 0)
             }
@@ -856,13 +1031,13 @@ impl Server {
         let Some(conn) = self.conn(idx) else {
             return;
         };
-        let (cred, role) = (conn.cred, conn.role);
+        let (cred, role) = (conn.cred.clone(), conn.role);
         let Some((&what, rest)) = body.split_first() else {
             self.misuse(idx, "empty Query".into());
             return self.send_errno(idx, Errno::EINVAL);
         };
         let answer = match what {
-            wire::QUERY_LOCKSPACES => Answer::new(Subject::Lockspaces),
+            wire::QUERY_LOCKSPACES => Answer::new(Subject::Lockspaces(cred)),
             wire::QUERY_LOCKS | wire::QUERY_LOCK_PAGE => {
                 let (page, name) = if what == wire::QUERY_LOCK_PAGE {
                     match wire::parse_page_query(rest) {
@@ -1062,10 +1237,37 @@ impl Server {
     }
 }
 
+/// The peer's supplementary groups, or none if the kernel will not say
+/// (before Linux 4.13): then only its primary group counts.
+fn peer_groups(stream: &UnixStream) -> Rc<[u32]> {
+    use std::os::fd::AsFd;
+    match dlm_sys::peer::peer_groups(stream.as_fd()) {
+        Ok(g) => g.into(),
+        Err(e) => {
+            log::debug!("no supplementary groups of a peer (SO_PEERGROUPS: {e})");
+            Rc::from(Vec::new())
+        }
+    }
+}
+
+/// Whether an `accept` failed for want of file descriptors.
+fn out_of_fds(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(n) if n == libc_errno::EMFILE || n == libc_errno::ENFILE)
+}
+
+/// The spare descriptor: `/dev/null`, or `None` if even that cannot be
+/// opened (then an accept that runs out of descriptors is retried).
+fn open_spare_fd() -> Option<OwnedFd> {
+    use rustix::fs::{Mode, OFlags};
+    rustix::fs::open("/dev/null", OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).ok()
+}
+
 /// Error numbers `dlm::Errno` has no name for.
 mod libc_errno {
     /// `EISCONN`: already connected (a second `Hello`).
     pub const EISCONN: i32 = rustix::io::Errno::ISCONN.raw_os_error();
     /// `EMFILE`: the daemon has its maximum of connections open.
     pub const EMFILE: i32 = rustix::io::Errno::MFILE.raw_os_error();
+    /// `ENFILE`: the system is out of open files.
+    pub const ENFILE: i32 = rustix::io::Errno::NFILE.raw_os_error();
 }

@@ -12,30 +12,9 @@ use dlm::{Errno, LockFlags as F, LockMode as M};
 
 const NOBODY: u32 = 65534;
 
-/// Why the tests cannot run here, if they cannot.
-fn skip_reason() -> Option<String> {
-    if !rustix::process::getuid().is_root() {
-        return Some("not root: cannot run a helper as another uid".into());
-    }
-    let exe = std::env::current_exe().ok()?;
-    let mode = std::fs::metadata(&exe).ok()?.permissions().mode();
-    if mode & 0o005 != 0o005 {
-        return Some(format!("{} is not executable by others", exe.display()));
-    }
-    for dir in exe.ancestors().skip(1) {
-        let Ok(m) = std::fs::metadata(dir) else {
-            continue;
-        };
-        if m.permissions().mode() & 0o001 == 0 {
-            return Some(format!("{} is not searchable by others", dir.display()));
-        }
-    }
-    None
-}
-
 macro_rules! skip_unless_possible {
     () => {
-        if let Some(why) = skip_reason() {
+        if let Some(why) = users::cannot_switch_users() {
             eprintln!("skipped: {why}");
             return;
         }
@@ -92,6 +71,92 @@ fn lockspace_modes_and_admin_rights_on_the_system_daemon() {
         log.contains("may not open lockspace secret"),
         "logged:\n{log}"
     );
+}
+
+/// A lockspace's group permission counts for a peer in that group as a
+/// supplementary group (`useradd -G`), as it would on a device node; not
+/// for a peer in neither.
+#[test]
+fn supplementary_groups_get_the_group_permission() {
+    skip_unless_possible!();
+    let team = users::TestGroup::create("team");
+    let member = users::TestUser::create("m", &[&team.name]);
+    let outsider = users::TestUser::create("o", &[]);
+    assert_ne!(member.gid, team.gid, "the group is a supplementary one");
+    let d = Daemon::start_with(&["--system"]);
+    let sock = d.socket.to_str().expect("utf-8 path").to_string();
+    // Root, with the team as its primary group, makes a 0660 lockspace:
+    // its group is the team.
+    let (_creator, out) = spawn_helper_ids("create", &[&sock, "team-ls", "660"], 0, team.gid);
+    let created = out.line().expect("the creator answers");
+    let minor: i64 = created
+        .strip_prefix("created ")
+        .and_then(|m| m.parse().ok())
+        .unwrap_or_else(|| panic!("{created}"));
+    let info = d.control().lockspaces();
+    assert_eq!((info[0].gid, info[0].mode), (team.gid, 0o660));
+    let eperm = neg(Errno::EPERM);
+    let eacces = neg(Errno::EACCES);
+    let probe_as = |u: &users::TestUser| -> Vec<String> {
+        let (_p, out) = spawn_helper_as("probe", &[&sock, "team-ls"], u);
+        std::iter::from_fn(|| out.line()).collect()
+    };
+    assert_eq!(
+        probe_as(&member),
+        [
+            "hello 0".to_string(),
+            format!("create {eperm}"),
+            format!("open {minor}"),
+            "query 0".to_string(),
+        ],
+        "uid {} is in group {} as a supplementary group",
+        member.uid,
+        team.gid
+    );
+    assert_eq!(
+        probe_as(&outsider),
+        [
+            "hello 0".to_string(),
+            format!("create {eperm}"),
+            format!("open {eacces}"),
+            format!("query {eacces}"),
+        ],
+        "uid {} is not in group {}",
+        outsider.uid,
+        team.gid
+    );
+}
+
+/// On the system daemon a uid other than root lists only the lockspaces
+/// it may open; root lists all.
+#[test]
+fn unprivileged_users_list_only_what_they_may_open() {
+    skip_unless_possible!();
+    let team = users::TestGroup::create("seers");
+    let member = users::TestUser::create("s", &[&team.name]);
+    let outsider = users::TestUser::create("t", &[]);
+    let d = Daemon::start_with(&["--system"]);
+    let sock = d.socket.to_str().expect("utf-8 path").to_string();
+    let chmod = |c: &mut Client, mode: u32| c.call(dlm::wire::Kind::Chmod, &mode.to_le_bytes());
+    let (_c1, mut open, _) = d.lockspace("everyone");
+    assert_eq!(chmod(&mut open, 0o666), 0);
+    let (_c2, _secret, _) = d.lockspace("secret");
+    let (_creator, out) = spawn_helper_ids("create", &[&sock, "team-only", "660"], 0, team.gid);
+    assert!(out.line().is_some_and(|l| l.starts_with("created ")));
+    let list_as = |u: &users::TestUser| {
+        let (_p, out) = spawn_helper_as("list", &[&sock], u);
+        out.line().expect("the helper answers")
+    };
+    assert_eq!(list_as(&outsider), "lockspaces everyone");
+    assert_eq!(list_as(&member), "lockspaces everyone,team-only");
+    let mut names: Vec<String> = d
+        .control()
+        .lockspaces()
+        .into_iter()
+        .map(|l| l.name)
+        .collect();
+    names.sort();
+    assert_eq!(names, ["everyone", "secret", "team-only"], "root sees all");
 }
 
 #[test]

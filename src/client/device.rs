@@ -17,7 +17,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::error::{Errno, Error};
+use crate::error::{Errno, Error, Refusal};
 use crate::proto::{self, LockResult, RESULT_WITH_LVB_SIZE};
 use crate::trust;
 use crate::wire::{self, Kind};
@@ -138,11 +138,12 @@ impl Device {
     ///
     /// The socket's directory is checked before the connect, and the
     /// peer's uid before the hello (see [`trust`]): an untrusted socket
-    /// is [`Error::UntrustedSocket`] and hears nothing from us. Any other
-    /// failure is [`Error::Os`].
+    /// is [`Error::UntrustedSocket`] and hears nothing from us.
     ///
     /// Returns the device and the daemon's answer to the hello (0, or a
-    /// lockspace's minor).
+    /// lockspace's minor). A daemon that turns the connection away (a
+    /// connection cap or quota) is [`Error::DaemonRefused`]; every other
+    /// failure, the connect's or the hello's, is [`Error::Os`].
     pub(crate) fn connect(
         path: &Path,
         role: u8,
@@ -153,12 +154,20 @@ impl Device {
         trust::check_socket_dir(&trust::socket_dir(path), user)?;
         let stream = UnixStream::connect(path).map_err(|e| Error::Os(io_errno(e)))?;
         trust::check_peer(&stream, path, user)?;
-        Self::hello(stream, role, flags, name).map_err(Error::Os)
+        Self::hello(stream, path, role, flags, name)
     }
 
     /// Say hello on a connected, checked stream.
-    fn hello(stream: UnixStream, role: u8, flags: u8, name: &[u8]) -> Result<(Device, i64), Errno> {
-        stream.set_nonblocking(true).map_err(io_errno)?;
+    fn hello(
+        stream: UnixStream,
+        path: &Path,
+        role: u8,
+        flags: u8,
+        name: &[u8],
+    ) -> Result<(Device, i64), Error> {
+        stream
+            .set_nonblocking(true)
+            .map_err(|e| Error::Os(io_errno(e)))?;
         let mut dev = Device::Socket(SocketConn {
             stream,
             decoder: wire::Decoder::new(),
@@ -172,12 +181,21 @@ impl Device {
             // A daemon at its connection cap answers before it closes,
             // and the answer may still be read after the close.
             Err(e) if e == Errno::EPIPE || e == Errno::from_raw(libc::ECONNRESET) => {
-                dev.refusal().ok_or(e)?
+                dev.refusal().ok_or(Error::Os(e))?
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(Error::Os(e)),
         };
         if v < 0 {
-            return Err(Errno::from_raw((-v).min(i64::from(i32::MAX)) as i32));
+            let e = Errno::from_raw((-v).min(i64::from(i32::MAX)) as i32);
+            // A Hello is never answered EMFILE or EUSERS but by a refusal.
+            let uid = rustix::process::geteuid().as_raw();
+            return Err(match Refusal::from_errno(e, uid) {
+                Some(reason) => Error::DaemonRefused {
+                    path: path.to_path_buf(),
+                    reason,
+                },
+                None => Error::Os(e),
+            });
         }
         Ok((dev, v))
     }

@@ -234,6 +234,7 @@ fn connect_or_start(socket: &Path, autostart: bool) -> Result<Device> {
         Ok((d, _)) => return Ok(d),
         Err(Error::Os(e))
             if autostart && (e == Errno::ENOENT || e == Errno::from_raw(libc::ECONNREFUSED)) => {}
+        // Untrusted, or a daemon answered and refused: said at once.
         Err(e) => return Err(unavailable(e)),
     }
     crate::paths::start_user_daemon(socket).map_err(unavailable)?;
@@ -242,7 +243,7 @@ fn connect_or_start(socket: &Path, autostart: bool) -> Result<Device> {
     loop {
         match hello(()) {
             Ok((d, _)) => return Ok(d),
-            Err(e @ Error::UntrustedSocket(_)) => return Err(e),
+            Err(e @ (Error::UntrustedSocket(_) | Error::DaemonRefused { .. })) => return Err(e),
             Err(e) if Instant::now() >= deadline => return Err(unavailable(e)),
             Err(_) => {
                 std::thread::sleep(pause);

@@ -4,6 +4,8 @@
 //! `DLMD_HELPER` set).
 #![allow(dead_code)]
 
+pub mod users;
+
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -483,9 +485,41 @@ pub fn neg(e: dlm::Errno) -> i64 {
 /// This test binary, run again as a helper: `mode` and `args` are handed
 /// to [`helper_process`] through the environment.
 pub fn spawn_helper(mode: &str, args: &[&str], uid: Option<u32>) -> (Proc, HelperOut) {
+    match uid {
+        Some(uid) => spawn_helper_ids(mode, args, uid, uid),
+        None => run_helper(
+            Command::new(std::env::current_exe().expect("test binary")),
+            mode,
+            args,
+        ),
+    }
+}
+
+/// [`spawn_helper`] with this uid and primary gid, and no supplementary
+/// groups.
+pub fn spawn_helper_ids(mode: &str, args: &[&str], uid: u32, gid: u32) -> (Proc, HelperOut) {
     use std::os::unix::process::CommandExt;
+    let mut c = Command::new(std::env::current_exe().expect("test binary"));
+    c.uid(uid).gid(gid);
+    run_helper(c, mode, args)
+}
+
+/// [`spawn_helper`] as a test user, with its supplementary groups (which
+/// `Command::uid` would drop): through `setpriv --init-groups`.
+pub fn spawn_helper_as(mode: &str, args: &[&str], user: &users::TestUser) -> (Proc, HelperOut) {
     let exe = std::env::current_exe().expect("test binary");
-    let mut c = Command::new(exe);
+    let mut c = Command::new("setpriv");
+    c.arg("--reuid")
+        .arg(user.uid.to_string())
+        .arg("--regid")
+        .arg(user.gid.to_string())
+        .arg("--init-groups")
+        .arg("--")
+        .arg(exe);
+    run_helper(c, mode, args)
+}
+
+fn run_helper(mut c: Command, mode: &str, args: &[&str]) -> (Proc, HelperOut) {
     c.args([
         "common::helper_process",
         "--exact",
@@ -497,10 +531,8 @@ pub fn spawn_helper(mode: &str, args: &[&str], uid: Option<u32>) -> (Proc, Helpe
     .env("DLMD_HELPER_ARGS", args.join("\u{1f}"))
     .stdin(Stdio::piped())
     .stdout(Stdio::piped())
-    .stderr(Stdio::inherit());
-    if let Some(uid) = uid {
-        c.uid(uid).gid(uid).env("HOME", "/");
-    }
+    .stderr(Stdio::inherit())
+    .env("HOME", "/");
     let mut child = c.spawn().expect("start helper");
     let stdout = child.stdout.take().expect("helper stdout");
     (Proc(child), HelperOut::new(stdout))
@@ -608,6 +640,89 @@ fn helper_process() {
                 "query {}",
                 q.map(|v| v.len() as i64).unwrap_or_else(|e| e)
             ));
+        }
+        // Connect args[1] times; on each connection send args[2]
+        // Writes before any Hello (each one a protocol error), then
+        // close. Say how many were sent.
+        "flood" => {
+            let conns: usize = args[1].parse().expect("connection count");
+            let frames: usize = args[2].parse().expect("frames per connection");
+            let mut burst = Vec::new();
+            for _ in 0..frames {
+                wire::put_frame(&mut burst, Kind::Write, b"junk").expect("frame");
+            }
+            for _ in 0..conns {
+                let mut c = Client::connect(socket);
+                c.send_raw(&burst);
+                c.stream
+                    .shutdown(std::net::Shutdown::Write)
+                    .expect("shutdown");
+                assert!(c.closed_within(TIMEOUT), "the daemon hangs up");
+            }
+            say(&format!("sent {}", conns * frames));
+        }
+        // Say the names of the lockspaces the daemon lists, sorted.
+        "list" => {
+            let mut c = Client::connect(socket);
+            assert_eq!(c.hello(wire::ROLE_CONTROL, 0, b""), 0, "control hello");
+            let mut names: Vec<String> = c.lockspaces().into_iter().map(|l| l.name).collect();
+            names.sort();
+            say(&format!("lockspaces {}", names.join(",")));
+        }
+        // Create lockspace args[1], set its mode to args[2] (octal), say
+        // "created MINOR", then wait until stdin closes.
+        "create" => {
+            let mut ctl = Client::connect(socket);
+            assert_eq!(ctl.hello(wire::ROLE_CONTROL, 0, b""), 0, "control hello");
+            let minor = ctl.create(args[1], 0);
+            assert!(minor >= 0, "create {}: {minor}", args[1]);
+            let mut ls = Client::connect(socket);
+            assert_eq!(ls.hello(wire::ROLE_LOCKSPACE, 0, args[1].as_bytes()), minor);
+            let mode = u32::from_str_radix(args[2], 8).expect("an octal mode");
+            assert_eq!(ls.call(Kind::Chmod, &mode.to_le_bytes()), 0, "chmod");
+            say(&format!("created {minor}"));
+            let mut buf = [0u8; 1];
+            let _ = std::io::stdin().read(&mut buf);
+        }
+        // Open control connections (saying Hello) until the daemon turns
+        // one away or args[1] are open; say how many, the refusal's
+        // answer, and what the client library says when it is refused
+        // too. Then hold them until stdin closes.
+        "hog" => {
+            let most: usize = args[1].parse().expect("a count");
+            let mut held = Vec::new();
+            let mut answer = None;
+            while held.len() < most {
+                let mut c = Client::connect(socket);
+                let mut hello = Vec::new();
+                wire::put_frame(&mut hello, Kind::Hello, &[wire::ROLE_CONTROL, 0]).expect("frame");
+                // A daemon that refuses us may hang up before we write;
+                // its answer is still there to read.
+                let _ = c.stream.write_all(&hello);
+                let v = match c.next_frame() {
+                    Some((Kind::Result, b)) => wire::result_value(&b).expect("result"),
+                    other => panic!("a Hello answered {other:?}"),
+                };
+                if v != 0 {
+                    assert!(c.closed_within(TIMEOUT), "a refused connection is closed");
+                    answer = Some(v);
+                    break;
+                }
+                held.push(c);
+            }
+            say(&format!("held {}", held.len()));
+            if let Some(v) = answer {
+                say(&format!("refused {v}"));
+                let err = dlm::client::Dlm::builder()
+                    .backend(dlm::client::Backend::Fallback)
+                    .socket(socket)
+                    .autostart(false)
+                    .open()
+                    .expect_err("the library is refused too");
+                say(&format!("library {} {err}", err.errno().raw()));
+            }
+            let mut buf = [0u8; 1];
+            let _ = std::io::stdin().read(&mut buf);
         }
         other => panic!("unknown helper mode {other}"),
     }
