@@ -24,6 +24,8 @@ root_dir=$(cd "$here/../../.." && pwd)
 PROGRAMS=(
     "ct_version: lt thr"
     "ct_lockspace: lt thr"
+    "ct_lock: lt thr"
+    "ct_wait: lt thr"
 )
 
 out="$root_dir/ci/out/ctests/bin"
