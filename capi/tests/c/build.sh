@@ -26,6 +26,12 @@ PROGRAMS=(
     "ct_lockspace: lt thr"
     "ct_lock: lt thr"
     "ct_wait: lt thr"
+    "ct_lvb: lt thr"
+    "ct_orphan: lt thr"
+    "ct_default: lt thr"
+    "ct_badargs: lt thr"
+    "ct_thread: thr"
+    "ct_crash: lt thr"
 )
 
 out="$root_dir/ci/out/ctests/bin"
