@@ -65,6 +65,22 @@ controller=$(head -n 1 "$out/static-bins.txt")
 capi/tests/c/build.sh -o "$out/bin" >"$out/programs.txt"
 mapfile -t progs <"$out/programs.txt"
 
+# Every export of both libraries must be called by some program of its
+# variant: Debian's libraries' dynamic symbols against the programs'
+# imports.
+covered=1
+for v in lt:libdlm_lt.so.3 thr:libdlm.so.3; do
+    so=$(ldconfig -p | awk -v n="${v#*:}" '$1 == n { print $NF; exit }')
+    [ -n "$so" ] || { echo "ctests.sh: ${v#*:} not installed" >&2; exit 1; }
+    missing=$(comm -23 <(nm -D --defined-only "$so" | awk '$2 == "T" { print $3 }' | sort -u) \
+        <(for b in "$out/bin/"*-"${v%%:*}"; do nm -D -u "$b" | awk '{ print $2 }'; done | sort -u))
+    if [ -n "$missing" ]; then
+        echo "ctests.sh: exports of ${v#*:} no program calls: $missing" >&2
+        covered=0
+    fi
+done
+[ "$covered" = 1 ] || exit 1
+
 # The base initramfs: busybox, the modules, the controller, the programs
 # and dlm_tool (initramfs.sh copies the libraries ldd lists: Debian's
 # libdlm.so.3, libdlm_lt.so.3, libdlmcontrol.so.3, libc), and the guest
