@@ -43,7 +43,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
     -o) out=$2; shift 2 ;;
     --include) inc=(-I "$2"); shift 2 ;;
-    --libdir) libdir=(-L "$2" -Wl,-rpath-link,"$2"); shift 2 ;;
+    --libdir) libdir=(-L "$2" "-Wl,-rpath-link=$2"); shift 2 ;;
     --list) list=1; shift ;;
     -h | --help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "build.sh: unknown option $1" >&2; exit 2 ;;
