@@ -32,6 +32,7 @@ PROGRAMS=(
     "ct_badargs: lt thr"
     "ct_thread: thr"
     "ct_crash: lt thr"
+    "ct_flood: lt thr"
 )
 
 out="$root_dir/ci/out/ctests/bin"
