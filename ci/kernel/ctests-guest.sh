@@ -16,6 +16,7 @@
 # libdlm). NAME... limits the run to those programs (default: all). After
 # each program, lockspaces it left behind (/sys/kernel/dlm/*) are printed
 # as "@@CT-LEFT <name> <lockspaces>@@" and removed with dlm_tool leave.
+# First, "@@CT-LIBS <program> <loader's line>" says which libdlm loads.
 # Exits 0; the verdict is the host's.
 dmesg -n 1
 libpath=""
@@ -52,6 +53,19 @@ check_left() {
         done
     fi
 }
+
+# Which libdlm the loader picks, as ldd would say (glibc's loader lists
+# the objects and exits when LD_TRACE_LOADED_OBJECTS is set).
+for p in /bin/ct_version-lt /bin/ct_version-thr; do
+    [ -x "$p" ] || continue
+    if [ -n "$libpath" ]; then
+        LD_LIBRARY_PATH=$libpath LD_TRACE_LOADED_OBJECTS=1 "$p" 2>&1 | grep libdlm |
+            sed "s| (0x[0-9a-f]*)||; s|^|@@CT-LIBS $(basename "$p") |"
+    else
+        LD_TRACE_LOADED_OBJECTS=1 "$p" 2>&1 | grep libdlm |
+            sed "s| (0x[0-9a-f]*)||; s|^|@@CT-LIBS $(basename "$p") |"
+    fi
+done
 
 progs=""
 if [ $# -gt 0 ]; then

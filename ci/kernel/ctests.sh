@@ -128,6 +128,16 @@ awk -v dir="$res" '
     f != "" { print >> f }
 ' "$log"
 
+# The libraries the programs loaded: ours under /opt/dlm-rs/lib with --lib.
+grep '^@@CT-LIBS ' "$log" | sed 's/^@@CT-LIBS //' >"$res/LIBS" || true
+sed 's/^/ctests.sh: loaded: /' "$res/LIBS"
+want_dir=/lib/x86_64-linux-gnu/
+[ -n "$lib" ] && want_dir=/opt/dlm-rs/lib/
+if [ ! -s "$res/LIBS" ] || grep -v "=> $want_dir" "$res/LIBS" >/dev/null; then
+    echo "ctests.sh: the programs did not load libdlm from $want_dir (see $res/LIBS)" >&2
+    exit 1
+fi
+
 n=$(find "$res" -name '*.rc' | wc -l)
 if [ "$n" -eq 0 ]; then
     echo "ctests.sh: no transcripts in the guest's log ($log); guest status $status" >&2

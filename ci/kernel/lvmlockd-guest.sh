@@ -75,6 +75,17 @@ step "disk image" 30 dd if=/dev/zero of=/tmp/disk.img bs=1M count=64 || finish
 step "losetup" 30 losetup /dev/loop0 /tmp/disk.img || finish
 
 # --- lvmlockd ----------------------------------------------------------------
+# Which libdlm_lt it loads (glibc's loader lists its objects and exits).
+want=/lib/x86_64-linux-gnu/libdlm_lt.so.3
+[ -n "$libpath" ] && want=$libpath/libdlm_lt.so.3
+loaded=$(LD_LIBRARY_PATH=$libpath LD_TRACE_LOADED_OBJECTS=1 lvmlockd 2>&1 | awk '$1 == "libdlm_lt.so.3" { print $3 }')
+if [ "$loaded" = "$want" ]; then
+    echo "LVM-STEP lvmlockd loads $want: ok"
+else
+    echo "LVM-STEP lvmlockd loads $want: FAILED (it loads '${loaded:-nothing}')"
+    failed=1
+    finish
+fi
 if [ -n "$libpath" ]; then
     LD_LIBRARY_PATH=$libpath lvmlockd -f -g dlm >/tmp/lvmlockd.log 2>&1 &
 else
