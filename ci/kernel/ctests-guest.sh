@@ -10,20 +10,26 @@
 #   <stderr>
 #   @@CT-END <name> rc=<status>@@
 #
-#   ctests-guest.sh [--libpath DIR] [NAME...]
+#   ctests-guest.sh [--libpath DIR] [--valgrind] [NAME...]
 #
 # --libpath DIR runs the programs with LD_LIBRARY_PATH=DIR (a replacement
-# libdlm). NAME... limits the run to those programs (default: all). After
+# libdlm). --valgrind runs each program but ct_crash and ct_flood under
+# valgrind's memcheck; its report follows the transcript between
+# "@@CT-VG <name>@@" and the end marker. NAME... limits the run to those programs (default: all). After
 # each program, lockspaces it left behind (/sys/kernel/dlm/*) are printed
 # as "@@CT-LEFT <name> <lockspaces>@@" and removed with dlm_tool leave.
 # First, "@@CT-LIBS <program> <loader's line>" says which libdlm loads.
 # Exits 0; the verdict is the host's.
 dmesg -n 1
 libpath=""
-if [ "${1:-}" = --libpath ]; then
-    libpath=$2
-    shift 2
-fi
+valgrind=0
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --libpath) libpath=$2; shift 2 ;;
+    --valgrind) valgrind=1; shift ;;
+    *) break ;;
+    esac
+done
 out=/tmp/ct
 mkdir -p "$out"
 # The AST thread of the threaded library needs to be cancellable, and
@@ -34,6 +40,11 @@ limit=150
 run() {
     name=$1
     shift
+    case "$valgrind:$name" in
+    1:ct_crash* | 1:ct_flood* | 1:dlm_tool*) ;;
+    1:*) set -- valgrind -q --log-file="$out/$name.vg" --leak-check=full \
+        --show-leak-kinds=definite --errors-for-leak-kinds=definite "$@" ;;
+    esac
     if [ -n "$libpath" ]; then
         LD_LIBRARY_PATH=$libpath timeout "$limit" "$@" >"$out/$name.out" 2>"$out/$name.err"
     else
@@ -95,6 +106,10 @@ for f in "$out"/*.out; do
     cat "$f"
     echo "@@CT-STDERR $name@@"
     cat "$out/$name.err"
+    if [ -f "$out/$name.vg" ]; then
+        echo "@@CT-VG $name@@"
+        cat "$out/$name.vg"
+    fi
     echo "@@CT-END $name rc=$(cat "$out/$name.rc")@@"
 done
 exit 0

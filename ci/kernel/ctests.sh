@@ -10,6 +10,10 @@
 #   ci/kernel/ctests.sh --name NAME         the results' directory name instead
 #   ci/kernel/ctests.sh --regenerate        write Debian's transcripts to
 #                                           capi/tests/expected/ (the reference)
+#   ci/kernel/ctests.sh --valgrind          also run the programs (not ct_crash,
+#                                           ct_flood) under valgrind's memcheck:
+#                                           reports in <lib>/NAME.vg, error counts
+#                                           printed; with --lib any error fails
 #   ci/kernel/ctests.sh [...] -- NAME...    only these programs (e.g. ct_lock-lt)
 #
 # The programs are built on the host against Debian's libdlm-dev
@@ -32,18 +36,21 @@ cd "$(dirname "$0")/../.."
 lib=""
 name=""
 regen=0
+valgrind=0
 only=()
 while [ $# -gt 0 ]; do
     case "$1" in
     --lib) lib=$(cd "$2" && pwd); shift 2 ;;
     --name) name=$2; shift 2 ;;
     --regenerate) regen=1; shift ;;
-    -h | --help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --valgrind) valgrind=1; shift ;;
+    -h | --help) sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     --) shift; only=("$@"); break ;;
     *) echo "ctests.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
 [ -n "$name" ] || { [ -n "$lib" ] && name=ours || name=debian; }
+[ "$valgrind" = 1 ] && name="$name-valgrind"
 if [ "$regen" = 1 ] && [ -n "$lib" ]; then
     echo "ctests.sh: --regenerate writes Debian's reference; it cannot be used with --lib" >&2
     exit 2
@@ -51,6 +58,7 @@ fi
 
 install_build_deps
 apt_install libdlm-dev dlm-controld file cpio bc
+[ "$valgrind" = 1 ] && apt_install valgrind libc6-dbg
 t0=$(date +%s)
 
 out=ci/out/ctests
@@ -70,7 +78,8 @@ mapfile -t progs <"$out/programs.txt"
 # imports.
 covered=1
 for v in lt:libdlm_lt.so.3 thr:libdlm.so.3; do
-    so=$(ldconfig -p | awk -v n="${v#*:}" '$1 == n { print $NF; exit }')
+    # (awk reads all of ldconfig's output: an early exit would be a SIGPIPE.)
+    so=$(ldconfig -p | awk -v n="${v#*:}" '$1 == n && !so { so = $NF } END { print so }')
     [ -n "$so" ] || { echo "ctests.sh: ${v#*:} not installed" >&2; exit 1; }
     missing=$(comm -23 <(nm -D --defined-only "$so" | awk '$2 == "T" { print $3 }' | sort -u) \
         <(for b in "$out/bin/"*-"${v%%:*}"; do nm -D -u "$b" | awk '{ print $2 }'; done | sort -u))
@@ -92,9 +101,30 @@ ci/kernel/initramfs.sh -o "$out/initramfs-base.cpio" --controller "$controller" 
 # concatenated archives in order.
 guest_args=()
 cp "$out/initramfs-base.cpio" "$out/initramfs.cpio"
+stage=$(mktemp -d "${TMPDIR:-/tmp}/dlm-ctests.XXXXXX")
+trap 'rm -rf "$stage"' EXIT
+if [ "$valgrind" = 1 ]; then
+    # valgrind (the binary behind Debian's /usr/bin/valgrind wrapper script),
+    # memcheck and its preloads, and the suppressions it reads.
+    for f in /usr/bin/valgrind.bin /usr/libexec/valgrind/memcheck-amd64-linux \
+        /usr/libexec/valgrind/vgpreload_core-amd64-linux.so \
+        /usr/libexec/valgrind/vgpreload_memcheck-amd64-linux.so \
+        /usr/libexec/valgrind/default.supp /usr/lib/valgrind/debian.supp; do
+        [ -f "$f" ] || { echo "ctests.sh: $f missing (valgrind package)" >&2; exit 1; }
+        mkdir -p "$stage$(dirname "$f")"
+        cp -L "$f" "$stage$f"
+    done
+    # memcheck must redirect strlen in the loader, whose symbols are in
+    # libc6-dbg's detached debug file (found by build id).
+    id=$(file -L /lib64/ld-linux-x86-64.so.2 | sed -n 's/.*BuildID\[sha1\]=\([0-9a-f]*\).*/\1/p')
+    dbg=/usr/lib/debug/.build-id/${id:0:2}/${id:2}.debug
+    [ -n "$id" ] && [ -f "$dbg" ] || { echo "ctests.sh: no debug symbols for the loader ($dbg; libc6-dbg)" >&2; exit 1; }
+    mkdir -p "$stage$(dirname "$dbg")" "$stage/bin"
+    cp -L "$dbg" "$stage$dbg"
+    cp -L /usr/bin/valgrind.bin "$stage/bin/valgrind"
+    guest_args+=(--valgrind)
+fi
 if [ -n "$lib" ]; then
-    stage=$(mktemp -d "${TMPDIR:-/tmp}/dlm-ctests.XXXXXX")
-    trap 'rm -rf "$stage"' EXIT
     mkdir -p "$stage/opt/dlm-rs/lib"
     for so in libdlm.so.3 libdlm_lt.so.3; do
         [ -e "$lib/$so" ] || { echo "ctests.sh: $lib/$so missing" >&2; exit 1; }
@@ -105,9 +135,11 @@ if [ -n "$lib" ]; then
             cp -L "$dep" "$stage$dep"
         done
     done
+    guest_args+=(--libpath /opt/dlm-rs/lib)
+fi
+if [ -n "$(ls -A "$stage")" ]; then
     (cd "$stage" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) \
         >>"$out/initramfs.cpio"
-    guest_args=(--libpath /opt/dlm-rs/lib)
 fi
 
 status=0
@@ -122,6 +154,7 @@ mkdir -p "$res"
 awk -v dir="$res" '
     /^@@CT-BEGIN .*@@$/ { n = $2; sub(/@@$/, "", n); f = dir "/" n ".out"; printf "" > f; next }
     /^@@CT-STDERR .*@@$/ { close(f); f = dir "/" n ".err"; printf "" > f; next }
+    /^@@CT-VG .*@@$/ { close(f); f = dir "/" n ".vg"; printf "" > f; next }
     /^@@CT-END .* rc=[0-9]+@@$/ { close(f); rc = $3; sub(/^rc=/, "", rc); sub(/@@$/, "", rc)
         print rc > (dir "/" n ".rc"); close(dir "/" n ".rc"); f = ""; next }
     /^@@CT-LEFT / { print > (dir "/LEFT"); next }
@@ -186,6 +219,22 @@ for f in "$res"/*.rc; do
         same=$((same + 1))
     fi
 done
+# valgrind's verdicts: "ERROR SUMMARY: N errors" per program.
+if [ "$valgrind" = 1 ]; then
+    for f in "$res"/*.vg; do
+        [ -e "$f" ] || { echo "ctests.sh: no valgrind reports" >&2; bad=1; break; }
+        b=$(basename "$f" .vg)
+        # valgrind -q writes nothing but errors (each starts unindented)
+        # and fatal messages.
+        if ! grep -q '[^[:space:]]' "$f"; then
+            echo "ctests.sh: valgrind: $b: clean"
+        else
+            echo "ctests.sh: valgrind: $b: $(grep -cE '^(==[0-9]+== [^ ]|valgrind: )' "$f" || true) report lines (see $f)"
+            [ -n "$lib" ] && bad=1
+        fi
+    done
+fi
+
 # Every program with a reference must have run (unless a subset was asked).
 if [ ${#only[@]} -eq 0 ]; then
     for f in "$expected"/*.rc; do
