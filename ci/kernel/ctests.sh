@@ -229,7 +229,7 @@ if [ "$valgrind" = 1 ]; then
         if ! grep -q '[^[:space:]]' "$f"; then
             echo "ctests.sh: valgrind: $b: clean"
         else
-            echo "ctests.sh: valgrind: $b: $(grep -cE '^(==[0-9]+== [^ ]|valgrind: )' "$f" || true) report lines (see $f)"
+            echo "ctests.sh: valgrind: $b: $(grep -cE '^(==[0-9]+== [^ ]|valgrind: )' "$f" || true) errors (see $f)"
             [ -n "$lib" ] && bad=1
         fi
     done
