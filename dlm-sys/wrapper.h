@@ -3,8 +3,8 @@
  * (Debian/Ubuntu package linux-libc-dev).
  *
  * Two consumers read this file, so they always see the same declarations:
- *   - dlm-sys/build.rs runs bindgen on it to generate the Rust bindings;
- *   - the root build.rs compiles tests/abi/probe.c, which includes it, to
+ *   - build.rs runs bindgen on it to generate the Rust bindings;
+ *   - build/probe.rs compiles tests/abi/probe.c, which includes it, to
  *     measure the C layout that tests/abi_layout.rs compares with dlm-sys.
  */
 #include <linux/dlmconstants.h>

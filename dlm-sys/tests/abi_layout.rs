@@ -2,8 +2,9 @@
 //! offset and `DLM_*` constant of the UAPI headers, and the kernel's 32-bit
 //! compat layouts.
 //!
-//! The C side comes from `tests/abi/probe.c`, which the root `build.rs`
-//! compiles against `wrapper.h`, runs, and saves as `$OUT_DIR/c_abi.rs`.
+//! The C side comes from `tests/abi/probe.c`, which the build script
+//! (`build/probe.rs`) compiles against `wrapper.h`, runs, and saves as
+//! `$OUT_DIR/c_abi.rs`.
 //! Each check compares two tables by name in both directions: an entry the
 //! probe reports but this file does not check fails, and so does one this
 //! file checks but the probe did not report. Nothing is skipped silently.

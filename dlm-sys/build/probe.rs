@@ -1,4 +1,5 @@
-//! Build script of `dlm`: measures the C layout of the DLM UAPI headers.
+//! Part of dlm-sys's build script: measures the C layout of the DLM UAPI
+//! headers.
 //!
 //! It compiles `tests/abi/probe.c` against `wrapper.h` with the C compiler
 //! the `cc` crate selects, runs it, and writes what it prints to
@@ -17,14 +18,15 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn main() {
+/// Runs the probe (or records why it cannot run) into `$OUT_DIR/c_abi.rs`.
+pub fn main() {
     let root =
         PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let wrapper = root.join("wrapper.h");
     let probe = root.join("tests").join("abi").join("probe.c");
 
-    println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=build/probe.rs");
     println!("cargo:rerun-if-changed={}", wrapper.display());
     println!("cargo:rerun-if-changed={}", probe.display());
 

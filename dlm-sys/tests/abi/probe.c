@@ -1,9 +1,9 @@
 /*
  * The C half of the dlm-rs ABI check.
  *
- * The root build.rs compiles this file with the C compiler the `cc` crate
- * picks for the target, runs it, and saves what it prints as
- * $OUT_DIR/c_abi.rs. tests/abi_layout.rs includes that file and compares
+ * dlm-sys's build script (build/probe.rs) compiles this file with the C
+ * compiler the `cc` crate picks for the target, runs it, and saves what it
+ * prints as $OUT_DIR/c_abi.rs. tests/abi_layout.rs includes that file and compares
  * every entry with the Rust items of dlm-sys, which bindgen generated from
  * the same wrapper.h. The output is Rust source: a handful of constant
  * slices of (name, value) tuples.
