@@ -44,29 +44,14 @@
 
 pub mod client;
 pub mod engine;
-pub mod error;
-pub mod flags;
-pub mod lvb;
-pub mod mode;
-pub mod name;
-pub mod paths;
-pub mod proto;
-pub mod query;
-pub mod status;
-pub mod trust;
-pub mod wire;
 
+pub use dlm_proto::records as proto;
+pub use dlm_proto::{error, flags, lvb, mode, name, paths, query, status, trust, wire};
+
+pub use dlm_proto::DEVICE_VERSION;
 pub use error::{Errno, Error, Refusal, Result};
 pub use flags::{LockFlags, LockspaceFlags, StatusFlags};
 pub use lvb::ValueBlock;
 pub use mode::LockMode;
 pub use name::{LockspaceName, ResourceName};
 pub use status::{Completion, Status};
-
-/// The DLM device interface version this crate speaks:
-/// `DLM_DEVICE_VERSION_MAJOR.MINOR.PATCH` (6.0.2).
-pub const DEVICE_VERSION: (u32, u32, u32) = (
-    dlm_sys::DLM_DEVICE_VERSION_MAJOR,
-    dlm_sys::DLM_DEVICE_VERSION_MINOR,
-    dlm_sys::DLM_DEVICE_VERSION_PATCH,
-);

@@ -56,9 +56,7 @@ use crate::name::RESNAME_MAXLEN;
 use crate::status::{ECANCEL, EUNLOCK};
 use tables::{compat, lvb_op, quecvt_ok, CW, EX, IV, NL, PR, PW};
 
-/// Length of every value block in an engine lockspace: the kernel's
-/// `DLM_USER_LVB_LEN`, fixed for lockspaces made from userspace.
-pub const LVB_LEN: usize = crate::lvb::USER_LVB_LEN;
+pub use crate::proto::{AstRecord, UserArgs, LVB_LEN};
 
 /// How many callbacks one lock may have waiting to be read
 /// (`DLM_CALLBACKS_SIZE`); the kernel drops any beyond this.
@@ -83,29 +81,6 @@ impl OwnerId {
     pub fn index(self) -> u32 {
         self.0
     }
-}
-
-/// What the kernel keeps of a process's user arguments for a lock
-/// (`struct dlm_user_args`), echoed back in every callback record.
-///
-/// The engine never looks inside these values, except that a zero
-/// `castaddr` or `lksb` is refused (as the kernel refuses NULL), and that a
-/// zero `bastaddr` means blocking ASTs are not queued.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-pub struct UserArgs {
-    /// Argument for the completion AST.
-    pub castparam: u64,
-    /// Completion AST address (or token).
-    pub castaddr: u64,
-    /// Argument for the blocking AST.
-    pub bastparam: u64,
-    /// Blocking AST address (or token); 0 means no blocking ASTs.
-    pub bastaddr: u64,
-    /// The caller's status block address (or token).
-    pub lksb: u64,
-    /// Transaction id. The kernel stores it and never uses or returns
-    /// it; the engine does not keep it.
-    pub xid: u64,
 }
 
 /// The user arguments a lock keeps: [`UserArgs`] less the unused `xid`.
@@ -224,37 +199,6 @@ impl UnlockParams {
     pub fn lvb(mut self, lvb: [u8; LVB_LEN]) -> Self {
         self.lvb = lvb;
         self
-    }
-}
-
-/// One callback, as a `read()` of the lockspace device returns it
-/// (`struct dlm_lock_result`, less the version).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AstRecord {
-    /// The lock's id (`lksb.sb_lkid`).
-    pub lkid: u32,
-    /// `user_astaddr`: castaddr for a completion, bastaddr for a blocking AST.
-    pub astaddr: u64,
-    /// `user_astparam`.
-    pub astparam: u64,
-    /// `user_lksb`.
-    pub user_lksb: u64,
-    /// `lksb.sb_status`: the kernel's negative status. For a blocking AST
-    /// this is the status of the last completion read, as in Linux 6.1.
-    pub status: i32,
-    /// `lksb.sb_flags` (of the last completion read, for a blocking AST).
-    pub sb_flags: u8,
-    /// Non-zero for a blocking AST: the mode that is blocked.
-    pub bast_mode: u8,
-    /// The value block, when the kernel would copy it (`lvb_offset != 0`
-    /// given a large enough read buffer).
-    pub lvb: Option<[u8; LVB_LEN]>,
-}
-
-impl AstRecord {
-    /// Whether this is a blocking AST.
-    pub fn is_bast(&self) -> bool {
-        self.bast_mode != 0
     }
 }
 

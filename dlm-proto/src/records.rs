@@ -18,10 +18,12 @@ use core::mem::{offset_of, size_of};
 
 use dlm_sys::{dlm_lksb, dlm_lock_params, dlm_lock_result, dlm_lspace_params, dlm_write_request};
 
-use crate::engine::{AstRecord, LVB_LEN};
 use crate::error::Errno;
 use crate::name::RESNAME_MAXLEN;
 
+/// Length of every value block in a lockspace made from userspace: the
+/// kernel's `DLM_USER_LVB_LEN`, fixed for such lockspaces.
+pub const LVB_LEN: usize = crate::lvb::USER_LVB_LEN;
 /// `sizeof(struct dlm_write_request)`: 120 on 64-bit.
 pub const WRITE_REQUEST_SIZE: usize = size_of::<dlm_write_request>();
 /// The largest write the kernel accepts: a request plus a 64-byte name.
@@ -197,8 +199,8 @@ impl LockRequest {
     }
 
     /// The engine's view of the user arguments.
-    pub fn user_args(&self) -> crate::engine::UserArgs {
-        crate::engine::UserArgs {
+    pub fn user_args(&self) -> UserArgs {
+        UserArgs {
             castparam: self.castparam,
             castaddr: self.castaddr,
             bastparam: self.bastparam,
@@ -387,7 +389,7 @@ impl LockWrite {
     /// [`set_name`](Self::set_name) from a name zero-padded to 64 bytes,
     /// `len` of which are sent: one fixed-size copy.
     #[inline]
-    pub(crate) fn set_name_padded(&mut self, name: &[u8; RESNAME_MAXLEN], len: usize) {
+    pub fn set_name_padded(&mut self, name: &[u8; RESNAME_MAXLEN], len: usize) {
         const { assert!(LP_NAME + RESNAME_MAXLEN <= MAX_WRITE_SIZE) };
         let len = len.min(RESNAME_MAXLEN);
         self.w.buf[LP_NAMELEN] = len as u8;
@@ -609,6 +611,60 @@ pub struct LockResult {
     pub bast_mode: u8,
     /// The value block, when `lvb_offset` pointed at one.
     pub lvb: Option<[u8; LVB_LEN]>,
+}
+
+/// What the kernel keeps of a process's user arguments for a lock
+/// (`struct dlm_user_args`), echoed back in every callback record.
+///
+/// The engine never looks inside these values, except that a zero
+/// `castaddr` or `lksb` is refused (as the kernel refuses NULL), and that a
+/// zero `bastaddr` means blocking ASTs are not queued.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct UserArgs {
+    /// Argument for the completion AST.
+    pub castparam: u64,
+    /// Completion AST address (or token).
+    pub castaddr: u64,
+    /// Argument for the blocking AST.
+    pub bastparam: u64,
+    /// Blocking AST address (or token); 0 means no blocking ASTs.
+    pub bastaddr: u64,
+    /// The caller's status block address (or token).
+    pub lksb: u64,
+    /// Transaction id. The kernel stores it and never uses or returns
+    /// it; the engine does not keep it.
+    pub xid: u64,
+}
+
+/// One callback, as a `read()` of the lockspace device returns it
+/// (`struct dlm_lock_result`, less the version).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AstRecord {
+    /// The lock's id (`lksb.sb_lkid`).
+    pub lkid: u32,
+    /// `user_astaddr`: castaddr for a completion, bastaddr for a blocking AST.
+    pub astaddr: u64,
+    /// `user_astparam`.
+    pub astparam: u64,
+    /// `user_lksb`.
+    pub user_lksb: u64,
+    /// `lksb.sb_status`: the kernel's negative status. For a blocking AST
+    /// this is the status of the last completion read, as in Linux 6.1.
+    pub status: i32,
+    /// `lksb.sb_flags` (of the last completion read, for a blocking AST).
+    pub sb_flags: u8,
+    /// Non-zero for a blocking AST: the mode that is blocked.
+    pub bast_mode: u8,
+    /// The value block, when the kernel would copy it (`lvb_offset != 0`
+    /// given a large enough read buffer).
+    pub lvb: Option<[u8; LVB_LEN]>,
+}
+
+impl AstRecord {
+    /// Whether this is a blocking AST.
+    pub fn is_bast(&self) -> bool {
+        self.bast_mode != 0
+    }
 }
 
 impl From<&AstRecord> for LockResult {

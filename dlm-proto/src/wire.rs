@@ -1,7 +1,7 @@
 //! Framing of the fallback daemon's socket protocol.
 //!
 //! A `dlmd` connection carries the kernel device's own records (see
-//! [`proto`](crate::proto)) in small frames, so that one stream can play a
+//! [`records`](crate::records)) in small frames, so that one stream can play a
 //! device file: a `write()` becomes a [`Kind::Write`] frame answered by a
 //! [`Kind::Result`] frame with what `write()` would return, and each
 //! callback the kernel would hand to `read()` arrives as a [`Kind::Ast`]
@@ -39,7 +39,7 @@
 //! one engine owner, whose locks are released (persistent ones orphaned)
 //! when the connection closes for any reason, as the kernel's
 //! `device_close` does. Writes are decoded and checked exactly as the
-//! kernel's `device_write` does (see [`proto`](crate::proto)), with its
+//! kernel's `device_write` does (see [`records`](crate::records)), with its
 //! errnos; lock commands on a control connection and lockspace commands on
 //! a lockspace connection are `EINVAL`, as on the wrong device.
 //!

@@ -11,13 +11,19 @@
 //! may appear or not. Each record is the state of its lock at one moment
 //! while the answer was being made. Lockspaces are listed the same way,
 //! by minor.
+//!
+//! With the `serde` feature the records are `Serialize` and `Deserialize`
+//! (JSON on the wire), and [`parse`] reads a JSON answer.
 
+#[cfg(feature = "serde")]
 use serde::{Deserialize, Serialize};
 
+#[cfg(feature = "serde")]
 use crate::error::Errno;
 
 /// One lockspace.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
 pub struct LockspaceInfo {
     /// Name (non-UTF-8 bytes escaped as `\xNN`).
     pub name: String,
@@ -38,7 +44,8 @@ pub struct LockspaceInfo {
 }
 
 /// One lock.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
 pub struct LockInfo {
     /// Lock id.
     pub lkid: u32,
@@ -60,7 +67,8 @@ pub struct LockInfo {
 
 /// A page of a lockspace's locks: the answer to a lock query with
 /// [`QueryOptions`].
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
 pub struct LockPage {
     /// The locks, by lock id.
     pub locks: Vec<LockInfo>,
@@ -76,7 +84,7 @@ pub struct LockPage {
 /// What a lock query asks for: a limit, and where to start (for paging).
 ///
 /// ```
-/// use dlm::query::QueryOptions;
+/// use dlm_proto::query::QueryOptions;
 /// // The first 100 locks, then the 100 after lock id 0x2a.
 /// let first = QueryOptions::limit(100);
 /// let next = first.after(0x2a);
@@ -126,6 +134,7 @@ impl QueryOptions {
 }
 
 /// Parse a JSON reply body.
+#[cfg(feature = "serde")]
 pub fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, Errno> {
     serde_json::from_slice(body).map_err(|e| {
         log::warn!("bad query reply: {e}");
@@ -165,6 +174,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "serde")]
     fn a_page_is_an_object_with_its_marker() {
         let p = LockPage {
             locks: vec![lock(7)],

@@ -1,7 +1,7 @@
 //! Where the fallback daemon listens, and starting one on demand.
 //!
 //! The socket path is chosen in this order:
-//! 1. an explicit path (`dlmd --socket`, [`DlmBuilder::socket`](crate::client::DlmBuilder::socket));
+//! 1. an explicit path (`dlmd --socket`, `dlm::DlmBuilder::socket`);
 //! 2. the `DLM_SOCKET` environment variable;
 //! 3. for root, the system daemon's `/run/dlm/dlmd.sock`;
 //! 4. otherwise the per-user daemon's `$XDG_RUNTIME_DIR/dlm/dlmd.sock`, or

@@ -37,7 +37,7 @@ impl ResourceName {
     /// The name zero-padded to 64 bytes, and its length: a fixed-size copy
     /// for the request encoder.
     #[inline]
-    pub(crate) fn padded(&self) -> (&[u8; RESNAME_MAXLEN], usize) {
+    pub fn padded(&self) -> (&[u8; RESNAME_MAXLEN], usize) {
         (&self.0.bytes, usize::from(self.0.len))
     }
 }
