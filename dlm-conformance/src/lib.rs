@@ -5,7 +5,7 @@
 //! every `write()` result and every record `read()` returns, with its
 //! status, `sb_flags`, value block, blocking mode and order. The same
 //! script runs against
-//! - the in-process [`Engine`](dlm::engine::Engine) ([`EngineTarget`]),
+//! - the in-process [`Engine`](dlm_engine::Engine) ([`EngineTarget`]),
 //! - the fallback daemon `dlmd` ([`DeviceTarget::daemon`]), and
 //! - the kernel DLM's devices ([`DeviceTarget::kernel`], inside the QEMU
 //!   guest),

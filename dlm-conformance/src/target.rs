@@ -3,9 +3,9 @@
 use std::path::{Path, PathBuf};
 
 use dlm::client::RawDevice;
-use dlm::engine::{Engine, OwnerId};
 use dlm::proto::{self, LockResult};
 use dlm::{Errno, LockspaceName};
+use dlm_engine::{Engine, OwnerId};
 
 /// A lockspace that scenarios can open owners on, write to and read from.
 pub trait Target {

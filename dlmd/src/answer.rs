@@ -235,10 +235,10 @@ mod tests {
     use super::*;
     use crate::devices::Cred;
     use crate::startup::Scope;
-    use dlm::engine::OwnerId;
     use dlm::proto::{LockRequest, Request};
     use dlm::query::{LockInfo, LockPage, LockspaceInfo};
     use dlm::wire::Decoder;
+    use dlm_engine::OwnerId;
 
     fn alice() -> Cred {
         Cred {

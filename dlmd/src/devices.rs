@@ -20,10 +20,10 @@
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use dlm::engine::{Engine, OwnerId, Queue, Registry, Released};
 use dlm::proto::Request;
 use dlm::query::{LockInfo, LockspaceInfo};
 use dlm::{Errno, LockspaceFlags, LockspaceName, ResourceName};
+use dlm_engine::{Engine, OwnerId, Queue, Registry, Released};
 
 use crate::startup::Scope;
 
@@ -69,7 +69,7 @@ enum State {
 
 /// A lockspace as the daemon keeps it, besides the registry's [`Space`].
 ///
-/// [`Space`]: dlm::engine::Space
+/// [`Space`]: dlm_engine::Space
 #[derive(Debug)]
 pub struct Lockspace {
     name: LockspaceName,

@@ -36,10 +36,10 @@ use std::os::fd::OwnedFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use dlm::engine::OwnerId;
 use dlm::proto::{self, LockResult, Request};
 use dlm::wire::{self, Decoder, Kind};
 use dlm::Errno;
+use dlm_engine::OwnerId;
 use log::Level;
 use mio::net::{UnixListener, UnixStream};
 use mio::{Events, Interest, Poll, Token};

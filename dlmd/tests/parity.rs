@@ -4,9 +4,9 @@
 mod common;
 
 use common::*;
-use dlm::engine::{Engine, LockParams, OwnerId, UnlockParams};
 use dlm::proto::{Command as Cmd, LockRequest, LockResult};
 use dlm::{Errno, LockFlags as F, LockMode as M};
+use dlm_engine::{Engine, LockParams, OwnerId, UnlockParams};
 
 /// One request by owner `who` (0 or 1).
 struct Step {

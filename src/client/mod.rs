@@ -833,7 +833,7 @@ trait Record {
     fn status(&self) -> i32;
     fn sb_flags(&self) -> u8;
     fn bast_mode(&self) -> u8;
-    fn lvb(&self) -> Option<&[u8; crate::engine::LVB_LEN]>;
+    fn lvb(&self) -> Option<&[u8; crate::proto::LVB_LEN]>;
 }
 
 impl Record for LockResult {
@@ -858,7 +858,7 @@ impl Record for LockResult {
         self.bast_mode
     }
     #[inline(always)]
-    fn lvb(&self) -> Option<&[u8; crate::engine::LVB_LEN]> {
+    fn lvb(&self) -> Option<&[u8; crate::proto::LVB_LEN]> {
         self.lvb.as_ref()
     }
 }
@@ -885,7 +885,7 @@ impl Record for proto::ResultView<'_> {
         proto::ResultView::bast_mode(self)
     }
     #[inline(always)]
-    fn lvb(&self) -> Option<&[u8; crate::engine::LVB_LEN]> {
+    fn lvb(&self) -> Option<&[u8; crate::proto::LVB_LEN]> {
         proto::ResultView::lvb(self)
     }
 }

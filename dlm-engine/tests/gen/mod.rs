@@ -16,8 +16,8 @@
 use std::collections::BTreeSet;
 use std::ops::RangeInclusive;
 
-use dlm::engine::{UserArgs, LVB_LEN};
-use dlm::LockFlags;
+use dlm_engine::{UserArgs, LVB_LEN};
+use dlm_proto::LockFlags;
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::TestRunner;

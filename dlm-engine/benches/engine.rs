@@ -1,4 +1,4 @@
-//! `cargo bench --bench engine`: the lock engine alone, every figure shown
+//! `cargo bench -p dlm-engine --bench engine`: the lock engine alone, every figure shown
 //! as a ratio to a `std::sync::Mutex` lock+unlock measured in the same run.
 //!
 //! Targets (printed, never asserted):
@@ -12,8 +12,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use cap::Cap;
-use dlm::engine::{Engine, LockParams, OwnerId, UnlockParams, UserArgs};
-use dlm::{LockFlags, LockMode};
+use dlm_engine::{Engine, LockParams, OwnerId, UnlockParams, UserArgs};
+use dlm_proto::{LockFlags, LockMode};
 
 #[global_allocator]
 static ALLOC: Cap<System> = Cap::new(System, usize::MAX);

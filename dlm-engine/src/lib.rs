@@ -14,9 +14,17 @@
 //! material. Where that page and the kernel differ, the kernel is followed
 //! and the difference is noted next to the code.
 //!
+//! The fallback daemon `dlmd` hosts it: it takes the device's records
+//! ([`dlm_proto::records`]) in through [`Engine::device_write`] and hands
+//! back [`AstRecord`]s, and it knows nothing of the client crate `dlm`.
+//!
+//! # Examples
+//!
+//! A blocking AST, and a grant when the holder unlocks:
+//!
 //! ```
-//! use dlm::engine::{Engine, LockParams, UserArgs};
-//! use dlm::{LockFlags, LockMode};
+//! use dlm_engine::{Engine, LockParams, UserArgs};
+//! use dlm_proto::{LockFlags, LockMode};
 //!
 //! let mut ls = Engine::new();
 //! let a = ls.open_owner(100);
@@ -33,10 +41,37 @@
 //! assert_eq!(ls.read(a).unwrap().bast_mode, LockMode::Pr as u8);
 //!
 //! // A unlocks: A sees EUNLOCK, B is granted.
-//! ls.unlock(a, &dlm::engine::UnlockParams::new(la, LockFlags::empty(), args)).unwrap();
-//! assert_eq!(ls.read(a).unwrap().status, -dlm::status::EUNLOCK);
+//! ls.unlock(a, &dlm_engine::UnlockParams::new(la, LockFlags::empty(), args)).unwrap();
+//! assert_eq!(ls.read(a).unwrap().status, -dlm_proto::status::EUNLOCK);
 //! assert_eq!(ls.read(b).unwrap().lkid, lb);
 //! ```
+//!
+//! Two owners contend for one resource; a `NOQUEUE` request that would
+//! block completes with `EAGAIN`:
+//!
+//! ```
+//! use dlm_engine::{Engine, LockParams, UnlockParams, UserArgs};
+//! use dlm_proto::{LockFlags, LockMode, Status};
+//!
+//! let mut ls = Engine::new();
+//! let (a, b) = (ls.open_owner(1), ls.open_owner(2));
+//! let args = UserArgs { castaddr: 1, lksb: 1, ..Default::default() };
+//!
+//! let la = ls.lock(a, &LockParams::new(LockMode::Ex, b"disk0", args))?;
+//! assert_eq!(ls.read(a).map(|r| r.status), Some(0));
+//!
+//! // A NOQUEUE request that would block completes with EAGAIN.
+//! let try_b = LockParams::new(LockMode::Pr, b"disk0", args).flags(LockFlags::NOQUEUE);
+//! ls.lock(b, &try_b)?;
+//! let st = ls.read(b).map(|r| Status::from_kernel(r.status, false));
+//! assert_eq!(st, Some(Ok(Status::WouldBlock)));
+//!
+//! ls.unlock(a, &UnlockParams::new(la, LockFlags::empty(), args))?;
+//! let st = ls.read(a).map(|r| Status::from_kernel(r.status, false));
+//! assert_eq!(st, Some(Ok(Status::Unlocked)));
+//! # Ok::<(), dlm_proto::Errno>(())
+//! ```
+#![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
 mod registry;
@@ -49,14 +84,14 @@ use std::collections::{BinaryHeap, VecDeque};
 
 use hashbrown::HashTable;
 
-use crate::error::Errno;
-use crate::flags::{LockFlags, StatusFlags};
-use crate::mode::LockMode;
-use crate::name::RESNAME_MAXLEN;
-use crate::status::{ECANCEL, EUNLOCK};
+use dlm_proto::error::Errno;
+use dlm_proto::flags::{LockFlags, StatusFlags};
+use dlm_proto::mode::LockMode;
+use dlm_proto::name::RESNAME_MAXLEN;
+use dlm_proto::status::{ECANCEL, EUNLOCK};
 use tables::{compat, lvb_op, quecvt_ok, CW, EX, IV, NL, PR, PW};
 
-pub use crate::proto::{AstRecord, UserArgs, LVB_LEN};
+pub use dlm_proto::records::{AstRecord, UserArgs, LVB_LEN};
 
 /// How many callbacks one lock may have waiting to be read
 /// (`DLM_CALLBACKS_SIZE`); the kernel drops any beyond this.
@@ -684,9 +719,9 @@ impl Engine {
         &mut self,
         owner: OwnerId,
         pid: u32,
-        request: &crate::proto::Request,
+        request: &dlm_proto::records::Request,
     ) -> Result<i64, Errno> {
-        use crate::proto::Request;
+        use dlm_proto::records::Request;
         match request {
             Request::Lock(r) => {
                 let convert = r.flags & LockFlags::CONVERT.bits() != 0;

@@ -3,8 +3,8 @@
 //! final state.
 
 use super::*;
-use crate::status::{ECANCEL, EUNLOCK};
-use crate::LockMode::{self, *};
+use dlm_proto::status::{ECANCEL, EUNLOCK};
+use dlm_proto::LockMode::{self, *};
 
 const EAGAIN: i32 = -libc::EAGAIN;
 const EDEADLK: i32 = -libc::EDEADLK;
@@ -1174,7 +1174,7 @@ fn operations_on_a_closed_owner_are_ebadf() {
 
 #[test]
 fn lockspace_create_count_newexcl_and_release() {
-    use crate::{LockspaceFlags, LockspaceName};
+    use dlm_proto::{LockspaceFlags, LockspaceName};
     let mut reg = Registry::new();
     let name = LockspaceName::new("ls1").unwrap();
     let m = reg.create(&name, LockspaceFlags::empty()).unwrap();
@@ -1274,10 +1274,10 @@ fn locks_can_be_listed_from_a_lock_id_on() {
 #[test]
 fn lockspaces_can_be_listed_from_a_minor_on() {
     let mut r = Registry::new();
-    let names = ["a", "b", "c"].map(|n| crate::LockspaceName::new(n).unwrap());
+    let names = ["a", "b", "c"].map(|n| dlm_proto::LockspaceName::new(n).unwrap());
     let minors: Vec<u32> = names
         .iter()
-        .map(|n| r.create(n, crate::LockspaceFlags::empty()).unwrap())
+        .map(|n| r.create(n, dlm_proto::LockspaceFlags::empty()).unwrap())
         .collect();
     r.release(minors[1], false).unwrap();
     let from = |first: u32| -> Vec<u32> { r.iter_from(first).map(|(m, _)| m).collect() };

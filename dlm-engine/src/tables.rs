@@ -68,8 +68,8 @@ pub(crate) fn lvb_op(gr: i8, rq: i8) -> i8 {
 #[inline]
 pub(crate) fn quecvt_ok(gr: i8, rq: i8) -> bool {
     match (
-        crate::LockMode::try_from(i32::from(gr)),
-        crate::LockMode::try_from(i32::from(rq)),
+        dlm_proto::LockMode::try_from(i32::from(gr)),
+        dlm_proto::LockMode::try_from(i32::from(rq)),
     ) {
         (Ok(g), Ok(r)) => g.quecvt_allowed(r),
         _ => false,
@@ -79,7 +79,7 @@ pub(crate) fn quecvt_ok(gr: i8, rq: i8) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::LockMode;
+    use dlm_proto::LockMode;
 
     #[test]
     fn raw_tables_agree_with_the_typed_ones() {
@@ -87,9 +87,9 @@ mod tests {
             for r in LockMode::ALL {
                 assert_eq!(compat(g as i8, r as i8), g.compatible(r));
                 let typed = match LockMode::lvb_op(Some(g), r) {
-                    crate::mode::LvbOp::Read => 1,
-                    crate::mode::LvbOp::Write => 0,
-                    crate::mode::LvbOp::None => -1,
+                    dlm_proto::mode::LvbOp::Read => 1,
+                    dlm_proto::mode::LvbOp::Write => 0,
+                    dlm_proto::mode::LvbOp::None => -1,
                 };
                 assert_eq!(lvb_op(g as i8, r as i8), typed);
             }

@@ -9,9 +9,9 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::Engine;
-use crate::error::Errno;
-use crate::flags::LockspaceFlags;
-use crate::name::LockspaceName;
+use dlm_proto::error::Errno;
+use dlm_proto::flags::LockspaceFlags;
+use dlm_proto::name::LockspaceName;
 
 /// A lockspace as the registry keeps it.
 #[derive(Debug)]

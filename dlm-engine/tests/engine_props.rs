@@ -18,10 +18,10 @@ mod gen;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use dlm::engine::{AstRecord, Engine, LockInfo, LockParams, OwnerId, Queue, UnlockParams};
-use dlm::engine::{UserArgs, LVB_LEN};
-use dlm::status::{ECANCEL, EUNLOCK};
-use dlm::{Errno, LockMode, StatusFlags};
+use dlm_engine::{AstRecord, Engine, LockInfo, LockParams, OwnerId, Queue, UnlockParams};
+use dlm_engine::{UserArgs, LVB_LEN};
+use dlm_proto::status::{ECANCEL, EUNLOCK};
+use dlm_proto::{Errno, LockMode, StatusFlags};
 use gen::{case_strategy, check_coverage, first_pid, lock_pid, lvb_bytes, purge_pid, reopen_pid};
 use gen::{user_args, Case, LockSel, Mix, Op, NAMES};
 use gen::{ALTCW, ALTPR, CANCEL, CONVDEADLK, EXPEDITE, FORCEUNLOCK, IVVALBLK, NODLCKWT, NOORDER};

@@ -2,10 +2,10 @@
 //! blocking AST asks the holder to give way, and a value block carries
 //! data from one holder to the next.
 //!
-//! Run it with `cargo run --example engine_demo`.
+//! Run it with `cargo run -p dlm-engine --example engine_demo`.
 
-use dlm::engine::{AstRecord, Engine, LockParams, OwnerId, UnlockParams, UserArgs};
-use dlm::{LockFlags, LockMode, Status};
+use dlm_engine::{AstRecord, Engine, LockParams, OwnerId, UnlockParams, UserArgs};
+use dlm_proto::{LockFlags, LockMode, Status};
 
 fn describe(who: &str, r: &AstRecord) -> String {
     if r.is_bast() {
@@ -38,7 +38,7 @@ fn drain(e: &mut Engine, o: OwnerId, who: &str) {
     }
 }
 
-fn main() -> Result<(), dlm::Errno> {
+fn main() -> Result<(), dlm_proto::Errno> {
     let mut ls = Engine::new();
     let writer = ls.open_owner(1001);
     let reader = ls.open_owner(1002);
