@@ -6,8 +6,8 @@ mod common;
 use std::time::Instant;
 
 use common::*;
-use dlm::wire::{self, Kind};
-use dlm::{LockFlags as F, LockMode as M};
+use dlm_proto::wire::{self, Kind};
+use dlm_proto::{LockFlags as F, LockMode as M};
 
 /// The limits in `dlmd/src/ratelimit.rs`.
 const RATE: u64 = 5;

@@ -4,9 +4,9 @@
 mod common;
 
 use common::*;
-use dlm::proto::{Command as Cmd, LockRequest, LockResult};
-use dlm::{Errno, LockFlags as F, LockMode as M};
 use dlm_engine::{Engine, LockParams, OwnerId, UnlockParams};
+use dlm_proto::records::{Command as Cmd, LockRequest, LockResult};
+use dlm_proto::{Errno, LockFlags as F, LockMode as M};
 
 /// One request by owner `who` (0 or 1).
 struct Step {
