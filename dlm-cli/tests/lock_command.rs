@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use common::{spawn, Daemon, Reaped, TempDir};
 use dlm::client::RawDevice;
-use dlm::proto::{Command as Op, LockWrite, VERSION};
 use dlm::LockspaceName;
+use dlm_proto::records::{Command as Op, LockWrite, VERSION};
 use rustix::process::{kill_process, Pid, Signal};
 
 /// Bounded waits: they catch hangs, and are no speed targets.

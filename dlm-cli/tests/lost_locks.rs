@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use common::Daemon;
 use dlm::client::{LockId, LockRequest, Lockspace, LostReason, Outcome, RawDevice};
-use dlm::proto::{Command, LockWrite, VERSION};
 use dlm::{LockFlags, LockMode, LockspaceFlags, LockspaceName, ResourceName};
+use dlm_proto::records::{Command, LockWrite, VERSION};
 
 fn res(s: &str) -> ResourceName {
     ResourceName::new(s).unwrap()

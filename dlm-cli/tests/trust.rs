@@ -19,8 +19,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{dlmd_bin, TempDir, DLM};
-use dlm::proto::{self, LockResult, Request};
-use dlm::wire::{self, Decoder, Kind};
+use dlm_proto::records::{self, LockResult, Request};
+use dlm_proto::wire::{self, Decoder, Kind};
 
 /// The longest any one wait here may take before the test fails.
 const TIMEOUT: Duration = Duration::from_secs(20);
@@ -417,12 +417,12 @@ fn fake_connection(mut stream: UnixStream) {
             ));
             match f.kind {
                 Kind::Version => {
-                    let _ = wire::put_frame(&mut out, Kind::Version, &proto::encode_version());
+                    let _ = wire::put_frame(&mut out, Kind::Version, &records::encode_version());
                 }
                 Kind::Query => {
                     let _ = wire::put_frame(&mut out, Kind::QueryReply, b"[]");
                 }
-                Kind::Write => match proto::decode_write(f.body).map(|d| d.request) {
+                Kind::Write => match records::decode_write(f.body).map(|d| d.request) {
                     Ok(Request::Lock(r)) | Ok(Request::Unlock(r)) => {
                         let unlock = r.lkid != 0 && r.flags & dlm::LockFlags::CONVERT.bits() == 0;
                         let lkid = if r.lkid != 0 { r.lkid } else { next_lkid };
@@ -432,13 +432,17 @@ fn fake_connection(mut stream: UnixStream) {
                             astaddr: r.castaddr,
                             astparam: r.castparam,
                             user_lksb: r.lksb,
-                            status: if unlock { -dlm::status::EUNLOCK } else { 0 },
+                            status: if unlock {
+                                -dlm_proto::status::EUNLOCK
+                            } else {
+                                0
+                            },
                             lkid,
                             sb_flags: 0,
                             bast_mode: 0,
                             lvb: None,
                         };
-                        if let Ok((b, len)) = proto::encode_result(&res, proto::RESULT_SIZE) {
+                        if let Ok((b, len)) = records::encode_result(&res, records::RESULT_SIZE) {
                             let _ = wire::put_frame(&mut out, Kind::Ast, &b[..len]);
                         }
                     }
@@ -744,7 +748,7 @@ fn a_peer_of_another_uid_is_refused_before_anything_is_sent() {
         .expect_err("root refuses mallory's daemon");
     assert!(
         matches!(&e, dlm::Error::UntrustedSocket(u)
-            if u.owner == mallory.uid && u.why == dlm::trust::Distrust::ForeignPeer { pid: fake_pid as i32 }),
+            if u.owner == mallory.uid && u.why == dlm_proto::trust::Distrust::ForeignPeer { pid: fake_pid as i32 }),
         "{e:?}"
     );
     assert_eq!(e.errno(), dlm::Errno::EACCES);

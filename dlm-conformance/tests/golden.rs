@@ -51,7 +51,7 @@ impl Drop for Daemon {
 
 #[test]
 fn daemon_traces_equal_the_kernels() {
-    let dlmd = dlm::paths::dlmd_program();
+    let dlmd = dlm_proto::paths::dlmd_program();
     assert!(
         dlmd.is_file(),
         "{} is missing: build the workspace (cargo test --workspace)",

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! dlm-guest-bench api      ITERATIONS [LABEL]      Lockspace::lock + Lock::unlock, Backend::Kernel
-//! dlm-guest-bench raw      ITERATIONS              write()+read() on the device, std::fs::File + dlm::proto
+//! dlm-guest-bench raw      ITERATIONS              write()+read() on the device, std::fs::File + dlm_proto::records
 //! dlm-guest-bench fallback ITERATIONS SOCKET       Lockspace::lock + Lock::unlock, Backend::Fallback
 //! ```
 //!
@@ -19,8 +19,8 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use dlm::client::{Backend, Dlm, LockRequest, Lockspace, Outcome};
-use dlm::proto::{self, Command};
 use dlm::{LockMode, LockspaceFlags, LockspaceName, ResourceName};
+use dlm_proto::records::{self, Command};
 
 type R<T> = Result<T, String>;
 
@@ -66,17 +66,17 @@ fn api(dlm: &Dlm, lsname: &str, iters: u64) -> R<f64> {
 /// read() per operation, on one thread.
 struct Raw {
     dev: File,
-    lock: proto::WriteBuf,
-    buf: [u8; proto::RESULT_WITH_LVB_SIZE],
+    lock: records::WriteBuf,
+    buf: [u8; records::RESULT_WITH_LVB_SIZE],
 }
 
 impl Raw {
-    fn read_status(&mut self, what: &str, i: u64) -> R<proto::LockResult> {
+    fn read_status(&mut self, what: &str, i: u64) -> R<records::LockResult> {
         let n = self
             .dev
             .read(&mut self.buf)
             .map_err(|e| format!("{what} {i}: read: {e}"))?;
-        proto::decode_result(&self.buf[..n]).map_err(|e| format!("{what} {i}: bad record: {e:?}"))
+        records::decode_result(&self.buf[..n]).map_err(|e| format!("{what} {i}: bad record: {e:?}"))
     }
 
     fn pairs(&mut self, iters: u64) -> R<()> {
@@ -90,12 +90,12 @@ impl Raw {
             if r.status != 0 {
                 return Err(format!("lock {i}: completion {r:?}"));
             }
-            let mut u = proto::LockRequest::default();
+            let mut u = records::LockRequest::default();
             u.lkid = r.lkid;
             u.castparam = 2;
             u.castaddr = 1;
             u.lksb = 3;
-            let unlock = proto::encode_lock(Command::Unlock, &u, proto::VERSION);
+            let unlock = records::encode_lock(Command::Unlock, &u, records::VERSION);
             self.dev
                 .write(unlock.as_bytes())
                 .map_err(|e| format!("unlock {i}: write: {e}"))?;
@@ -120,18 +120,18 @@ fn raw(dlm: &Dlm, lsname: &str, iters: u64) -> R<f64> {
         .write(true)
         .open(&path)
         .map_err(err("open the lockspace device"))?;
-    let mut req = proto::LockRequest::default();
+    let mut req = records::LockRequest::default();
     req.mode = LockMode::Ex.as_raw();
     req.castparam = 1;
     req.castaddr = 1;
     req.lksb = 3;
     req.set_name(RESOURCE.as_bytes())
         .map_err(|e| format!("resource name: {e:?}"))?;
-    let lock = proto::encode_lock(Command::Lock, &req, proto::VERSION);
+    let lock = records::encode_lock(Command::Lock, &req, records::VERSION);
     let mut r = Raw {
         dev,
         lock,
-        buf: [0; proto::RESULT_WITH_LVB_SIZE],
+        buf: [0; records::RESULT_WITH_LVB_SIZE],
     };
     r.pairs(iters / 100 + 1)?;
     let t = Instant::now();

@@ -1,7 +1,7 @@
 //! The first kernel DLM test, run inside the QEMU guest by
 //! `ci/kernel/smoke.sh` (after the guest's /init has started
 //! `dlm-controld --single-node`). It speaks the raw device protocol with
-//! `dlm::proto` and checks, step by step:
+//! `dlm_proto::records` and checks, step by step:
 //!
 //! 1. the `/dev/misc` links the controller made for libdlm;
 //! 2. a 12-byte read of `dlm-control` gives version 6.0.2;
@@ -29,8 +29,8 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use dlm::proto::{self, Command, LockRequest, VERSION};
 use dlm_controld::crc::lockspace_global_id;
+use dlm_proto::records::{self, Command, LockRequest, VERSION};
 
 const LS: &str = "smoke";
 const CASTADDR: u64 = 0xCA57;
@@ -61,10 +61,10 @@ fn write_req(fd: impl AsFd, bytes: &[u8], what: &str) -> R<usize> {
 }
 
 /// One blocking `read()` of a result.
-fn read_result(fd: impl AsFd, what: &str) -> R<proto::LockResult> {
-    let mut buf = [0u8; proto::RESULT_WITH_LVB_SIZE];
+fn read_result(fd: impl AsFd, what: &str) -> R<records::LockResult> {
+    let mut buf = [0u8; records::RESULT_WITH_LVB_SIZE];
     let n = rustix::io::read(fd, &mut buf).map_err(|e| format!("{what}: read: {e}"))?;
-    proto::decode_result(&buf[..n]).map_err(|e| format!("{what}: bad result record: {e:?}"))
+    records::decode_result(&buf[..n]).map_err(|e| format!("{what}: bad result record: {e:?}"))
 }
 
 fn lock_req(mode: u32, flags: u32, name: &[u8], castparam: u64, bast: bool) -> LockRequest {
@@ -96,7 +96,7 @@ fn lock_granted(fd: &File, mode: u32, name: &[u8], token: u64, bast: bool) -> R<
     let req = lock_req(mode, 0, name, token, bast);
     let lkid = write_req(
         fd,
-        proto::encode_lock(Command::Lock, &req, VERSION).as_bytes(),
+        records::encode_lock(Command::Lock, &req, VERSION).as_bytes(),
         "lock",
     )? as u32;
     check(lkid > 0, || "lock: write returned lock id 0".into())?;
@@ -117,7 +117,7 @@ fn unlock_done(fd: &File, lkid: u32, token: u64) -> R<()> {
     let req = unlock_req(lkid, token);
     let n = write_req(
         fd,
-        proto::encode_lock(Command::Unlock, &req, VERSION).as_bytes(),
+        records::encode_lock(Command::Unlock, &req, VERSION).as_bytes(),
         "unlock",
     )?;
     check(n == 0, || format!("unlock: write returned {n}"))?;
@@ -133,7 +133,7 @@ fn is_link_to(link: &str, target: &str) -> bool {
 }
 
 fn create(ctl: &File, name: &str) -> R<u32> {
-    let req = proto::encode_create(name.as_bytes(), 0, VERSION).map_err(|e| format!("{e:?}"))?;
+    let req = records::encode_create(name.as_bytes(), 0, VERSION).map_err(|e| format!("{e:?}"))?;
     let t = Instant::now();
     let minor = write_req(ctl, req.as_bytes(), "create lockspace")? as u32;
     println!(
@@ -144,7 +144,7 @@ fn create(ctl: &File, name: &str) -> R<u32> {
 }
 
 fn remove(ctl: &File, name: &str, minor: u32) -> R<()> {
-    let req = proto::encode_remove(minor, dlm_sys::DLM_USER_LSFLG_FORCEFREE, VERSION);
+    let req = records::encode_remove(minor, dlm_sys::DLM_USER_LSFLG_FORCEFREE, VERSION);
     let t = Instant::now();
     let n = write_req(ctl, req.as_bytes(), "remove lockspace")?;
     check(n == 0, || format!("remove: write returned {n}"))?;
@@ -182,9 +182,9 @@ fn smoke() -> R<()> {
 
     // 2. Version.
     let ctl = open_rw("/dev/misc/dlm-control")?;
-    let mut v = [0u8; proto::VERSION_SIZE];
+    let mut v = [0u8; records::VERSION_SIZE];
     let n = rustix::io::read(&ctl, &mut v).map_err(|e| format!("version read: {e}"))?;
-    let version = proto::decode_version(&v[..n]).map_err(|e| format!("version: {e:?}"))?;
+    let version = records::decode_version(&v[..n]).map_err(|e| format!("version: {e:?}"))?;
     check(version == [6, 0, 2], || {
         format!("version {version:?}, expected 6.0.2")
     })?;
@@ -234,7 +234,7 @@ fn smoke() -> R<()> {
     );
     write_req(
         &b,
-        proto::encode_lock(Command::Lock, &try_b, VERSION).as_bytes(),
+        records::encode_lock(Command::Lock, &try_b, VERSION).as_bytes(),
         "lock NOQUEUE",
     )?;
     let r = read_result(&b, "NOQUEUE completion")?;
@@ -244,7 +244,7 @@ fn smoke() -> R<()> {
     let wait_b = lock_req(dlm_sys::DLM_LOCK_PR, 0, b"res1", 30, false);
     let lb = write_req(
         &b,
-        proto::encode_lock(Command::Lock, &wait_b, VERSION).as_bytes(),
+        records::encode_lock(Command::Lock, &wait_b, VERSION).as_bytes(),
         "lock PR",
     )? as u32;
     let bast = read_result(&a, "blocking AST")?;
@@ -363,7 +363,7 @@ fn lifecycle() -> R<()> {
     println!("smoke: SIGTERM deferred while lockspace hold existed; stopped after its removal");
 
     // No controller: creation fails at once.
-    let req = proto::encode_create(b"orphan", 0, VERSION).map_err(|e| format!("{e:?}"))?;
+    let req = records::encode_create(b"orphan", 0, VERSION).map_err(|e| format!("{e:?}"))?;
     let t = Instant::now();
     match rustix::io::write(&ctl, req.as_bytes()) {
         Ok(m) => return Err(format!("create without a controller succeeded (minor {m})")),
