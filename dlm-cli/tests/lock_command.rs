@@ -13,7 +13,7 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{spawn, Daemon, Reaped, TempDir};
-use dlm::client::RawDevice;
+use dlm::raw::RawDevice;
 use dlm::LockspaceName;
 use dlm_proto::records::{Command as Op, LockWrite, VERSION};
 use rustix::process::{kill_process, Pid, Signal};

@@ -8,15 +8,16 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use common::Daemon;
-use dlm::client::{LockId, LockRequest, Lockspace, LostReason, Outcome, RawDevice};
+use dlm::raw::RawDevice;
 use dlm::{LockFlags, LockMode, LockspaceFlags, LockspaceName, ResourceName};
+use dlm::{LockId, LockRequest, Lockspace, LostReason, Outcome};
 use dlm_proto::records::{Command, LockWrite, VERSION};
 
 fn res(s: &str) -> ResourceName {
     ResourceName::new(s).unwrap()
 }
 
-fn space(d: &Daemon, name: &str) -> (dlm::client::Dlm, Lockspace) {
+fn space(d: &Daemon, name: &str) -> (dlm::Dlm, Lockspace) {
     let dlm = d.client();
     let n = LockspaceName::new(name).unwrap();
     let ls = dlm

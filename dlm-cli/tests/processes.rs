@@ -11,8 +11,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{dlmd_bin, run, spawn, wait_for, Daemon, Reaped, TempDir, DLM};
-use dlm::client::{LockRequest, Outcome};
 use dlm::{LockFlags, LockMode, LockspaceName, ResourceName};
+use dlm::{LockRequest, Outcome};
 
 #[test]
 fn counter_is_exact_when_every_increment_holds_ex() {

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
-use dlm::client::{Backend, Dlm};
+use dlm::{Backend, Dlm};
 
 #[test]
 fn a_full_daemon_is_reported_as_refusing_not_missing() {

@@ -461,7 +461,7 @@ fn fake_connection(mut stream: UnixStream) {
 /// Open the DLM through the library as a program would (environment
 /// defaults), then lockspace `ls`; say what happened.
 fn open_as_library(ls: &str) {
-    use dlm::client::{Backend, Dlm};
+    use dlm::{Backend, Dlm};
     match Dlm::builder().backend(Backend::Fallback).open() {
         Err(e) => say(&format!("open failed: errno {} {e}", e.errno().raw())),
         Ok(d) => {
@@ -740,8 +740,8 @@ fn a_peer_of_another_uid_is_refused_before_anything_is_sent() {
     // Root, through the library, with the socket given explicitly, once
     // the directory is root's.
     std::os::unix::fs::chown(&dir, Some(0), Some(0)).expect("chown");
-    let e = dlm::client::Dlm::builder()
-        .backend(dlm::client::Backend::Fallback)
+    let e = dlm::Dlm::builder()
+        .backend(dlm::Backend::Fallback)
         .socket(&socket)
         .autostart(false)
         .open()
@@ -752,7 +752,7 @@ fn a_peer_of_another_uid_is_refused_before_anything_is_sent() {
         "{e:?}"
     );
     assert_eq!(e.errno(), dlm::Errno::EACCES);
-    let e = dlm::client::RawDevice::connect(&socket, None, false).expect_err("raw too");
+    let e = dlm::raw::RawDevice::connect(&socket, None, false).expect_err("raw too");
     assert_eq!(e.errno(), dlm::Errno::EACCES, "{e}");
     fake.wait_count("closed", 3);
 

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use dlm::client::RawDevice;
+use dlm::raw::RawDevice;
 use dlm::{Errno, LockspaceName};
 use dlm_engine::{Engine, OwnerId};
 use dlm_proto::records::{self, LockResult};
@@ -94,7 +94,7 @@ impl std::fmt::Debug for DeviceTarget {
 impl DeviceTarget {
     /// A fresh lockspace `name` on the kernel DLM.
     pub fn kernel(name: &str) -> Result<DeviceTarget, String> {
-        let ctl = dlm::client::kernel_device_node("dlm-control")
+        let ctl = dlm::kernel_device_node("dlm-control")
             .map_err(|e| format!("no dlm-control device ({e}): is the dlm module loaded?"))?;
         let control =
             RawDevice::open_kernel(&ctl).map_err(|e| format!("{}: {e}", ctl.display()))?;
@@ -102,7 +102,7 @@ impl DeviceTarget {
             device: PathBuf::from(format!("/dev/dlm_{n}")),
         })?;
         if let Kind::Kernel { device } = &mut t.kind {
-            if let Ok(p) = dlm::client::kernel_device_node(&format!("dlm_{name}")) {
+            if let Ok(p) = dlm::kernel_device_node(&format!("dlm_{name}")) {
                 *device = p;
             }
         }

@@ -18,7 +18,7 @@ use std::io::{Read, Write};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use dlm::client::{Backend, Dlm, LockRequest, Lockspace, Outcome};
+use dlm::{Backend, Dlm, LockRequest, Lockspace, Outcome};
 use dlm::{LockMode, LockspaceFlags, LockspaceName, ResourceName};
 use dlm_proto::records::{self, Command};
 

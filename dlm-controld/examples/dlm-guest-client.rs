@@ -1,6 +1,6 @@
 //! The safe client API on the real kernel DLM, run inside the QEMU guest
 //! by `ci/kernel.sh` after `dlm-guest-smoke` (the guest's /init has
-//! started `dlm-controld --single-node`). Only `dlm::client` is used, on
+//! started `dlm-controld --single-node`). Only the client API of `dlm` is used, on
 //! `Backend::Kernel`; it checks, step by step:
 //!
 //! 1. the backend and the device version;
@@ -33,8 +33,8 @@ use std::process::ExitCode;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use dlm::client::{Backend, Dlm, LockRequest, Lockspace, Outcome};
 use dlm::ValueBlock;
+use dlm::{Backend, Dlm, LockRequest, Lockspace, Outcome};
 use dlm::{Errno, Error, LockFlags, LockMode, LockspaceFlags, LockspaceName, ResourceName, Status};
 use dlm_conformance::traffic;
 
@@ -57,7 +57,7 @@ fn res(name: &str) -> R<ResourceName> {
 }
 
 /// Lock and insist on a grant.
-fn granted(ls: &Lockspace, req: LockRequest, what: &str) -> R<dlm::client::Lock> {
+fn granted(ls: &Lockspace, req: LockRequest, what: &str) -> R<dlm::Lock> {
     match ls.lock(req).map_err(ctx(what))? {
         Outcome::Granted(l) => Ok(l),
         Outcome::NotGranted(c) => Err(format!("{what}: not granted: {c:?}")),

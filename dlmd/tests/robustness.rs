@@ -439,8 +439,8 @@ fn connections_past_the_cap_are_refused_with_emfile() {
         extra.closed_within(TIMEOUT),
         "refused connections are closed"
     );
-    let err = dlm::client::Dlm::builder()
-        .backend(dlm::client::Backend::Fallback)
+    let err = dlm::Dlm::builder()
+        .backend(dlm::Backend::Fallback)
         .socket(&d.socket)
         .autostart(false)
         .open()

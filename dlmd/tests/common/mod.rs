@@ -713,8 +713,8 @@ fn helper_process() {
             say(&format!("held {}", held.len()));
             if let Some(v) = answer {
                 say(&format!("refused {v}"));
-                let err = dlm::client::Dlm::builder()
-                    .backend(dlm::client::Backend::Fallback)
+                let err = dlm::Dlm::builder()
+                    .backend(dlm::Backend::Fallback)
                     .socket(socket)
                     .autostart(false)
                     .open()

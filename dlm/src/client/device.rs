@@ -2,7 +2,7 @@
 //!
 //! A [`Device`] is one open lockspace (or the control device): the kernel's
 //! misc device, or a connection to `dlmd` that plays one. Both move the
-//! same records ([`proto`]); this module hides the
+//! same records ([`records`](dlm_proto::records)); this module hides the
 //! difference: [`Device::write`] returns what `write()` returns, and
 //! [`Device::read_available`] collects the records `read()` would return.
 //!
@@ -17,10 +17,10 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::error::{Errno, Error, Refusal};
-use crate::proto::{self, LockResult, RESULT_WITH_LVB_SIZE};
-use crate::trust;
-use crate::wire::{self, Kind};
+use dlm_proto::error::{Errno, Error, Refusal};
+use dlm_proto::records::{self, LockResult, RESULT_WITH_LVB_SIZE};
+use dlm_proto::trust;
+use dlm_proto::wire::{self, Kind};
 
 /// One open device: the kernel's, or a `dlmd` connection playing one.
 #[derive(Debug)]
@@ -102,7 +102,7 @@ pub(crate) type RecordBuf = [u8; RESULT_WITH_LVB_SIZE];
 pub(crate) fn kernel_read_view<'a>(
     fd: BorrowedFd<'_>,
     buf: &'a mut RecordBuf,
-) -> Result<Option<proto::ResultView<'a>>, Errno> {
+) -> Result<Option<records::ResultView<'a>>, Errno> {
     let n = loop {
         match rustix::io::read(fd, &mut buf[..]) {
             Ok(n) => break n,
@@ -111,7 +111,7 @@ pub(crate) fn kernel_read_view<'a>(
             Err(e) => return Err(Errno::from_raw(e.raw_os_error())),
         }
     };
-    proto::ResultView::parse(&buf[..n]).map(Some)
+    records::ResultView::parse(&buf[..n]).map(Some)
 }
 
 /// One `read()` of a kernel device (non-blocking): the next callback
@@ -271,14 +271,14 @@ impl Device {
     pub(crate) fn version(&mut self) -> Result<[u32; 3], Errno> {
         match self {
             Device::Kernel(f) => {
-                let mut b = [0u8; proto::VERSION_SIZE];
+                let mut b = [0u8; records::VERSION_SIZE];
                 let n = f.read(&mut b).map_err(io_errno)?;
-                proto::decode_version(&b[..n])
+                records::decode_version(&b[..n])
             }
             Device::Socket(s) => {
                 s.send(Kind::Version, &[])?;
                 let body = s.wait_reply(Kind::Version)?;
-                proto::decode_version(&body)
+                records::decode_version(&body)
             }
         }
     }
@@ -532,7 +532,7 @@ impl SocketConn {
         while let Some(frame) = self.decoder.next_frame()? {
             match frame.kind {
                 Kind::Ast => {
-                    let r = proto::decode_result(frame.body)?;
+                    let r = records::decode_result(frame.body)?;
                     self.stash.push_back(r);
                 }
                 k if wants.contains(&k) => return Ok(Some((k, frame.body.to_vec()))),

@@ -1,65 +1,5 @@
-//! The client API: lockspaces and locks over either backend.
-//!
-//! [`Dlm::open`] picks a backend at run time: the kernel DLM when its
-//! control device exists, the fallback daemon `dlmd` otherwise
-//! (`DLM_BACKEND=kernel|fallback` or [`DlmBuilder::backend`] override the
-//! choice). Above the transport everything is the same: a request is
-//! encoded as the device's record, written, and the callback records that
-//! come back are dispatched.
-//!
-//! # Callbacks, threads and blocking
-//!
-//! Completion and blocking callbacks are Rust closures. They run
-//! - on the lockspace's event-loop thread, once
-//!   [`Lockspace::start_event_loop`] has started it; or
-//! - on whatever thread calls [`Lockspace::dispatch`] (for example your own
-//!   `mio::Poll` loop: [`Lockspace`] implements [`mio::event::Source`]); or
-//! - inline, on a thread blocked in a waiting call such as
-//!   [`Lockspace::lock`], when no event-loop thread runs. Such a call reads
-//!   its completion itself, with no thread hand-off.
-//!
-//! Callbacks must not block for long; they may call back into the
-//! lockspace (for example to convert down after a blocking AST), even with
-//! a waiting call: on the event-loop thread such a call reads the device
-//! itself, since the loop is busy running the callback. Records the loop
-//! had read but not yet handled are then handled after the ones the
-//! nested call reads.
-//!
-//! # Tokens, not pointers
-//!
-//! The kernel only echoes what it is given. The safe API gives it opaque
-//! tokens (a slot number and a generation), never Rust pointers, so a
-//! stale or forged record can at worst name a slot that no longer exists,
-//! which is logged and ignored. A record is also matched by its lock id:
-//! another opener of the lockspace may operate on one of our locks by its
-//! id, and the DLM then delivers the completion to us with the *other*
-//! opener's callback parameter, which may be any value, even one of our
-//! tokens. Such a record goes to the lock whose id it carries, never to
-//! the slot its token happens to name.
-//!
-//! # Lost locks
-//!
-//! A granted lock can end without its owner asking: the daemon connection
-//! closes (the fallback daemon exited), or another opener unlocks it. A
-//! request with [`LockRequest::on_lost`] is told at once, with a
-//! [`LostReason`], where its other callbacks run. Until recovery lets
-//! locks survive a daemon restart, a closed connection loses every lock.
-//!
-//! The DLM reuses lock ids at once, and a cancel reaching it after the lock
-//! ended would cancel whichever lock has the id by then, even another
-//! owner's. The client never sends an operation on a lock that may have
-//! ended: not once its unlock or cancel is sent, not to cancel a `NOQUEUE`
-//! request (decided during its own write), and operations on one lock
-//! leave in the order they were decided. A [`LockId`] whose lock has ended
-//! gives `ENOENT`.
-//!
-//! # Timeouts
-//!
-//! The kernel removed `DLM_LKF_TIMEOUT` in 6.2; timeouts live here: a
-//! waiting call with [`LockRequest::timeout`] cancels the request when the
-//! time is up. If the grant wins the race with the cancel, the lock is
-//! granted and returned (a cancel of a granted lock does nothing);
-//! otherwise the outcome is [`Status::TimedOut`].
+//! The client API: lockspaces and locks over either backend (the crate's
+//! front page describes it).
 
 mod device;
 mod kernel;
@@ -73,14 +13,14 @@ use std::time::{Duration, Instant};
 
 use device::Device;
 
-use crate::error::{Errno, Error, Result};
-use crate::flags::{LockFlags, LockspaceFlags, StatusFlags};
-use crate::lvb::ValueBlock;
-use crate::mode::LockMode;
-use crate::name::{LockspaceName, ResourceName};
-use crate::proto::{self, Command, LockResult, LockWrite};
-use crate::status::{Completion, Status};
-use crate::wire;
+use dlm_proto::error::{Errno, Error, Result};
+use dlm_proto::flags::{LockFlags, LockspaceFlags, StatusFlags};
+use dlm_proto::lvb::ValueBlock;
+use dlm_proto::mode::LockMode;
+use dlm_proto::name::{LockspaceName, ResourceName};
+use dlm_proto::records::{self, Command, LockResult, LockWrite};
+use dlm_proto::status::{Completion, Status};
+use dlm_proto::wire;
 
 /// Where a [`Dlm`] sends its requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -148,7 +88,7 @@ impl DlmBuilder {
     }
 
     /// Talk to the daemon at this socket (fallback backend). It must pass
-    /// the same [`trust`](crate::trust) checks as the default one.
+    /// the same [`trust`](dlm_proto::trust) checks as the default one.
     pub fn socket(mut self, path: impl Into<PathBuf>) -> Self {
         self.socket = Some(path.into());
         self
@@ -190,7 +130,7 @@ impl DlmBuilder {
             Backend::Fallback => {
                 let socket = match self.socket {
                     Some(p) => p,
-                    None => crate::paths::fallback_socket_path().map_err(Error::Os)?,
+                    None => dlm_proto::paths::fallback_socket_path().map_err(Error::Os)?,
                 };
                 let autostart = self
                     .autostart
@@ -222,7 +162,7 @@ fn lockspace_error(op: &'static str, name: &LockspaceName, e: Error) -> Error {
 /// Connect to the control side of `dlmd`, starting a per-user daemon if
 /// none answers and `autostart` is on.
 ///
-/// A socket that fails the [`trust`](crate::trust) checks is refused at
+/// A socket that fails the [`trust`](dlm_proto::trust) checks is refused at
 /// once, never retried, and no daemon is started for it.
 fn connect_or_start(socket: &Path, autostart: bool) -> Result<Device> {
     let hello = |_: ()| Device::connect(socket, wire::ROLE_CONTROL, 0, b"");
@@ -237,7 +177,7 @@ fn connect_or_start(socket: &Path, autostart: bool) -> Result<Device> {
         // Untrusted, or a daemon answered and refused: said at once.
         Err(e) => return Err(unavailable(e)),
     }
-    crate::paths::start_user_daemon(socket).map_err(unavailable)?;
+    dlm_proto::paths::start_user_daemon(socket).map_err(unavailable)?;
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut pause = Duration::from_millis(2);
     loop {
@@ -312,7 +252,7 @@ impl Dlm {
         mode: u32,
     ) -> Result<Lockspace> {
         let flags = flags - LockspaceFlags::TIMEWARN;
-        let req = proto::encode_create(name.as_bytes(), flags.bits(), proto::VERSION)?;
+        let req = records::encode_create(name.as_bytes(), flags.bits(), records::VERSION)?;
         let minor = self
             .control()
             .write(req.as_bytes())
@@ -359,7 +299,7 @@ impl Dlm {
         } else {
             0
         };
-        let req = proto::encode_remove(minor, flags, proto::VERSION);
+        let req = records::encode_remove(minor, flags, records::VERSION);
         self.control()
             .write(req.as_bytes())
             .map_err(|e| lockspace_error("release", &ls_name, e.into()))?;
@@ -370,7 +310,7 @@ impl Dlm {
     ///
     /// On the kernel backend this is best effort (sysfs and debugfs): see
     /// the fields' notes.
-    pub fn lockspaces(&self) -> Result<Vec<crate::query::LockspaceInfo>> {
+    pub fn lockspaces(&self) -> Result<Vec<dlm_proto::query::LockspaceInfo>> {
         if self.backend == Backend::Kernel {
             return kernel::lockspaces();
         }
@@ -379,7 +319,7 @@ impl Dlm {
             &[wire::QUERY_LOCKSPACES],
             wire::Kind::QueryReply,
         )?;
-        crate::query::parse(&body).map_err(Error::Os)
+        dlm_proto::query::parse(&body).map_err(Error::Os)
     }
 
     /// Every lock of a lockspace, with mode, queue and owner pid.
@@ -387,7 +327,7 @@ impl Dlm {
     /// On the kernel backend this reads debugfs
     /// (`/sys/kernel/debug/dlm/<ls>_locks`), which must be mounted, and
     /// binary resource names are cut at their first NUL.
-    pub fn locks(&self, name: &LockspaceName) -> Result<Vec<crate::query::LockInfo>> {
+    pub fn locks(&self, name: &LockspaceName) -> Result<Vec<dlm_proto::query::LockInfo>> {
         if self.backend == Backend::Kernel {
             return kernel::locks(&name.to_string());
         }
@@ -397,7 +337,7 @@ impl Dlm {
             .control()
             .socket_request(wire::Kind::Query, &q, wire::Kind::QueryReply)
             .map_err(|e| lockspace_error("list the locks of", name, e.into()))?;
-        crate::query::parse(&body).map_err(Error::Os)
+        dlm_proto::query::parse(&body).map_err(Error::Os)
     }
 
     /// Some of the locks of a lockspace, by lock id: at most
@@ -406,15 +346,15 @@ impl Dlm {
     /// pass the last lock id of each page as the next one's `after`.
     ///
     /// `dlmd` makes the answer as it is read; the
-    /// [`query`](crate::query) module says what it guarantees while locks
+    /// [`query`](dlm_proto::query) module says what it guarantees while locks
     /// come and go. On the kernel backend the whole list is read from
     /// debugfs (see [`locks`](Self::locks)) and cut here; so it is too
     /// from a `dlmd` too old to know page queries.
     pub fn locks_with(
         &self,
         name: &LockspaceName,
-        options: &crate::query::QueryOptions,
-    ) -> Result<crate::query::LockPage> {
+        options: &dlm_proto::query::QueryOptions,
+    ) -> Result<dlm_proto::query::LockPage> {
         if self.backend == Backend::Kernel {
             return Ok(options.apply(kernel::locks(&name.to_string())?));
         }
@@ -424,7 +364,7 @@ impl Dlm {
             .control()
             .socket_request(wire::Kind::Query, &q, wire::Kind::QueryReply);
         match answer {
-            Ok(body) => crate::query::parse(&body).map_err(Error::Os),
+            Ok(body) => dlm_proto::query::parse(&body).map_err(Error::Os),
             // A daemon from before page queries: the whole list, cut here.
             Err(e) if e == Errno::EINVAL => Ok(options.apply(self.locks(name)?)),
             Err(e) => Err(lockspace_error("list the locks of", name, e.into())),
@@ -433,7 +373,7 @@ impl Dlm {
 }
 
 /// A device handle at the level of `write()` and `read()`: the records of
-/// [`proto`], nothing more. This is what libdlm itself does with the
+/// [`dlm_proto::records`], nothing more. This is what libdlm itself does with the
 /// device; the C ABI and the conformance suite use it. Most programs want
 /// [`Lockspace`] instead.
 #[derive(Debug)]
@@ -451,7 +391,7 @@ impl RawDevice {
     /// otherwise the daemon pushes them as they happen.
     ///
     /// The socket is checked as [`Dlm`] checks its own (see
-    /// [`trust`](crate::trust)): [`Error::UntrustedSocket`] if it fails.
+    /// [`trust`](dlm_proto::trust)): [`Error::UntrustedSocket`] if it fails.
     pub fn connect(
         socket: &Path,
         lockspace: Option<&LockspaceName>,
@@ -488,13 +428,13 @@ impl RawDevice {
     }
 
     /// The daemon's lockspaces (a control connection to `dlmd` only).
-    pub fn lockspaces(&mut self) -> Result<Vec<crate::query::LockspaceInfo>> {
+    pub fn lockspaces(&mut self) -> Result<Vec<dlm_proto::query::LockspaceInfo>> {
         let body = self.0.socket_request(
             wire::Kind::Query,
             &[wire::QUERY_LOCKSPACES],
             wire::Kind::QueryReply,
         )?;
-        crate::query::parse(&body).map_err(Error::Os)
+        dlm_proto::query::parse(&body).map_err(Error::Os)
     }
 }
 
@@ -714,7 +654,7 @@ impl State {
     #[inline(never)]
     fn own_token_slow(&mut self, token: u64, lkid: u32, status: i32) -> Option<u64> {
         if let Some(s) = self.slot(token) {
-            if s.lkid == 0 && (s.ending || status != -crate::status::EUNLOCK) {
+            if s.lkid == 0 && (s.ending || status != -dlm_proto::status::EUNLOCK) {
                 return Some(token);
             }
         }
@@ -833,7 +773,7 @@ trait Record {
     fn status(&self) -> i32;
     fn sb_flags(&self) -> u8;
     fn bast_mode(&self) -> u8;
-    fn lvb(&self) -> Option<&[u8; crate::proto::LVB_LEN]>;
+    fn lvb(&self) -> Option<&[u8; dlm_proto::records::LVB_LEN]>;
 }
 
 impl Record for LockResult {
@@ -858,35 +798,35 @@ impl Record for LockResult {
         self.bast_mode
     }
     #[inline(always)]
-    fn lvb(&self) -> Option<&[u8; crate::proto::LVB_LEN]> {
+    fn lvb(&self) -> Option<&[u8; dlm_proto::records::LVB_LEN]> {
         self.lvb.as_ref()
     }
 }
 
-impl Record for proto::ResultView<'_> {
+impl Record for records::ResultView<'_> {
     #[inline(always)]
     fn astparam(&self) -> u64 {
-        proto::ResultView::astparam(self)
+        records::ResultView::astparam(self)
     }
     #[inline(always)]
     fn lkid(&self) -> u32 {
-        proto::ResultView::lkid(self)
+        records::ResultView::lkid(self)
     }
     #[inline(always)]
     fn status(&self) -> i32 {
-        proto::ResultView::status(self)
+        records::ResultView::status(self)
     }
     #[inline(always)]
     fn sb_flags(&self) -> u8 {
-        proto::ResultView::sb_flags(self)
+        records::ResultView::sb_flags(self)
     }
     #[inline(always)]
     fn bast_mode(&self) -> u8 {
-        proto::ResultView::bast_mode(self)
+        records::ResultView::bast_mode(self)
     }
     #[inline(always)]
-    fn lvb(&self) -> Option<&[u8; crate::proto::LVB_LEN]> {
-        proto::ResultView::lvb(self)
+    fn lvb(&self) -> Option<&[u8; dlm_proto::records::LVB_LEN]> {
+        records::ResultView::lvb(self)
     }
 }
 
@@ -1063,7 +1003,7 @@ const BASTADDR: u64 = 2;
 /// everywhere a pointer would go, and fixed non-zero "addresses".
 #[inline]
 fn lock_write(cmd: Command, token: u64, has_bast: bool) -> LockWrite {
-    let mut w = LockWrite::new(cmd, proto::VERSION);
+    let mut w = LockWrite::new(cmd, records::VERSION);
     let bastaddr = if has_bast { BASTADDR } else { 0 };
     w.set_user_args(token, CASTADDR, token, bastaddr, token);
     w
@@ -1484,7 +1424,7 @@ impl Lockspace {
     /// `dlm_ls_purge()`: release orphans of `pid` (0: all) on `nodeid`
     /// (0: this node).
     pub fn purge(&self, nodeid: u32, pid: u32) -> Result<()> {
-        let bytes = proto::encode_purge(nodeid, pid, proto::VERSION);
+        let bytes = records::encode_purge(nodeid, pid, records::VERSION);
         self.write(bytes.as_bytes()).map(drop).map_err(Error::Os)
     }
 
@@ -1542,7 +1482,7 @@ impl Lockspace {
         let lost = match st.slot(token) {
             Some(s)
                 if r.bast_mode() == 0
-                    && r.status() == -crate::status::EUNLOCK
+                    && r.status() == -dlm_proto::status::EUNLOCK
                     && s.ever_granted
                     && !s.ending =>
             {
@@ -1862,7 +1802,7 @@ impl Lockspace {
         }
         if self.inner.backend == Backend::Kernel {
             // Read in place: a record is large, and copies cost.
-            let mut buf = [0; proto::RESULT_WITH_LVB_SIZE];
+            let mut buf = [0; records::RESULT_WITH_LVB_SIZE];
             return Ok(
                 match device::kernel_read_view(self.inner.poll_fd.as_fd(), &mut buf)? {
                     Some(r) => self

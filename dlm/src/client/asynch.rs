@@ -17,10 +17,10 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use super::{granted_mode, Lock, LockId, LockRequest, Lockspace, Outcome};
-use crate::error::{Errno, Error, Result};
-use crate::flags::LockFlags;
-use crate::mode::LockMode;
-use crate::status::Status;
+use dlm_proto::error::{Errno, Error, Result};
+use dlm_proto::flags::LockFlags;
+use dlm_proto::mode::LockMode;
+use dlm_proto::status::Status;
 
 /// A lock request in flight. Dropping it before it resolves cancels the
 /// request (and unlocks the lock if the grant won the race), so no lock

@@ -9,7 +9,7 @@
 
 use std::path::PathBuf;
 
-use crate::error::{Errno, Error, Result};
+use dlm_proto::error::{Errno, Error, Result};
 
 /// The misc minor of `name`, from `/proc/misc` or sysfs.
 pub(crate) fn misc_minor(name: &str) -> Option<u32> {
@@ -75,7 +75,7 @@ pub(crate) fn control_node() -> Result<PathBuf> {
 
 /// Check a device version read: 6.0.x is accepted.
 pub(crate) fn check_version(v: [u32; 3]) -> Result<()> {
-    let ours = crate::proto::VERSION;
+    let ours = dlm_proto::records::VERSION;
     if v[0] == ours[0] && v[1] == ours[1] {
         Ok(())
     } else {
@@ -111,7 +111,7 @@ mod tests {
 /// device node, lock counts from debugfs when it is mounted. The kernel
 /// keeps no create count or handle count that userspace can read; those
 /// are reported as 0.
-pub(crate) fn lockspaces() -> Result<Vec<crate::query::LockspaceInfo>> {
+pub(crate) fn lockspaces() -> Result<Vec<dlm_proto::query::LockspaceInfo>> {
     use std::os::unix::fs::MetadataExt;
     let mut out = Vec::new();
     let rd = match std::fs::read_dir("/sys/kernel/dlm") {
@@ -125,7 +125,7 @@ pub(crate) fn lockspaces() -> Result<Vec<crate::query::LockspaceInfo>> {
         let meta = device_node(&dev)
             .ok()
             .and_then(|p| std::fs::metadata(p).ok());
-        out.push(crate::query::LockspaceInfo {
+        out.push(dlm_proto::query::LockspaceInfo {
             minor: misc_minor(&dev).unwrap_or(0),
             create_count: 0,
             mode: meta.as_ref().map_or(0, |m| m.mode() & 0o7777),
@@ -143,7 +143,7 @@ pub(crate) fn lockspaces() -> Result<Vec<crate::query::LockspaceInfo>> {
 /// Best-effort query of a lockspace's locks from debugfs
 /// (`/sys/kernel/debug/dlm/<ls>_locks`, Linux's "format 2"). Resource
 /// names there are C strings, so a binary name is cut at its first NUL.
-pub(crate) fn locks(name: &str) -> Result<Vec<crate::query::LockInfo>> {
+pub(crate) fn locks(name: &str) -> Result<Vec<dlm_proto::query::LockInfo>> {
     let path = format!("/sys/kernel/debug/dlm/{name}_locks");
     let text = std::fs::read_to_string(&path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
@@ -167,7 +167,7 @@ fn mode_name(raw: i32) -> Option<String> {
 
 /// One line of `<ls>_locks`: `id nodeid remid pid xid exflags flags sts
 /// grmode rqmode time_us r_nodeid r_len "r_name"`.
-fn parse_lock_line(line: &str) -> Option<crate::query::LockInfo> {
+fn parse_lock_line(line: &str) -> Option<dlm_proto::query::LockInfo> {
     let (head, name) = line.split_once(" \"")?;
     let name = name.strip_suffix('"').unwrap_or(name);
     let f: Vec<&str> = head.split_whitespace().collect();
@@ -186,7 +186,7 @@ fn parse_lock_line(line: &str) -> Option<crate::query::LockInfo> {
         _ => None,
     };
     let flags = u32::from_str_radix(f[6], 16).ok()?;
-    Some(crate::query::LockInfo {
+    Some(dlm_proto::query::LockInfo {
         lkid,
         resource: name.to_string(),
         resource_hex: name.bytes().map(|b| format!("{b:02x}")).collect(),
