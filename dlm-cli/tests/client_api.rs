@@ -1,5 +1,6 @@
 //! The Rust client API against a real `dlmd`: callbacks and where they run,
 //! blocking calls, mio integration, userspace timeouts, async futures.
+#![forbid(unsafe_code)]
 
 mod common;
 

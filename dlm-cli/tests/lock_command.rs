@@ -5,6 +5,7 @@
 //! The commands are shell scripts that write markers to a log file and
 //! wait for a "go" file; the order of the markers shows who held the lock
 //! when. Every process started here is stopped by PID when the test ends.
+#![forbid(unsafe_code)]
 
 mod common;
 

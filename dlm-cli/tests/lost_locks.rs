@@ -1,6 +1,7 @@
 //! The client library tells its user at once when a held lock is lost:
 //! another opener of the lockspace unlocked it, or the daemon connection
 //! closed. Real daemons, real connections, real kills.
+#![forbid(unsafe_code)]
 
 mod common;
 

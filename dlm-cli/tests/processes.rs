@@ -3,6 +3,7 @@
 //!
 //! Every daemon and child started here is stopped by PID when the test
 //! ends, pass or fail.
+#![forbid(unsafe_code)]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! A daemon that turns `dlm` away says so: `dlm ls` and `dlm lock` report
 //! that dlmd refused the connection, never that no daemon answers.
+#![forbid(unsafe_code)]
 
 mod common;
 

@@ -6,6 +6,7 @@
 //! daemon (this test binary, run again as a helper), and the victim's
 //! `dlm` and library calls, which must refuse it before they send
 //! anything. Needs root; skipped, saying so, otherwise.
+#![forbid(unsafe_code)]
 
 mod common;
 

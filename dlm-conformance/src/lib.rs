@@ -34,6 +34,7 @@
 //! Flags are `DLM_LKF_*` names without the prefix (`NOQUEUE`, `VALBLK`,
 //! …). A lock's callback parameter is its label's number, so traces show
 //! which request a callback answers.
+#![forbid(unsafe_code)]
 
 pub mod random;
 pub mod target;

@@ -1,10 +1,12 @@
-//! `cargo bench -p dlm-engine --bench engine`: the lock engine alone, every figure shown
-//! as a ratio to a `std::sync::Mutex` lock+unlock measured in the same run.
+//! `cargo bench -p dlm-engine --bench engine`: the lock engine alone,
+//! every figure shown as a ratio to a `std::sync::Mutex` lock+unlock
+//! measured in the same run.
 //!
 //! Targets (printed, never asserted):
 //! - lock+unlock at or under 100 ns;
 //! - at or under 200 bytes per held lock;
 //! - at 1M resources, within 1.5x of the cost per op at 1k.
+#![forbid(unsafe_code)]
 
 use std::alloc::System;
 use std::hint::black_box;

@@ -3,6 +3,7 @@
 //! data from one holder to the next.
 //!
 //! Run it with `cargo run -p dlm-engine --example engine_demo`.
+#![forbid(unsafe_code)]
 
 use dlm_engine::{AstRecord, Engine, LockParams, OwnerId, UnlockParams, UserArgs};
 use dlm_proto::{LockFlags, LockMode, Status};

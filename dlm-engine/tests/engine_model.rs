@@ -22,6 +22,7 @@
 //!
 //! `DLM_MODEL_CASES` sets the number of sequences (default 2000), split
 //! between the two tests of this file.
+#![forbid(unsafe_code)]
 
 mod gen;
 

@@ -13,6 +13,7 @@
 //!
 //! `DLM_PROPTEST_CASES` sets the number of sequences (default 2000), split
 //! between the two tests of this file.
+#![forbid(unsafe_code)]
 
 mod gen;
 

@@ -1,5 +1,6 @@
 //! Denial of service on the daemon: what one client can do to the
 //! others. The log's rate limit is shared by all connections.
+#![forbid(unsafe_code)]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Lockspace lifetime as in the kernel, and the daemon's own lifetime:
 //! startup races, stale and live sockets, signals.
+#![forbid(unsafe_code)]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Locks belong to connections: closing one (or killing its process)
 //! releases its locks, and persistent ones become orphans.
+#![forbid(unsafe_code)]
 
 mod common;
 

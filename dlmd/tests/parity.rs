@@ -1,5 +1,6 @@
 //! The daemon gives the same answers and callback records as the
 //! in-process engine, for the same requests.
+#![forbid(unsafe_code)]
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! Access control: who may manage lockspaces, who may open them, and who
 //! a per-user daemon serves. Needs root (to run a helper as another uid);
 //! skipped otherwise.
+#![forbid(unsafe_code)]
 
 mod common;
 

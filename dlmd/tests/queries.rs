@@ -1,5 +1,6 @@
 //! Lock queries over the socket: pages with a limit and a `truncated`
 //! marker, their errors, and a client that stops reading an answer.
+#![forbid(unsafe_code)]
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! Query answers are made as the client reads them: six queries of a
 //! lockspace with a million locks that are never read leave the daemon's
 //! memory where it was.
+#![forbid(unsafe_code)]
 
 mod common;
 

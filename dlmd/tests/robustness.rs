@@ -1,5 +1,6 @@
 //! Bad input on one connection costs that connection at most; everyone
 //! else's locks and service are untouched.
+#![forbid(unsafe_code)]
 
 mod common;
 

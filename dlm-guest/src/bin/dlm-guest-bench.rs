@@ -12,6 +12,7 @@
 //! prints `BENCH <label> <iterations> <seconds>`, the line bench.sh
 //! parses (LABEL overrides the `api` row's label, so two builds of this
 //! program can be told apart). Any failure exits 1 with a message.
+#![forbid(unsafe_code)]
 
 use std::fs::File;
 use std::io::{Read, Write};

@@ -28,6 +28,7 @@
 //!     lockspace is gone.
 //!
 //! Exits 0 when every check passes, 1 with a message otherwise.
+#![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 use std::sync::mpsc;

@@ -22,6 +22,7 @@
 //!
 //! Exits 0 when every check passes. It is a plain program, not a
 //! `#[test]`: it needs root and the kernel DLM, which the host has not.
+#![forbid(unsafe_code)]
 
 use std::fs::File;
 use std::os::fd::AsFd;
