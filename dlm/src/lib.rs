@@ -113,7 +113,10 @@ pub use dlm_proto::status::{Completion, Status};
 pub use dlm_proto::trust::{Distrust, UntrustedSocket};
 pub use dlm_proto::DEVICE_VERSION;
 
-/// The device at the level of `write()` and `read()`.
+/// The device at the level of `write()` and `read()`: a
+/// [`RawDevice`](raw::RawDevice) takes the bytes of the device's records
+/// (`dlm_proto::records`) and reads back [`LockResult`](raw::LockResult)s.
 pub mod raw {
     pub use crate::client::RawDevice;
+    pub use dlm_proto::records::LockResult;
 }

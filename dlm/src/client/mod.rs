@@ -373,9 +373,9 @@ impl Dlm {
 }
 
 /// A device handle at the level of `write()` and `read()`: the records of
-/// [`dlm_proto::records`], nothing more. This is what libdlm itself does with the
-/// device; the C ABI and the conformance suite use it. Most programs want
-/// [`Lockspace`] instead.
+/// [`dlm_proto::records`], nothing more. This is what libdlm itself does
+/// with the device; the C ABI and the conformance suite use it. Most
+/// programs want [`Lockspace`] instead.
 #[derive(Debug)]
 pub struct RawDevice(Device);
 
