@@ -50,4 +50,4 @@ step "conformance: Linux 6.12 gives its golden traces (dlm-conformance/golden/6.
 DLM_RANDOM_SEEDS=0 ci/kernel/conformance.sh --kernel 6.12
 
 step "engine benchmark (quick run; figures are informational)"
-cargo bench --bench engine -- --quick
+cargo bench -p dlm-engine --bench engine -- --quick

@@ -1,5 +1,6 @@
 //! Embed every `scenarios/*.txt` script in the binary, so the same list
 //! runs on the host and inside the QEMU guest.
+#![forbid(unsafe_code)]
 
 use std::fmt::Write as _;
 use std::path::PathBuf;

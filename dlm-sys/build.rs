@@ -1,5 +1,6 @@
-//! Generates `$OUT_DIR/bindings.rs` by running bindgen over `../wrapper.h`,
-//! the workspace's one list of DLM UAPI headers.
+//! Generates `$OUT_DIR/bindings.rs` by running bindgen over `wrapper.h`,
+//! the workspace's one list of DLM UAPI headers, and (in `build/probe.rs`)
+//! measures the same headers with the C compiler for `tests/abi_layout.rs`.
 //!
 //! Two things commonly go wrong on a fresh machine, and both end the build
 //! with a message that names the package to install instead of a bare
@@ -16,6 +17,9 @@ use std::path::PathBuf;
 use std::process;
 
 use bindgen::callbacks::{IntKind, ParseCallbacks};
+
+#[path = "build/probe.rs"]
+mod probe;
 
 /// Picks the Rust type of every `#define DLM_*` integer constant.
 ///
@@ -45,7 +49,7 @@ impl ParseCallbacks for ConstantTypes {
 fn main() {
     let manifest_dir =
         PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
-    let wrapper = manifest_dir.join("..").join("wrapper.h");
+    let wrapper = manifest_dir.join("wrapper.h");
     let wrapper = wrapper.canonicalize().unwrap_or(wrapper);
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
 
@@ -85,6 +89,8 @@ fn main() {
     if let Err(err) = bindings.write_to_file(&target) {
         fail(&format!("cannot write {}: {err}", target.display()));
     }
+
+    probe::main();
 }
 
 /// Runs bindgen, turning its two common failures into instructions.

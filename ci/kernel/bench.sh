@@ -11,7 +11,7 @@
 #   DLM_BENCH_ICOUNT=0 ci/kernel/bench.sh   without the instruction counts
 #
 # Rows:
-#   raw device        write()+read() per operation, std::fs::File + dlm::proto (the floor)
+#   raw device        write()+read() per operation, std::fs::File + dlm_proto::records (the floor)
 #   Rust API          Lockspace::lock + Lock::unlock, Backend::Kernel
 #   Rust API, release the same, built with the release profile instead of dist
 #   libdlm_lt         Debian's lite libdlm, dlm_ls_lock_wait + dlm_ls_unlock_wait

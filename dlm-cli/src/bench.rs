@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dlm::client::{Dlm, LockRequest, Outcome};
+use dlm::{Dlm, LockRequest, Outcome};
 use dlm::{LockMode, LockspaceName, ResourceName};
 
 use crate::Res;
@@ -254,7 +254,7 @@ struct Row {
 pub fn run(a: Args) -> Res<u8> {
     let secs = a.secs.max(0.1);
     let dlm = Dlm::open()?;
-    if dlm.backend() != dlm::client::Backend::Fallback {
+    if dlm.backend() != dlm::Backend::Fallback {
         eprintln!("dlm bench: measuring the {} backend", dlm.backend());
     }
     let daemon = dlm.daemon_pid();

@@ -25,7 +25,7 @@ use std::process::{Child, Command, ExitStatus};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dlm::client::{Dlm, Lock, LockRequest, Lockspace, LostReason, Outcome};
+use dlm::{Dlm, Lock, LockRequest, Lockspace, LostReason, Outcome};
 use dlm::{LockMode, ResourceName, Status};
 use rustix::process::{Pid, Signal};
 use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};

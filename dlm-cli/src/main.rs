@@ -18,8 +18,8 @@ mod lock;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use dlm::client::{Dlm, Lockspace};
 use dlm::query::QueryOptions;
+use dlm::{Dlm, Lockspace};
 use dlm::{LockspaceFlags, LockspaceName};
 
 /// Exit status for errors (no DLM, bad arguments, a command that cannot
@@ -224,7 +224,7 @@ fn run(cmd: Cmd) -> Res<u8> {
                 dlm::DEVICE_VERSION.1,
                 dlm::DEVICE_VERSION.2
             );
-            match dlm::client::kernel_control_device() {
+            match dlm::kernel_control_device() {
                 Some(p) => println!("kernel DLM: control device {}", p.display()),
                 None => println!("kernel DLM: not available (no dlm-control device)"),
             }

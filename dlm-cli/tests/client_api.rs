@@ -1,5 +1,6 @@
 //! The Rust client API against a real `dlmd`: callbacks and where they run,
 //! blocking calls, mio integration, userspace timeouts, async futures.
+#![forbid(unsafe_code)]
 
 mod common;
 
@@ -11,7 +12,7 @@ use std::task::{Context, Waker};
 use std::time::Duration;
 
 use common::{run, wait_for, Daemon};
-use dlm::client::{Backend, LockRequest, Lockspace, Outcome};
+use dlm::{Backend, LockRequest, Lockspace, Outcome};
 use dlm::{LockFlags, LockMode, LockspaceFlags, LockspaceName, ResourceName, Status, ValueBlock};
 use dlm_conformance::traffic;
 
@@ -19,7 +20,7 @@ fn res(s: &str) -> ResourceName {
     ResourceName::new(s).unwrap()
 }
 
-fn space(d: &Daemon, name: &str) -> (dlm::client::Dlm, Lockspace) {
+fn space(d: &Daemon, name: &str) -> (dlm::Dlm, Lockspace) {
     let dlm = d.client();
     let n = LockspaceName::new(name).unwrap();
     let ls = dlm
@@ -28,7 +29,7 @@ fn space(d: &Daemon, name: &str) -> (dlm::client::Dlm, Lockspace) {
     (dlm, ls)
 }
 
-fn lock_count(dlm: &dlm::client::Dlm, name: &str) -> usize {
+fn lock_count(dlm: &dlm::Dlm, name: &str) -> usize {
     dlm.locks(&LockspaceName::new(name).unwrap()).unwrap().len()
 }
 
@@ -37,7 +38,7 @@ fn backend_is_reported_and_chosen_by_environment() {
     let d = Daemon::start();
     assert_eq!(d.client().backend(), Backend::Fallback);
     // Forcing the kernel backend on a machine without it is a clear error.
-    if dlm::client::kernel_control_device().is_none() {
+    if dlm::kernel_control_device().is_none() {
         let mut c = d.dlm();
         c.env("DLM_BACKEND", "kernel").arg("status");
         let out = run(c);

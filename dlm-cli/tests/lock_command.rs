@@ -5,6 +5,7 @@
 //! The commands are shell scripts that write markers to a log file and
 //! wait for a "go" file; the order of the markers shows who held the lock
 //! when. Every process started here is stopped by PID when the test ends.
+#![forbid(unsafe_code)]
 
 mod common;
 
@@ -13,9 +14,9 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{spawn, Daemon, Reaped, TempDir};
-use dlm::client::RawDevice;
-use dlm::proto::{Command as Op, LockWrite, VERSION};
+use dlm::raw::RawDevice;
 use dlm::LockspaceName;
+use dlm_proto::records::{Command as Op, LockWrite, VERSION};
 use rustix::process::{kill_process, Pid, Signal};
 
 /// Bounded waits: they catch hangs, and are no speed targets.

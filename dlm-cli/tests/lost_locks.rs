@@ -1,6 +1,7 @@
 //! The client library tells its user at once when a held lock is lost:
 //! another opener of the lockspace unlocked it, or the daemon connection
 //! closed. Real daemons, real connections, real kills.
+#![forbid(unsafe_code)]
 
 mod common;
 
@@ -8,15 +9,16 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use common::Daemon;
-use dlm::client::{LockId, LockRequest, Lockspace, LostReason, Outcome, RawDevice};
-use dlm::proto::{Command, LockWrite, VERSION};
+use dlm::raw::RawDevice;
 use dlm::{LockFlags, LockMode, LockspaceFlags, LockspaceName, ResourceName};
+use dlm::{LockId, LockRequest, Lockspace, LostReason, Outcome};
+use dlm_proto::records::{Command, LockWrite, VERSION};
 
 fn res(s: &str) -> ResourceName {
     ResourceName::new(s).unwrap()
 }
 
-fn space(d: &Daemon, name: &str) -> (dlm::client::Dlm, Lockspace) {
+fn space(d: &Daemon, name: &str) -> (dlm::Dlm, Lockspace) {
     let dlm = d.client();
     let n = LockspaceName::new(name).unwrap();
     let ls = dlm

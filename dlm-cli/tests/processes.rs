@@ -3,6 +3,7 @@
 //!
 //! Every daemon and child started here is stopped by PID when the test
 //! ends, pass or fail.
+#![forbid(unsafe_code)]
 
 mod common;
 
@@ -11,8 +12,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{dlmd_bin, run, spawn, wait_for, Daemon, Reaped, TempDir, DLM};
-use dlm::client::{LockRequest, Outcome};
 use dlm::{LockFlags, LockMode, LockspaceName, ResourceName};
+use dlm::{LockRequest, Outcome};
 
 #[test]
 fn counter_is_exact_when_every_increment_holds_ex() {

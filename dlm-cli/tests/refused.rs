@@ -1,5 +1,6 @@
 //! A daemon that turns `dlm` away says so: `dlm ls` and `dlm lock` report
 //! that dlmd refused the connection, never that no daemon answers.
+#![forbid(unsafe_code)]
 
 mod common;
 
@@ -7,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
-use dlm::client::{Backend, Dlm};
+use dlm::{Backend, Dlm};
 
 #[test]
 fn a_full_daemon_is_reported_as_refusing_not_missing() {

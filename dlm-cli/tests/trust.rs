@@ -6,6 +6,7 @@
 //! daemon (this test binary, run again as a helper), and the victim's
 //! `dlm` and library calls, which must refuse it before they send
 //! anything. Needs root; skipped, saying so, otherwise.
+#![forbid(unsafe_code)]
 
 mod common;
 
@@ -19,8 +20,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{dlmd_bin, TempDir, DLM};
-use dlm::proto::{self, LockResult, Request};
-use dlm::wire::{self, Decoder, Kind};
+use dlm_proto::records::{self, LockResult, Request};
+use dlm_proto::wire::{self, Decoder, Kind};
 
 /// The longest any one wait here may take before the test fails.
 const TIMEOUT: Duration = Duration::from_secs(20);
@@ -417,12 +418,12 @@ fn fake_connection(mut stream: UnixStream) {
             ));
             match f.kind {
                 Kind::Version => {
-                    let _ = wire::put_frame(&mut out, Kind::Version, &proto::encode_version());
+                    let _ = wire::put_frame(&mut out, Kind::Version, &records::encode_version());
                 }
                 Kind::Query => {
                     let _ = wire::put_frame(&mut out, Kind::QueryReply, b"[]");
                 }
-                Kind::Write => match proto::decode_write(f.body).map(|d| d.request) {
+                Kind::Write => match records::decode_write(f.body).map(|d| d.request) {
                     Ok(Request::Lock(r)) | Ok(Request::Unlock(r)) => {
                         let unlock = r.lkid != 0 && r.flags & dlm::LockFlags::CONVERT.bits() == 0;
                         let lkid = if r.lkid != 0 { r.lkid } else { next_lkid };
@@ -432,13 +433,17 @@ fn fake_connection(mut stream: UnixStream) {
                             astaddr: r.castaddr,
                             astparam: r.castparam,
                             user_lksb: r.lksb,
-                            status: if unlock { -dlm::status::EUNLOCK } else { 0 },
+                            status: if unlock {
+                                -dlm_proto::status::EUNLOCK
+                            } else {
+                                0
+                            },
                             lkid,
                             sb_flags: 0,
                             bast_mode: 0,
                             lvb: None,
                         };
-                        if let Ok((b, len)) = proto::encode_result(&res, proto::RESULT_SIZE) {
+                        if let Ok((b, len)) = records::encode_result(&res, records::RESULT_SIZE) {
                             let _ = wire::put_frame(&mut out, Kind::Ast, &b[..len]);
                         }
                     }
@@ -457,7 +462,7 @@ fn fake_connection(mut stream: UnixStream) {
 /// Open the DLM through the library as a program would (environment
 /// defaults), then lockspace `ls`; say what happened.
 fn open_as_library(ls: &str) {
-    use dlm::client::{Backend, Dlm};
+    use dlm::{Backend, Dlm};
     match Dlm::builder().backend(Backend::Fallback).open() {
         Err(e) => say(&format!("open failed: errno {} {e}", e.errno().raw())),
         Ok(d) => {
@@ -736,19 +741,19 @@ fn a_peer_of_another_uid_is_refused_before_anything_is_sent() {
     // Root, through the library, with the socket given explicitly, once
     // the directory is root's.
     std::os::unix::fs::chown(&dir, Some(0), Some(0)).expect("chown");
-    let e = dlm::client::Dlm::builder()
-        .backend(dlm::client::Backend::Fallback)
+    let e = dlm::Dlm::builder()
+        .backend(dlm::Backend::Fallback)
         .socket(&socket)
         .autostart(false)
         .open()
         .expect_err("root refuses mallory's daemon");
     assert!(
         matches!(&e, dlm::Error::UntrustedSocket(u)
-            if u.owner == mallory.uid && u.why == dlm::trust::Distrust::ForeignPeer { pid: fake_pid as i32 }),
+            if u.owner == mallory.uid && u.why == dlm_proto::trust::Distrust::ForeignPeer { pid: fake_pid as i32 }),
         "{e:?}"
     );
     assert_eq!(e.errno(), dlm::Errno::EACCES);
-    let e = dlm::client::RawDevice::connect(&socket, None, false).expect_err("raw too");
+    let e = dlm::raw::RawDevice::connect(&socket, None, false).expect_err("raw too");
     assert_eq!(e.errno(), dlm::Errno::EACCES, "{e}");
     fake.wait_count("closed", 3);
 

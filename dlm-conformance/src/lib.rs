@@ -5,7 +5,7 @@
 //! every `write()` result and every record `read()` returns, with its
 //! status, `sb_flags`, value block, blocking mode and order. The same
 //! script runs against
-//! - the in-process [`Engine`](dlm::engine::Engine) ([`EngineTarget`]),
+//! - the in-process [`Engine`](dlm_engine::Engine) ([`EngineTarget`]),
 //! - the fallback daemon `dlmd` ([`DeviceTarget::daemon`]), and
 //! - the kernel DLM's devices ([`DeviceTarget::kernel`], inside the QEMU
 //!   guest),
@@ -34,6 +34,7 @@
 //! Flags are `DLM_LKF_*` names without the prefix (`NOQUEUE`, `VALBLK`,
 //! …). A lock's callback parameter is its label's number, so traces show
 //! which request a callback answers.
+#![forbid(unsafe_code)]
 
 pub mod random;
 pub mod target;
@@ -42,8 +43,8 @@ pub mod traffic;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
-use dlm::proto::{self, Command, LockRequest, LockResult};
 use dlm::{Errno, LockFlags, LockMode};
+use dlm_proto::records::{self, Command, LockRequest, LockResult};
 
 pub use target::{DeviceTarget, EngineTarget, Target};
 
@@ -308,8 +309,8 @@ fn status_name(st: i32) -> String {
         libc::EAGAIN => "EAGAIN".into(),
         libc::EDEADLK => "EDEADLK".into(),
         libc::ETIMEDOUT => "ETIMEDOUT".into(),
-        s if s == dlm::status::EUNLOCK => "EUNLOCK".into(),
-        s if s == dlm::status::ECANCEL => "ECANCEL".into(),
+        s if s == dlm_proto::status::EUNLOCK => "EUNLOCK".into(),
+        s if s == dlm_proto::status::ECANCEL => "ECANCEL".into(),
         _ => st.to_string(),
     }
 }
@@ -401,7 +402,7 @@ pub fn run(sc: &Scenario, t: &mut dyn Target) -> Result<String, String> {
                 if convert {
                     req.lkid = label.and_then(|l| labels.get(&l).copied()).unwrap_or(0);
                 }
-                let bytes = proto::encode_lock(Command::Lock, &req, proto::VERSION);
+                let bytes = records::encode_lock(Command::Lock, &req, records::VERSION);
                 let r = t.write(h, bytes.as_bytes());
                 if let (Ok(v), false, Some(l)) = (&r, convert, label) {
                     labels.insert(*l, *v as u32);
@@ -412,20 +413,20 @@ pub fn run(sc: &Scenario, t: &mut dyn Target) -> Result<String, String> {
                 let h = handle(&owners, *owner)?;
                 let mut req = *req;
                 req.lkid = labels.get(label).copied().unwrap_or(0);
-                let bytes = proto::encode_lock(Command::Unlock, &req, proto::VERSION);
+                let bytes = records::encode_lock(Command::Unlock, &req, records::VERSION);
                 Some(t.write(h, bytes.as_bytes()))
             }
             Op::Deadlock { owner, label } => {
                 let h = handle(&owners, *owner)?;
                 let mut req = base_request(*label, true);
                 req.lkid = labels.get(label).copied().unwrap_or(0);
-                let bytes = proto::encode_lock(Command::Deadlock, &req, proto::VERSION);
+                let bytes = records::encode_lock(Command::Deadlock, &req, records::VERSION);
                 Some(t.write(h, bytes.as_bytes()))
             }
             Op::Purge { owner, nodeid, pid } => {
                 let h = handle(&owners, *owner)?;
                 let pid = pid.unwrap_or_else(|| t.pid(h));
-                let bytes = proto::encode_purge(*nodeid, pid, proto::VERSION);
+                let bytes = records::encode_purge(*nodeid, pid, records::VERSION);
                 Some(t.write(h, bytes.as_bytes()))
             }
         };

@@ -13,6 +13,7 @@
 //! a failure prints the seed and the smallest failing script found, and
 //! the run goes on until `F` seeds (default 1) have failed. The exit status
 //! is 0 only if everything matched.
+#![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -2,10 +2,10 @@
 
 use std::path::{Path, PathBuf};
 
-use dlm::client::RawDevice;
-use dlm::engine::{Engine, OwnerId};
-use dlm::proto::{self, LockResult};
+use dlm::raw::RawDevice;
 use dlm::{Errno, LockspaceName};
+use dlm_engine::{Engine, OwnerId};
+use dlm_proto::records::{self, LockResult};
 
 /// A lockspace that scenarios can open owners on, write to and read from.
 pub trait Target {
@@ -54,7 +54,7 @@ impl Target for EngineTarget {
 
     fn write(&mut self, h: usize, bytes: &[u8]) -> Result<i64, Errno> {
         let o = self.owner(h)?;
-        let d = proto::decode_write(bytes)?;
+        let d = records::decode_write(bytes)?;
         self.engine.device_write(o, std::process::id(), &d.request)
     }
 
@@ -94,7 +94,7 @@ impl std::fmt::Debug for DeviceTarget {
 impl DeviceTarget {
     /// A fresh lockspace `name` on the kernel DLM.
     pub fn kernel(name: &str) -> Result<DeviceTarget, String> {
-        let ctl = dlm::client::kernel_device_node("dlm-control")
+        let ctl = dlm::kernel_device_node("dlm-control")
             .map_err(|e| format!("no dlm-control device ({e}): is the dlm module loaded?"))?;
         let control =
             RawDevice::open_kernel(&ctl).map_err(|e| format!("{}: {e}", ctl.display()))?;
@@ -102,7 +102,7 @@ impl DeviceTarget {
             device: PathBuf::from(format!("/dev/dlm_{n}")),
         })?;
         if let Kind::Kernel { device } = &mut t.kind {
-            if let Ok(p) = dlm::client::kernel_device_node(&format!("dlm_{name}")) {
+            if let Ok(p) = dlm::kernel_device_node(&format!("dlm_{name}")) {
                 *device = p;
             }
         }
@@ -124,10 +124,10 @@ impl DeviceTarget {
         kind: impl FnOnce(&str) -> Kind,
     ) -> Result<DeviceTarget, String> {
         let ls = LockspaceName::new(name).map_err(|e| format!("lockspace name {name:?}: {e}"))?;
-        let req = proto::encode_create(
+        let req = records::encode_create(
             ls.as_bytes(),
             dlm::LockspaceFlags::NEWEXCL.bits(),
-            proto::VERSION,
+            records::VERSION,
         )
         .map_err(|e| e.to_string())?;
         let minor = control
@@ -205,10 +205,10 @@ impl Drop for DeviceTarget {
     fn drop(&mut self) {
         // Close every owner first: the kernel waits for them on release.
         self.owners.clear();
-        let req = proto::encode_remove(
+        let req = records::encode_remove(
             self.minor,
             dlm_sys::DLM_USER_LSFLG_FORCEFREE,
-            proto::VERSION,
+            records::VERSION,
         );
         if let Err(e) = self.control.write(req.as_bytes()) {
             eprintln!("warning: removing lockspace {}: {e}", self.name);

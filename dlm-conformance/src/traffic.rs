@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
-use dlm::client::{LockRequest, Lockspace, Outcome};
 use dlm::{LockFlags, LockMode, ResourceName, Status};
+use dlm::{LockRequest, Lockspace, Outcome};
 
 /// How much traffic [`mixed`] makes.
 #[derive(Clone, Copy, Debug)]

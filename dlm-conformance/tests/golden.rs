@@ -2,6 +2,7 @@
 //! the engine models (Linux 6.1), committed in `golden/6.1/` (regenerate
 //! them with `ci/kernel/conformance.sh --kernel 6.1 --regenerate`, which
 //! boots the real kernel). Every kernel's set covers every scenario.
+#![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -51,7 +52,7 @@ impl Drop for Daemon {
 
 #[test]
 fn daemon_traces_equal_the_kernels() {
-    let dlmd = dlm::paths::dlmd_program();
+    let dlmd = dlm_proto::paths::dlmd_program();
     assert!(
         dlmd.is_file(),
         "{} is missing: build the workspace (cargo test --workspace)",

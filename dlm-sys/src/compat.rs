@@ -14,8 +14,8 @@
 //!   are the same on every target.
 //!
 //! The sizes are checked at compile time against named constants, and the
-//! workspace's `tests/abi_layout.rs` compares them with C replicas compiled
-//! by the root build script.
+//! crate's `tests/abi_layout.rs` compares them with C replicas compiled
+//! by the build script.
 
 use core::ffi::c_char;
 use core::mem::{size_of, ManuallyDrop};

@@ -11,15 +11,15 @@
 //! locks made or ended between parts may or may not appear, and a lock
 //! that exists for the whole query appears exactly once; lock ids only
 //! grow, so none appears twice (the guarantee documented in
-//! [`dlm::query`]). A lockspace that is gone before the answer is
+//! [`dlm_proto::query`]). A lockspace that is gone before the answer is
 //! finished ends its list there.
 //!
 //! This module does no I/O: it appends frames to a buffer.
 
 use std::io::Write;
 
-use dlm::wire::{self, Kind};
-use dlm::Errno;
+use dlm_proto::wire::{self, Kind};
+use dlm_proto::Errno;
 
 use crate::devices::{Cred, Devices, LsId};
 
@@ -235,10 +235,10 @@ mod tests {
     use super::*;
     use crate::devices::Cred;
     use crate::startup::Scope;
-    use dlm::engine::OwnerId;
-    use dlm::proto::{LockRequest, Request};
-    use dlm::query::{LockInfo, LockPage, LockspaceInfo};
-    use dlm::wire::Decoder;
+    use dlm_engine::OwnerId;
+    use dlm_proto::query::{LockInfo, LockPage, LockspaceInfo};
+    use dlm_proto::records::{LockRequest, Request};
+    use dlm_proto::wire::Decoder;
 
     fn alice() -> Cred {
         Cred {

@@ -20,10 +20,10 @@
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use dlm::engine::{Engine, OwnerId, Queue, Registry, Released};
-use dlm::proto::Request;
-use dlm::query::{LockInfo, LockspaceInfo};
-use dlm::{Errno, LockspaceFlags, LockspaceName, ResourceName};
+use dlm_engine::{Engine, OwnerId, Queue, Registry, Released};
+use dlm_proto::query::{LockInfo, LockspaceInfo};
+use dlm_proto::records::Request;
+use dlm_proto::{Errno, LockspaceFlags, LockspaceName, ResourceName};
 
 use crate::startup::Scope;
 
@@ -69,7 +69,7 @@ enum State {
 
 /// A lockspace as the daemon keeps it, besides the registry's [`Space`].
 ///
-/// [`Space`]: dlm::engine::Space
+/// [`Space`]: dlm_engine::Space
 #[derive(Debug)]
 pub struct Lockspace {
     name: LockspaceName,
@@ -456,8 +456,8 @@ fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dlm::proto::LockRequest;
-    use dlm::LockFlags;
+    use dlm_proto::records::LockRequest;
+    use dlm_proto::LockFlags;
 
     fn cred(pid: u32, uid: u32, gid: u32, groups: &[u32]) -> Cred {
         Cred {
@@ -635,18 +635,18 @@ mod tests {
         let mut d = Devices::new(Scope::User, 16);
         d.create(&alice, 0, b"ls").expect("create");
         let (id, owner, _) = d.open(&alice, 1, b"ls").expect("open");
-        let mut req = dlm::proto::encode_lock(
-            dlm::proto::Command::Lock,
+        let mut req = dlm_proto::records::encode_lock(
+            dlm_proto::records::Command::Lock,
             &match lock(b"r", 3, 0) {
                 Request::Lock(r) => r,
                 _ => unreachable!(),
             },
-            dlm::proto::VERSION,
+            dlm_proto::records::VERSION,
         )
         .as_bytes()
         .to_vec();
         req[17] = 200; // namelen
-        let decoded = dlm::proto::decode_write(&req).expect("decodes");
+        let decoded = dlm_proto::records::decode_write(&req).expect("decodes");
         assert_eq!(
             d.lock_command(id, owner, 1, &decoded.request),
             Err(Errno::EINVAL)

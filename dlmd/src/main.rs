@@ -1,9 +1,9 @@
 //! `dlmd`: the dlm-rs fallback daemon.
 //!
-//! It hosts the kernel-exact lock engine ([`dlm::engine`]) behind a Unix
+//! It hosts the kernel-exact lock engine ([`dlm_engine`]) behind a Unix
 //! socket and plays the kernel's DLM devices for its clients: a control
 //! connection is `dlm-control`, a lockspace connection is one open
-//! `dlm_<name>` fd. The protocol is documented in [`dlm::wire`].
+//! `dlm_<name>` fd. The protocol is documented in [`dlm_proto::wire`].
 //!
 //! The code is split in three: [`startup`] finds the socket and claims it
 //! (lock file, stale sockets, concurrent starters), [`server`] is the mio

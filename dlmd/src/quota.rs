@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use dlm::Errno;
+use dlm_proto::Errno;
 
 /// The slots of a cap of `max` connections that only root may take: a
 /// 32nd of them, at least 1 and at most 64, and none when the cap is a

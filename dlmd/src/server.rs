@@ -36,10 +36,10 @@ use std::os::fd::OwnedFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use dlm::engine::OwnerId;
-use dlm::proto::{self, LockResult, Request};
-use dlm::wire::{self, Decoder, Kind};
-use dlm::Errno;
+use dlm_engine::OwnerId;
+use dlm_proto::records::{self, LockResult, Request};
+use dlm_proto::wire::{self, Decoder, Kind};
+use dlm_proto::Errno;
 use log::Level;
 use mio::net::{UnixListener, UnixStream};
 use mio::{Events, Interest, Poll, Token};
@@ -776,7 +776,7 @@ impl Server {
             Kind::Read => self.read(idx, body),
             Kind::Version => {
                 if body.is_empty() {
-                    self.send(idx, Kind::Version, &proto::encode_version());
+                    self.send(idx, Kind::Version, &records::encode_version());
                 } else {
                     self.misuse(
                         idx,
@@ -880,7 +880,7 @@ impl Server {
             self.misuse(idx, "Write before Hello".into());
             return (Some(result_of(Err(Errno::ENOTCONN))), None);
         }
-        let decoded = match proto::decode_write(body) {
+        let decoded = match records::decode_write(body) {
             Ok(d) => d,
             Err(e) => {
                 self.misuse(idx, format!("bad {}-byte write: {e}", body.len()));
@@ -974,16 +974,16 @@ impl Server {
                 self.misuse(idx, "Read before Hello".into());
                 return self.send_errno(idx, Errno::ENOTCONN);
             }
-            _ if count == proto::VERSION_SIZE => {
-                return self.send(idx, Kind::Version, &proto::encode_version());
+            _ if count == records::VERSION_SIZE => {
+                return self.send(idx, Kind::Version, &records::encode_version());
             }
             Role::Control => return self.send_errno(idx, Errno::EINVAL),
             Role::Lockspace { ls, owner } => (ls, owner),
         };
         let min = if compat {
-            proto::RESULT32_SIZE
+            records::RESULT32_SIZE
         } else {
-            proto::RESULT_SIZE
+            records::RESULT_SIZE
         };
         if count < min {
             return self.send_errno(idx, Errno::EINVAL);
@@ -1102,9 +1102,9 @@ impl Server {
                 _ => continue,
             };
             let count = if compat {
-                proto::RESULT32_WITH_LVB_SIZE
+                records::RESULT32_WITH_LVB_SIZE
             } else {
-                proto::RESULT_WITH_LVB_SIZE
+                records::RESULT_WITH_LVB_SIZE
             };
             while let Some(rec) = self.devices.engine_mut(ls).and_then(|e| e.read(owner)) {
                 self.send_ast(idx, &LockResult::from(&rec), compat, count);
@@ -1119,13 +1119,13 @@ impl Server {
 
     fn send_ast(&mut self, idx: usize, r: &LockResult, compat: bool, count: usize) {
         let encoded = if compat {
-            proto::encode_result32(r, count).map(|(b, n)| {
-                let mut v = [0u8; proto::RESULT_WITH_LVB_SIZE];
+            records::encode_result32(r, count).map(|(b, n)| {
+                let mut v = [0u8; records::RESULT_WITH_LVB_SIZE];
                 v[..n].copy_from_slice(&b[..n]);
                 (v, n)
             })
         } else {
-            proto::encode_result(r, count)
+            records::encode_result(r, count)
         };
         match encoded {
             Ok((b, n)) => self.send(idx, Kind::Ast, &b[..n]),
@@ -1262,7 +1262,7 @@ fn open_spare_fd() -> Option<OwnedFd> {
     rustix::fs::open("/dev/null", OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).ok()
 }
 
-/// Error numbers `dlm::Errno` has no name for.
+/// Error numbers `dlm_proto::Errno` has no name for.
 mod libc_errno {
     /// `EISCONN`: already connected (a second `Hello`).
     pub const EISCONN: i32 = rustix::io::Errno::ISCONN.raw_os_error();

@@ -2,7 +2,7 @@
 //!
 //! The path comes from [`socket_path`]: `--socket`, then `DLM_SOCKET`,
 //! then the scope's default (the same rules as the client library's
-//! [`dlm::paths`]).
+//! [`dlm_proto::paths`]).
 //!
 //! Claiming it is safe against concurrent starters (the client library
 //! auto-starts a per-user daemon whenever none answers, so several
@@ -15,7 +15,7 @@
 //! to start if a daemon it did not know of answers on it.
 //!
 //! Before any of that, the socket's directory must pass
-//! [`dlm::trust::check_socket_dir`], the same check the clients make: a
+//! [`dlm_proto::trust::check_socket_dir`], the same check the clients make: a
 //! directory of another user's, or one that others could write to, is
 //! refused with a message that says what to do.
 
@@ -50,8 +50,8 @@ pub fn socket_path(flag: Option<PathBuf>, scope: Scope) -> PathBuf {
         return PathBuf::from(p);
     }
     match scope {
-        Scope::System => PathBuf::from(dlm::paths::SYSTEM_SOCKET),
-        Scope::User => dlm::paths::user_socket_path(),
+        Scope::System => PathBuf::from(dlm_proto::paths::SYSTEM_SOCKET),
+        Scope::User => dlm_proto::paths::user_socket_path(),
     }
 }
 
@@ -200,11 +200,11 @@ fn try_lock(file: &File, path: &Path) -> Result<bool, String> {
 
 /// Make the socket's directory if it is missing (mode 0700; 0755 for the
 /// system daemon, whose socket every user must reach), then refuse it
-/// unless it passes [`dlm::trust::check_socket_dir`], the check every
+/// unless it passes [`dlm_proto::trust::check_socket_dir`], the check every
 /// client makes too: the default directory and an explicit `--socket`'s
 /// alike.
 fn prepare_dir(path: &Path, scope: Scope) -> Result<(), String> {
-    let dir = dlm::trust::socket_dir(path);
+    let dir = dlm_proto::trust::socket_dir(path);
     let mode = match scope {
         Scope::System => 0o755,
         Scope::User => 0o700,
@@ -218,10 +218,12 @@ fn prepare_dir(path: &Path, scope: Scope) -> Result<(), String> {
         Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
         Err(e) => return Err(format!("cannot create {}: {e}", dir.display())),
     }
-    dlm::trust::check_socket_dir(&dir, rustix::process::getuid().as_raw()).map_err(|e| match e {
-        dlm::Error::UntrustedSocket(u) => u.to_string(),
-        other => format!("cannot inspect {}: {other}", dir.display()),
-    })
+    dlm_proto::trust::check_socket_dir(&dir, rustix::process::getuid().as_raw()).map_err(
+        |e| match e {
+            dlm_proto::Error::UntrustedSocket(u) => u.to_string(),
+            other => format!("cannot inspect {}: {other}", dir.display()),
+        },
+    )
 }
 
 #[cfg(test)]

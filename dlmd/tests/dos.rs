@@ -1,13 +1,14 @@
 //! Denial of service on the daemon: what one client can do to the
 //! others. The log's rate limit is shared by all connections.
+#![forbid(unsafe_code)]
 
 mod common;
 
 use std::time::Instant;
 
 use common::*;
-use dlm::wire::{self, Kind};
-use dlm::{LockFlags as F, LockMode as M};
+use dlm_proto::wire::{self, Kind};
+use dlm_proto::{LockFlags as F, LockMode as M};
 
 /// The limits in `dlmd/src/ratelimit.rs`.
 const RATE: u64 = 5;

@@ -1,5 +1,6 @@
 //! Lockspace lifetime as in the kernel, and the daemon's own lifetime:
 //! startup races, stale and live sockets, signals.
+#![forbid(unsafe_code)]
 
 mod common;
 
@@ -7,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 
 use common::*;
-use dlm::{Errno, LockFlags as F, LockMode as M, LockspaceFlags};
+use dlm_proto::{Errno, LockFlags as F, LockMode as M, LockspaceFlags};
 
 #[test]
 fn create_counts_and_newexcl() {
@@ -41,8 +42,8 @@ fn release_is_busy_while_locks_remain_and_waits_for_open_connections() {
     assert_eq!(ls.unlock(&unl(lkid as u32, F::empty())), 0);
     assert_eq!(ls.wait_ast().status, EUNLOCK);
     // No locks left, but a connection is open: the remove waits for it.
-    let remove = dlm::proto::encode_remove(m as u32, 0, dlm::proto::VERSION);
-    ctl.send(dlm::wire::Kind::Write, remove.as_bytes());
+    let remove = dlm_proto::records::encode_remove(m as u32, 0, dlm_proto::records::VERSION);
+    ctl.send(dlm_proto::wire::Kind::Write, remove.as_bytes());
     let mut other = d.control();
     wait_until("the name to go", TIMEOUT, || other.lockspaces().is_empty());
     assert!(!ctl.has_input(), "the remover is still blocked");
@@ -55,7 +56,7 @@ fn release_is_busy_while_locks_remain_and_waits_for_open_connections() {
     assert_eq!(ls.wait_ast().status, 0);
     assert!(l2 > 0);
     assert_eq!(
-        ls.query::<Vec<dlm::query::LockInfo>>(dlm::wire::QUERY_LOCKS, b"")
+        ls.query::<Vec<dlm_proto::query::LockInfo>>(dlm_proto::wire::QUERY_LOCKS, b"")
             .expect("own lockspace")
             .len(),
         1
@@ -64,7 +65,7 @@ fn release_is_busy_while_locks_remain_and_waits_for_open_connections() {
     assert!(!ctl.has_input());
     drop(ls);
     match ctl.reply() {
-        (dlm::wire::Kind::Result, b) => assert_eq!(dlm::wire::result_value(&b), Ok(0)),
+        (dlm_proto::wire::Kind::Result, b) => assert_eq!(dlm_proto::wire::result_value(&b), Ok(0)),
         (k, _) => panic!("unexpected {k:?}"),
     }
     // The remover's connection goes on.
@@ -111,9 +112,11 @@ fn bye_answers_after_the_locks_are_released_then_closes() {
         "held by the other"
     );
 
-    a.send(dlm::wire::Kind::Bye, &[]);
+    a.send(dlm_proto::wire::Kind::Bye, &[]);
     match a.reply() {
-        (dlm::wire::Kind::Result, body) => assert_eq!(dlm::wire::result_value(&body), Ok(0)),
+        (dlm_proto::wire::Kind::Result, body) => {
+            assert_eq!(dlm_proto::wire::result_value(&body), Ok(0))
+        }
         (k, _) => panic!("Bye answered with {k:?}"),
     }
     // No polling and no retries: the very next request is granted.
@@ -203,7 +206,7 @@ fn a_stale_socket_is_replaced() {
         std::os::unix::net::UnixStream::connect(&socket).is_ok()
     });
     let mut c = Client::connect(&socket);
-    assert_eq!(c.hello(dlm::wire::ROLE_CONTROL, 0, b""), 0);
+    assert_eq!(c.hello(dlm_proto::wire::ROLE_CONTROL, 0, b""), 0);
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(text.contains("stale"), "logged:\n{text}");
 }
@@ -252,7 +255,7 @@ fn concurrent_starters_agree_on_one_daemon() {
     }
     assert_eq!(running, 1, "exactly one serves");
     let mut c = Client::connect(&socket);
-    assert_eq!(c.hello(dlm::wire::ROLE_CONTROL, 0, b""), 0);
+    assert_eq!(c.hello(dlm_proto::wire::ROLE_CONTROL, 0, b""), 0);
 }
 
 #[test]

@@ -1,10 +1,11 @@
 //! Locks belong to connections: closing one (or killing its process)
 //! releases its locks, and persistent ones become orphans.
+#![forbid(unsafe_code)]
 
 mod common;
 
 use common::*;
-use dlm::{Errno, LockFlags as F, LockMode as M};
+use dlm_proto::{Errno, LockFlags as F, LockMode as M};
 
 #[test]
 fn closing_the_holder_grants_the_waiter() {
@@ -74,7 +75,7 @@ fn purge_removes_orphans() {
     assert_eq!(a.wait_ast().status, 0);
     drop(a);
     wait_until("the orphan", TIMEOUT, || b.locks("purge").len() == 1);
-    let w = dlm::proto::encode_purge(0, 0, dlm::proto::VERSION);
+    let w = dlm_proto::records::encode_purge(0, 0, dlm_proto::records::VERSION);
     assert_eq!(b.write(w.as_bytes()), 0);
     assert!(
         b.locks("purge").is_empty(),

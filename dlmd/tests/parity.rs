@@ -1,12 +1,13 @@
 //! The daemon gives the same answers and callback records as the
 //! in-process engine, for the same requests.
+#![forbid(unsafe_code)]
 
 mod common;
 
 use common::*;
-use dlm::engine::{Engine, LockParams, OwnerId, UnlockParams};
-use dlm::proto::{Command as Cmd, LockRequest, LockResult};
-use dlm::{Errno, LockFlags as F, LockMode as M};
+use dlm_engine::{Engine, LockParams, OwnerId, UnlockParams};
+use dlm_proto::records::{Command as Cmd, LockRequest, LockResult};
+use dlm_proto::{Errno, LockFlags as F, LockMode as M};
 
 /// One request by owner `who` (0 or 1).
 struct Step {

@@ -1,6 +1,7 @@
 //! Access control: who may manage lockspaces, who may open them, and who
 //! a per-user daemon serves. Needs root (to run a helper as another uid);
 //! skipped otherwise.
+#![forbid(unsafe_code)]
 
 mod common;
 
@@ -8,7 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use common::*;
-use dlm::{Errno, LockFlags as F, LockMode as M};
+use dlm_proto::{Errno, LockFlags as F, LockMode as M};
 
 const NOBODY: u32 = 65534;
 
@@ -51,7 +52,8 @@ fn lockspace_modes_and_admin_rights_on_the_system_daemon() {
         ],
         "0600 keeps uid {NOBODY} out; only root creates"
     );
-    let chmod = |c: &mut Client, mode: u32| c.call(dlm::wire::Kind::Chmod, &mode.to_le_bytes());
+    let chmod =
+        |c: &mut Client, mode: u32| c.call(dlm_proto::wire::Kind::Chmod, &mode.to_le_bytes());
     assert_eq!(chmod(&mut ls, 0o666), 0);
     assert_eq!(
         probe(&d.socket, "secret"),
@@ -137,7 +139,8 @@ fn unprivileged_users_list_only_what_they_may_open() {
     let outsider = users::TestUser::create("t", &[]);
     let d = Daemon::start_with(&["--system"]);
     let sock = d.socket.to_str().expect("utf-8 path").to_string();
-    let chmod = |c: &mut Client, mode: u32| c.call(dlm::wire::Kind::Chmod, &mode.to_le_bytes());
+    let chmod =
+        |c: &mut Client, mode: u32| c.call(dlm_proto::wire::Kind::Chmod, &mode.to_le_bytes());
     let (_c1, mut open, _) = d.lockspace("everyone");
     assert_eq!(chmod(&mut open, 0o666), 0);
     let (_c2, _secret, _) = d.lockspace("secret");

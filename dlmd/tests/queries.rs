@@ -1,12 +1,13 @@
 //! Lock queries over the socket: pages with a limit and a `truncated`
 //! marker, their errors, and a client that stops reading an answer.
+#![forbid(unsafe_code)]
 
 mod common;
 
 use common::*;
-use dlm::query::LockPage;
-use dlm::wire::{self, Kind};
-use dlm::{Errno, LockFlags as F, LockMode as M};
+use dlm_proto::query::LockPage;
+use dlm_proto::wire::{self, Kind};
+use dlm_proto::{Errno, LockFlags as F, LockMode as M};
 
 fn page(c: &mut Client, name: &str, limit: u32, after: u32) -> Result<LockPage, i64> {
     let body = wire::page_query(limit, after, name.as_bytes());

@@ -1,6 +1,7 @@
 //! Query answers are made as the client reads them: six queries of a
 //! lockspace with a million locks that are never read leave the daemon's
 //! memory where it was.
+#![forbid(unsafe_code)]
 
 mod common;
 
@@ -8,9 +9,9 @@ use std::io::Write;
 use std::time::Instant;
 
 use common::*;
-use dlm::proto::{self, Command as Cmd};
-use dlm::wire::{self, Kind};
-use dlm::{LockFlags as F, LockMode as M};
+use dlm_proto::records::{self, Command as Cmd};
+use dlm_proto::wire::{self, Kind};
+use dlm_proto::{LockFlags as F, LockMode as M};
 
 /// Locks held while the queries run.
 const LOCKS: usize = 1_000_000;
@@ -44,7 +45,7 @@ fn take_locks(c: &mut Client, n: usize) {
         let batch = BATCH.min(n - sent);
         for i in sent..sent + batch {
             let r = req(M::Ex, format!("r{i}").as_bytes(), F::empty());
-            let w = proto::encode_lock(Cmd::Lock, &r, proto::VERSION);
+            let w = records::encode_lock(Cmd::Lock, &r, records::VERSION);
             wire::put_frame(&mut frames, Kind::Write, w.as_bytes()).expect("frame");
         }
         c.stream.write_all(&frames).expect("send lock requests");
@@ -57,7 +58,7 @@ fn take_locks(c: &mut Client, n: usize) {
                     results += 1;
                 }
                 (Kind::Ast, b) => {
-                    let a = proto::decode_result(&b).expect("callback");
+                    let a = records::decode_result(&b).expect("callback");
                     assert_eq!(a.status, 0, "lock {} granted", a.lkid);
                     grants += 1;
                 }
@@ -128,7 +129,7 @@ fn unread_queries_of_a_million_locks_leave_memory_as_it_was() {
         json.len(),
         start.elapsed().as_secs_f64()
     );
-    let locks: Vec<dlm::query::LockInfo> = serde_json::from_slice(json).expect("JSON");
+    let locks: Vec<dlm_proto::query::LockInfo> = serde_json::from_slice(json).expect("JSON");
     assert_eq!(locks.len(), LOCKS, "every lock listed");
     assert!(
         locks.windows(2).all(|w| w[0].lkid < w[1].lkid),

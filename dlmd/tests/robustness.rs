@@ -1,14 +1,15 @@
 //! Bad input on one connection costs that connection at most; everyone
 //! else's locks and service are untouched.
+#![forbid(unsafe_code)]
 
 mod common;
 
 use std::io::Write;
 
 use common::*;
-use dlm::proto::{self, Command as Cmd};
-use dlm::wire::{self, Kind};
-use dlm::{Errno, LockFlags as F, LockMode as M};
+use dlm_proto::records::{self, Command as Cmd};
+use dlm_proto::wire::{self, Kind};
+use dlm_proto::{Errno, LockFlags as F, LockMode as M};
 
 /// A connection that holds a lock, to check after the abuse.
 struct Witness {
@@ -83,7 +84,7 @@ fn broken_framing_closes_only_that_connection() {
 fn well_formed_nonsense_gets_errors_and_the_connection_lives() {
     let d = Daemon::start();
     let (_ctl, mut w) = Witness::new(&d, "errs");
-    let lock = proto::encode_lock(Cmd::Lock, &req(M::Ex, b"x", F::empty()), proto::VERSION);
+    let lock = records::encode_lock(Cmd::Lock, &req(M::Ex, b"x", F::empty()), records::VERSION);
     let lock = lock.as_bytes().to_vec();
 
     // Before Hello.
@@ -153,18 +154,18 @@ fn well_formed_nonsense_gets_errors_and_the_connection_lives() {
     assert_eq!(c.call(Kind::Query, &[]), neg(Errno::EINVAL));
     assert_eq!(c.call(Kind::Query, &[9]), neg(Errno::EINVAL));
     assert_eq!(
-        c.query::<Vec<dlm::query::LockInfo>>(wire::QUERY_LOCKS, b""),
+        c.query::<Vec<dlm_proto::query::LockInfo>>(wire::QUERY_LOCKS, b""),
         Err(neg(Errno::EINVAL))
     );
     assert_eq!(
-        c.query::<Vec<dlm::query::LockInfo>>(wire::QUERY_LOCKS, b"nosuch"),
+        c.query::<Vec<dlm_proto::query::LockInfo>>(wire::QUERY_LOCKS, b"nosuch"),
         Err(neg(Errno::ENOENT))
     );
     assert!(c.create("errs2", 0) >= 0, "still serving");
 
     // On a lockspace connection.
     let mut l = d.open("errs");
-    let create = proto::encode_create(b"zz", 0, proto::VERSION).expect("name");
+    let create = records::encode_create(b"zz", 0, records::VERSION).expect("name");
     assert_eq!(
         l.write(create.as_bytes()),
         neg(Errno::EINVAL),
@@ -196,7 +197,7 @@ fn truncated_frames_and_random_garbage() {
     let (_ctl, mut w) = Witness::new(&d, "garbage");
     // A frame cut short, then the client goes away.
     let mut c = d.open("garbage");
-    let lock = proto::encode_lock(Cmd::Lock, &req(M::Ex, b"x", F::empty()), proto::VERSION);
+    let lock = records::encode_lock(Cmd::Lock, &req(M::Ex, b"x", F::empty()), records::VERSION);
     let mut f = Vec::new();
     wire::put_frame(&mut f, Kind::Write, lock.as_bytes()).expect("frame");
     c.send_raw(&f[..f.len() / 2]);
@@ -229,7 +230,7 @@ fn truncated_frames_and_random_garbage() {
     for _ in 0..500 {
         let len = 100 + (next() % 90) as usize;
         let mut body: Vec<u8> = (0..len).map(|_| next() as u8).collect();
-        body[..12].copy_from_slice(&proto::encode_version());
+        body[..12].copy_from_slice(&records::encode_version());
         body[12] = 1 + (next() % 7) as u8;
         body[13] = (next() % 2) as u8;
         c.send(Kind::Write, &body);
@@ -310,7 +311,7 @@ fn pull_mode_reads_like_the_device() {
         (Kind::Ast, 72),
         "no room for the value block"
     );
-    let rec = proto::decode_result(&body).expect("record");
+    let rec = records::decode_result(&body).expect("record");
     assert_eq!((i64::from(rec.lkid), rec.status, rec.lvb), (lkid, 0, None));
     assert_eq!(
         p.call(Kind::Read, &104u32.to_le_bytes()),
@@ -320,7 +321,10 @@ fn pull_mode_reads_like_the_device() {
     p.send(Kind::Read, &4096u32.to_le_bytes());
     let (k, body) = p.next_frame().expect("an answer");
     assert_eq!(k, Kind::Ast);
-    assert_eq!(proto::decode_result(&body).expect("record").status, EUNLOCK);
+    assert_eq!(
+        records::decode_result(&body).expect("record").status,
+        EUNLOCK
+    );
 }
 
 #[test]
@@ -328,8 +332,8 @@ fn compat_writers_get_compat_records() {
     let d = Daemon::start();
     let (_ctl, mut c, _) = d.lockspace("compat");
     // struct dlm_write_request32 with the lock params of a 32-bit process.
-    let mut b = vec![0u8; proto::WRITE_REQUEST32_SIZE + 3];
-    b[..12].copy_from_slice(&proto::encode_version());
+    let mut b = vec![0u8; records::WRITE_REQUEST32_SIZE + 3];
+    b[..12].copy_from_slice(&records::encode_version());
     b[12] = Cmd::Lock as u8;
     b[13] = 0; // is64bit
     b[16] = M::Pr as u8;
@@ -343,7 +347,7 @@ fn compat_writers_get_compat_records() {
     assert_eq!(k, Kind::Ast);
     assert_eq!(
         body.len(),
-        proto::RESULT32_SIZE,
+        records::RESULT32_SIZE,
         "the 52-byte compat record"
     );
     let u32_at = |o: usize| u32::from_ne_bytes([body[o], body[o + 1], body[o + 2], body[o + 3]]);
@@ -408,7 +412,7 @@ fn long_query_answers_come_in_parts_within_the_output_bound() {
         parts.iter().all(|&n| n == 1024),
         "a quarter of 4K each: {parts:?}"
     );
-    let locks: Vec<dlm::query::LockInfo> = serde_json::from_slice(&json).expect("JSON");
+    let locks: Vec<dlm_proto::query::LockInfo> = serde_json::from_slice(&json).expect("JSON");
     assert_eq!(locks.len(), N);
     assert!(locks.iter().all(|l| l.granted.as_deref() == Some("PR")));
     assert_eq!(q.next_frame().expect("then the version").0, Kind::Version);
@@ -436,8 +440,8 @@ fn connections_past_the_cap_are_refused_with_emfile() {
         extra.closed_within(TIMEOUT),
         "refused connections are closed"
     );
-    let err = dlm::client::Dlm::builder()
-        .backend(dlm::client::Backend::Fallback)
+    let err = dlm::Dlm::builder()
+        .backend(dlm::Backend::Fallback)
         .socket(&d.socket)
         .autostart(false)
         .open()

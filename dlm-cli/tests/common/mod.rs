@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use dlm::client::{Backend, Dlm};
+use dlm::{Backend, Dlm};
 
 pub const DLM: &str = env!("CARGO_BIN_EXE_dlm");
 

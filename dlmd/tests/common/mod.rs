@@ -15,8 +15,8 @@ use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use dlm::proto::{self, Command as Cmd, LockRequest, LockResult};
-use dlm::wire::{self, Decoder, Kind};
+use dlm_proto::records::{self, Command as Cmd, LockRequest, LockResult};
+use dlm_proto::wire::{self, Decoder, Kind};
 
 pub const DLMD: &str = env!("CARGO_BIN_EXE_dlmd");
 
@@ -245,7 +245,7 @@ fn spawn_dlmd_proc(socket: &Path, log: &Path, args: &[&str]) -> Proc {
 
 /// A lock request with the usual tokens: castaddr 0xca, lksb 0x5b, and
 /// bastaddr 0xba unless `no_bast`.
-pub fn req(mode: dlm::LockMode, name: &[u8], flags: dlm::LockFlags) -> LockRequest {
+pub fn req(mode: dlm_proto::LockMode, name: &[u8], flags: dlm_proto::LockFlags) -> LockRequest {
     let mut r = LockRequest::default();
     r.mode = mode.as_raw();
     r.flags = flags.bits();
@@ -259,15 +259,15 @@ pub fn req(mode: dlm::LockMode, name: &[u8], flags: dlm::LockFlags) -> LockReque
 }
 
 /// A conversion of `lkid`.
-pub fn conv(lkid: u32, mode: dlm::LockMode, flags: dlm::LockFlags) -> LockRequest {
-    let mut r = req(mode, b"", flags | dlm::LockFlags::CONVERT);
+pub fn conv(lkid: u32, mode: dlm_proto::LockMode, flags: dlm_proto::LockFlags) -> LockRequest {
+    let mut r = req(mode, b"", flags | dlm_proto::LockFlags::CONVERT);
     r.lkid = lkid;
     r
 }
 
 /// An unlock (or, with CANCEL, a cancel) of `lkid`.
-pub fn unl(lkid: u32, flags: dlm::LockFlags) -> LockRequest {
-    let mut r = req(dlm::LockMode::Nl, b"", flags);
+pub fn unl(lkid: u32, flags: dlm_proto::LockFlags) -> LockRequest {
+    let mut r = req(dlm_proto::LockMode::Nl, b"", flags);
     r.lkid = lkid;
     r
 }
@@ -327,7 +327,7 @@ impl Client {
             match self.next_frame() {
                 Some((Kind::Ast, body)) => self
                     .asts
-                    .push_back(proto::decode_result(&body).expect("valid callback")),
+                    .push_back(records::decode_result(&body).expect("valid callback")),
                 Some(f) => return f,
                 None => panic!("dlmd closed the connection"),
             }
@@ -354,17 +354,17 @@ impl Client {
     }
 
     pub fn create(&mut self, name: &str, flags: u32) -> i64 {
-        let w = proto::encode_create(name.as_bytes(), flags, proto::VERSION).expect("name");
+        let w = records::encode_create(name.as_bytes(), flags, records::VERSION).expect("name");
         self.write(w.as_bytes())
     }
 
     pub fn remove(&mut self, minor: i64, flags: u32) -> i64 {
-        let w = proto::encode_remove(minor as u32, flags, proto::VERSION);
+        let w = records::encode_remove(minor as u32, flags, records::VERSION);
         self.write(w.as_bytes())
     }
 
     pub fn cmd(&mut self, cmd: Cmd, r: &LockRequest) -> i64 {
-        self.write(proto::encode_lock(cmd, r, proto::VERSION).as_bytes())
+        self.write(records::encode_lock(cmd, r, records::VERSION).as_bytes())
     }
 
     pub fn lock(&mut self, r: &LockRequest) -> i64 {
@@ -380,7 +380,7 @@ impl Client {
     pub fn sync(&mut self) {
         self.send(Kind::Version, &[]);
         match self.reply() {
-            (Kind::Version, b) => assert_eq!(proto::decode_version(&b), Ok(proto::VERSION)),
+            (Kind::Version, b) => assert_eq!(records::decode_version(&b), Ok(records::VERSION)),
             (k, _) => panic!("expected Version, got {k:?}"),
         }
     }
@@ -397,7 +397,7 @@ impl Client {
             return a;
         }
         match self.next_frame() {
-            Some((Kind::Ast, body)) => proto::decode_result(&body).expect("valid callback"),
+            Some((Kind::Ast, body)) => records::decode_result(&body).expect("valid callback"),
             Some((k, _)) => panic!("unexpected {k:?} while waiting for a callback"),
             None => panic!("dlmd closed the connection"),
         }
@@ -426,12 +426,12 @@ impl Client {
         }
     }
 
-    pub fn locks(&mut self, ls: &str) -> Vec<dlm::query::LockInfo> {
+    pub fn locks(&mut self, ls: &str) -> Vec<dlm_proto::query::LockInfo> {
         self.query(wire::QUERY_LOCKS, ls.as_bytes())
             .expect("locks query")
     }
 
-    pub fn lockspaces(&mut self) -> Vec<dlm::query::LockspaceInfo> {
+    pub fn lockspaces(&mut self) -> Vec<dlm_proto::query::LockspaceInfo> {
         self.query(wire::QUERY_LOCKSPACES, b"")
             .expect("lockspaces query")
     }
@@ -471,10 +471,10 @@ impl Client {
 }
 
 /// Status of a completion, as a kernel status (negative errno).
-pub const EUNLOCK: i32 = -dlm::status::EUNLOCK;
-pub const ECANCEL: i32 = -dlm::status::ECANCEL;
+pub const EUNLOCK: i32 = -dlm_proto::status::EUNLOCK;
+pub const ECANCEL: i32 = -dlm_proto::status::ECANCEL;
 
-pub fn neg(e: dlm::Errno) -> i64 {
+pub fn neg(e: dlm_proto::Errno) -> i64 {
     -i64::from(e.raw())
 }
 
@@ -594,9 +594,9 @@ fn helper_process() {
             let v = c.hello(wire::ROLE_LOCKSPACE, 0, args[1].as_bytes());
             assert!(v >= 0, "helper open: {v}");
             let lkid = c.lock(&req(
-                dlm::LockMode::Ex,
+                dlm_proto::LockMode::Ex,
                 args[2].as_bytes(),
-                dlm::LockFlags::empty(),
+                dlm_proto::LockFlags::empty(),
             ));
             assert!(lkid > 0, "helper lock: {lkid}");
             let ast = c.wait_ast();
@@ -634,7 +634,7 @@ fn helper_process() {
                 "open {}",
                 l.hello(wire::ROLE_LOCKSPACE, 0, args[1].as_bytes())
             ));
-            let q: Result<Vec<dlm::query::LockInfo>, i64> =
+            let q: Result<Vec<dlm_proto::query::LockInfo>, i64> =
                 c.query(wire::QUERY_LOCKS, args[1].as_bytes());
             say(&format!(
                 "query {}",
@@ -713,8 +713,8 @@ fn helper_process() {
             say(&format!("held {}", held.len()));
             if let Some(v) = answer {
                 say(&format!("refused {v}"));
-                let err = dlm::client::Dlm::builder()
-                    .backend(dlm::client::Backend::Fallback)
+                let err = dlm::Dlm::builder()
+                    .backend(dlm::Backend::Fallback)
                     .socket(socket)
                     .autostart(false)
                     .open()

@@ -1,0 +1,129 @@
+//! Lockspace lifetime: create counts, `NEWEXCL`, and release.
+//!
+//! This mirrors `fs/dlm/lockspace.c` as reached through the control
+//! device: creating an existing lockspace adds to its create count (or
+//! fails with `EEXIST` under `NEWEXCL`); releasing subtracts, and only the
+//! last release removes it, which without force fails with `EBUSY` while
+//! any lock exists in it (orphans and unread ended locks included).
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::Engine;
+use dlm_proto::error::Errno;
+use dlm_proto::flags::LockspaceFlags;
+use dlm_proto::name::LockspaceName;
+
+/// A lockspace as the registry keeps it.
+#[derive(Debug)]
+pub struct Space {
+    /// Its name.
+    pub name: LockspaceName,
+    /// Its lock state.
+    pub engine: Engine,
+    /// How many creates have not been released yet.
+    pub create_count: u32,
+    /// Flags given when it was first created.
+    pub flags: LockspaceFlags,
+}
+
+/// What a release did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Released {
+    /// Other creates remain; this many.
+    StillCreated(u32),
+    /// The lockspace is gone.
+    Removed,
+}
+
+/// Every lockspace of a node, by name and by device minor.
+#[derive(Debug, Default)]
+pub struct Registry {
+    spaces: BTreeMap<u32, Space>,
+    by_name: HashMap<LockspaceName, u32>,
+    next_minor: u32,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Registry {
+        Registry::default()
+    }
+
+    /// `DLM_USER_CREATE_LOCKSPACE`: returns the lockspace's minor, a
+    /// small number that stays the same for as long as it exists.
+    pub fn create(&mut self, name: &LockspaceName, flags: LockspaceFlags) -> Result<u32, Errno> {
+        if let Some(&minor) = self.by_name.get(name) {
+            if flags.contains(LockspaceFlags::NEWEXCL) {
+                return Err(Errno::EEXIST);
+            }
+            if let Some(space) = self.spaces.get_mut(&minor) {
+                space.create_count += 1;
+            }
+            return Ok(minor);
+        }
+        let minor = self.free_minor()?;
+        self.spaces.insert(
+            minor,
+            Space {
+                name: *name,
+                engine: Engine::new(),
+                create_count: 1,
+                flags: flags - LockspaceFlags::NEWEXCL,
+            },
+        );
+        self.by_name.insert(*name, minor);
+        Ok(minor)
+    }
+
+    fn free_minor(&mut self) -> Result<u32, Errno> {
+        for _ in 0..=self.spaces.len() {
+            let m = self.next_minor;
+            self.next_minor = self.next_minor.wrapping_add(1);
+            if !self.spaces.contains_key(&m) {
+                return Ok(m);
+            }
+        }
+        Err(Errno::ENOSPC)
+    }
+
+    /// `DLM_USER_REMOVE_LOCKSPACE` with or without `FORCEFREE`.
+    pub fn release(&mut self, minor: u32, force: bool) -> Result<Released, Errno> {
+        let space = self.spaces.get_mut(&minor).ok_or(Errno::ENOENT)?;
+        if space.create_count > 1 {
+            space.create_count -= 1;
+            return Ok(Released::StillCreated(space.create_count));
+        }
+        if !force && space.engine.lock_count() > 0 {
+            return Err(Errno::EBUSY);
+        }
+        let name = space.name;
+        self.spaces.remove(&minor);
+        self.by_name.remove(&name);
+        Ok(Released::Removed)
+    }
+
+    /// The lockspace with this minor.
+    pub fn get(&self, minor: u32) -> Option<&Space> {
+        self.spaces.get(&minor)
+    }
+
+    /// The lockspace with this minor, mutably.
+    pub fn get_mut(&mut self, minor: u32) -> Option<&mut Space> {
+        self.spaces.get_mut(&minor)
+    }
+
+    /// The minor of the lockspace with this name.
+    pub fn find(&self, name: &LockspaceName) -> Option<u32> {
+        self.by_name.get(name).copied()
+    }
+
+    /// Every lockspace, by minor.
+    pub fn iter(&self) -> impl Iterator<Item = (u32, &Space)> {
+        self.spaces.iter().map(|(m, s)| (*m, s))
+    }
+
+    /// The lockspaces whose minor is `first` or more, by minor.
+    pub fn iter_from(&self, first: u32) -> impl Iterator<Item = (u32, &Space)> {
+        self.spaces.range(first..).map(|(m, s)| (*m, s))
+    }
+}

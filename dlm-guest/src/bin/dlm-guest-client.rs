@@ -1,0 +1,399 @@
+//! The safe client API on the real kernel DLM, run inside the QEMU guest
+//! by `ci/kernel.sh` after `dlm-guest-smoke` (the guest's /init has
+//! started `dlm-controld --single-node`). Only the client API of `dlm` is used, on
+//! `Backend::Kernel`; it checks, step by step:
+//!
+//! 1. the backend and the device version;
+//! 2. opening a lockspace that does not exist is
+//!    `Error::Lockspace { errno: ENOENT }`;
+//! 3. create a lockspace; two `Lockspace` handles (two fds, two owners);
+//! 4. EX lock and unlock;
+//! 5. a NOQUEUE conflict is `Outcome::NotGranted` with `WouldBlock`;
+//! 6. a blocking callback on owner A's event-loop thread while owner B
+//!    waits, and B's grant after A unlocks;
+//!    A waiting call made by a callback on A's event-loop thread returns
+//!    (the call reads the device itself);
+//! 7. a value block written by A's unlock from EX is read by B's grant;
+//! 8. `LockRequest::timeout` against a held EX lock is `TimedOut`, and
+//!    the resource is usable afterwards;
+//! 9. four threads share a third handle (no event loop) and take turns on
+//!    one EX lock, blocking (one reads the device for all): every request
+//!    is granted, and the lock is never held twice;
+//!    Then threads on that handle and on A (event loop) make random
+//!    traffic (`dlm_conformance::traffic`, as the dlmd tests do):
+//!    timeouts, NOQUEUE, futures awaited or dropped unresolved,
+//!    conversions, unlocks and drops; EX and PR exclusion hold at every
+//!    grant and every call returns;
+//! 10. `release_lockspace` (EBUSY-free once the handles are gone), and the
+//!     lockspace is gone.
+//!
+//! Exits 0 when every check passes, 1 with a message otherwise.
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use dlm::ValueBlock;
+use dlm::{Backend, Dlm, LockRequest, Lockspace, Outcome};
+use dlm::{Errno, Error, LockFlags, LockMode, LockspaceFlags, LockspaceName, ResourceName, Status};
+use dlm_conformance::traffic;
+
+type R<T> = Result<T, String>;
+
+fn check(cond: bool, what: impl FnOnce() -> String) -> R<()> {
+    if cond {
+        Ok(())
+    } else {
+        Err(what())
+    }
+}
+
+fn ctx<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> String + '_ {
+    move |e| format!("{what}: {e}")
+}
+
+fn res(name: &str) -> R<ResourceName> {
+    ResourceName::new(name).map_err(|e| format!("resource name {name}: {e}"))
+}
+
+/// Lock and insist on a grant.
+fn granted(ls: &Lockspace, req: LockRequest, what: &str) -> R<dlm::Lock> {
+    match ls.lock(req).map_err(ctx(what))? {
+        Outcome::Granted(l) => Ok(l),
+        Outcome::NotGranted(c) => Err(format!("{what}: not granted: {c:?}")),
+    }
+}
+
+fn run() -> R<()> {
+    let dlm = Dlm::builder()
+        .backend(Backend::Kernel)
+        .open()
+        .map_err(ctx("open the kernel backend"))?;
+    check(dlm.backend() == Backend::Kernel, || {
+        format!("backend is {}", dlm.backend())
+    })?;
+    let v = dlm.version().map_err(ctx("version"))?;
+    check(v.0 == 6 && v.1 == 0, || format!("device version {v:?}"))?;
+    println!(
+        "client: kernel backend, device version {}.{}.{}",
+        v.0, v.1, v.2
+    );
+
+    // 2. Typed errors: a missing lockspace.
+    let missing = LockspaceName::new("no-such-ls").map_err(ctx("name"))?;
+    match dlm.open_lockspace(&missing) {
+        Err(Error::Lockspace { op, errno, .. }) if errno == Errno::ENOENT => {
+            println!("client: opening a missing lockspace: Error::Lockspace {{ op: {op:?}, errno: ENOENT }}");
+        }
+        Err(e) => {
+            return Err(format!(
+                "opening a missing lockspace: expected Error::Lockspace ENOENT, got {e:?}"
+            ))
+        }
+        Ok(_) => return Err("opening a missing lockspace succeeded".into()),
+    }
+
+    // 3. Create; two owners.
+    let name = LockspaceName::new("client").map_err(ctx("name"))?;
+    let a = dlm
+        .create_lockspace(&name, LockspaceFlags::empty(), 0o600)
+        .map_err(ctx("create lockspace"))?;
+    let b = dlm
+        .open_lockspace(&name)
+        .map_err(ctx("open a second handle"))?;
+    check(
+        a.backend() == Backend::Kernel && a.minor() == b.minor(),
+        || format!("handles: a minor {} b minor {}", a.minor(), b.minor()),
+    )?;
+    println!(
+        "client: created lockspace client (minor {}), two handles",
+        a.minor()
+    );
+
+    // 4. EX lock, unlock.
+    let l = granted(&a, LockRequest::new(res("r-ex")?, LockMode::Ex), "lock EX")?;
+    check(l.mode() == LockMode::Ex && l.id().lkid() != 0, || {
+        format!("EX lock: mode {:?}, lkid {}", l.mode(), l.id().lkid())
+    })?;
+    let lkid = l.id().lkid();
+    l.unlock().map_err(ctx("unlock EX"))?;
+    println!("client: EX granted (lkid {lkid:#x}) and unlocked");
+
+    // 5. NOQUEUE conflict.
+    let hold = granted(
+        &a,
+        LockRequest::new(res("r-noq")?, LockMode::Ex),
+        "lock EX (noqueue)",
+    )?;
+    match b
+        .lock(LockRequest::new(res("r-noq")?, LockMode::Pr).flags(LockFlags::NOQUEUE))
+        .map_err(ctx("NOQUEUE PR"))?
+    {
+        Outcome::NotGranted(c) if c.status == Status::WouldBlock => {}
+        Outcome::NotGranted(c) => return Err(format!("NOQUEUE PR against EX: {c:?}")),
+        Outcome::Granted(_) => return Err("NOQUEUE PR against EX was granted".into()),
+    }
+    hold.unlock().map_err(ctx("unlock (noqueue)"))?;
+    let l = granted(
+        &b,
+        LockRequest::new(res("r-noq")?, LockMode::Pr).flags(LockFlags::NOQUEUE),
+        "NOQUEUE PR once free",
+    )?;
+    l.unlock().map_err(ctx("unlock NOQUEUE PR"))?;
+    println!("client: NOQUEUE conflict -> NotGranted(WouldBlock); granted once free");
+
+    // 6. Blocking callback on A's event-loop thread.
+    a.start_event_loop().map_err(ctx("start_event_loop"))?;
+    let (tx, rx) = mpsc::channel();
+    let main_thread = std::thread::current().id();
+    let held = granted(
+        &a,
+        LockRequest::new(res("r-bast")?, LockMode::Ex).on_blocking(move |id, mode| {
+            let _ = tx.send((id, mode, std::thread::current().id()));
+        }),
+        "lock EX with on_blocking",
+    )?;
+    let held_id = held.id();
+    let b2 = b.clone();
+    let waiter = std::thread::spawn(move || -> R<(LockMode, Duration)> {
+        let t = Instant::now();
+        let l = granted(
+            &b2,
+            LockRequest::new(res("r-bast")?, LockMode::Pr),
+            "B waits for PR",
+        )?;
+        let mode = l.mode();
+        l.unlock().map_err(ctx("B unlock PR"))?;
+        Ok((mode, t.elapsed()))
+    });
+    let (id, mode, cb_thread) = rx
+        .recv_timeout(Duration::from_secs(10))
+        .map_err(|e| format!("no blocking callback within 10 s: {e}"))?;
+    check(id == held_id && mode == LockMode::Pr, || {
+        format!("blocking callback for {id:?} mode {mode:?}, expected {held_id:?} PR")
+    })?;
+    check(cb_thread != main_thread, || {
+        "the blocking callback ran on the main thread, not the event loop".into()
+    })?;
+    check(!waiter.is_finished(), || {
+        "B finished before A unlocked".into()
+    })?;
+    held.unlock()
+        .map_err(ctx("A unlock after the blocking callback"))?;
+    let (bmode, waited) = waiter
+        .join()
+        .map_err(|_| "B's thread panicked".to_string())??;
+    check(bmode == LockMode::Pr, || format!("B granted {bmode:?}"))?;
+    println!("client: blocking callback (PR wanted) on the event-loop thread; B granted PR after {waited:?}");
+
+    // 6b. A waiting call made by a callback on A's event-loop thread
+    // reads the device itself (the loop is busy running the callback).
+    let (tx, rx) = mpsc::channel();
+    let a2 = a.clone();
+    let nested = res("r-nested")?;
+    a.request(
+        LockRequest::new(res("r-outer")?, LockMode::Pr),
+        move |id, c| match c.status {
+            Status::Granted => {
+                let got = a2
+                    .lock(LockRequest::new(nested, LockMode::Ex))
+                    .map(|o| o.granted().map(|l| l.unlock().is_ok()));
+                let _ = tx.send((id, Some(got.ok().flatten())));
+            }
+            _ => {
+                let _ = tx.send((id, None));
+            }
+        },
+    )
+    .map_err(ctx("request with a nested waiting call"))?;
+    let (outer, got) = rx
+        .recv_timeout(Duration::from_secs(10))
+        .map_err(|e| format!("the nested waiting call did not return within 10 s: {e}"))?;
+    check(got == Some(Some(true)), || {
+        format!("nested waiting call: {got:?}")
+    })?;
+    a.unlock(outer, LockFlags::empty(), None)
+        .map_err(ctx("unlock the outer lock"))?;
+    let (_, after) = rx
+        .recv_timeout(Duration::from_secs(10))
+        .map_err(|e| format!("no unlock completion for the outer lock: {e}"))?;
+    check(after.is_none(), || format!("outer unlock: {after:?}"))?;
+    println!("client: a waiting call inside an event-loop callback was granted and unlocked");
+
+    // 7. Value block round trip: A writes it unlocking from EX, B reads
+    // it. The kernel frees a resource's value block with the resource
+    // when its last lock goes, so B keeps an NL lock on it throughout and
+    // reads the block by converting NL -> PR.
+    let mut keep = granted(
+        &b,
+        LockRequest::new(res("r-lvb")?, LockMode::Nl).value_block(),
+        "lock NL VALBLK",
+    )?;
+    let lvb = ValueBlock::from_prefix(b"dlm-rs value block round trip!!");
+    let l = granted(
+        &a,
+        LockRequest::new(res("r-lvb")?, LockMode::Ex).value_block(),
+        "lock EX VALBLK",
+    )?;
+    check(l.value_block().is_some_and(|v| v.is_zero()), || {
+        format!("a new resource's value block: {:?}", l.value_block())
+    })?;
+    l.unlock_with(LockFlags::VALBLK, Some(&lvb))
+        .map_err(ctx("unlock EX with VALBLK"))?;
+    let c = keep
+        .convert(LockMode::Pr, LockFlags::VALBLK, None)
+        .map_err(ctx("convert NL -> PR VALBLK"))?;
+    check(
+        c.status == Status::Granted && keep.mode() == LockMode::Pr,
+        || format!("convert NL -> PR: {c:?}"),
+    )?;
+    check(
+        c.value_block == Some(lvb) && keep.value_block() == Some(&lvb),
+        || format!("value block read back: {:?}, wrote {lvb:?}", c.value_block),
+    )?;
+    // And a new PR lock on the resource reads it too.
+    let l = granted(
+        &a,
+        LockRequest::new(res("r-lvb")?, LockMode::Pr).value_block(),
+        "lock PR VALBLK",
+    )?;
+    check(l.value_block() == Some(&lvb), || {
+        format!("second reader's value block: {:?}", l.value_block())
+    })?;
+    l.unlock().map_err(ctx("unlock PR VALBLK"))?;
+    keep.unlock().map_err(ctx("unlock the NL/PR keeper"))?;
+    println!(
+        "client: value block written by an EX unlock, read by NL->PR convert and a new PR grant"
+    );
+
+    // 8. Timeout.
+    let held = granted(
+        &a,
+        LockRequest::new(res("r-tmo")?, LockMode::Ex),
+        "lock EX (timeout)",
+    )?;
+    let t = Instant::now();
+    let out = b
+        .lock(LockRequest::new(res("r-tmo")?, LockMode::Ex).timeout(Duration::from_millis(300)))
+        .map_err(ctx("lock with timeout"))?;
+    let took = t.elapsed();
+    match out {
+        Outcome::NotGranted(c) if c.status == Status::TimedOut => {}
+        Outcome::NotGranted(c) => return Err(format!("timed lock: {c:?}, expected TimedOut")),
+        Outcome::Granted(_) => return Err("timed lock granted while EX is held".into()),
+    }
+    check(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(10),
+        || format!("timeout of 300 ms took {took:?}"),
+    )?;
+    held.unlock().map_err(ctx("unlock (timeout)"))?;
+    let l = granted(
+        &b,
+        LockRequest::new(res("r-tmo")?, LockMode::Ex),
+        "lock EX after timeout",
+    )?;
+    l.unlock().map_err(ctx("unlock EX after timeout"))?;
+    println!("client: timeout of 300 ms -> NotGranted(TimedOut) after {took:?}; resource free afterwards");
+
+    // 9. Threads sharing one handle: a fresh one (A runs an event loop).
+    let c = dlm
+        .open_lockspace(&name)
+        .map_err(ctx("open a third handle"))?;
+    threads_take_turns(&c)?;
+
+    // 9b. Random traffic from threads on C and on A (which runs an event
+    // loop): waiting locks with timeouts and NOQUEUE, futures awaited or
+    // dropped, conversions, unlocks and drops. Exclusion holds at every
+    // grant and every call returns.
+    mixed_traffic(&c, &a)?;
+    drop(c);
+
+    // 10. Release.
+    drop(b);
+    dlm.release_lockspace(a, false)
+        .map_err(ctx("release_lockspace"))?;
+    check(
+        !std::path::Path::new("/sys/kernel/dlm/client").exists(),
+        || "/sys/kernel/dlm/client still exists after the release".into(),
+    )?;
+    match dlm.open_lockspace(&name) {
+        Err(Error::Lockspace { errno, .. }) if errno == Errno::ENOENT => {}
+        other => {
+            return Err(format!(
+                "open after release: expected ENOENT, got {other:?}"
+            ))
+        }
+    }
+    println!("client: lockspace released; opening it again is ENOENT");
+    Ok(())
+}
+
+fn threads_take_turns(ls: &Lockspace) -> R<()> {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    const THREADS: usize = 4;
+    const ROUNDS: usize = 200;
+    let held = Arc::new(AtomicBool::new(false));
+    let turns = Arc::new(AtomicUsize::new(0));
+    let shared = res("r-threads")?;
+    let workers: Vec<_> = (0..THREADS)
+        .map(|_| {
+            let (ls, held, turns) = (ls.clone(), held.clone(), turns.clone());
+            std::thread::spawn(move || -> R<()> {
+                for i in 0..ROUNDS {
+                    let l = granted(&ls, LockRequest::new(shared, LockMode::Ex), "threaded EX")?;
+                    check(!held.swap(true, Ordering::SeqCst), || {
+                        format!("EX held twice (round {i})")
+                    })?;
+                    turns.fetch_add(1, Ordering::SeqCst);
+                    held.store(false, Ordering::SeqCst);
+                    l.unlock().map_err(ctx("threaded unlock"))?;
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join()
+            .map_err(|_| "a worker thread panicked".to_string())??;
+    }
+    let n = turns.load(Ordering::SeqCst);
+    check(n == THREADS * ROUNDS, || {
+        format!("{n} turns, expected {}", THREADS * ROUNDS)
+    })?;
+    println!("client: {THREADS} threads on one handle took {n} EX turns, never two at once");
+    Ok(())
+}
+
+/// Random traffic from threads on `plain` and on `looped` (which runs an
+/// event loop), through `dlm_conformance::traffic`, the same load the
+/// dlmd tests make.
+fn mixed_traffic(plain: &Lockspace, looped: &Lockspace) -> R<()> {
+    let names = [res("m0")?, res("m1")?, res("m2")?];
+    let load = traffic::Traffic {
+        threads: 4,
+        ops: 300,
+        deadline: Duration::from_secs(60),
+    };
+    traffic::mixed(plain, looped, &names, load)?;
+    println!(
+        "client: {} threads on two handles made {} random operations each; every call returned",
+        load.threads, load.ops
+    );
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let t = Instant::now();
+    match run() {
+        Ok(()) => {
+            println!("client: PASS ({:?})", t.elapsed());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            println!("client: FAIL: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
