@@ -19,10 +19,11 @@ pub mod flags;
 pub mod select;
 mod strategy;
 
+pub use bytes::MAX_OPS;
 pub use coverage::{check_coverage, CoverageGap};
 pub use flags::*;
 pub use select::{first_pid, lock_pid, lvb_bytes, purge_pid, reopen_pid, user_args};
-pub use select::{LockSel, NAMES};
+pub use select::{LockSel, LONG_GAMMA, NAMES, TOO_LONG};
 pub use strategy::{case_strategy, Mix};
 
 use std::fmt;

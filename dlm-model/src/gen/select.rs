@@ -21,10 +21,10 @@ pub const NAMES: [&[u8]; 6] = [
 ];
 
 /// The index of the name a request must refuse (EINVAL).
-pub(crate) const TOO_LONG: u8 = 4;
+pub const TOO_LONG: u8 = 4;
 
 /// The index of the long spelling of name 2.
-pub(crate) const LONG_GAMMA: u8 = 5;
+pub const LONG_GAMMA: u8 = 5;
 
 /// Which lock an operation names, resolved when its step runs: a value
 /// that is not a multiple of 8 picks one of the live locks; a multiple of

@@ -45,7 +45,7 @@ impl World {
                     "lock {l:?} on no queue has a mode"
                 ),
             }
-            // Owners are open, and the ones the test expects.
+            // Owners are open, and the ones the checks expect.
             match l.owner {
                 Some(o) => {
                     let slot = self.slots.iter().position(|s| s.open && s.eng == o);

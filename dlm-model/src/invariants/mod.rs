@@ -56,7 +56,7 @@ const SB_ALL: u8 =
 const STATUSES: [i32; 5] = [0, -libc::EAGAIN, -libc::EDEADLK, -EUNLOCK, -ECANCEL];
 
 // ---------------------------------------------------------------------
-// The test's bookkeeping
+// The checks' bookkeeping
 // ---------------------------------------------------------------------
 
 #[derive(Clone, Copy, Debug)]
@@ -67,7 +67,7 @@ struct Slot {
     pid: u32,
 }
 
-/// What the test knows about one lock (one life of a lock id).
+/// What the checks know about one lock (one life of a lock id).
 #[derive(Clone, Debug)]
 struct TLock {
     serial: u64,
@@ -117,6 +117,7 @@ struct TLock {
     rogue: bool,
 }
 
+/// The engine under check, and the checks' bookkeeping of it.
 struct World {
     e: Engine,
     slots: Vec<Slot>,
@@ -128,7 +129,7 @@ struct World {
     /// pass after it.
     untold: BTreeSet<(u64, u64)>,
     /// VALNOTVALID of every resource, kept across its tossing (`None`:
-    /// the test cannot tell).
+    /// the checks cannot tell).
     valnotvalid: BTreeMap<Vec<u8>, Option<bool>>,
     /// The value block and mark this step must leave each resource with,
     /// as far as the step's checks predicted them (`None`: unknown).
@@ -149,7 +150,7 @@ fn fail<T>(msg: String) -> Result<T, String> {
     Err(msg)
 }
 
-/// Everything a step changes that the test compares around it.
+/// Everything a step changes that the checks compare around it.
 struct Before {
     locks: Snap,
     lvbs: Vec<Option<(Option<Lvb>, bool)>>,

@@ -361,7 +361,7 @@ impl World {
         } else {
             Err(Errno::EAGAIN)
         };
-        // An orphan the test is unsure of (one whose callbacks may have
+        // An orphan the checks are unsure of (one whose callbacks may have
         // been dropped) can make either answer right.
         let unsure = b.locks.values().any(|l| {
             l.resource == name
