@@ -1,0 +1,443 @@
+//! The engine and the model side by side: one [`World`] holds an engine
+//! and a model with the same owner slots, runs every operation of a case
+//! on both, and compares everything observable after each step: the
+//! `write()` result, the record of every read, the `locks()` snapshot,
+//! the callbacks-pending flag of every owner, the resource value blocks
+//! and the lock and resource counts.
+//!
+//! This is the driving side, the only part of the comparison that calls
+//! the engine; the model never sees what the engine did.
+
+use std::fmt::Write as _;
+
+use dlm_engine::{Engine, LockInfo, LockParams, OwnerId, UnlockParams};
+use dlm_proto::records::AstRecord;
+use dlm_proto::Errno;
+
+use crate::gen::{first_pid, lock_pid, lvb_bytes, purge_pid, reopen_pid, user_args};
+use crate::gen::{Case, LockSel, Op, NAMES};
+use crate::model::{self, Model, Req};
+use crate::report::{Failure, Stage};
+
+/// One owner slot: its engine owner and model proc.
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    open: bool,
+    eng: OwnerId,
+    model: usize,
+    pid: u32,
+}
+
+/// An engine and a model with the same owner slots.
+pub struct World {
+    e: Engine,
+    m: Model,
+    slots: Vec<Slot>,
+    /// Every pid ever used by a slot, for purges of orphans.
+    pids: Vec<u32>,
+}
+
+/// What one step returned, on either side.
+#[derive(Debug, PartialEq)]
+pub enum Outcome {
+    /// A request, conversion or adoption: the lock id, or the errno.
+    Lock(Result<u32, Errno>),
+    /// An unlock, cancel, deadlock cancel, purge or close.
+    Unit(Result<(), Errno>),
+    /// The records read.
+    Reads(Vec<AstRecord>),
+    /// Nothing was run (an open of an open slot, or a closed slot whose
+    /// engine owner id an open slot has since been given).
+    Skipped,
+}
+
+impl World {
+    /// A fresh engine and model, with `slots` owners open on each (pids
+    /// [`first_pid`]).
+    pub fn new(slots: u8) -> World {
+        let mut w = World {
+            e: Engine::new(),
+            m: Model::default(),
+            slots: Vec::new(),
+            pids: Vec::new(),
+        };
+        for s in 0..slots {
+            let pid = first_pid(s);
+            let eng = w.e.open_owner(pid);
+            let model = w.m.open();
+            w.slots.push(Slot {
+                open: true,
+                eng,
+                model,
+                pid,
+            });
+            w.pids.push(pid);
+        }
+        w
+    }
+
+    /// The slot's owners, unless the slot is closed and its engine id
+    /// has been reused by an open slot (then the step is skipped).
+    fn owners(&self, slot: u8) -> Option<Slot> {
+        let s = self.slots[usize::from(slot)];
+        if !s.open && self.slots.iter().any(|o| o.open && o.eng == s.eng) {
+            return None;
+        }
+        Some(s)
+    }
+
+    fn resolve(&self, sel: LockSel) -> u32 {
+        sel.resolve(self.m.lock_ids())
+    }
+
+    fn req_pid(&self, s: &Slot, sel: u8) -> u32 {
+        lock_pid(sel, s.pid, &self.pids)
+    }
+
+    /// Runs one operation on both sides; what the engine returned, then
+    /// what the model did.
+    ///
+    /// # Panics
+    ///
+    /// If `op` names a slot the world was not made with
+    /// ([`check_case`] refuses such a case instead).
+    pub fn step(&mut self, op: &Op) -> (Outcome, Outcome) {
+        match *op {
+            Op::Open { slot, new_pid } => {
+                let s = &mut self.slots[usize::from(slot)];
+                if s.open {
+                    return (Outcome::Skipped, Outcome::Skipped);
+                }
+                let pid = reopen_pid(s.pid, new_pid);
+                s.pid = pid;
+                s.eng = self.e.open_owner(pid);
+                s.model = self.m.open();
+                s.open = true;
+                self.pids.push(pid);
+                (Outcome::Skipped, Outcome::Skipped)
+            }
+            Op::Close { slot } => {
+                let Some(s) = self.owners(slot) else {
+                    return (Outcome::Skipped, Outcome::Skipped);
+                };
+                let a = self.e.close_owner(s.eng);
+                let b = self.m.close(s.model);
+                self.slots[usize::from(slot)].open = false;
+                (Outcome::Unit(a), Outcome::Unit(b))
+            }
+            Op::Request {
+                slot,
+                mode,
+                name,
+                flags,
+                args,
+                pid,
+            } => {
+                let Some(s) = self.owners(slot) else {
+                    return (Outcome::Skipped, Outcome::Skipped);
+                };
+                let q = Req {
+                    mode,
+                    flags,
+                    lkid: 0,
+                    name: NAMES[usize::from(name)].to_vec(),
+                    lvb: lvb_bytes(0xEE),
+                    args: user_args(args),
+                    pid: self.req_pid(&s, pid),
+                };
+                self.lock_both(&s, &q)
+            }
+            Op::Convert {
+                slot,
+                lock,
+                mode,
+                flags,
+                lvb,
+                args,
+                pid,
+            } => {
+                let Some(s) = self.owners(slot) else {
+                    return (Outcome::Skipped, Outcome::Skipped);
+                };
+                let q = Req {
+                    mode,
+                    flags,
+                    lkid: self.resolve(lock),
+                    name: Vec::new(),
+                    lvb: lvb_bytes(lvb),
+                    args: user_args(args),
+                    pid: self.req_pid(&s, pid),
+                };
+                self.lock_both(&s, &q)
+            }
+            Op::Adopt {
+                slot,
+                name,
+                mode,
+                match_orphan,
+                flags,
+                args,
+            } => {
+                let Some(s) = self.owners(slot) else {
+                    return (Outcome::Skipped, Outcome::Skipped);
+                };
+                let name_bytes = NAMES[usize::from(name)];
+                let orphan_mode = self.m.orphan_mode(name_bytes);
+                let q = Req {
+                    mode: match (match_orphan, orphan_mode) {
+                        (true, Some(m)) => m,
+                        _ => mode,
+                    },
+                    flags,
+                    lkid: 0,
+                    name: NAMES[usize::from(name)].to_vec(),
+                    lvb: lvb_bytes(0xAD),
+                    args: user_args(args),
+                    pid: s.pid,
+                };
+                self.lock_both(&s, &q)
+            }
+            Op::Unlock {
+                slot,
+                lock,
+                flags,
+                lvb,
+                args,
+            } => self.unlock_both(slot, lock, flags, lvb, args),
+            Op::Cancel {
+                slot,
+                lock,
+                flags,
+                args,
+            } => self.unlock_both(slot, lock, flags, 0x11, args),
+            Op::Deadlock { slot, lock, flags } => {
+                let Some(s) = self.owners(slot) else {
+                    return (Outcome::Skipped, Outcome::Skipped);
+                };
+                let lkid = self.resolve(lock);
+                let a = self.e.deadlock_cancel(s.eng, lkid, flags);
+                let b = self.m.deadlock(s.model, lkid, flags);
+                (Outcome::Unit(a), Outcome::Unit(b))
+            }
+            Op::Purge { slot, node, pid } => {
+                let Some(s) = self.owners(slot) else {
+                    return (Outcome::Skipped, Outcome::Skipped);
+                };
+                let target = purge_pid(pid, s.pid, &self.pids);
+                let node = u32::from(node);
+                let a = self.e.purge(s.eng, node, target, s.pid);
+                let b = self.m.purge(s.model, node, target, s.pid);
+                (Outcome::Unit(a), Outcome::Unit(b))
+            }
+            Op::Read { slot, .. } | Op::Drain { slot } => {
+                let Some(s) = self.owners(slot) else {
+                    return (Outcome::Skipped, Outcome::Skipped);
+                };
+                let max = match *op {
+                    Op::Read { n, .. } => n,
+                    _ => 64,
+                };
+                let (mut a, mut b) = (Vec::new(), Vec::new());
+                for _ in 0..max {
+                    let x = self.e.read(s.eng);
+                    let y = self.m.read(s.model);
+                    let done = x.is_none() && y.is_none();
+                    a.extend(x);
+                    b.extend(y);
+                    if done || a.len() != b.len() {
+                        break;
+                    }
+                }
+                (Outcome::Reads(a), Outcome::Reads(b))
+            }
+        }
+    }
+
+    fn unlock_both(
+        &mut self,
+        slot: u8,
+        lock: LockSel,
+        flags: u32,
+        lvb: u8,
+        args: u8,
+    ) -> (Outcome, Outcome) {
+        let Some(s) = self.owners(slot) else {
+            return (Outcome::Skipped, Outcome::Skipped);
+        };
+        let lkid = self.resolve(lock);
+        let up = UnlockParams {
+            lkid,
+            flags,
+            lvb: lvb_bytes(lvb),
+            args: user_args(args),
+        };
+        let a = self.e.unlock(s.eng, &up);
+        let b = self.m.unlock(s.model, lkid, flags, up.lvb, up.args);
+        (Outcome::Unit(a), Outcome::Unit(b))
+    }
+
+    fn lock_both(&mut self, s: &Slot, q: &Req) -> (Outcome, Outcome) {
+        let p = LockParams {
+            mode: q.mode,
+            flags: q.flags,
+            lkid: q.lkid,
+            name: &q.name,
+            lvb: q.lvb,
+            args: q.args,
+            pid: q.pid,
+        };
+        let a = self.e.lock(s.eng, &p);
+        let b = self.m.lock(s.model, q);
+        (Outcome::Lock(a), Outcome::Lock(b))
+    }
+
+    fn slot_of_engine(&self, o: OwnerId) -> Result<usize, String> {
+        self.slots
+            .iter()
+            .position(|s| s.open && s.eng == o)
+            .ok_or_else(|| format!("owner {o:?} is not an open slot"))
+    }
+
+    fn slot_of_model(&self, p: usize) -> Result<usize, String> {
+        self.slots
+            .iter()
+            .position(|s| s.open && s.model == p)
+            .ok_or_else(|| format!("model proc {p} is not an open slot"))
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.e
+    }
+
+    /// The model.
+    pub fn model(&self) -> &Model {
+        &self.m
+    }
+
+    /// Compares everything observable; `Err` describes the first
+    /// difference.
+    pub fn compare(&self) -> Result<(), String> {
+        let eng: Vec<LockInfo> = self.e.locks();
+        let model = self.m.snapshot();
+        let norm_e: Vec<String> = eng
+            .iter()
+            .map(|l| {
+                let owner = l.owner.map(|o| self.slot_of_engine(o));
+                format!(
+                    "{} {:?} gr={:?} rq={:?} q={:?} owner={:?} pid={} flags={:#x}",
+                    l.lkid,
+                    String::from_utf8_lossy(&l.resource),
+                    l.granted,
+                    l.requested,
+                    l.queue.map(queue),
+                    owner,
+                    l.pid,
+                    l.flags.bits()
+                )
+            })
+            .collect();
+        let norm_m: Vec<String> = model
+            .iter()
+            .map(|l| {
+                let owner = l.owner.map(|p| self.slot_of_model(p));
+                format!(
+                    "{} {:?} gr={:?} rq={:?} q={:?} owner={:?} pid={} flags={:#x}",
+                    l.lkid,
+                    String::from_utf8_lossy(&l.resource),
+                    l.granted,
+                    l.requested,
+                    l.queue,
+                    owner,
+                    l.pid,
+                    l.flags
+                )
+            })
+            .collect();
+        if norm_e != norm_m {
+            return Err(format!(
+                "locks() differ\n  engine: {norm_e:#?}\n  model:  {norm_m:#?}"
+            ));
+        }
+        if self.e.lock_count() != self.m.lock_count() {
+            return Err(format!(
+                "lock_count {} vs model {}",
+                self.e.lock_count(),
+                self.m.lock_count()
+            ));
+        }
+        if self.e.resource_count() != self.m.resource_count() {
+            return Err(format!(
+                "resource_count {} vs model {}",
+                self.e.resource_count(),
+                self.m.resource_count()
+            ));
+        }
+        for name in NAMES {
+            let a = self.e.resource_lvb(name);
+            let b = self.m.resource_lvb(name);
+            if a != b {
+                return Err(format!(
+                    "resource_lvb({:?}): engine {a:?}, model {b:?}",
+                    String::from_utf8_lossy(name)
+                ));
+            }
+        }
+        for (i, s) in self.slots.iter().enumerate() {
+            if !s.open {
+                continue;
+            }
+            let a = self.e.has_callbacks(s.eng);
+            let b = self.m.has_callbacks(s.model);
+            if a != b {
+                return Err(format!("has_callbacks(slot {i}): engine {a}, model {b}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The engine's queue as the model names it.
+fn queue(q: dlm_engine::Queue) -> model::Queue {
+    match q {
+        dlm_engine::Queue::Granted => model::Queue::Granted,
+        dlm_engine::Queue::Converting => model::Queue::Converting,
+        dlm_engine::Queue::Waiting => model::Queue::Waiting,
+    }
+}
+
+/// Runs `case` on a fresh engine and model side by side, comparing what
+/// every step returns and everything observable after it, then drains
+/// every slot and compares again. `Err` says where they first differ.
+pub fn check_case(case: &Case) -> Result<(), Failure> {
+    case.validate()?;
+    let mut w = World::new(case.slots);
+    let mut trace = String::new();
+    let fail = |stage, detail, trace: &String| Failure {
+        stage,
+        detail,
+        trace: trace.clone(),
+    };
+    for (index, op) in case.ops.iter().enumerate() {
+        let (a, b) = w.step(op);
+        let _ = writeln!(trace, "  #{index}: {op:?} -> {a:?}");
+        let op = op.clone();
+        if a != b {
+            let detail = format!("engine {a:?}, model {b:?}");
+            return Err(fail(Stage::Step { index, op }, detail, &trace));
+        }
+        if let Err(detail) = w.compare() {
+            return Err(fail(Stage::AfterStep { index, op }, detail, &trace));
+        }
+    }
+    // Drain everyone: the last callbacks must agree too.
+    for slot in 0..case.slots {
+        let (a, b) = w.step(&Op::Drain { slot });
+        if a != b {
+            let detail = format!("engine {a:?}, model {b:?}");
+            return Err(fail(Stage::FinalDrain { slot }, detail, &trace));
+        }
+    }
+    w.compare()
+        .map_err(|detail| fail(Stage::End, detail, &trace))
+}
