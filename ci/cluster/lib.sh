@@ -82,6 +82,9 @@ cl_console_tails() {
 # guest). The guest bounds CMD by SECS (default 60); the host waits SECS+10
 # for the answer and returns 125 if none comes (the guest is dead or
 # hung), 126 if the port cannot be reached. -q: print nothing.
+# Called in the current shell (not in $(...)), it leaves the clocks of the
+# exchange in CL_ON_SENT and CL_ON_BEGUN (the host's, before the request
+# and when the answer began) and CL_ON_GUEST (the guest's as it began).
 cl_on() {
     local n=$1 tmo=60 quiet=0
     shift
@@ -104,6 +107,7 @@ cl_on() {
     coproc CL_CTL { exec socat -t 1 - UNIX-CONNECT:"$sock" 2>>"$log"; }
     # shellcheck disable=SC2154 # set by coproc
     local cpid=$CL_CTL_PID in=${CL_CTL[1]} out=${CL_CTL[0]}
+    CL_ON_SENT=$EPOCHREALTIME
     printf 'RUN %s %s %s\n' "$id" "$tmo" "$enc" >&"$in"
     deadline=$(($(date +%s) + tmo + 10))
     while :; do
@@ -112,10 +116,17 @@ cl_on() {
         [ "$left" -gt 0 ] || break
         IFS= read -r -t "$left" line <&"$out" || break
         line=${line%$'\r'}
+        CL_LAST_LINE=$line
         printf '%s\n' "$line" >>"$log"
         case "$line" in
-        "@@DLMCI-BEGIN $id") started=1 ;;
-        "@@DLMCI-END $id "*) rc=${line##* }; break ;;
+        "@@DLMCI-BEGIN $id "*) CL_ON_BEGUN=$EPOCHREALTIME CL_ON_GUEST=${line##* } started=1 ;;
+        *"@@DLMCI-END $id "*)
+            # Output without a final newline shares the marker's line.
+            line=${line%%"@@DLMCI-END $id "*}
+            [ -n "$line" ] && [ "$quiet" = 0 ] && printf '%s\n' "$line"
+            rc=${CL_LAST_LINE##* }
+            break
+            ;;
         *) [ "$started" = 1 ] && [ "$quiet" = 0 ] && printf '%s\n' "$line" ;;
         esac
     done
@@ -131,6 +142,21 @@ cl_on() {
     fi
     printf '<<< [%s] exit %s\n' "$id" "$rc" >>"$log"
     return "$rc"
+}
+
+# cl_offset N: print node N's clock minus the host's (seconds) and the
+# uncertainty (half the best round trip of five), e.g. "0.412 0.004".
+cl_offset() {
+    local n=$1 i best="" off=""
+    for i in 1 2 3 4 5; do
+        cl_on "$n" -t 5 -q true || return 1
+        read -r rtt o < <(awk -v s="$CL_ON_SENT" -v b="$CL_ON_BEGUN" -v g="$CL_ON_GUEST" \
+            'BEGIN { printf "%.6f %.6f\n", b - s, g - (s + b) / 2 }')
+        if [ -z "$best" ] || awk -v a="$rtt" -v b="$best" 'BEGIN { exit !(a < b) }'; then
+            best=$rtt off=$o
+        fi
+    done
+    awk -v o="$off" -v r="$best" 'BEGIN { printf "%.4f %.4f\n", o, r / 2 }'
 }
 
 # cl_wait_console N PATTERN SECS: wait until node N's console has a line
