@@ -114,7 +114,7 @@ cleanup() {
 trap cleanup EXIT
 mkdir -p "$stage/overlay/usr/local/sbin" "$stage/overlay/usr/local/bin"
 install -m 0755 ci/cluster/guest/dlm-cluster-init ci/cluster/guest/dlm-cluster-agent "$stage/overlay/usr/local/sbin/"
-install -m 0755 ci/cluster/guest/cl-sh "$stage/overlay/usr/local/bin/"
+install -m 0755 ci/cluster/guest/cl-sh ci/cluster/guest/cl-events "$stage/overlay/usr/local/bin/"
 for p in ${progs[@]+"${progs[@]}"}; do
     install -m 0755 "$p" "$stage/overlay/usr/local/bin/"
 done
