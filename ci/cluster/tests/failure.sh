@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2317 # checks are passed to t_check and cl_until by name
 # Cluster test 4: node failure. Node 3 holds EX locks, each with a value
 # block it wrote, on resources mastered by each node:
 #   m1   mastered by node 1; node 1 holds NL+VALBLK on it

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2317 # checks are passed to t_check and cl_until by name
 # Cluster test 2: handoff by down-conversion, the value block passing
 # from node to node. Node 1 holds EX; node 2 queues PR with VALBLK; on
 # its blocking callback node 1 converts EX->NL writing the value block,

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2317 # checks are passed to t_check and cl_until by name
 # Node 3 leaves cleanly, and what the others see (kept in
 # ci/out/cluster/run/observe-leave.txt): first the lockspace (its lock
 # shell releases its locks, then dlm_tool leave), then the whole stack

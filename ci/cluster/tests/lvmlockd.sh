@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2317 # checks are passed to t_check and cl_until by name
 # Cluster test 6: lvmlockd (Debian's lvm2-lockd, on Debian's libdlm) on
 # the cluster, with a shared VG on the disk every guest sees (/dev/vdb:
 # one raw image, file.locking=off, virtio-blk share-rw=on). lvmlockd -g

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2317 # checks are passed to t_check and cl_until by name
 # Cluster test 5: node 3 comes back. If it is running it is killed first
 # (as in the failure test, which leaves it down). Nodes 1 and 2 keep a
 # lockspace with node 1 holding EX; node 3 boots again, corosync counts it,
