@@ -33,7 +33,9 @@ done
 [ ${#picked[@]} -gt 0 ] && tests=("${picked[@]}")
 
 t0=$(cl_now)
-down() { [ -f "$CL_STATE/config" ] && ci/cluster/down.sh || true; }
+down() {
+    if [ -f "$CL_STATE/config" ]; then ci/cluster/down.sh || true; fi
+}
 trap down EXIT
 # A cluster left running by hand in this state directory is stopped first.
 down

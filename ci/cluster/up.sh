@@ -90,7 +90,7 @@ CL_VMLINUX=$KERNEL_DIR/vmlinux
 CL_ROOTFS=$(readlink -f ci/out/cluster/rootfs.ext4)
 case "${DLM_QEMU_ACCEL:-tcg}" in
 kvm) CL_ACCEL_ARGS=(-accel kvm -cpu host) ;;
-*) CL_ACCEL_ARGS=(-accel tcg) ;;
+*) CL_ACCEL_ARGS=(-accel "tcg,tb-size=${DLM_CLUSTER_TB_MIB:-256}") ;;
 esac
 declare -p CL_NODES CL_MEM CL_TOKEN CL_LIFETIME CL_NET CL_KERNEL CL_VMLINUX CL_ROOTFS CL_ACCEL_ARGS |
     sed 's/^declare -[a-zA-Z-]* //' >"$CL_STATE/config"

@@ -96,12 +96,13 @@ t_kill=$(cl_kill_node 3)
 t_log "node3 killed (SIGKILL of its QEMU)"
 
 # The waiters' grants; corosync needs its token timeout and consensus first.
+ast_m1="" ast_m2="" ast_m3="" ast_m3e=""
 for w in "2 f2 11 m1" "1 f1 12 m2" "2 f2 13 m3" "2 f2 14 m3e"; do
-    set -- $w
-    out=$(on "$1" -t 90 "cl-sh wait $2 '^AST $3 ' 1 80")
-    eval "ast_$4=\$out"
-    t_log "node$1 on $4: $out"
-    t_match "node$1: its PR on $4 granted after node 3 died" "$out" "status=0\\(0\\).* mode=PR"
+    read -r wn wsh wh wr <<<"$w"
+    out=$(on "$wn" -t 90 "cl-sh wait $wsh '^AST $wh ' 1 80")
+    printf -v "ast_$wr" '%s' "$out"
+    t_log "node$wn on $wr: $out"
+    t_match "node$wn: its PR on $wr granted after node 3 died" "$out" "status=0\\(0\\).* mode=PR"
 done
 t_match "m1 (master node1 alive, node 3 held EX): VALNOTVALID" "$ast_m1" " VALNOTVALID"
 t_match "m2 (master node2 alive, node 3 held EX): VALNOTVALID" "$ast_m2" " VALNOTVALID"

@@ -43,7 +43,7 @@ for i in $(seq 1 90); do
         ok=1
         break
     fi
-    [ $(awk -v a="$(cl_now)" -v b="$t_kill" 'BEGIN { print int(a - b) }') -lt 90 ] || break
+    [ "$(awk -v a="$(cl_now)" -v b="$t_kill" 'BEGIN { print int(a - b) }')" -lt 90 ] || break
 done
 t_log "node2's last lvchange: $(printf '%s\n' "$out" | tr '\n' ' ') ($i tries)"
 t_check "node2: lvchange -aey succeeds after node 1 died" [ "$ok" = 1 ]
