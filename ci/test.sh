@@ -49,5 +49,12 @@ ci/kernel.sh --kernel 6.12
 step "conformance: Linux 6.12 gives its golden traces (dlm-conformance/golden/6.12)"
 DLM_RANDOM_SEEDS=0 ci/kernel/conformance.sh --kernel 6.12
 
+# The full cluster run takes about 6 minutes; CI runs the short one
+# (ci/cluster/README.md). DLM_CLUSTER=0 skips it.
+if [ "${DLM_CLUSTER:-1}" != 0 ]; then
+    step "three-node corosync + dlm_controld cluster in QEMU (short: join, exclusion, a node killed)"
+    ci/cluster/test.sh --short
+fi
+
 step "engine benchmark (quick run; figures are informational)"
 cargo bench -p dlm-engine --bench engine -- --quick

@@ -1,0 +1,126 @@
+# What every cluster test (ci/cluster/tests/*.sh) sources: the harness,
+# the running cluster's settings, checks that count, figures, and a
+# summary with the daemons' logs on failure.
+# shellcheck shell=bash
+cd "$(dirname "${BASH_SOURCE[0]}")/../../.." || exit 1
+. ci/lib.sh
+. ci/cluster/lib.sh
+cl_load_config
+# A test's failures are counted, not fatal: no ERR trap, no set -e.
+trap - ERR
+set +e
+
+T_NAME=$(basename "$0" .sh)
+T_PASS=0
+T_FAIL=0
+T_START=$(cl_now)
+T_FIGURES=$CL_STATE/figures.txt
+
+t_log() { echo "[$T_NAME $(cl_since "$T_START")s] $*"; }
+
+# t_check DESC CMD...: CMD must succeed.
+t_check() {
+    local desc=$1
+    shift
+    if "$@"; then
+        T_PASS=$((T_PASS + 1))
+        t_log "ok: $desc"
+    else
+        T_FAIL=$((T_FAIL + 1))
+        t_log "FAIL: $desc"
+    fi
+}
+
+# t_match DESC TEXT REGEX: TEXT must match REGEX (grep -E).
+t_match() {
+    if printf '%s\n' "$2" | grep -qE -- "$3"; then
+        T_PASS=$((T_PASS + 1))
+        t_log "ok: $1"
+    else
+        T_FAIL=$((T_FAIL + 1))
+        t_log "FAIL: $1: '$2' does not match /$3/"
+    fi
+}
+
+# t_figure KEY VALUE [UNIT]: a measured figure, printed and kept in
+# $CL_STATE/figures.txt.
+t_figure() {
+    printf '%s %s %s\n' "$1" "$2" "${3:-}" >>"$T_FIGURES"
+    t_log "figure: $1 = $2 ${3:-}"
+}
+
+# on N CMD: cl_on with the command echoed into the test's log.
+on() {
+    local n=$1
+    shift
+    cl_on "$n" "$@"
+}
+
+# t_running N: node N's QEMU is alive.
+t_running() { cl_pid_of "$CL_STATE/node$1.pid" >/dev/null; }
+
+# t_members N K: corosync on node N counts K members, with quorum.
+t_members() {
+    cl_on "$1" -t 10 -q "corosync-quorumtool -s >/tmp/q 2>&1; grep -q '^Quorate: *Yes' /tmp/q && [ \$(corosync-quorumtool -l | grep -c ' node[0-9]') -eq $2 ]"
+}
+
+# t_ensure_up: every node running and a member; a node that is not is
+# booted again. Needed by tests that follow one that killed a node.
+t_ensure_up() {
+    local n started=()
+    for n in $(seq 1 "$CL_NODES"); do
+        t_running "$n" && continue
+        t_log "node$n is not running: booting it"
+        cl_start_node "$n"
+        started+=("$n")
+    done
+    for n in ${started[@]+"${started[@]}"}; do
+        cl_wait_ready "$n" 120 || { t_log "FAIL: node$n did not come back"; T_FAIL=$((T_FAIL + 1)); t_end; }
+    done
+    if ! cl_until 60 t_members 1 "$CL_NODES"; then
+        t_log "FAIL: corosync does not count $CL_NODES members"
+        T_FAIL=$((T_FAIL + 1))
+        t_end
+    fi
+}
+
+# t_join LS NODE...: dlm_tool join LS on each node, in turn.
+t_join() {
+    local ls=$1 n
+    shift
+    for n in "$@"; do
+        t_check "node$n joins lockspace $ls" cl_on "$n" -t 30 -q "dlm_tool join $ls"
+    done
+}
+
+# t_leave LS NODE...: stop the node's lock shells first (cl-sh stop).
+t_leave() {
+    local ls=$1 n
+    shift
+    for n in "$@"; do
+        t_running "$n" || continue
+        cl_on "$n" -t 30 -q "dlm_tool leave $ls" || t_log "note: node$n: dlm_tool leave $ls failed"
+    done
+}
+
+# The daemons' state and logs, for a failure.
+t_dump() {
+    local n
+    for n in $(seq 1 "$CL_NODES"); do
+        t_running "$n" || { echo "---- node$n: not running"; continue; }
+        echo "---- node$n: dlm_tool ls, corosync, dlm_controld and kernel logs (tails)"
+        cl_on "$n" -t 20 "dlm_tool ls; corosync-quorumtool -s | tail -n 8; tail -n 15 /var/log/corosync/corosync.log; tail -n 25 /var/log/dlm_controld/dlm_controld.log; dmesg | tail -n 20; for f in /run/cl-sh/*.out; do [ -f \"\$f\" ] && { echo \"== \$f\"; tail -n 10 \"\$f\"; }; done" 2>&1
+    done
+}
+
+# t_end: the summary line; on failure the logs. Exits 1 on any failure.
+t_end() {
+    t_log "done in $(cl_since "$T_START") s"
+    if [ "$T_FAIL" -ne 0 ]; then
+        t_dump
+        cl_console_tails 15
+    fi
+    echo "$T_NAME: $T_PASS passed, $T_FAIL failed"
+    [ "$T_FAIL" -eq 0 ]
+    exit
+}
