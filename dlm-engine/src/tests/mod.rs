@@ -3,6 +3,7 @@
 //! final state.
 
 use super::*;
+use dlm_proto::flags::StatusFlags;
 use dlm_proto::status::{ECANCEL, EUNLOCK};
 use dlm_proto::LockMode::{self, *};
 
