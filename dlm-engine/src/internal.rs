@@ -137,6 +137,9 @@ pub(crate) struct Rsb {
     pub(crate) valnotvalid: bool,
     /// Has an entry in `Engine::toss`.
     pub(crate) in_toss_queue: bool,
+    /// `RSB_RECOVER_GRANT`: a replay joined locks waiting here, so
+    /// `recover_grant` has blocking ASTs to send.
+    pub(crate) recover_grant: bool,
 }
 
 /// How many bytes of a resource name are kept inline.

@@ -87,6 +87,7 @@
 //   store     lock.c   lock ids (the idr), resource table, toss, lists
 //   tables    lock.c, lvb_table.h  the mode tables
 //   registry  lockspace.c  lockspaces by name and minor
+//   recover   recover.c, lock.c  locks rebuilt granted (master copies)
 // This file holds the public types and the public API, which calls into
 // them.
 mod callbacks;
@@ -95,6 +96,7 @@ mod grant;
 mod internal;
 mod lvb;
 mod owners;
+mod recover;
 mod registry;
 mod request;
 mod store;
@@ -231,6 +233,79 @@ impl UnlockParams {
     /// Set the caller's value block.
     pub fn lvb(mut self, lvb: [u8; LVB_LEN]) -> Self {
         self.lvb = lvb;
+        self
+    }
+}
+
+/// The highest lock id [`Engine::replay_granted`] accepts. Lock ids index
+/// the engine's lock table, so a replayed id costs a slot for every id
+/// below it (about 120 bytes each): this bounds what one replay can make
+/// the engine allocate to some 120 MiB. The engine hands out the lowest
+/// free id, so only a lockspace that once held over a million locks at
+/// the same time can have ids above it.
+pub const REPLAY_LKID_MAX: u32 = 1 << 20;
+
+/// A lock to rebuild in the granted state with [`Engine::replay_granted`],
+/// as its owner knows it: the kernel's `struct rcom_lock`, which a node
+/// sends a new master for each lock it holds there.
+#[derive(Debug, Clone, Copy)]
+pub struct ReplayLock<'a> {
+    /// The lock's id, which it keeps: its owner knows it by that id.
+    pub lkid: u32,
+    /// The mode it is granted in.
+    pub mode: LockMode,
+    /// Resource name, at most 64 bytes.
+    pub name: &'a [u8],
+    /// `DLM_LKF_*` flags of the request or conversion that was granted,
+    /// raw; they become the lock's flags, as the kernel keeps
+    /// `rl_exflags`. `PERSISTENT` decides what closing the owner does,
+    /// `VALBLK` whether the lock's value block counts.
+    pub flags: u32,
+    /// The lock's value block as its owner has it, if it has one. With
+    /// `VALBLK` and no block, the lock gets a zeroed one.
+    pub lvb: Option<[u8; LVB_LEN]>,
+    /// Whether that block is valid: the owner's last completion did not
+    /// carry `VALNOTVALID` (or, at PW and EX, the owner wrote the block
+    /// since). Only a valid block can vouch for the resource's.
+    pub lvb_valid: bool,
+    /// Addresses and tokens echoed in callbacks, as for a request.
+    pub args: UserArgs,
+    /// The owner pid recorded for purge.
+    pub pid: u32,
+}
+
+impl<'a> ReplayLock<'a> {
+    /// Lock `lkid` on `name`, granted in `mode`, with no flags and no
+    /// value block.
+    pub fn new(lkid: u32, mode: LockMode, name: &'a [u8], args: UserArgs) -> Self {
+        ReplayLock {
+            lkid,
+            mode,
+            name,
+            flags: 0,
+            lvb: None,
+            lvb_valid: false,
+            args,
+            pid: 0,
+        }
+    }
+
+    /// Add flags.
+    pub fn flags(mut self, flags: LockFlags) -> Self {
+        self.flags |= flags.bits();
+        self
+    }
+
+    /// Set the owner's value block, and whether it is valid.
+    pub fn lvb(mut self, lvb: [u8; LVB_LEN], valid: bool) -> Self {
+        self.lvb = Some(lvb);
+        self.lvb_valid = valid;
+        self
+    }
+
+    /// Set the owner pid.
+    pub fn pid(mut self, pid: u32) -> Self {
+        self.pid = pid;
         self
     }
 }
@@ -562,6 +637,50 @@ impl Engine {
             return None;
         }
         Some((rsb.lvb.as_deref().copied(), rsb.valnotvalid))
+    }
+
+    // Recovery (fs/dlm/recover.c, lock.c dlm_recover_master_copy).
+
+    /// Rebuild a lock that `owner` holds, granted in `lock.mode` under
+    /// its own id, as the kernel's master-copy recovery does
+    /// (`dlm_recover_master_copy`): for a daemon that restarts and
+    /// learns its state back from its clients.
+    ///
+    /// The lock queues behind nothing and no callback is sent: its owner
+    /// already had its completion, and no blocking AST goes out (call
+    /// [`Engine::recover_grant`] once the replays are done). Afterwards it
+    /// is an ordinary granted lock: it blocks conflicting requests, gets
+    /// their blocking ASTs, converts and unlocks.
+    ///
+    /// The resource's value block is rebuilt as the kernel's `recover_lvb`
+    /// rebuilds it: a lock with `VALBLK` granted above CR and a valid
+    /// block vouches for it, and its block becomes the resource's; a lock
+    /// with `VALBLK` that cannot vouch marks the block not valid
+    /// (`VALNOTVALID` on the next grant) unless a holder has vouched or a
+    /// lock has written it; locks without `VALBLK` leave it alone.
+    ///
+    /// # Errors
+    ///
+    /// - `EBADF`: `owner` is not open.
+    /// - `EINVAL`: no AST address or status block in `args`, a name over
+    ///   64 bytes, or lock id 0 or above [`REPLAY_LKID_MAX`].
+    /// - `EEXIST`: a lock with that id exists.
+    /// - `EAGAIN`: the mode conflicts with a lock granted on the resource
+    ///   (a converting lock counts in its granted mode).
+    ///
+    /// A refused replay changes nothing.
+    pub fn replay_granted(&mut self, owner: OwnerId, lock: ReplayLock<'_>) -> Result<(), Errno> {
+        self.check_owner(owner)?;
+        self.recover_master_copy(owner.0, &lock)
+    }
+
+    /// After the replays, `dlm_recover_grant`: on every resource where a
+    /// replayed lock joined requests or conversions that were waiting,
+    /// grant what can be granted and send the blocking ASTs that the
+    /// waiting modes call for, so that a replayed holder learns that it
+    /// is in someone's way. Returns how many resources it looked at.
+    pub fn recover_grant(&mut self) -> usize {
+        self.recover_grant_all()
     }
 }
 

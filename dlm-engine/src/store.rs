@@ -46,15 +46,49 @@ impl Engine {
     /// `create_lkb`: a new lock for owner `owner` with one reference, under
     /// the lowest free lock id (the kernel's `idr_alloc` from 1).
     pub(crate) fn create_lkb(&mut self, owner: u32) -> Lkid {
-        let id = match self.free_ids.pop() {
-            Some(Reverse(id)) => id,
-            None => {
-                let id = self.next_id;
-                self.next_id += 1;
-                self.locks.push(None);
-                id
+        let id = loop {
+            match self.free_ids.pop() {
+                // An id that a replay took while it was free is still in
+                // the heap: skip it (see `create_lkb_at`).
+                Some(Reverse(id)) if self.locks[id as usize].is_some() => continue,
+                Some(Reverse(id)) => break id,
+                None => {
+                    let id = self.next_id;
+                    self.next_id += 1;
+                    self.locks.push(None);
+                    break id;
+                }
             }
         };
+        self.init_lkb(id, owner);
+        id
+    }
+
+    /// A new lock for owner `owner` under the given id, which must be free
+    /// and at most [`REPLAY_LKID_MAX`](crate::REPLAY_LKID_MAX) (the caller
+    /// checks). The id allocator never hands the id out while the lock
+    /// lives: an id above every id handed out so far moves the allocator
+    /// past it, and the ids skipped on the way become free ones; an id in
+    /// the free heap stays there, and `create_lkb` skips it while it is in
+    /// use (a heap has no cheap removal, and this keeps `create_lkb` as it
+    /// was but for one test of a slot it is about to fill anyway).
+    pub(crate) fn create_lkb_at(&mut self, id: Lkid, owner: u32) {
+        debug_assert!(id != NIL && id <= crate::REPLAY_LKID_MAX);
+        if id >= self.next_id {
+            self.free_ids.extend((self.next_id..id).map(Reverse));
+            self.locks.resize_with(id as usize + 1, || None);
+            self.next_id = id + 1;
+        }
+        debug_assert!(self.locks[id as usize].is_none(), "lock id {id} is free");
+        self.init_lkb(id, owner);
+    }
+
+    /// Whether lock id `id` names a lock.
+    pub(crate) fn lkid_in_use(&self, id: u32) -> bool {
+        matches!(self.locks.get(id as usize), Some(Some(_)))
+    }
+
+    fn init_lkb(&mut self, id: Lkid, owner: u32) {
         self.locks[id as usize] = Some(Lkb {
             rsb: u32::MAX,
             owner,
@@ -77,7 +111,6 @@ impl Engine {
             lvb: None,
         });
         self.live_locks += 1;
-        id
     }
 
     /// The reference `find_lkb` takes for the length of an unlock or
@@ -156,6 +189,7 @@ impl Engine {
             refs: 0,
             valnotvalid: false,
             in_toss_queue: false,
+            recover_grant: false,
         };
         let r = match self.free_rsbs.pop() {
             Some(r) => {

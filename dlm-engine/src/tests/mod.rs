@@ -130,6 +130,7 @@ mod callbacks;
 mod grant;
 mod lvb;
 mod owners;
+mod recover;
 mod registry;
 mod request;
 mod store;
