@@ -132,6 +132,7 @@ mod lvb;
 mod owners;
 mod recover;
 mod registry;
+mod replay_props;
 mod request;
 mod store;
 mod unlock;
