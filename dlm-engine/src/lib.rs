@@ -656,8 +656,42 @@ impl Engine {
     /// rebuilds it: a lock with `VALBLK` granted above CR and a valid
     /// block vouches for it, and its block becomes the resource's; a lock
     /// with `VALBLK` that cannot vouch marks the block not valid
-    /// (`VALNOTVALID` on the next grant) unless a holder has vouched or a
-    /// lock has written it; locks without `VALBLK` leave it alone.
+    /// (`VALNOTVALID` on the next grant), unless the resource's block is
+    /// valid already (a holder vouched for it, or a lock wrote it); locks
+    /// without `VALBLK` leave it alone.
+    ///
+    /// Replays belong before any new request on their resources, as the
+    /// kernel keeps a lockspace stopped while it recovers: the engine can
+    /// refuse a replay that conflicts with a lock granted now, but not one
+    /// that conflicts with a lock granted and released since the state
+    /// was lost.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use dlm_engine::{Engine, LockParams, ReplayLock, UserArgs};
+    /// use dlm_proto::{LockFlags, LockMode, StatusFlags};
+    ///
+    /// let mut ls = Engine::new();
+    /// let (a, b) = (ls.open_owner(1), ls.open_owner(2));
+    /// let args = UserArgs { castaddr: 1, lksb: 1, ..Default::default() };
+    ///
+    /// // Before the restart, A held lock 12 at CR on "disk0", with the
+    /// // value block it read when it was granted.
+    /// let held = ReplayLock::new(12, LockMode::Cr, b"disk0", args)
+    ///     .flags(LockFlags::VALBLK)
+    ///     .lvb([7; 32], true);
+    /// ls.replay_granted(a, held)?;
+    /// assert!(ls.read(a).is_none(), "no callback");
+    ///
+    /// // A CR holder cannot vouch for the block: the next reader is told.
+    /// let p = LockParams::new(LockMode::Pr, b"disk0", args).flags(LockFlags::VALBLK);
+    /// let lb = ls.lock(b, &p)?;
+    /// let granted = ls.read(b).expect("a completion");
+    /// assert_eq!((granted.lkid, granted.lvb), (lb, Some([7; 32])));
+    /// assert_ne!(granted.sb_flags & StatusFlags::VALNOTVALID.bits(), 0);
+    /// # Ok::<(), dlm_proto::Errno>(())
+    /// ```
     ///
     /// # Errors
     ///
