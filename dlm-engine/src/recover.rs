@@ -55,6 +55,12 @@
 //!   not rebuilt: its owner replays the lock in its granted mode, if any,
 //!   and asks again; so the kernel's `recover_conversion` (the PR/CW
 //!   middle conversions) has nothing to do here.
+//! - `recover_grant` grants in queue order. The kernel grants waiting
+//!   conversions regardless of their order while `RSB_RECOVER_GRANT` is
+//!   set (`_can_be_granted`'s `recover`), since its rebuilt convert queue
+//!   has lost the old order; here no queue is rebuilt, so the order
+//!   stands. (A replay only adds a holder, so `recover_grant` finds
+//!   nothing new to grant: it sends the blocking ASTs.)
 //! - The replayed lock counts as one whose completion was read in its
 //!   mode, with status 0 and no status flags (a later blocking AST is
 //!   judged against that mode, and a conversion's completion copies the
