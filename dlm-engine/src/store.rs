@@ -170,7 +170,12 @@ impl Engine {
     }
 
     /// `find_rsb(R_REQUEST)`: the resource, created or revived from the
-    /// toss list as needed.
+    /// toss list as needed. A request and a replay both call this; the
+    /// creation is a call of its own, so that the lookup stays inlined in
+    /// the request path as it was when the request was the only caller
+    /// (measured with cachegrind: without the split, a lock+unlock took
+    /// some 30 more instructions).
+    #[inline]
     pub(crate) fn get_rsb(&mut self, name: &[u8]) -> u32 {
         debug_assert!(name.len() <= RESNAME_MAXLEN);
         if let Some(r) = self.find_rsb(name) {
@@ -179,6 +184,12 @@ impl Engine {
             }
             return r;
         }
+        self.new_rsb(name)
+    }
+
+    /// A new resource named `name`, with no locks, in the table.
+    #[inline(never)]
+    fn new_rsb(&mut self, name: &[u8]) -> u32 {
         let hash = self.hash_name(name);
         let rsb = Rsb {
             name: Name::new(name),
