@@ -8,6 +8,8 @@
 pub(crate) const IV: i8 = -1;
 /// `DLM_LOCK_NL`.
 pub(crate) const NL: i8 = 0;
+/// `DLM_LOCK_CR`.
+pub(crate) const CR: i8 = 1;
 /// `DLM_LOCK_CW`.
 pub(crate) const CW: i8 = 2;
 /// `DLM_LOCK_PR`.
