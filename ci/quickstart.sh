@@ -21,24 +21,24 @@ echo
 echo "Two processes contend for an EX lock on resource \"demo\"."
 echo "dlm starts a per-user dlmd on first use (see 'dlm status')."
 echo
-dlm lock --verbose demo -- sh -c 'echo "$(date +%T.%N | cut -c1-12) [A] holding the lock for 2 s"; sleep 2; echo "$(date +%T.%N | cut -c1-12) [A] done, releasing"' &
+dlm lock --verbose demo sh -c 'echo "$(date +%T.%N | cut -c1-12) [A] holding the lock for 2 s"; sleep 2; echo "$(date +%T.%N | cut -c1-12) [A] done, releasing"' &
 a=$!
 sleep 0.5
 echo "$(date +%T.%N | cut -c1-12) [B] asking for the same lock..."
-dlm lock --verbose demo -- sh -c 'echo "$(date +%T.%N | cut -c1-12) [B] got it: it waited for A"'
+dlm lock --verbose demo sh -c 'echo "$(date +%T.%N | cut -c1-12) [B] got it: it waited for A"'
 wait "$a"
 echo
 echo "A try that must not wait (--nowait) while someone holds the lock:"
-dlm lock demo -- sleep 1 &
+dlm lock demo sleep 1 &
 h=$!
 sleep 0.3
-if dlm lock --nowait demo -- true; then
+if dlm lock --nowait demo true; then
     echo "unexpected: got the lock"
 else
-    echo "(exit status $? as documented: the lock was busy)"
+    echo "(exit status $? as documented: the lock was busy; dlm's own errors exit 64 and up)"
 fi
 wait "$h"
 echo
 dlm status
 echo
-echo 'dlmd keeps running for later commands; stop it with: kill $(pgrep -u "$(id -u)" -x dlmd)'
+echo "dlmd keeps running for later commands; 'dlm daemon status' shows it, 'dlm daemon stop' stops it."

@@ -7,6 +7,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -29,6 +30,11 @@ pub struct Args {
     /// How many locks the "hold" figure takes (1 to 1000000).
     #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..=MAX_HOLD))]
     hold: u32,
+    /// Measure the daemon on this socket instead of a private one that
+    /// dlm bench starts and stops (DLM_BACKEND=kernel measures the
+    /// kernel DLM).
+    #[arg(long, value_name = "PATH")]
+    socket: Option<std::path::PathBuf>,
 }
 
 /// The most locks `--hold` takes.
@@ -219,11 +225,18 @@ pub fn worker(a: WorkerArgs) -> Res<u8> {
     }
 }
 
-fn echo_rtt(secs: f64) -> Res<f64> {
-    let path = std::env::temp_dir().join(format!("dlm-bench-echo-{}.sock", std::process::id()));
+fn echo_rtt(dir: &Path, secs: f64) -> Res<f64> {
+    let path = dir.join("echo.sock");
     let path_s = path.to_string_lossy().into_owned();
-    let _server = Worker::spawn("echo-server", &path_s, secs)?;
-    let mut s = UnixStream::connect(&path)?;
+    let server = Worker::spawn("echo-server", &path_s, secs)?;
+    let rtt = echo_loop(&path, secs);
+    drop(server);
+    let _ = std::fs::remove_file(&path);
+    rtt
+}
+
+fn echo_loop(path: &Path, secs: f64) -> Res<f64> {
+    let mut s = UnixStream::connect(path)?;
     let buf = [7u8; ECHO_SIZE];
     let mut back = [0u8; ECHO_SIZE];
     let start = Instant::now();
@@ -234,6 +247,123 @@ fn echo_rtt(secs: f64) -> Res<f64> {
         n += 1;
     }
     Ok(start.elapsed().as_secs_f64() / n as f64)
+}
+
+/// A private directory for the run (the private daemon's socket and log,
+/// the echo socket), removed when the run ends.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new() -> Res<Scratch> {
+        use std::os::unix::fs::DirBuilderExt;
+        let base = std::env::temp_dir();
+        for n in 0..100u32 {
+            let dir = base.join(format!("dlm-bench-{}-{n}", std::process::id()));
+            match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+                Ok(()) => return Ok(Scratch(dir)),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(format!("cannot create {}: {e}", dir.display()).into()),
+            }
+        }
+        Err(format!(
+            "cannot create a directory for dlm bench in {}",
+            base.display()
+        )
+        .into())
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.0) {
+            log::warn!("cannot remove {}: {e}", self.0.display());
+        }
+    }
+}
+
+/// Make this process and the workers it starts use the daemon on `sock`.
+fn use_socket(sock: &Path) {
+    // Before any other thread exists: the workers inherit it.
+    std::env::set_var("DLM_SOCKET", sock);
+    std::env::set_var("DLM_BACKEND", "fallback");
+    std::env::set_var("DLM_NO_AUTOSTART", "1");
+}
+
+/// How long the private daemon has to start, and to stop on SIGTERM.
+const DAEMON_BOUND: Duration = Duration::from_secs(10);
+
+/// A `dlmd` of the run's own, stopped (SIGTERM, then SIGKILL) by its pid
+/// when the run ends.
+struct PrivateDaemon(Child);
+
+impl PrivateDaemon {
+    fn start(dir: &Path) -> Res<PrivateDaemon> {
+        let sock = dir.join("dlmd.sock");
+        let prog = dlm_proto::paths::dlmd_program();
+        let child = Command::new(&prog)
+            .arg("--user")
+            .arg("--socket")
+            .arg(&sock)
+            .arg("--log-file")
+            .arg(dir.join("dlmd.log"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| -> Box<dyn std::error::Error> {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    dlm::Error::DaemonMissing(dlm_proto::paths::dlmd_missing()).into()
+                } else {
+                    format!("cannot start {}: {e}", prog.display()).into()
+                }
+            })?;
+        let mut d = PrivateDaemon(child);
+        let deadline = Instant::now() + DAEMON_BOUND;
+        while UnixStream::connect(&sock).is_err() {
+            if let Some(st) = d.0.try_wait()? {
+                return Err(format!("the private dlmd exited at once ({st})").into());
+            }
+            if Instant::now() >= deadline {
+                return Err("the private dlmd did not start listening".into());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        use_socket(&sock);
+        Ok(d)
+    }
+}
+
+impl Drop for PrivateDaemon {
+    fn drop(&mut self) {
+        if let Some(pid) = rustix::process::Pid::from_raw(self.0.id() as i32) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+        let deadline = Instant::now() + DAEMON_BOUND;
+        while matches!(self.0.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Release the bench's lockspace when the run ends.
+struct RemoveLockspace<'a>(&'a Dlm);
+
+impl Drop for RemoveLockspace<'_> {
+    fn drop(&mut self) {
+        let Ok(name) = LockspaceName::new(LOCKSPACE) else {
+            return;
+        };
+        match self.0.open_lockspace(&name) {
+            Ok(ls) => {
+                if let Err(e) = self.0.release_lockspace(ls, true) {
+                    log::warn!("cannot remove lockspace {LOCKSPACE}: {e}");
+                }
+            }
+            Err(e) => log::debug!("lockspace {LOCKSPACE} is gone already: {e}"),
+        }
+    }
 }
 
 fn rss_kib(pid: i32) -> Option<u64> {
@@ -253,16 +383,29 @@ struct Row {
 /// `dlm bench`.
 pub fn run(a: Args) -> Res<u8> {
     let secs = a.secs.max(0.1);
+    let scratch = Scratch::new()?;
+    let kernel = std::env::var("DLM_BACKEND").is_ok_and(|b| b == "kernel");
+    let _private = match (&a.socket, kernel) {
+        (Some(sock), _) => {
+            use_socket(sock);
+            None
+        }
+        (None, true) => None,
+        (None, false) => Some(PrivateDaemon::start(&scratch.0)?),
+    };
     let dlm = Dlm::open()?;
     if dlm.backend() != dlm::Backend::Fallback {
         eprintln!("dlm bench: measuring the {} backend", dlm.backend());
     }
     let daemon = dlm.daemon_pid();
-    // Make sure the lockspace exists before workers open it.
+    // Make sure the lockspace exists before workers open it, and remove
+    // it when done (after `_ls` is closed: a release waits for every
+    // handle to close).
+    let _remove = RemoveLockspace(&dlm);
     let _ls = crate::open_or_create(&dlm, &LockspaceName::new(LOCKSPACE)?)?;
     let mut rows = Vec::new();
 
-    let echo = echo_rtt(secs)?;
+    let echo = echo_rtt(&scratch.0, secs)?;
     rows.push(Row {
         what: "Unix-socket echo round trip (floor)".into(),
         value: format!("{:.0}/s", 1.0 / echo),

@@ -23,7 +23,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, Command, ExitStatus};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use dlm::{Dlm, Lock, LockRequest, Lockspace, LostReason, Outcome};
 use dlm::{LockMode, ResourceName, Status};
@@ -33,30 +33,27 @@ use signal_hook::iterator::backend::SignalDelivery;
 use signal_hook::iterator::exfiltrator::WithOrigin;
 use signal_hook::low_level::siginfo::{Cause, Origin};
 
-use crate::{lockspace_name, open_or_create, Res, EXIT_ERROR};
+use crate::exit::{self, Failure};
+use crate::{lockspace_name, open_or_create, Res};
 
-/// Exit status of `dlm lock` when the lock was not obtained (`--nowait`
-/// refused, or `--timeout` ran out), unless `--conflict-exit-code` says
-/// otherwise: 1, as flock(1).
-const EXIT_CONFLICT: u8 = 1;
-/// Exit status when the lock was lost while the command ran, unless
-/// `--lost-exit-code` says otherwise: `EX_TEMPFAIL` of sysexits.h.
-const EXIT_LOST: u8 = 75;
 /// The environment variable that tells the command its inherited
 /// descriptor.
 const LOCK_FD_VAR: &str = "DLM_LOCK_FD";
+/// The shell `-c CMD` runs.
+const SHELL: &str = "/bin/sh";
 
 /// The text after `dlm lock --help`.
-pub const AFTER_HELP: &str = "\
-Exit status:
-  COMMAND's   COMMAND ran holding the lock and ended: its exit status, or
-              128+N if signal N killed it
-  1           the lock was not obtained (--nowait refused, --timeout ran
-              out); --conflict-exit-code changes it
-  2           an error: no DLM, a bad argument, ...
-  75          the lock was lost while COMMAND ran (see --on-lost), whatever
-              COMMAND's status; --lost-exit-code changes it
-  126, 127    COMMAND could not be run, or was not found
+pub const AFTER_HELP: &str = concat!(
+    "\
+COMMAND:
+  As with flock(1), COMMAND follows RESOURCE, with or without `--` before
+  it: `dlm lock r make -j4` and `dlm lock r -- make -j4` are the same.
+  Options go before COMMAND; everything after its first word is its own.
+  -c CMD runs `sh -c CMD` instead.
+
+",
+    crate::exit::exit_table!(),
+    "
 
 The lock and COMMAND:
   COMMAND inherits a descriptor of what owns the lock: the lockspace device
@@ -82,7 +79,16 @@ A lost lock:
   the lockspace unlocks it; with --lost-on-blocking, also when another
   process asks for the resource in a mode the lock blocks. dlm notices at
   once, says so on stderr, does what --on-lost says (default: SIGTERM to
-  COMMAND), waits for COMMAND to exit, and exits 75.";
+  COMMAND), waits for COMMAND to exit, and exits 75.
+
+-F, --no-fork:
+  dlm takes the lock and then becomes COMMAND (exec), which inherits the
+  descriptor that owns the lock, as with flock -F. Nothing watches the lock
+  then: a lost lock is not reported, and the lock is released when COMMAND
+  (and whatever inherited the descriptor) has exited; the exit status is
+  COMMAND's own. It cannot be combined with --close or the --on-lost,
+  --lost-on-blocking and --lost-exit-code options."
+);
 
 /// What `dlm lock` does to the command when the lock is lost.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,43 +104,108 @@ pub enum OnLost {
 /// Options of `dlm lock`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Lock mode: NL, CR, CW, PR, PW or EX.
-    #[arg(short, long, default_value = "EX")]
-    mode: LockMode,
+    /// Lock mode: NL, CR, CW, PR, PW or EX [default: EX].
+    #[arg(short, long, value_parser = parse_mode, conflicts_with_all = ["shared", "exclusive"])]
+    mode: Option<LockMode>,
+    /// A shared lock: --mode PR (flock's -s).
+    #[arg(short, long, conflicts_with = "exclusive")]
+    shared: bool,
+    /// An exclusive lock: --mode EX, the default (flock's -x and -e).
+    #[arg(short = 'x', short_alias = 'e', long)]
+    exclusive: bool,
     /// Lockspace (created if it does not exist).
     #[arg(short, long, default_value = "default")]
     lockspace: String,
     /// Give up after this many seconds (fractions allowed; one too long
     /// for the clock to reach waits without limit).
-    #[arg(short = 'w', long, value_name = "SECS", value_parser = parse_timeout)]
+    #[arg(short = 'w', long, visible_alias = "wait", value_name = "SECS",
+          value_parser = parse_timeout, allow_hyphen_values = true)]
     timeout: Option<Duration>,
     /// Fail at once if the lock is held (DLM_LKF_NOQUEUE).
-    #[arg(short, long)]
+    #[arg(short, long, visible_aliases = ["nb", "nonblock"])]
     nowait: bool,
     /// Exit status when the lock is not obtained.
-    #[arg(short = 'E', long, value_name = "N", default_value_t = EXIT_CONFLICT)]
+    #[arg(short = 'E', long, value_name = "N", default_value_t = exit::CONFLICT,
+          allow_hyphen_values = true)]
     conflict_exit_code: u8,
     /// Do not give COMMAND a descriptor of the lock (see below).
     #[arg(short = 'o', long)]
     close: bool,
+    /// Take the lock, then exec COMMAND in dlm's place (see below).
+    #[arg(short = 'F', long,
+          conflicts_with_all = ["close", "on_lost", "lost_exit_code", "lost_on_blocking"])]
+    no_fork: bool,
     /// What to do to COMMAND when the lock is lost.
     #[arg(long, value_enum, value_name = "ACTION", default_value_t = OnLost::Term)]
     on_lost: OnLost,
     /// Exit status when the lock was lost while COMMAND ran.
-    #[arg(long, value_name = "N", default_value_t = EXIT_LOST)]
+    #[arg(long, value_name = "N", default_value_t = exit::LOST, allow_hyphen_values = true)]
     lost_exit_code: u8,
     /// Count the lock as lost when another process asks for the resource
     /// in a mode this lock blocks (a blocking AST).
     #[arg(long)]
     lost_on_blocking: bool,
-    /// Say when the lock is granted (on stderr).
+    /// Say on stderr whether dlm waits, for how long, and when it got the
+    /// lock.
     #[arg(short, long)]
     verbose: bool,
+    /// flock's -u has no meaning here: the lock ends with COMMAND.
+    #[arg(short = 'u', long, hide = true)]
+    unlock: bool,
+    /// Run CMD through the shell ($SHELL, else /bin/sh) as `sh -c CMD`,
+    /// like flock -c.
+    #[arg(
+        short = 'c',
+        long = "command",
+        value_name = "CMD",
+        conflicts_with = "command"
+    )]
+    shell_command: Option<String>,
     /// Resource name.
     resource: String,
-    /// The command and its arguments.
-    #[arg(last = true, required = true)]
+    /// The command and its arguments (`--` before it is allowed).
+    #[arg(
+        value_name = "COMMAND",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
     command: Vec<String>,
+}
+
+impl Args {
+    /// The lock mode asked for.
+    fn mode(&self) -> LockMode {
+        match (self.mode, self.shared) {
+            (Some(m), _) => m,
+            (None, true) => LockMode::Pr,
+            (None, false) => LockMode::Ex,
+        }
+    }
+
+    /// The program and its arguments: COMMAND, or the shell for `-c`.
+    fn argv(&self) -> Vec<String> {
+        match &self.shell_command {
+            Some(cmd) => {
+                let shell = std::env::var("SHELL")
+                    .ok()
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or_else(|| SHELL.to_string());
+                vec![shell, "-c".to_string(), cmd.clone()]
+            }
+            None => self.command.clone(),
+        }
+    }
+}
+
+/// A `--mode`: one of the six lock modes, in any case.
+fn parse_mode(s: &str) -> Result<LockMode, String> {
+    s.parse().map_err(|_| {
+        format!(
+            "`{s}` is not a lock mode; the six modes are NL (null), CR (concurrent read), \
+             CW (concurrent write), PR (protected read: shared, -s), PW (protected write) \
+             and EX (exclusive, -x)"
+        )
+    })
 }
 
 /// A `--timeout`: seconds, zero or more, that a [`Duration`] can hold.
@@ -200,26 +271,88 @@ fn say(msg: std::fmt::Arguments<'_>) {
 
 /// `dlm lock`.
 pub fn run(a: Args) -> Res<u8> {
-    let resource = ResourceName::new(&a.resource)
-        .map_err(|_| format!("resource name {:?} is longer than 64 bytes", a.resource))?;
+    if a.unlock {
+        return Err(Failure::usage(
+            "dlm lock has no -u/--unlock: the lock is released when COMMAND exits \
+             (or, with -F, when COMMAND and whatever inherited its descriptor have exited)",
+        )
+        .into());
+    }
+    if a.command.is_empty() && a.shell_command.is_none() {
+        return Err(Failure::usage(format!(
+            "dlm lock {} needs a COMMAND to run while it holds the lock (or -c 'CMD'); \
+             unlike flock, it cannot lock for a descriptor of the calling shell",
+            a.resource
+        ))
+        .into());
+    }
+    let resource = ResourceName::new(&a.resource).map_err(|_| {
+        Failure::usage(format!(
+            "resource name {:?} is longer than 64 bytes",
+            a.resource
+        ))
+    })?;
+    let mode = a.mode();
     let news: LostNews = Arc::new(Mutex::new(None));
-    let mut req = LockRequest::new(resource, a.mode).on_lost({
-        let news = news.clone();
-        move |_, why| report(&news, Lost::Reason(why))
-    });
-    if a.lost_on_blocking {
-        let news = news.clone();
-        req = req.on_blocking(move |_, mode| report(&news, Lost::Blocking(mode)));
-    }
-    if a.nowait {
-        req = req.flags(dlm::LockFlags::NOQUEUE);
-    }
-    if let Some(t) = a.timeout {
-        req = req.timeout(t);
-    }
+    let request = |noqueue: bool| {
+        let mut req = LockRequest::new(resource, mode).on_lost({
+            let news = news.clone();
+            move |_, why| report(&news, Lost::Reason(why))
+        });
+        if a.lost_on_blocking {
+            let news = news.clone();
+            req = req.on_blocking(move |_, mode| report(&news, Lost::Blocking(mode)));
+        }
+        if noqueue {
+            req = req.flags(dlm::LockFlags::NOQUEUE);
+        }
+        if let Some(t) = a.timeout {
+            req = req.timeout(t);
+        }
+        req
+    };
     let dlm = Dlm::open()?;
     let ls = open_or_create(&dlm, &lockspace_name(&a.lockspace)?)?;
-    let lock = match ls.lock(req)? {
+    let what = format!(
+        "the {mode} lock on {} (lockspace {})",
+        a.resource, a.lockspace
+    );
+    let outcome = if a.verbose && !a.nowait {
+        // A first try that does not queue tells whether there is a wait.
+        match ls.lock(request(true))? {
+            Outcome::NotGranted(c) if c.status == Status::WouldBlock => {
+                let limit = match a.timeout {
+                    Some(t) => format!("for at most {} s (--timeout)", t.as_secs_f64()),
+                    None => "with no time limit".to_string(),
+                };
+                say(format_args!("{what} is held by others: waiting {limit}"));
+                let start = Instant::now();
+                let outcome = ls.lock(request(false))?;
+                if let Outcome::Granted(_) = outcome {
+                    say(format_args!(
+                        "got {what} after {:.3} s",
+                        start.elapsed().as_secs_f64()
+                    ));
+                }
+                outcome
+            }
+            outcome => {
+                if let Outcome::Granted(_) = outcome {
+                    say(format_args!("got {what} at once"));
+                }
+                outcome
+            }
+        }
+    } else {
+        let outcome = ls.lock(request(a.nowait))?;
+        if a.verbose {
+            if let Outcome::Granted(_) = outcome {
+                say(format_args!("got {what} at once"));
+            }
+        }
+        outcome
+    };
+    let lock = match outcome {
         Outcome::Granted(lock) => lock,
         Outcome::NotGranted(c) => {
             let why = match c.status {
@@ -231,12 +364,40 @@ pub fn run(a: Args) -> Res<u8> {
             return Ok(a.conflict_exit_code);
         }
     };
-    if a.verbose {
-        say(format_args!("{} lock on {} granted", a.mode, a.resource));
+    if a.no_fork {
+        return exec(&a, &ls, lock);
     }
     let ended = supervise(&a, &ls, &news)?;
     let lost = news.lock().unwrap_or_else(|p| p.into_inner()).take();
     finish(&a, lock, ended, lost)
+}
+
+/// `--no-fork`: become the command, which inherits the descriptor that
+/// owns the lock. Returns only if the exec failed.
+fn exec(a: &Args, ls: &Lockspace, lock: Lock) -> Res<u8> {
+    use std::os::unix::process::CommandExt;
+    let argv = a.argv();
+    let fd = ls.inheritable_fd()?;
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..])
+        .env(LOCK_FD_VAR, fd.as_raw_fd().to_string());
+    if a.verbose {
+        say(format_args!(
+            "executing {} (pid {})",
+            argv[0],
+            std::process::id()
+        ));
+    }
+    // The lock stays with the descriptor: nothing to unlock here.
+    let _id = lock.into_id();
+    let e = cmd.exec();
+    say(format_args!("cannot run {}: {e}", argv[0]));
+    // The lock is released as the descriptors close when dlm exits.
+    Ok(if e.kind() == std::io::ErrorKind::NotFound {
+        exit::NOT_FOUND
+    } else {
+        exit::CANNOT_RUN
+    })
 }
 
 /// How the command ended.
@@ -269,7 +430,9 @@ fn finish(a: &Args, lock: Lock, ended: Ended, lost: Option<Lost>) -> Res<u8> {
                 // Lost after the last look: when is unknown.
                 say(format_args!(
                     "the {} lock on {} was lost by the time {} ended: {e}",
-                    a.mode, a.resource, a.command[0]
+                    a.mode(),
+                    a.resource,
+                    a.argv()[0]
                 ));
                 Ok(a.lost_exit_code)
             }
@@ -283,7 +446,7 @@ fn status_code(st: ExitStatus) -> u8 {
     match (st.code(), st.signal()) {
         (Some(c), _) => c.clamp(0, 255) as u8,
         (None, Some(sig)) => (128 + sig).clamp(0, 255) as u8,
-        (None, None) => EXIT_ERROR,
+        (None, None) => exit::SOFTWARE,
     }
 }
 
@@ -366,8 +529,9 @@ fn supervise(a: &Args, ls: &Lockspace, news: &LostNews) -> Res<Ended> {
 /// `--close`. `Err` carries the exit status for a command that could not
 /// be started (127: not found; 126: otherwise).
 fn spawn(a: &Args, ls: &Lockspace) -> Res<Result<Child, u8>> {
-    let mut cmd = Command::new(&a.command[0]);
-    cmd.args(&a.command[1..]);
+    let argv = a.argv();
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..]);
     // The parent's copy closes when `inherited` is dropped, right after
     // the spawn: the command's copy is the one that counts.
     let inherited = if a.close {
@@ -383,11 +547,11 @@ fn spawn(a: &Args, ls: &Lockspace) -> Res<Result<Child, u8>> {
     Ok(match spawned {
         Ok(child) => Ok(child),
         Err(e) => {
-            say(format_args!("cannot run {}: {e}", a.command[0]));
+            say(format_args!("cannot run {}: {e}", argv[0]));
             Err(if e.kind() == std::io::ErrorKind::NotFound {
-                127
+                exit::NOT_FOUND
             } else {
-                126
+                exit::CANNOT_RUN
             })
         }
     })
@@ -428,7 +592,9 @@ fn pass_on(origin: &Origin, child: &Child) {
 fn act_on_loss(a: &Args, child: &Child, lost: &Lost) {
     let what = format!(
         "lost the {} lock on {} (lockspace {}): {lost}",
-        a.mode, a.resource, a.lockspace
+        a.mode(),
+        a.resource,
+        a.lockspace
     );
     let (sig, name) = match a.on_lost {
         OnLost::Term => (Some(Signal::TERM), "SIGTERM"),
@@ -439,7 +605,7 @@ fn act_on_loss(a: &Args, child: &Child, lost: &Lost) {
         (Some(sig), Some(pid)) => {
             say(format_args!(
                 "{what}; sending {name} to {} (pid {})",
-                a.command[0],
+                a.argv()[0],
                 child.id()
             ));
             if let Err(e) = rustix::process::kill_process(pid, sig) {
@@ -448,7 +614,7 @@ fn act_on_loss(a: &Args, child: &Child, lost: &Lost) {
         }
         _ => say(format_args!(
             "{what}; {} (pid {}) runs on (--on-lost none)",
-            a.command[0],
+            a.argv()[0],
             child.id()
         )),
     }

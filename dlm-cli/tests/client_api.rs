@@ -42,14 +42,14 @@ fn backend_is_reported_and_chosen_by_environment() {
         let mut c = d.dlm();
         c.env("DLM_BACKEND", "kernel").arg("status");
         let out = run(c);
-        assert_eq!(out.status.code(), Some(2));
+        assert_eq!(out.status.code(), Some(69), "unavailable");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("modprobe dlm"), "{err}");
     }
     let mut c = d.dlm();
     c.env("DLM_BACKEND", "bogus").arg("status");
     let out = run(c);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(64), "a usage error");
     assert!(String::from_utf8_lossy(&out.stderr).contains("DLM_BACKEND"));
 }
 

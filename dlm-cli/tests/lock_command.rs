@@ -430,7 +430,7 @@ fn ctrl_c_on_the_terminal_reaches_the_command_once_and_dlm_exits_as_it() {
         .env("DLM_SOCKET", &s.d.socket)
         .env("DLM_BACKEND", "fallback")
         .env("DLM_NO_AUTOSTART", "1")
-        .env("RUST_LOG", "dlm::lock=debug")
+        .env("RUST_LOG", "dlm_cli::lock=debug")
         .env("L", s.log_path())
         .env("G", s.dir.0.join("go"))
         .stdin(slave.try_clone().unwrap())
@@ -486,7 +486,7 @@ fn numeric_arguments_out_of_range_are_clear_errors_and_nothing_panics() {
         c.args(args);
         let out = c.output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {err}");
         assert!(err.contains("invalid value"), "{args:?} says why: {err}");
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
@@ -517,7 +517,7 @@ fn locks_of_a_missing_lockspace_are_said_in_words() {
     c.args(["locks", "no-such-lockspace"]);
     let out = c.output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(71), "the DLM refused: EX_OSERR");
     assert!(err.contains("no such lockspace"), "{err}");
     assert!(!err.contains("No such file"), "{err}");
 }

@@ -136,17 +136,17 @@ fn lock_exits_with_the_commands_status_and_times_out_clearly() {
 #[test]
 fn bad_arguments_are_clear_errors() {
     let d = Daemon::start();
-    for args in [
-        vec!["lock", "--mode", "XX", "r", "--", "true"],
-        vec!["lock", "--lockspace", "a/b", "r", "--", "true"],
-        vec!["lock", &"r".repeat(65), "--", "true"],
-        vec!["lock", "--timeout", "-1", "r", "--", "true"],
-        vec!["locks", "no-such-lockspace"],
+    for (args, code) in [
+        (vec!["lock", "--mode", "XX", "r", "--", "true"], 64),
+        (vec!["lock", "--lockspace", "a/b", "r", "--", "true"], 64),
+        (vec!["lock", &"r".repeat(65), "--", "true"], 64),
+        (vec!["lock", "--timeout", "-1", "r", "--", "true"], 64),
+        (vec!["locks", "no-such-lockspace"], 71),
     ] {
         let mut c = d.dlm();
         c.args(&args);
         let out = run(c);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {out:?}");
         assert!(!out.stderr.is_empty(), "{args:?} says why");
     }
     let mut c = d.dlm();
@@ -342,7 +342,7 @@ fn locks_lists_up_to_a_limit_and_says_how_many_more() {
         (Some(true), Some(4))
     );
     let out = locks(&["--all", "--limit", "2"]);
-    assert_eq!(out.status.code(), Some(2), "--all and --limit conflict");
+    assert_eq!(out.status.code(), Some(64), "--all and --limit conflict");
     drop(held);
 }
 
@@ -357,14 +357,14 @@ fn a_second_uid_is_refused_a_0600_lockspace() {
     let dir = d.socket.parent().unwrap();
     std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let mut j = d.dlm();
-    j.args(["join", "private", "--mode", "600"]);
+    j.args(["join", "private", "--perm", "600"]);
     assert!(run(j).status.success());
     let mut c = d.dlm();
     c.args(["lock", "--lockspace", "private", "r", "--", "true"])
         .uid(65534)
         .gid(65534);
     let out = run(c);
-    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert_eq!(out.status.code(), Some(77), "EX_NOPERM: {out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("denied") || err.contains("not permitted"),

@@ -46,7 +46,7 @@ fn a_full_daemon_is_reported_as_refusing_not_missing() {
     for args in [&["ls"][..], &["lock", "r", "--", "true"][..]] {
         let out = dlm(args);
         let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "dlm {args:?}: {err}");
+        assert_eq!(out.status.code(), Some(69), "dlm {args:?}: {err}");
         assert!(err.starts_with(&want), "dlm {args:?}: {err}");
         assert!(
             !err.contains("no dlm daemon answers"),

@@ -516,11 +516,11 @@ fn a_fake_daemon_in_a_taken_directory_is_refused_and_learns_nothing() {
         "--",
         "true",
     ]));
-    assert_eq!(ran.status.code(), Some(2), "{ran:?}");
+    assert_eq!(ran.status.code(), Some(77), "{ran:?}");
     assert_eq!(ran.stderr, format!("dlm: {want}\n"), "{ran:?}");
 
     let ran = run(victim.dlm(&["status"]));
-    assert_eq!(ran.status.code(), Some(2), "{ran:?}");
+    assert_eq!(ran.status.code(), Some(77), "{ran:?}");
     assert!(ran.stderr.contains(&want), "{ran:?}");
 
     let mut lib = Helper::start(&victim, "open", &["secretls"]);
@@ -556,7 +556,7 @@ fn a_taken_directory_fails_at_once_naming_it_and_each_named_fix_works() {
 
     let started = Instant::now();
     let ran = run(victim.dlm(&["lock", "r", "--", "true"]));
-    assert_eq!(ran.status.code(), Some(2), "{ran:?}");
+    assert_eq!(ran.status.code(), Some(77), "{ran:?}");
     assert_eq!(ran.stderr, format!("dlm: {want}\n"), "{ran:?}");
     assert!(daemons_for(&victim.default_socket()).is_empty());
     eprintln!("refused in {:?}", started.elapsed());
@@ -674,7 +674,7 @@ fn a_directory_writable_by_others_is_refused_by_client_and_daemon() {
     );
     assert_eq!(
         client.status.code(),
-        Some(2),
+        Some(77),
         "{client:?}\ndlmd log:\n{log}"
     );
     assert!(client.stderr.contains(&open_words), "{client:?}");
@@ -735,7 +735,7 @@ fn a_peer_of_another_uid_is_refused_before_anything_is_sent() {
         victim.uid,
         s = socket.display()
     );
-    assert_eq!(ran.status.code(), Some(2), "{ran:?}");
+    assert_eq!(ran.status.code(), Some(77), "{ran:?}");
     assert_eq!(ran.stderr, format!("dlm: {want}\n"), "{ran:?}");
 
     // Root, through the library, with the socket given explicitly, once

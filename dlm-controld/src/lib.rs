@@ -16,11 +16,13 @@
 //! - [`crc`]: the lockspace global id, as dlm_controld computes it;
 //! - [`addr`]: the 128-byte `sockaddr_storage` configfs takes;
 //! - [`layout`]: every path under configfs, sysfs and `/dev`;
-//! - [`controller`]: the start-up, join, leave and teardown steps.
+//! - [`controller`]: the start-up, join, leave and teardown steps;
+//! - [`cli`]: the command line.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
 pub mod addr;
+pub mod cli;
 pub mod controller;
 pub mod crc;
 pub mod error;

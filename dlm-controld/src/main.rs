@@ -29,12 +29,12 @@
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Write};
-use std::net::IpAddr;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
+use dlm_controld::cli;
 use dlm_controld::controller::find_other_controller;
 use dlm_controld::error::{Error, Result};
 use dlm_controld::layout::{misc_minor, parse_dev};
@@ -45,24 +45,6 @@ use rustix::event::{poll, PollFd, PollFlags};
 use rustix::io::Errno;
 use rustix::net::netlink::{self, SocketAddrNetlink};
 use rustix::net::{AddressFamily, RecvFlags, SocketFlags, SocketType};
-
-const USAGE: &str = "\
-usage: dlm-controld --single-node [options]
-
-Controller for the kernel DLM on a single host (no corosync): joins every
-lockspace with this node as its only member.
-
-options:
-  --single-node          required: the only mode implemented
-  -f, --foreground       stay in the foreground (default: return once ready)
-  --cluster-name NAME    configfs cluster_name (default: local)
-  --nodeid N             this node's id (default: 1)
-  --addr IP              address for the DLM's lowcomms (default: 127.0.0.1)
-  --no-dev-links         do not create /dev/misc/<dev> links for libdlm
-  -v, --verbose          log every write (same as RUST_LOG=debug)
-  -h, --help             this text
-  -V, --version          the version
-";
 
 /// Set in the environment of the background copy: its stdout is a pipe on
 /// which it reports readiness.
@@ -82,56 +64,29 @@ struct Args {
     cfg: Config,
 }
 
-fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Option<Args>> {
-    let mut single_node = false;
-    let mut args = Args {
-        foreground: false,
-        verbose: false,
-        cfg: Config::default(),
-    };
-    let usage = |s: String| Error::Usage(format!("{s}\n{USAGE}"));
-    while let Some(a) = it.next() {
-        let mut value = |name: &str| {
-            it.next()
-                .ok_or_else(|| usage(format!("{name} needs a value")))
-        };
-        match a.as_str() {
-            "--single-node" => single_node = true,
-            "-f" | "--foreground" => args.foreground = true,
-            "--cluster-name" => args.cfg.cluster_name = value(&a)?,
-            "--nodeid" => {
-                let v = value(&a)?;
-                args.cfg.nodeid = v
-                    .parse()
-                    .ok()
-                    .filter(|&n| n > 0)
-                    .ok_or_else(|| usage(format!("--nodeid {v}: not a positive number")))?;
-            }
-            "--addr" => {
-                let v = value(&a)?;
-                args.cfg.addr = v
-                    .parse::<IpAddr>()
-                    .map_err(|_| usage(format!("--addr {v}: not an IP address")))?;
-            }
-            "--no-dev-links" => args.cfg.dev_links = false,
-            "-v" | "--verbose" => args.verbose = true,
-            "-h" | "--help" => {
-                print!("{USAGE}");
-                return Ok(None);
-            }
-            "-V" | "--version" => {
-                println!("dlm-controld {}", env!("CARGO_PKG_VERSION"));
-                return Ok(None);
-            }
-            other => return Err(usage(format!("unknown argument {other:?}"))),
+/// Parse the command line (`dlm_controld::cli`); `Ok(None)` when it asked
+/// for the help or the version, which are printed here.
+fn parse_args(it: impl Iterator<Item = String>) -> Result<Option<Args>> {
+    use clap::error::ErrorKind;
+    use clap::Parser;
+    let a = match cli::Args::try_parse_from(std::iter::once("dlm-controld".to_string()).chain(it)) {
+        Ok(a) => a,
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            let _ = e.print();
+            return Ok(None);
         }
-    }
-    if !single_node {
-        return Err(usage(
+        Err(e) => return Err(Error::Usage(e.render().to_string().trim_end().to_string())),
+    };
+    if !a.single_node {
+        return Err(Error::Usage(
             "only --single-node is implemented; a cluster needs dlm_controld with corosync".into(),
         ));
     }
-    Ok(Some(args))
+    Ok(Some(Args {
+        foreground: a.foreground,
+        verbose: a.verbose,
+        cfg: a.config(),
+    }))
 }
 
 fn init_logging(verbose: bool) {
@@ -584,6 +539,7 @@ fn drain_after_close(ctl: &mut Controller<RealFs>, nl: &rustix::fd::OwnedFd) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::IpAddr;
 
     fn parse(a: &[&str]) -> Result<Option<Args>> {
         parse_args(a.iter().map(|s| s.to_string()))

@@ -133,6 +133,9 @@ pub enum Error {
     /// No fallback daemon answers at this socket (and none could be
     /// started).
     DaemonUnavailable(std::path::PathBuf, Errno),
+    /// No `dlmd` program to start: the text says where it was looked for
+    /// and how to install it.
+    DaemonMissing(String),
     /// The daemon socket, its directory, or the process answering on it
     /// is not to be trusted: it is another user's, or others could have
     /// replaced it (see [`trust`](crate::trust)). Nothing was sent.
@@ -236,6 +239,7 @@ impl Error {
             Error::InvalidArgument(_) => Errno::EINVAL,
             Error::KernelUnavailable(_) => Errno::ENOSYS,
             Error::DaemonUnavailable(_, e) => *e,
+            Error::DaemonMissing(_) => Errno::ENOENT,
             Error::UntrustedSocket(_) => Errno::EACCES,
             Error::DaemonRefused { reason, .. } => reason.errno(),
             Error::Unexpected(_) => Errno::EPROTO,
@@ -280,6 +284,7 @@ impl fmt::Display for Error {
                 path.display(),
                 path.display()
             ),
+            Error::DaemonMissing(text) => f.write_str(text),
             Error::UntrustedSocket(u) => u.fmt(f),
             Error::DaemonRefused { path, reason } => write!(
                 f,

@@ -45,9 +45,20 @@ pub fn user_socket_path() -> PathBuf {
 
 /// The socket a client should use when none was given explicitly:
 /// `DLM_SOCKET`, else the system socket for root, else the user's.
+///
+/// A relative `DLM_SOCKET` is refused (`EINVAL`, and a warning that says
+/// why): it would name another socket in every working directory.
 pub fn fallback_socket_path() -> Result<PathBuf, Errno> {
     if let Some(p) = std::env::var_os("DLM_SOCKET").filter(|p| !p.is_empty()) {
-        return Ok(PathBuf::from(p));
+        let p = PathBuf::from(p);
+        if !p.is_absolute() {
+            log::warn!(
+                "DLM_SOCKET={} is a relative path: give the socket's absolute path",
+                p.display()
+            );
+            return Err(Errno::EINVAL);
+        }
+        return Ok(p);
     }
     if rustix::process::getuid().is_root() {
         Ok(PathBuf::from(SYSTEM_SOCKET))
@@ -62,21 +73,64 @@ pub fn dlmd_program() -> PathBuf {
     if let Some(p) = std::env::var_os("DLM_DLMD").filter(|p| !p.is_empty()) {
         return PathBuf::from(p);
     }
-    if let Ok(exe) = std::env::current_exe() {
-        for dir in exe.ancestors().skip(1).take(2) {
-            let cand = dir.join("dlmd");
-            if cand.is_file() {
-                return cand;
-            }
+    for dir in beside_program() {
+        let cand = dir.join("dlmd");
+        if cand.is_file() {
+            return cand;
         }
     }
     PathBuf::from("dlmd")
+}
+
+/// The directories [`dlmd_program`] looks in next to the running
+/// program: its own, and the one above (a build tree's `deps/`).
+fn beside_program() -> Vec<PathBuf> {
+    std::env::current_exe()
+        .map(|exe| {
+            exe.ancestors()
+                .skip(1)
+                .take(2)
+                .map(Path::to_path_buf)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Where [`dlmd_program`] looked, and how to install dlmd: the message for
+/// a `dlmd` that cannot be found.
+pub fn dlmd_missing() -> String {
+    let beside: Vec<String> = beside_program()
+        .iter()
+        .map(|d| d.display().to_string())
+        .collect();
+    format!(
+        "cannot start the fallback daemon: no dlmd program found (looked for DLM_DLMD, \
+         which is unset; for dlmd in {}; and in PATH). Install it with the rest of dlm-rs \
+         (ci/install.sh in the source tree, or `cargo install --path dlmd`), or set \
+         DLM_DLMD to its path",
+        if beside.is_empty() {
+            "the running program's directory".to_string()
+        } else {
+            beside.join(" and ")
+        }
+    )
+}
+
+/// The log file of the daemon on `socket`, as the client's auto-start
+/// names it: next to the socket, with its name's extension replaced by
+/// `.log` (`dlmd.sock` logs to `dlmd.log`).
+pub fn log_file(socket: &Path) -> PathBuf {
+    socket.with_extension("log")
 }
 
 /// Start a per-user `dlmd` listening on `socket`, detached from this
 /// process (its own process group; it outlives us). Many processes may
 /// call this at once: the daemons agree among themselves, through a lock
 /// file next to the socket, which one serves; the others exit.
+///
+/// The daemon logs to [`log_file`] of `socket` (bounded by `dlmd`).
+/// When there is no `dlmd` to start, the error is
+/// [`Error::DaemonMissing`], which says where it was looked for.
 ///
 /// The socket's directory is made (mode 0700; 0755 for the system
 /// daemon's) if it is missing, and must then pass
@@ -108,17 +162,28 @@ pub fn start_user_daemon(socket: &Path) -> Result<(), Error> {
     // be fit to hold our socket.
     crate::trust::check_socket_dir(&dir, rustix::process::getuid().as_raw())?;
     let prog = dlmd_program();
-    log::info!("starting {} for {}", prog.display(), socket.display());
+    let log = log_file(socket);
+    log::info!(
+        "starting {} for {} (its log: {})",
+        prog.display(),
+        socket.display(),
+        log.display()
+    );
     let mut child = Command::new(&prog)
         .arg("--socket")
         .arg(socket)
         .arg("--exit-if-running")
+        .arg("--log-file")
+        .arg(&log)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .process_group(0)
         .spawn()
         .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound && std::env::var_os("DLM_DLMD").is_none() {
+                return Error::DaemonMissing(dlmd_missing());
+            }
             log::warn!("cannot start {}: {e}", prog.display());
             Error::from(e)
         })?;

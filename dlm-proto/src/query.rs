@@ -63,6 +63,18 @@ pub struct LockInfo {
     pub pid: u32,
     /// Whether the lock is an orphan.
     pub orphan: bool,
+    /// The `DLM_LKF_*` flags of the lock's last request or conversion (0
+    /// from a daemon too old to say).
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub flags: u32,
+    /// The resource's value block in hex (`USER_LVB_LEN` bytes), if it
+    /// has one and the backend shows it.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub lvb: Option<String>,
+    /// The resource's master node: 0 for this node, as the kernel's
+    /// debugfs says it; `None` when the backend does not say.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub master: Option<u32>,
 }
 
 /// A page of a lockspace's locks: the answer to a lock query with
@@ -156,6 +168,9 @@ mod tests {
             queue: Some("granted".into()),
             pid: 1,
             orphan: false,
+            flags: 0,
+            lvb: None,
+            master: None,
         }
     }
 
@@ -185,5 +200,14 @@ mod tests {
         assert!(json.starts_with("{\"locks\":[{\"lkid\":7,"), "{json}");
         assert!(json.ends_with("],\"truncated\":true,\"more\":3}"), "{json}");
         assert_eq!(parse::<LockPage>(json.as_bytes()), Ok(p));
+    }
+
+    #[test]
+    #[cfg(feature = "serde")]
+    fn a_lock_from_an_older_daemon_has_no_flags_lvb_or_master() {
+        let old = r#"{"lkid":1,"resource":"r","resource_hex":"72","granted":"EX",
+            "requested":null,"queue":"granted","pid":9,"orphan":false}"#;
+        let l: LockInfo = parse(old.as_bytes()).expect("parses");
+        assert_eq!((l.flags, l.lvb, l.master), (0, None, None));
     }
 }

@@ -402,7 +402,12 @@ impl Devices {
         id: LsId,
         first: u32,
     ) -> Option<impl Iterator<Item = LockInfo> + '_> {
-        Some(self.engine(id)?.locks_from(first).map(|l| {
+        let engine = self.engine(id)?;
+        Some(engine.locks_from(first).map(|l| {
+            let lvb = engine
+                .resource_lvb(&l.resource)
+                .and_then(|(lvb, _)| lvb)
+                .map(|b| hex(&b));
             LockInfo {
                 lkid: l.lkid,
                 resource: ResourceName::new(&l.resource)
@@ -421,6 +426,10 @@ impl Devices {
                 }),
                 pid: l.pid,
                 orphan: l.owner.is_none(),
+                flags: l.flags.bits(),
+                lvb,
+                // The engine masters every resource itself.
+                master: Some(0),
             }
         }))
     }

@@ -41,18 +41,27 @@ pub enum Scope {
 const WINNER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The socket to serve: `flag`, else `DLM_SOCKET`, else the default of
-/// `scope`.
-pub fn socket_path(flag: Option<PathBuf>, scope: Scope) -> PathBuf {
+/// `scope`. A relative `DLM_SOCKET` is refused, as the clients refuse it
+/// (it would name another socket in each working directory); a relative
+/// `--socket` is taken from the current directory.
+pub fn socket_path(flag: Option<PathBuf>, scope: Scope) -> Result<PathBuf, String> {
     if let Some(p) = flag {
-        return p;
+        return Ok(p);
     }
     if let Some(p) = std::env::var_os("DLM_SOCKET").filter(|p| !p.is_empty()) {
-        return PathBuf::from(p);
+        let p = PathBuf::from(p);
+        if !p.is_absolute() {
+            return Err(format!(
+                "DLM_SOCKET={} is a relative path: give the socket's absolute path",
+                p.display()
+            ));
+        }
+        return Ok(p);
     }
-    match scope {
+    Ok(match scope {
         Scope::System => PathBuf::from(dlm_proto::paths::SYSTEM_SOCKET),
         Scope::User => dlm_proto::paths::user_socket_path(),
-    }
+    })
 }
 
 /// A bound socket, and the lock that makes it ours.
@@ -60,8 +69,9 @@ pub fn socket_path(flag: Option<PathBuf>, scope: Scope) -> PathBuf {
 pub struct Claimed {
     /// The listening socket (blocking; the server makes it non-blocking).
     pub listener: UnixListener,
-    /// What to undo when the daemon stops.
-    pub guard: SocketGuard,
+    /// What to undo when the daemon stops (nothing for a socket the
+    /// service manager passed: it stays its owner's).
+    pub guard: Option<SocketGuard>,
 }
 
 /// The socket file and the lock, until the daemon stops.
@@ -71,11 +81,12 @@ pub struct SocketGuard {
     /// Device and inode of the socket file we bound, so that we only ever
     /// remove our own.
     ident: Option<(u64, u64)>,
-    _lock: File,
+    lock: Locked,
 }
 
 impl SocketGuard {
-    /// Remove the socket (if it is still ours) and drop the lock.
+    /// Remove the socket (if it is still ours) and the lock file, then
+    /// drop the lock.
     pub fn release(self) {
         let ours = fs::symlink_metadata(&self.path)
             .map(|m| Some((m.dev(), m.ino())) == self.ident)
@@ -86,6 +97,103 @@ impl SocketGuard {
                 Err(e) => log::warn!("cannot remove {}: {e}", self.path.display()),
             }
         }
+        self.lock.remove();
+    }
+}
+
+/// The lock file, locked by us.
+///
+/// It is removed when the daemon stops, while still locked, so that no
+/// `.lock` file is left behind. A starter may have opened it just before
+/// and then get the lock on a file that no longer has a name, so every
+/// starter checks, once it holds the lock, that the path still names the
+/// file it locked, and starts over if not: two starters never both think
+/// they hold the lock.
+#[derive(Debug)]
+struct Locked {
+    path: PathBuf,
+    file: File,
+}
+
+impl Locked {
+    /// Whether the path still names the file we hold.
+    fn current(&self) -> bool {
+        match (self.file.metadata(), fs::symlink_metadata(&self.path)) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        }
+    }
+
+    /// Remove the lock file if it is still ours, then unlock it.
+    fn remove(self) {
+        if self.current() {
+            match fs::remove_file(&self.path) {
+                Ok(()) => log::debug!("removed {}", self.path.display()),
+                Err(e) => log::warn!("cannot remove {}: {e}", self.path.display()),
+            }
+        }
+    }
+}
+
+/// Open the lock file (made 0600 if missing).
+fn open_lock(lock_path: &Path) -> Result<File, String> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(lock_path)
+        .map_err(|e| format!("cannot open the lock file {}: {e}", lock_path.display()))
+}
+
+/// How a starter fared with the lock file.
+enum Lockout {
+    /// We hold it.
+    Held(Locked),
+    /// A daemon answers on the socket.
+    Answered,
+}
+
+/// Take the lock file: at once, or once its holder has gone (or answers
+/// on the socket, which makes this starter redundant).
+fn take_lock(path: &Path, lock_path: &Path) -> Result<Lockout, String> {
+    let deadline = Instant::now() + WINNER_TIMEOUT;
+    let mut waited = false;
+    loop {
+        let file = open_lock(lock_path)?;
+        loop {
+            if try_lock(&file, lock_path)? {
+                break;
+            }
+            if !waited {
+                log::debug!(
+                    "{} is held by another dlmd; waiting for it to answer",
+                    lock_path.display()
+                );
+                waited = true;
+            }
+            if UnixStream::connect(path).is_ok() {
+                return Ok(Lockout::Answered);
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "another dlmd holds {} but does not answer on {}",
+                    lock_path.display(),
+                    path.display()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let locked = Locked {
+            path: lock_path.to_path_buf(),
+            file,
+        };
+        if locked.current() {
+            return Ok(Lockout::Held(locked));
+        }
+        // The daemon that held it removed it as it stopped: try the new one.
+        log::debug!("{} was removed while we waited; again", lock_path.display());
     }
 }
 
@@ -102,37 +210,10 @@ pub enum Claim {
 pub fn claim(path: &Path, scope: Scope) -> Result<Claim, String> {
     prepare_dir(path, scope)?;
     let lock_path = lock_path(path);
-    let lock = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(&lock_path)
-        .map_err(|e| format!("cannot open the lock file {}: {e}", lock_path.display()))?;
-    if !try_lock(&lock, &lock_path)? {
-        log::debug!(
-            "{} is held by another dlmd; waiting for it to answer",
-            lock_path.display()
-        );
-        let deadline = Instant::now() + WINNER_TIMEOUT;
-        loop {
-            if UnixStream::connect(path).is_ok() {
-                return Ok(Claim::AlreadyRunning);
-            }
-            if try_lock(&lock, &lock_path)? {
-                break;
-            }
-            if Instant::now() >= deadline {
-                return Err(format!(
-                    "another dlmd holds {} but does not answer on {}",
-                    lock_path.display(),
-                    path.display()
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
+    let lock = match take_lock(path, &lock_path)? {
+        Lockout::Held(l) => l,
+        Lockout::Answered => return Ok(Claim::AlreadyRunning),
+    };
     // We hold the lock: nobody else is binding now.
     match fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_socket() => match UnixStream::connect(path) {
@@ -171,11 +252,11 @@ pub fn claim(path: &Path, scope: Scope) -> Result<Claim, String> {
     let ident = fs::symlink_metadata(path).ok().map(|m| (m.dev(), m.ino()));
     Ok(Claim::Bound(Claimed {
         listener,
-        guard: SocketGuard {
+        guard: Some(SocketGuard {
             path: path.to_path_buf(),
             ident,
-            _lock: lock,
-        },
+            lock,
+        }),
     }))
 }
 
@@ -233,7 +314,7 @@ mod tests {
     #[test]
     fn the_flag_wins_over_everything() {
         let p = socket_path(Some(PathBuf::from("/x/y.sock")), Scope::System);
-        assert_eq!(p, PathBuf::from("/x/y.sock"));
+        assert_eq!(p, Ok(PathBuf::from("/x/y.sock")));
     }
 
     #[test]

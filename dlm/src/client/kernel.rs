@@ -185,7 +185,9 @@ fn parse_lock_line(line: &str) -> Option<dlm_proto::query::LockInfo> {
         3 => Some("converting"),
         _ => None,
     };
+    let exflags = u32::from_str_radix(f[5], 16).ok()?;
     let flags = u32::from_str_radix(f[6], 16).ok()?;
+    let master = f[11].parse().ok();
     Some(dlm_proto::query::LockInfo {
         lkid,
         resource: name.to_string(),
@@ -200,6 +202,9 @@ fn parse_lock_line(line: &str) -> Option<dlm_proto::query::LockInfo> {
         pid,
         // DLM_IFL_ORPHAN is 0x2 in lkb_flags (fs/dlm/dlm_internal.h, 6.1).
         orphan: flags & 0x2 != 0,
+        flags: exflags,
+        lvb: None,
+        master,
     })
 }
 
@@ -215,6 +220,7 @@ mod query_tests {
         assert_eq!(l.requested, None);
         assert_eq!(l.queue.as_deref(), Some("granted"));
         assert!(l.orphan);
+        assert_eq!((l.flags, l.master), (0, Some(0)));
         let w = parse_lock_line("1f 0 0 9 0 1 0 1 -1 3 5 0 1 \"r\"").unwrap();
         assert_eq!(
             (w.lkid, w.granted, w.requested.as_deref()),
