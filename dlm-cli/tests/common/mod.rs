@@ -38,6 +38,37 @@ pub fn dlmd_bin() -> PathBuf {
     p
 }
 
+/// One of the `dlm` crate's examples (`dlm/examples/NAME.rs`), built by
+/// `cargo test --workspace` next to `dlm`; a missing or stale one fails
+/// here with what to run.
+pub fn example_bin(name: &str) -> PathBuf {
+    let p = Path::new(DLM).with_file_name("examples").join(name);
+    let built = std::fs::metadata(&p)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|_| {
+            panic!(
+                "{} is missing: build the examples (cargo test --workspace, or cargo build -p dlm --examples with this test's profile)",
+                p.display()
+            )
+        });
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let source = root.join("dlm/examples").join(format!("{name}.rs"));
+    let source_newer = std::fs::metadata(&source)
+        .and_then(|m| m.modified())
+        .is_ok_and(|m| m > built)
+        .then_some(source);
+    if let Some(newer) = source_newer.or_else(|| newer_than(&root.join("dlm/src"), built)) {
+        {
+            panic!(
+                "{} is older than {}: rebuild it (cargo build -p dlm --examples, with this test's profile)",
+                p.display(),
+                newer.display()
+            );
+        }
+    }
+    p
+}
+
 /// A file below `dir` modified after `t`, if any.
 fn newer_than(dir: &Path, t: std::time::SystemTime) -> Option<PathBuf> {
     for e in std::fs::read_dir(dir).ok()?.flatten() {
