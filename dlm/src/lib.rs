@@ -6,9 +6,10 @@
 //! callbacks) over the kernel DLM, or over the fallback daemon `dlmd` where
 //! the kernel has no DLM.
 //!
-//! ```no_run
+//! ```
 //! use dlm::{Dlm, LockMode, LockRequest, LockspaceFlags, LockspaceName, Outcome, ResourceName};
 //!
+//! # let _daemon = dlm_testkit::PrivateDaemon::start(); // the doc examples run on a private dlmd
 //! let dlm = Dlm::open()?; // the kernel if its control device exists, else dlmd
 //! let ls = dlm.create_lockspace(&LockspaceName::new("app")?, LockspaceFlags::empty(), 0o600)?;
 //! if let Outcome::Granted(lock) = ls.lock(LockRequest::new(ResourceName::new("disk0")?, LockMode::Ex))? {
