@@ -130,7 +130,7 @@ impl Drop for Worker {
 }
 
 fn wait_for_go() -> Res<()> {
-    println!("ready");
+    out!("ready");
     std::io::stdout().flush()?;
     let mut s = String::new();
     std::io::stdin().read_line(&mut s)?;
@@ -145,7 +145,7 @@ pub fn worker(a: WorkerArgs) -> Res<u8> {
         "echo-server" => {
             let _ = std::fs::remove_file(&a.target);
             let l = UnixListener::bind(&a.target)?;
-            println!("ready");
+            out!("ready");
             std::io::stdout().flush()?;
             let (mut s, _) = l.accept()?;
             let mut buf = [0u8; ECHO_SIZE];
@@ -171,7 +171,7 @@ pub fn worker(a: WorkerArgs) -> Res<u8> {
                 }
                 n += 1;
             }
-            println!("{} {}", n, start.elapsed().as_secs_f64());
+            out!("{} {}", n, start.elapsed().as_secs_f64());
             Ok(0)
         }
         "handoff" => {
@@ -199,7 +199,7 @@ pub fn worker(a: WorkerArgs) -> Res<u8> {
                 }
                 lock.unlock()?;
             }
-            println!("{} {}", n, start.elapsed().as_secs_f64());
+            out!("{} {}", n, start.elapsed().as_secs_f64());
             Ok(0)
         }
         "persistent" => {
@@ -212,7 +212,7 @@ pub fn worker(a: WorkerArgs) -> Res<u8> {
             match ls.lock(req)? {
                 Outcome::Granted(l) => {
                     let _id = l.into_id();
-                    println!("ready");
+                    out!("ready");
                     std::io::stdout().flush()?;
                     loop {
                         std::thread::sleep(Duration::from_secs(3600));
@@ -521,8 +521,8 @@ pub fn run(a: Args) -> Res<u8> {
         drop(ls);
     }
 
-    println!();
-    println!(
+    out!("");
+    out!(
         "dlm bench ({} backend{}; ratios are to one echo round trip = {:.1} us, same run)",
         dlm.backend(),
         daemon
@@ -530,13 +530,16 @@ pub fn run(a: Args) -> Res<u8> {
             .unwrap_or_default(),
         echo * 1e6
     );
-    println!(
+    out!(
         "{:<42} {:>26} {:>10} {:>8}  note",
-        "figure", "value", "us/op", "ratio"
+        "figure",
+        "value",
+        "us/op",
+        "ratio"
     );
-    println!("{}", "-".repeat(110));
+    out!("{}", "-".repeat(110));
     for r in rows {
-        println!(
+        out!(
             "{:<42} {:>26} {:>10} {:>8}  {}",
             r.what,
             r.value,

@@ -269,3 +269,23 @@ fn a_reader_that_went_away_ends_the_command_without_a_panic() {
         assert!(err.is_empty(), "{args:?}: said nothing: {err}");
     }
 }
+
+/// `dlm bench` whose reader has gone (`dlm bench | head -1`, or a closed
+/// pipe as here) ends with 128+SIGPIPE and no panic, as the other
+/// commands do.
+#[test]
+fn bench_into_a_closed_pipe_does_not_panic() {
+    let d = Daemon::start();
+    let (r, w) = rustix::pipe::pipe().expect("pipe");
+    drop(r);
+    let mut c = d.dlm();
+    c.args(["bench", "--secs", "0.1", "--hold", "100", "--socket"])
+        .arg(&d.socket)
+        .stdin(Stdio::null())
+        .stdout(std::process::Stdio::from(w))
+        .stderr(Stdio::piped());
+    let out = c.output().expect("run dlm bench");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.code(), Some(128 + 13), "{err}");
+}

@@ -36,8 +36,12 @@ pub enum Status {
     Cancelled,
     /// `EDEADLK` after a deadlock cancel (`DLM_USER_DEADLOCK`).
     DeadlockCancelled,
-    /// `ETIMEDOUT`: only kernels up to 6.1 with the deprecated lock
-    /// timeouts report it.
+    /// `ETIMEDOUT`: the request's time ran out before it was granted,
+    /// and it was cancelled. The client reports this when a waiting call
+    /// with a timeout (`LockRequest::timeout` in the `dlm` crate) gives
+    /// up: the timer is the client's own, since the kernel removed
+    /// `DLM_LKF_TIMEOUT` in 6.2. (Kernels up to 6.1 report it too for
+    /// that deprecated kernel-side timeout, which dlm-rs never asks for.)
     TimedOut,
 }
 
