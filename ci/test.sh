@@ -56,5 +56,8 @@ if [ "${DLM_CLUSTER:-1}" != 0 ]; then
     ci/cluster/test.sh --short
 fi
 
+step "fuzzing: each cargo-fuzz target for ${DLM_FUZZ_SECS:-30} s after its regressions (fuzz/README.md)"
+ci/fuzz.sh
+
 step "engine benchmark (quick run; figures are informational)"
 cargo bench -p dlm-engine --bench engine -- --quick
