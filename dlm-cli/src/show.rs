@@ -32,10 +32,12 @@ Columns (the JSON fields of --json):
   LVB        the resource's value block, printable bytes (--verbose: in hex
              too); none until a lock has written one
 
---verbose adds the master node (dlm_tool lockdebug's view). On the fallback
-daemon every resource is mastered locally; on the kernel it comes from
-debugfs (/sys/kernel/debug/dlm/<ls>_locks), which must be mounted. The
-kernel backend does not show value blocks.";
+--verbose adds what dlm_tool lockdebug shows: the master node and the value
+block's sequence number (it counts writes). On the fallback daemon every
+resource is mastered locally and no sequence is kept; on the kernel both,
+and the value block, come from debugfs (/sys/kernel/debug/dlm/<ls>_all),
+which must be mounted. Kernels from 6.4 on do not show there whether a lock
+is an orphan (ORPHAN says no).";
 
 /// `dlm ls`.
 pub fn ls(json: bool) -> Res<u8> {
@@ -171,6 +173,7 @@ fn lock_row(l: &LockInfo, seen: &mut procs::Table) -> Value {
         "lvb": lvb.as_deref().map(printable),
         "lvb_hex": l.lvb,
         "master": l.master,
+        "lvb_seq": l.lvb_seq,
     })
 }
 
@@ -275,8 +278,12 @@ fn print_verbose(r: &Value, backend: Backend) -> Res<()> {
             out!("  lvb_hex {hex}");
             out!("  lvb {:?}", cell(&r["lvb"]));
         }
-        (_, Backend::Kernel) => out!("  lvb (not shown on the kernel backend)"),
         _ => out!("  lvb none"),
+    }
+    match (&r["lvb_seq"], backend) {
+        (Value::Number(n), _) => out!("  lvb_seq {n}"),
+        (_, Backend::Fallback) => out!("  lvb_seq (dlmd keeps no value-block sequence numbers)"),
+        _ => {}
     }
     out!("");
     Ok(())

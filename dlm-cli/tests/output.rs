@@ -230,6 +230,7 @@ fn locks_show_flags_value_block_and_the_command_that_holds_the_lock() {
     let verbose = stdout(&dlm(&d, &["locks", "lv", "--verbose"]));
     assert!(verbose.contains("  master this node"), "{verbose}");
     assert!(verbose.contains("  lvb \"hello\""), "{verbose}");
+    assert!(verbose.contains("  lvb_seq (dlmd keeps no"), "{verbose}");
     std::fs::write(&go, "").expect("go");
     let st = holder.0.wait().expect("dlm lock");
     assert!(st.success(), "{st}");

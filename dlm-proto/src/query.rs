@@ -75,6 +75,11 @@ pub struct LockInfo {
     /// debugfs says it; `None` when the backend does not say.
     #[cfg_attr(feature = "serde", serde(default))]
     pub master: Option<u32>,
+    /// The resource's value-block sequence number (the kernel's
+    /// `res_lvbseq`, which counts writes of the block), where the backend
+    /// keeps one: the kernel does; dlmd's engine does not (`None`).
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub lvb_seq: Option<u32>,
 }
 
 /// A page of a lockspace's locks: the answer to a lock query with
@@ -171,6 +176,7 @@ mod tests {
             flags: 0,
             lvb: None,
             master: None,
+            lvb_seq: None,
         }
     }
 

@@ -430,6 +430,8 @@ impl Devices {
                 lvb,
                 // The engine masters every resource itself.
                 master: Some(0),
+                // It keeps no sequence numbers (dlm_engine::lvb).
+                lvb_seq: None,
             }
         }))
     }

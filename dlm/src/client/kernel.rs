@@ -141,10 +141,11 @@ pub(crate) fn lockspaces() -> Result<Vec<dlm_proto::query::LockspaceInfo>> {
 }
 
 /// Best-effort query of a lockspace's locks from debugfs
-/// (`/sys/kernel/debug/dlm/<ls>_locks`, Linux's "format 2"). Resource
-/// names there are C strings, so a binary name is cut at its first NUL.
+/// (`/sys/kernel/debug/dlm/<ls>_all`, Linux's "format 3", which
+/// `dlm_tool lockdebug` reads too): every resource with its master node
+/// and value block (contents and sequence number), then its locks.
 pub(crate) fn locks(name: &str) -> Result<Vec<dlm_proto::query::LockInfo>> {
-    let path = format!("/sys/kernel/debug/dlm/{name}_locks");
+    let path = format!("/sys/kernel/debug/dlm/{name}_all");
     let text = std::fs::read_to_string(&path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             Error::KernelUnavailable(format!(
@@ -155,7 +156,27 @@ pub(crate) fn locks(name: &str) -> Result<Vec<dlm_proto::query::LockInfo>> {
             Error::from(e)
         }
     })?;
-    Ok(text.lines().filter_map(parse_lock_line).collect())
+    Ok(parse_format3(&text, orphan_flag(&kernel_release())))
+}
+
+/// The running kernel's release (`uname -r`), empty if unknown.
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// Which bit of a lock's flags in debugfs says "orphan" on this kernel,
+/// if any. Up to 6.3 the flags shown are `lkb_flags`, where
+/// `DLM_IFL_ORPHAN` is 0x2 (`fs/dlm/dlm_internal.h`). From 6.4 the
+/// orphan bit moved to `lkb_dflags` (`DLM_DFL_ORPHAN_BIT`), which debugfs
+/// does not print (6.12 shows `dlm_iflags_val()` only): orphans cannot be
+/// told there, and are reported as not orphaned.
+fn orphan_flag(release: &str) -> Option<u32> {
+    let mut it = release.split(|c: char| !c.is_ascii_digit());
+    let major: u32 = it.next()?.parse().ok()?;
+    let minor: u32 = it.next()?.parse().ok()?;
+    ((major, minor) < (6, 4)).then_some(0x2)
 }
 
 fn mode_name(raw: i32) -> Option<String> {
@@ -165,67 +186,182 @@ fn mode_name(raw: i32) -> Option<String> {
         .map(|m| m.to_string())
 }
 
-/// One line of `<ls>_locks`: `id nodeid remid pid xid exflags flags sts
-/// grmode rqmode time_us r_nodeid r_len "r_name"`.
-fn parse_lock_line(line: &str) -> Option<dlm_proto::query::LockInfo> {
-    let (head, name) = line.split_once(" \"")?;
-    let name = name.strip_suffix('"').unwrap_or(name);
-    let f: Vec<&str> = head.split_whitespace().collect();
-    if f.len() < 13 {
+/// The resource a format-3 `rsb` line opens: its name (`str NAME`, or
+/// `hex` and the bytes) and its master node (`res_nodeid`: 0 for this
+/// node, -1 while unknown).
+struct Rsb {
+    name: Vec<u8>,
+    master: Option<u32>,
+    lvb: Option<String>,
+    lvb_seq: Option<u32>,
+}
+
+/// `rsb %p nodeid first_lkid flags root recover recover_count length`,
+/// then `str NAME` or `hex xx xx ...` (`print_format3` in
+/// `fs/dlm/debug_fs.c`, the same in 6.1 and 6.12).
+fn parse_rsb_line(line: &str) -> Option<Rsb> {
+    let mut f = line.strip_prefix("rsb ")?.splitn(8, ' ');
+    let _ptr = f.next()?;
+    let nodeid: i32 = f.next()?.parse().ok()?;
+    // first_lkid, flags, root and recover lists, recover count.
+    for _ in 0..5 {
+        f.next()?;
+    }
+    let rest = f.next()?;
+    let (len, rest) = rest.split_once(' ')?;
+    let len: usize = len.parse().ok()?;
+    let name = if let Some(s) = rest.strip_prefix("str ") {
+        s.as_bytes().to_vec()
+    } else {
+        let hex = rest.strip_prefix("hex")?;
+        hex.split_whitespace()
+            .map(|b| u8::from_str_radix(b, 16).ok())
+            .collect::<Option<Vec<u8>>>()?
+    };
+    if name.len() != len {
+        return None;
+    }
+    Some(Rsb {
+        name,
+        master: u32::try_from(nodeid).ok(),
+        lvb: None,
+        lvb_seq: None,
+    })
+}
+
+/// `lvb SEQ LEN xx xx ...`: the resource's value block and its sequence
+/// number (`res_lvbseq`, counting writes).
+fn parse_lvb_line(line: &str, r: &mut Rsb) -> Option<()> {
+    let mut f = line.strip_prefix("lvb ")?.split_whitespace();
+    let seq: u32 = f.next()?.parse().ok()?;
+    let _len = f.next()?;
+    let hex: String = f.collect();
+    r.lvb_seq = Some(seq);
+    r.lvb = Some(hex);
+    Some(())
+}
+
+/// `lkb id nodeid remid ownpid xid exflags flags status grmode rqmode
+/// last_bast_mode rsb_lookup wait_type lvbseq timestamp last_bast_time`.
+fn parse_lkb_line(
+    line: &str,
+    r: &Rsb,
+    orphan_bit: Option<u32>,
+) -> Option<dlm_proto::query::LockInfo> {
+    let f: Vec<&str> = line.strip_prefix("lkb ")?.split_whitespace().collect();
+    if f.len() < 14 {
         return None;
     }
     let lkid = u32::from_str_radix(f[0], 16).ok()?;
     let pid = f[3].parse().ok()?;
+    let exflags = u32::from_str_radix(f[5], 16).ok()?;
+    let flags = u32::from_str_radix(f[6], 16).ok()?;
     let status: i32 = f[7].parse().ok()?;
     let grmode: i32 = f[8].parse().ok()?;
     let rqmode: i32 = f[9].parse().ok()?;
-    let queue = match status {
-        1 => Some("waiting"),
-        2 => Some("granted"),
-        3 => Some("converting"),
+    let rsb_lookup: i32 = f[11].parse().ok()?;
+    let queue = match (status, rsb_lookup) {
+        (_, 1) | (1, _) => Some("waiting"),
+        (2, _) => Some("granted"),
+        (3, _) => Some("converting"),
         _ => None,
     };
-    let exflags = u32::from_str_radix(f[5], 16).ok()?;
-    let flags = u32::from_str_radix(f[6], 16).ok()?;
-    let master = f[11].parse().ok();
+    let resource_hex = r.name.iter().map(|b| format!("{b:02x}")).collect();
     Some(dlm_proto::query::LockInfo {
         lkid,
-        resource: name.to_string(),
-        resource_hex: name.bytes().map(|b| format!("{b:02x}")).collect(),
+        resource: crate::ResourceName::new(&r.name)
+            .map(|n| n.to_string())
+            .unwrap_or_else(|_| String::from_utf8_lossy(&r.name).into_owned()),
+        resource_hex,
         granted: mode_name(grmode),
-        requested: if status == 1 || status == 3 {
+        requested: if matches!(queue, Some("waiting" | "converting")) {
             mode_name(rqmode)
         } else {
             None
         },
         queue: queue.map(str::to_string),
         pid,
-        // DLM_IFL_ORPHAN is 0x2 in lkb_flags (fs/dlm/dlm_internal.h, 6.1).
-        orphan: flags & 0x2 != 0,
+        orphan: orphan_bit.is_some_and(|bit| flags & bit != 0),
         flags: exflags,
-        lvb: None,
-        master,
+        lvb: r.lvb.clone(),
+        master: r.master,
+        lvb_seq: r.lvb_seq,
     })
+}
+
+/// Every lock of a format-3 dump, in the order the kernel lists them
+/// (resource by resource: granted, converting, waiting, then those
+/// waiting for a lookup of the master).
+fn parse_format3(text: &str, orphan_bit: Option<u32>) -> Vec<dlm_proto::query::LockInfo> {
+    let mut out = Vec::new();
+    let mut rsb: Option<Rsb> = None;
+    for line in text.lines() {
+        if line.starts_with("rsb ") {
+            rsb = parse_rsb_line(line);
+        } else if let Some(r) = rsb.as_mut() {
+            if line.starts_with("lvb ") {
+                let _ = parse_lvb_line(line, r);
+            } else if let Some(l) = parse_lkb_line(line, r, orphan_bit) {
+                out.push(l);
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
 mod query_tests {
     use super::*;
 
+    /// Lines as `print_format3` writes them (6.1), for a text name and a
+    /// binary one, with a value block, an orphan flag and a waiter.
+    const SAMPLE: &str = "version 4 rsb 2
+rsb 00000000c0ffee00 0 1 0 0 0 0 4 str disk
+lvb 3 32 68 69 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00
+lkb 1 0 0 347 0 8 10000 2 5 -1 0 0 0 3 1000 0
+lkb 2 0 0 348 0 0 10000 1 -1 3 0 0 0 0 2000 0
+rsb 00000000c0ffee01 -1 3 0 0 0 0 2 hex 00 ff
+lkb 3 0 0 9 0 0 2 2 0 -1 0 0 0 0 3000 0
+";
+
     #[test]
-    fn debugfs_lock_lines_parse() {
-        let l = parse_lock_line("2 0 0 347 0 0 3 2 5 -1 1234 0 4 \"disk\"").unwrap();
-        assert_eq!((l.lkid, l.pid, l.resource.as_str()), (2, 347, "disk"));
-        assert_eq!(l.granted.as_deref(), Some("EX"));
-        assert_eq!(l.requested, None);
-        assert_eq!(l.queue.as_deref(), Some("granted"));
-        assert!(l.orphan);
-        assert_eq!((l.flags, l.master), (0, Some(0)));
-        let w = parse_lock_line("1f 0 0 9 0 1 0 1 -1 3 5 0 1 \"r\"").unwrap();
+    fn format3_parses_resources_value_blocks_and_locks() {
+        let l = parse_format3(SAMPLE, Some(0x2));
+        assert_eq!(l.len(), 3);
         assert_eq!(
-            (w.lkid, w.granted, w.requested.as_deref()),
-            (0x1f, None, Some("PR"))
+            (l[0].lkid, l[0].pid, l[0].resource.as_str()),
+            (1, 347, "disk")
         );
-        assert!(parse_lock_line("garbage").is_none());
+        assert_eq!(l[0].granted.as_deref(), Some("EX"));
+        assert_eq!(
+            (l[0].queue.as_deref(), l[0].requested.as_deref()),
+            (Some("granted"), None)
+        );
+        assert_eq!(l[0].flags, 8);
+        assert_eq!(l[0].lvb_seq, Some(3));
+        assert!(l[0]
+            .lvb
+            .as_deref()
+            .is_some_and(|h| h.starts_with("6869") && h.len() == 64));
+        assert_eq!(l[0].master, Some(0));
+        assert!(!l[0].orphan);
+        assert_eq!(
+            (l[1].queue.as_deref(), l[1].requested.as_deref()),
+            (Some("waiting"), Some("PR"))
+        );
+        assert_eq!(l[1].granted, None);
+        // The binary name, an unknown master, no value block, an orphan.
+        assert_eq!(l[2].resource_hex, "00ff");
+        assert_eq!(
+            (l[2].master, l[2].lvb_seq, l[2].lvb.as_deref()),
+            (None, None, None)
+        );
+        assert!(l[2].orphan);
+        assert_eq!(l[2].granted.as_deref(), Some("NL"));
+        // 6.4 and later do not show the orphan bit.
+        assert!(!parse_format3(SAMPLE, orphan_flag("6.12.117+deb12-amd64"))[2].orphan);
+        assert_eq!(orphan_flag("6.1.0-57-amd64"), Some(0x2));
+        assert_eq!(orphan_flag("garbage"), None);
+        assert!(parse_format3("garbage\nlkb 1 2\n", None).is_empty());
     }
 }
