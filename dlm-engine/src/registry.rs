@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::Engine;
+use super::{Engine, KernelModel};
 use dlm_proto::error::Errno;
 use dlm_proto::flags::LockspaceFlags;
 use dlm_proto::name::LockspaceName;
@@ -41,12 +41,26 @@ pub struct Registry {
     spaces: BTreeMap<u32, Space>,
     by_name: HashMap<LockspaceName, u32>,
     next_minor: u32,
+    model: KernelModel,
 }
 
 impl Registry {
-    /// An empty registry.
+    /// An empty registry whose lockspaces follow Linux 6.1.
     pub fn new() -> Registry {
         Registry::default()
+    }
+
+    /// An empty registry whose lockspaces follow `model`.
+    pub fn with_model(model: KernelModel) -> Registry {
+        Registry {
+            model,
+            ..Registry::default()
+        }
+    }
+
+    /// The kernel the lockspaces follow.
+    pub fn model(&self) -> KernelModel {
+        self.model
     }
 
     /// `DLM_USER_CREATE_LOCKSPACE`: returns the lockspace's minor, a
@@ -66,7 +80,7 @@ impl Registry {
             minor,
             Space {
                 name: *name,
-                engine: Engine::new(),
+                engine: Engine::with_model(self.model),
                 create_count: 1,
                 flags: flags - LockspaceFlags::NEWEXCL,
             },
