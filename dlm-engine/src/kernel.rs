@@ -1,41 +1,42 @@
 //! Which kernel the engine follows: [`KernelModel`].
-//!
-//! Linux 6.1 and 6.12 (both shipped by Debian 12) answer the same device
-//! writes the same way, but deliver callbacks differently. Read side by
-//! side (Debian's `linux-source-6.1` 6.1.192 and `linux-source-6.12`
-//! 6.12.118), their `fs/dlm/lock.c` differs only in flag plumbing, the
-//! removed lock timeouts, the xarray that replaced the idr (lowest free id
-//! from 1 in both) and the multi-node paths; `fs/dlm/ast.c` and
-//! `fs/dlm/user.c` differ in the callback queue. In 6.1 a lock with
-//! callbacks pending sits on its owner's AST queue holding a reference,
-//! with up to six callbacks in an array of its own, and `device_read`
-//! decides at read time which to skip and whether to copy the value
-//! block. In 6.12 (`dlm_user_add_ast`, `dlm_may_skip_callback`) each
-//! callback is a record of its own, made when it is queued, on one FIFO
-//! per open fd, with no cap and no reference to the lock. Everything
-//! else that differs follows from that:
-//!
-//! - a lock that has ended is freed, and its id is free again, as soon
-//!   as its last operation completes, not when that completion is read;
-//!   so an unlock or cancel of it answers `ENOENT` (6.1: `ENOENT` or
-//!   `EBUSY` until the completion is read), and a resource whose last
-//!   lock ended is released at once, value block and all;
-//! - skips and value-block copies are decided against the callbacks
-//!   queued, not those read, and a record carries the addresses, status
-//!   block pointer and value block bytes of the moment it was queued;
-//! - a blocking AST's record carries status 0 and flags 0 (6.1: those of
-//!   the last completion read);
-//! - callbacks come out in the order they were queued, across locks
-//!   (6.1: every pending callback of the first lock, then the next lock).
-//!
-//! Each rule that differs says so where it is implemented, naming the
-//! kernel function of each variant.
 
 use std::fmt;
 use std::str::FromStr;
 
 /// The kernel generation whose `fs/dlm` rules an [`Engine`](crate::Engine)
-/// follows where they differ (see the [module docs](self)).
+/// follows where they differ.
+///
+/// Linux 6.1 and 6.12 (both shipped by Debian 12) answer the same device
+/// writes the same way, but deliver callbacks differently. Read side by
+/// side (Debian's `linux-source-6.1` 6.1.192 and `linux-source-6.12`
+/// 6.12.118), their `fs/dlm/lock.c` differs only in flag plumbing, the
+/// removed lock timeouts, the xarray that replaced the idr (lowest free id
+/// from 1 in both) and the multi-node paths; `fs/dlm/ast.c` and
+/// `fs/dlm/user.c` differ in the callback queue. In 6.1 a lock with
+/// callbacks pending sits on its owner's AST queue holding a reference,
+/// with up to six callbacks in an array of its own, and `device_read`
+/// decides at read time which to skip and whether to copy the value
+/// block. In 6.12 (`dlm_user_add_ast`, `dlm_may_skip_callback`) each
+/// callback is a record of its own, made when it is queued, on one FIFO
+/// per open fd, with no cap and no reference to the lock. Everything
+/// else that differs follows from that:
+///
+/// - a lock that has ended is freed, and its id is free again, as soon
+///   as its last operation completes, not when that completion is read;
+///   so a conversion, unlock or cancel of it answers `ENOENT` (6.1,
+///   until that completion is read: `EBUSY` for a conversion, `ENOENT`
+///   for the others), and a resource whose last lock ended is released
+///   at once, value block and all;
+/// - skips and value-block copies are decided against the callbacks
+///   queued, not those read, and a record carries the addresses, status
+///   block pointer and value block bytes of the moment it was queued;
+/// - a blocking AST's record carries status 0 and flags 0 (6.1: those of
+///   the last completion read);
+/// - callbacks come out in the order they were queued, across locks
+///   (6.1: every pending callback of the first lock, then the next lock).
+///
+/// Each rule that differs says so where it is implemented, naming the
+/// kernel function of each variant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub enum KernelModel {
     /// Linux 6.1 (Debian 12's `linux-image-amd64`).

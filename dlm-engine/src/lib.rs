@@ -12,7 +12,7 @@
 //! locally, as Linux 6.1 or 6.12 has them: the [`KernelModel`] given to
 //! [`Engine::with_model`] chooses ([`Engine::new`] follows 6.1). The two
 //! differ in how callbacks are queued, and in what follows from that (see
-//! the [`kernel`](KernelModel) module's list). Each operation is named after the kernel function it mirrors;
+//! [`KernelModel`]'s list). Each operation is named after the kernel function it mirrors;
 //! the rules are listed in `docs/lock-semantics.md` of the reference
 //! material. Where that page and the kernel differ, the kernel is followed
 //! and the difference is noted next to the code.
