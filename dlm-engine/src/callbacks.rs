@@ -70,6 +70,7 @@ impl Engine {
     /// owner's AST queue, and under 6.12 as a record onto that queue
     /// ([`Engine::user_add_cb_v612`]).
     fn user_add_ast(&mut self, id: Lkid, bast: bool, mode: i8, status: i32, sbflags: u8) {
+        let v612 = self.model == KernelModel::V6_12;
         let lkb = self.lk_mut(id);
         if lkb.iflags & (IFL_ORPHAN | IFL_DEAD) != 0 {
             return;
@@ -80,13 +81,11 @@ impl Engine {
         if !bast && is_endoflife(mode, status) {
             lkb.iflags |= IFL_ENDOFLIFE;
         }
-        if self.model == KernelModel::V6_12 {
+        let (o, mut slot) = (lkb.owner, lkb.cb_slot);
+        if v612 {
             self.user_add_cb_v612(id, bast, mode, status, sbflags);
             return;
         }
-        let lkb = self.lk_mut(id);
-        let o = lkb.owner;
-        let mut slot = lkb.cb_slot;
         if slot == NIL {
             slot = match self.free_cbs.pop() {
                 Some(s) => s,
@@ -133,6 +132,7 @@ impl Engine {
 
     /// The end of `dlm_user_add_ast`: a lock whose life has ended leaves
     /// its owner's list, and that list's reference goes.
+    #[inline(always)]
     fn end_of_life(&mut self, id: Lkid) {
         if self.lk(id).iflags & IFL_ENDOFLIFE != 0 && self.lk(id).iflags & IFL_ON_OWNQ != 0 {
             self.list_remove(self.own_list(id), Chain::Own, id);
@@ -216,11 +216,15 @@ impl Engine {
     /// Under Linux 6.12 the record was made when queued: the first one is
     /// taken as it is.
     pub(crate) fn device_read(&mut self, o: u32) -> Option<AstRecord> {
-        if self.model == KernelModel::V6_12 {
-            return self.proc_mut(o).records.pop_front();
-        }
         loop {
-            let id = *self.proc(o).asts.front()?;
+            // Under 6.12 the queue of locks stays empty, and the records
+            // are the queue (asked only then, to spare 6.1's path).
+            let Some(&id) = self.proc(o).asts.front() else {
+                if self.model == KernelModel::V6_12 {
+                    return self.proc_mut(o).records.pop_front();
+                }
+                return None;
+            };
             let old_mode = self.lk(id).last_cast_mode;
             let slot = self.lk(id).cb_slot;
             let arr = &mut self.cbs[slot as usize];
