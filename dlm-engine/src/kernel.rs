@@ -35,6 +35,11 @@ use std::str::FromStr;
 /// - callbacks come out in the order they were queued, across locks
 ///   (6.1: every pending callback of the first lock, then the next lock).
 ///
+/// One more difference is in `fs/dlm/lockspace.c`: 6.12's
+/// `dlm_new_user_lockspace` refuses `DLM_LSFL_SOFTIRQ` (0x10), a flag for
+/// kernel users, with `EINVAL`; 6.1's has no such flag and checks none
+/// ([`Registry::create`](crate::Registry::create)).
+///
 /// Each rule that differs says so where it is implemented, naming the
 /// kernel function of each variant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]

@@ -13,6 +13,10 @@ use dlm_proto::error::Errno;
 use dlm_proto::flags::LockspaceFlags;
 use dlm_proto::name::LockspaceName;
 
+/// `DLM_LSFL_SOFTIRQ` (Linux 6.12 `include/linux/dlm.h`; in the uapi
+/// header `__DLM_LSFL_RESERVED0`).
+const LSFL_SOFTIRQ: u32 = 0x10;
+
 /// A lockspace as the registry keeps it.
 #[derive(Debug)]
 pub struct Space {
@@ -65,7 +69,15 @@ impl Registry {
 
     /// `DLM_USER_CREATE_LOCKSPACE`: returns the lockspace's minor, a
     /// small number that stays the same for as long as it exists.
+    ///
+    /// Under Linux 6.12, `DLM_LSFL_SOFTIRQ` (0x10, a flag for kernel users)
+    /// is `EINVAL`; 6.1 has no such flag and keeps the bit.
     pub fn create(&mut self, name: &LockspaceName, flags: LockspaceFlags) -> Result<u32, Errno> {
+        // 6.12's dlm_new_user_lockspace refuses DLM_LSFL_SOFTIRQ before
+        // anything else; 6.1's dlm_new_user_lockspace checks no flags.
+        if self.model == KernelModel::V6_12 && flags.bits() & LSFL_SOFTIRQ != 0 {
+            return Err(Errno::EINVAL);
+        }
         if let Some(&minor) = self.by_name.get(name) {
             if flags.contains(LockspaceFlags::NEWEXCL) {
                 return Err(Errno::EEXIST);
