@@ -9,9 +9,9 @@
 #                                         dlm-conformance/golden/<series>/
 #
 #   DLM_KERNEL=6.1|6.12        the same as --kernel (default 6.1; ci/lib.sh)
-#   DLM_RANDOM_SEEDS=N         random sequences; 0 runs none. Default 1000 on
-#                              6.1, the kernel the engine models, 0 on others
-#                              (the engine does not model them yet)
+#   DLM_RANDOM_SEEDS=N         random sequences; 0 runs none. Default 1000
+#                              (the engine models 6.1 and 6.12; the guest's
+#                              engine runs with --model <series>)
 #   DLM_RANDOM_START=S         the first seed (default 1)
 #   DLM_RANDOM_LEN=L           operations a sequence (default 40)
 #   DLM_RANDOM_MAX_FAILURES=F  go on after a failing seed until F have
@@ -34,13 +34,12 @@ while [ $# -gt 0 ]; do
     esac
 done
 kernel_setup
-# The kernel series the engine models (dlm_conformance::ENGINE_KERNEL).
-engine_kernel=6.1
-if [ "$DLM_KERNEL" = "$engine_kernel" ]; then
-    seeds=${DLM_RANDOM_SEEDS:-1000}
-else
-    seeds=${DLM_RANDOM_SEEDS:-0}
-fi
+# The kernel series the engine models (dlm_engine::KernelModel).
+case "$DLM_KERNEL" in
+6.1 | 6.12) model=$DLM_KERNEL ;;
+*) die "the engine models Linux 6.1 and 6.12, not $DLM_KERNEL" 2 ;;
+esac
+seeds=${DLM_RANDOM_SEEDS:-1000}
 start=${DLM_RANDOM_START:-1}
 len=${DLM_RANDOM_LEN:-40}
 maxfail=${DLM_RANDOM_MAX_FAILURES:-1}
@@ -61,7 +60,7 @@ mkdir -p "$out"
 # expands its own variables, so the single quotes are meant.
 random_cmd=true
 if [ "$seeds" -gt 0 ]; then
-    random_cmd="dlm-conformance random --target kernel --seeds $seeds --start $start --len $len --max-failures $maxfail"
+    random_cmd="dlm-conformance random --target kernel --model $model --seeds $seeds --start $start --len $len --max-failures $maxfail"
 fi
 # shellcheck disable=SC2016
 guest_cmd='dmesg -n 1
@@ -77,7 +76,7 @@ echo "@@RUN=$run RANDOM=$rnd@@"
 [ $run -eq 0 ] && [ $rnd -eq 0 ]'
 
 what="the scenarios"
-[ "$seeds" -eq 0 ] || what+=", random seeds $start..$((start + seeds - 1)) of $len operations"
+[ "$seeds" -eq 0 ] || what+=", random seeds $start..$((start + seeds - 1)) of $len operations against the engine's $model model"
 echo "conformance: Linux $DLM_KERNEL: $what"
 status=0
 ci/kernel/run.sh --quiet --timeout "${DLM_CONFORMANCE_TIMEOUT:-900}" -- sh -c "$guest_cmd" || status=$?

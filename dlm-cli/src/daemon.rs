@@ -113,6 +113,7 @@ fn status(socket: &Path, json: bool) -> Res<u8> {
     let pid = dlm.daemon_pid();
     let up = pid.and_then(uptime);
     let spaces = dlm.lockspaces()?;
+    let info = dlm.daemon_info()?;
     let locks: usize = spaces.iter().map(|s| s.locks).sum();
     let connections: usize = spaces.iter().map(|s| s.connections).sum();
     if json {
@@ -125,6 +126,8 @@ fn status(socket: &Path, json: bool) -> Res<u8> {
             "lockspaces": spaces.len(),
             "locks": locks,
             "connections": connections,
+            "kernel_model": info.as_ref().map(|i| i.kernel_model.clone()),
+            "kernel_model_source": info.as_ref().map(|i| i.kernel_model_source.clone()),
         });
         out!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(exit::OK);
@@ -140,6 +143,14 @@ fn status(socket: &Path, json: bool) -> Res<u8> {
     }
     if let Some(u) = up {
         out!("uptime: {}", human(u));
+    }
+    match &info {
+        Some(i) => out!(
+            "kernel model: Linux {} ({})",
+            i.kernel_model,
+            crate::show::model_source(&i.kernel_model_source)
+        ),
+        None => out!("kernel model: not reported (a dlmd from before --kernel-model: Linux 6.1)"),
     }
     out!(
         "lockspaces: {} ({locks} locks, {connections} lockspace connections)",

@@ -304,6 +304,13 @@ pub fn status(json: bool) -> Res<u8> {
             None
         }
     };
+    let info = match dlm.daemon_info() {
+        Ok(i) => i,
+        Err(e) => {
+            log::debug!("cannot ask the daemon about itself: {e}");
+            None
+        }
+    };
     let v = json!({
         "library": format!("dlm-rs {}", env!("CARGO_PKG_VERSION")),
         "device_interface": format!(
@@ -319,6 +326,8 @@ pub fn status(json: bool) -> Res<u8> {
         "socket": socket.as_deref().map(|p| p.display().to_string()),
         "log_file": log.as_deref().filter(|_| log_exists).map(|p| p.display().to_string()),
         "lockspaces": lockspaces,
+        "kernel_model": info.as_ref().map(|i| i.kernel_model.clone()),
+        "kernel_model_source": info.as_ref().map(|i| i.kernel_model_source.clone()),
     });
     if json {
         out!("{}", serde_json::to_string_pretty(&v)?);
@@ -349,10 +358,27 @@ pub fn status(json: bool) -> Res<u8> {
             None => {}
         }
     }
+    if let Some(i) = &info {
+        out!(
+            "kernel model: Linux {} ({})",
+            i.kernel_model,
+            model_source(&i.kernel_model_source)
+        );
+    }
     if let Some(n) = lockspaces {
         out!("lockspaces: {n}");
     }
     Ok(exit::OK)
+}
+
+/// Where the daemon's kernel model came from, in words.
+pub(crate) fn model_source(source: &str) -> &str {
+    match source {
+        "option" => "chosen with dlmd --kernel-model",
+        "running kernel" => "the running kernel's series, dlmd's default",
+        "newest" => "the newest model, dlmd's default on a kernel that is neither 6.1 nor 6.12",
+        other => other,
+    }
 }
 
 /// The create count of a lockspace: `Ok(None)` when it is gone,

@@ -126,6 +126,47 @@ fn status_in_json_names_the_daemon_and_its_socket() {
 }
 
 #[test]
+fn status_shows_the_daemons_kernel_model_and_where_it_came_from() {
+    let d = Daemon::start_with(&["--kernel-model", "6.12"]);
+    let v = json(&dlm(&d, &["status", "--json"]));
+    assert_eq!(
+        (&v["kernel_model"], &v["kernel_model_source"]),
+        (&"6.12".into(), &"option".into()),
+        "{v}"
+    );
+    let v = json(&dlm(&d, &["daemon", "status", "--json"]));
+    assert_eq!(v["kernel_model"], "6.12", "{v}");
+    let text = String::from_utf8_lossy(&dlm(&d, &["status"]).stdout).into_owned();
+    assert!(
+        text.contains("kernel model: Linux 6.12 (chosen with dlmd --kernel-model)"),
+        "{text}"
+    );
+    let text = String::from_utf8_lossy(&dlm(&d, &["daemon", "status"]).stdout).into_owned();
+    assert!(text.contains("kernel model: Linux 6.12 ("), "{text}");
+
+    // By default: the running kernel's series if it is 6.1 or 6.12, else
+    // the newest.
+    let d = Daemon::start();
+    let v = json(&dlm(&d, &["status", "--json"]));
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("uname -r");
+    let series: Vec<&str> = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .take(2)
+        .collect();
+    let want = match series.as_slice() {
+        ["6", "1"] => ("6.1", "running kernel"),
+        ["6", "12"] => ("6.12", "running kernel"),
+        _ => ("6.12", "newest"),
+    };
+    assert_eq!(
+        (&v["kernel_model"], &v["kernel_model_source"]),
+        (&want.0.into(), &want.1.into()),
+        "{v} on {release}"
+    );
+}
+
+#[test]
 fn locks_show_flags_value_block_and_the_command_that_holds_the_lock() {
     let d = Daemon::start();
     let client = d.client();

@@ -12,8 +12,9 @@
 //!
 //! and the kernel's traces, committed as golden files, one set for each
 //! kernel series (`golden/6.1/`, `golden/6.12/`), are the oracle. The
-//! engine models Linux 6.1 ([`ENGINE_KERNEL`]); the other sets pin what
-//! the kernels do differently.
+//! engine models both kernels ([`KernelModel`]): under each model its
+//! traces, and the daemon's, must equal that kernel's set
+//! ([`golden_dir_for_model`]).
 //!
 //! # Script language
 //!
@@ -483,9 +484,7 @@ pub fn scenarios() -> Result<Vec<Scenario>, String> {
         .collect()
 }
 
-/// The kernel series the engine models: its golden traces are the ones
-/// the engine's and the daemon's traces must equal.
-pub const ENGINE_KERNEL: &str = "6.1";
+pub use dlm_engine::KernelModel;
 
 /// The directory of the committed traces of kernel series `kernel`
 /// (`golden/6.1/`, `golden/6.12/`), written by
@@ -496,8 +495,16 @@ pub fn golden_dir_for(kernel: &str) -> std::path::PathBuf {
         .join(kernel)
 }
 
-/// The directory of the committed traces of the kernel the engine models
-/// ([`ENGINE_KERNEL`]).
-pub fn golden_dir() -> std::path::PathBuf {
-    golden_dir_for(ENGINE_KERNEL)
+/// The directory of the committed traces of the kernel `model` follows:
+/// the traces the engine and the daemon must equal under that model.
+pub fn golden_dir_for_model(model: KernelModel) -> std::path::PathBuf {
+    golden_dir_for(model.series())
+}
+
+/// The model of the kernel this process runs on
+/// (`/proc/sys/kernel/osrelease`) when it is one of the two, else the
+/// newest: the default of `dlm-conformance --model`, as of `dlmd`'s.
+pub fn running_kernel_model() -> KernelModel {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok();
+    KernelModel::for_release(release.as_deref())
 }

@@ -2,9 +2,14 @@
 //!
 //! ```text
 //! dlm-conformance run --target engine|kernel|daemon=SOCKET [--golden DIR] [--write DIR]
+//!                     [--model 6.1|6.12]
 //! dlm-conformance random --target kernel|daemon=SOCKET [--seeds N] [--start S] [--len L]
-//!                        [--max-failures F]
+//!                        [--max-failures F] [--model 6.1|6.12]
 //! ```
+//!
+//! `--model` is the kernel the in-process engine follows (the `engine`
+//! target, and the other side of `random`); by default the running
+//! kernel's series when it is 6.1 or 6.12, else 6.12.
 //!
 //! `run` without `--golden`/`--write` prints every trace between
 //! `=== trace NAME ===` and `=== end NAME ===` lines, which is how the
@@ -19,10 +24,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use dlm_conformance::random::{script, shrink};
-use dlm_conformance::{diff, run, scenarios, DeviceTarget, EngineTarget, Scenario, Target};
+use dlm_conformance::{
+    diff, run, running_kernel_model, scenarios, DeviceTarget, EngineTarget, KernelModel, Scenario,
+    Target,
+};
 
 enum Which {
-    Engine,
+    Engine(KernelModel),
     Kernel,
     Daemon(PathBuf),
 }
@@ -33,7 +41,7 @@ fn make(which: &Which, tag: &str) -> Result<Box<dyn Target>, String> {
     let name = format!("c{}-{tag}-{n}", std::process::id() % 100_000);
     let name: String = name.chars().take(60).collect();
     Ok(match which {
-        Which::Engine => Box::new(EngineTarget::new()),
+        Which::Engine(m) => Box::new(EngineTarget::with_model(*m)),
         Which::Kernel => Box::new(DeviceTarget::kernel(&name)?),
         Which::Daemon(p) => Box::new(DeviceTarget::daemon(p, &name)?),
     })
@@ -61,8 +69,12 @@ fn main() -> ExitCode {
 fn real_main(args: &[String]) -> Result<bool, String> {
     let cmd = args.first().map(String::as_str).unwrap_or("");
     let target = arg_value(args, "--target").unwrap_or_else(|| "engine".into());
+    let model = match arg_value(args, "--model") {
+        Some(m) => m.parse::<KernelModel>().map_err(|e| e.to_string())?,
+        None => running_kernel_model(),
+    };
     let which = match target.as_str() {
-        "engine" => Which::Engine,
+        "engine" => Which::Engine(model),
         "kernel" => Which::Kernel,
         t => match t.strip_prefix("daemon=") {
             Some(p) => Which::Daemon(PathBuf::from(p)),
@@ -118,7 +130,7 @@ fn real_main(args: &[String]) -> Result<bool, String> {
                 .unwrap_or(1)
                 .max(1);
             let mut a = || make(&which, "ra");
-            let mut b = || make(&Which::Engine, "rb");
+            let mut b = || make(&Which::Engine(model), "rb");
             let mut failed = Vec::new();
             let mut tried = 0u64;
             for seed in start..start + seeds {
@@ -139,14 +151,14 @@ fn real_main(args: &[String]) -> Result<bool, String> {
             }
             if failed.is_empty() {
                 println!(
-                    "random: {seeds} sequences of {len} operations matched ({start}..{})",
+                    "random: {seeds} sequences of {len} operations matched ({start}..{}), engine model {model}",
                     start + seeds
                 );
                 return Ok(true);
             }
             let list: Vec<String> = failed.iter().map(u64::to_string).collect();
             println!(
-                "random: {} of {tried} sequences of {len} operations differed, seeds {}",
+                "random: {} of {tried} sequences of {len} operations differed (engine model {model}), seeds {}",
                 failed.len(),
                 list.join(" ")
             );

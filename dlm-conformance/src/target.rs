@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use dlm::raw::RawDevice;
 use dlm::{Errno, LockspaceName};
-use dlm_engine::{Engine, OwnerId};
+use dlm_engine::{Engine, KernelModel, OwnerId};
 use dlm_proto::records::{self, LockResult};
 
 /// A lockspace that scenarios can open owners on, write to and read from.
@@ -29,9 +29,17 @@ pub struct EngineTarget {
 }
 
 impl EngineTarget {
-    /// A fresh lockspace.
+    /// A fresh lockspace, following Linux 6.1.
     pub fn new() -> EngineTarget {
         EngineTarget::default()
+    }
+
+    /// A fresh lockspace, following `model`.
+    pub fn with_model(model: KernelModel) -> EngineTarget {
+        EngineTarget {
+            engine: Engine::with_model(model),
+            owners: Vec::new(),
+        }
     }
 
     fn owner(&self, h: usize) -> Result<OwnerId, Errno> {

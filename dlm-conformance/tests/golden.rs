@@ -1,7 +1,8 @@
-//! The engine's and the daemon's traces must equal those of the kernel
-//! the engine models (Linux 6.1), committed in `golden/6.1/` (regenerate
-//! them with `ci/kernel/conformance.sh --kernel 6.1 --regenerate`, which
-//! boots the real kernel). Every kernel's set covers every scenario.
+//! Under each kernel model, the engine's and the daemon's traces must
+//! equal those of that kernel, committed in `golden/6.1/` and
+//! `golden/6.12/` (regenerate them with `ci/kernel/conformance.sh
+//! --kernel SERIES --regenerate`, which boots the real kernel), on every
+//! scenario. Every kernel's set covers every scenario.
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
@@ -9,34 +10,46 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use dlm_conformance::{
-    diff, golden_dir, golden_dir_for, run, scenarios, DeviceTarget, EngineTarget, Target,
-    ENGINE_KERNEL,
+    diff, golden_dir_for, golden_dir_for_model, run, scenarios, DeviceTarget, EngineTarget,
+    KernelModel, Target,
 };
 
-fn check(target_name: &str, mut make: impl FnMut(&str) -> Box<dyn Target>) {
+/// Every scenario on `make`'s targets against `model`'s golden set; the
+/// failures, one line each.
+fn check(
+    target_name: &str,
+    model: KernelModel,
+    mut make: impl FnMut(&str) -> Box<dyn Target>,
+) -> Vec<String> {
     let all = scenarios().expect("scenarios parse");
     assert!(all.len() >= 60, "the scenario list is there");
     let mut failures = Vec::new();
     for sc in &all {
-        let path = golden_dir().join(format!("{}.trace", sc.name));
+        let path = golden_dir_for_model(model).join(format!("{}.trace", sc.name));
         let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
             panic!(
-                "{}: {e} (run ci/kernel/conformance.sh --kernel {ENGINE_KERNEL} --regenerate)",
+                "{}: {e} (run ci/kernel/conformance.sh --kernel {model} --regenerate)",
                 path.display()
             )
         });
         let mut t = make(&sc.name);
         let got = run(sc, t.as_mut()).expect("scenario runs");
         if let Some(d) = diff(&want, &got) {
-            failures.push(format!("{target_name}: {}: {d}", sc.name));
+            failures.push(format!("{target_name} (model {model}): {}: {d}", sc.name));
         }
     }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    failures
 }
 
 #[test]
 fn engine_traces_equal_the_kernels() {
-    check("engine", |_| Box::new(EngineTarget::new()));
+    let mut failures = Vec::new();
+    for model in KernelModel::ALL {
+        failures.extend(check("engine", model, |_| {
+            Box::new(EngineTarget::with_model(model))
+        }));
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 /// A private dlmd, stopped by PID when dropped.
@@ -50,6 +63,39 @@ impl Drop for Daemon {
     }
 }
 
+impl Daemon {
+    /// A dlmd following `model`, its log in its directory.
+    fn start(dlmd: &std::path::Path, model: KernelModel) -> Daemon {
+        let dir = std::env::temp_dir().join(format!("dlm-conf-{}-{model}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let sock = dir.join("dlmd.sock");
+        let log = std::fs::File::create(dir.join("dlmd.log")).expect("log file");
+        let child = Command::new(dlmd)
+            .arg("--socket")
+            .arg(&sock)
+            .args(["--log-level", "warn", "--kernel-model", model.series()])
+            .stdin(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start dlmd");
+        let mut d = Daemon(child, sock.clone());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::os::unix::net::UnixStream::connect(&sock).is_err() {
+            if Instant::now() >= deadline || matches!(d.0.try_wait(), Ok(Some(_))) {
+                panic!("dlmd did not listen; its log:\n{}", d.log());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        d
+    }
+
+    fn log(&self) -> String {
+        let path = self.1.with_file_name("dlmd.log");
+        std::fs::read_to_string(&path).unwrap_or_else(|e| format!("({}: {e})", path.display()))
+    }
+}
+
 #[test]
 fn daemon_traces_equal_the_kernels() {
     let dlmd = dlm_proto::paths::dlmd_program();
@@ -58,26 +104,18 @@ fn daemon_traces_equal_the_kernels() {
         "{} is missing: build the workspace (cargo test --workspace)",
         dlmd.display()
     );
-    let dir = std::env::temp_dir().join(format!("dlm-conf-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let sock = dir.join("dlmd.sock");
-    let child = Command::new(&dlmd)
-        .arg("--socket")
-        .arg(&sock)
-        .args(["--log-level", "warn"])
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("start dlmd");
-    let d = Daemon(child, sock.clone());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::os::unix::net::UnixStream::connect(&sock).is_err() {
-        assert!(Instant::now() < deadline, "dlmd did not listen");
-        std::thread::sleep(Duration::from_millis(10));
+    let mut failures = Vec::new();
+    for model in KernelModel::ALL {
+        let d = Daemon::start(&dlmd, model);
+        let f = check("daemon", model, |name| {
+            Box::new(DeviceTarget::daemon(&d.1, name).expect("lockspace on dlmd"))
+        });
+        if !f.is_empty() {
+            failures.extend(f);
+            failures.push(format!("dlmd --kernel-model {model} log:\n{}", d.log()));
+        }
     }
-    check("daemon", |name| {
-        Box::new(DeviceTarget::daemon(&d.1, name).expect("lockspace on dlmd"))
-    });
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 /// Each kernel series' golden set has a trace for every scenario and

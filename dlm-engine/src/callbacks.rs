@@ -1,23 +1,33 @@
-//! Callbacks: the per-lock callback arrays and each owner's AST queue, as
-//! Linux 6.1 keeps them (`fs/dlm/ast.c` `dlm_add_lkb_callback`,
-//! `dlm_rem_lkb_callback`; `fs/dlm/user.c` `dlm_user_add_ast`,
-//! `device_read`, `copy_result_to_user`).
+//! Callbacks: each owner's AST queue, as Linux 6.1 or 6.12 keeps it.
 //!
-//! A lock holds at most [`CALLBACKS_SIZE`] unread callbacks; a blocking
-//! AST like the one queued just before it is suppressed when queued, and
-//! one made moot by the last completion read is skipped when read. A
-//! completion that ends the lock (`is_endoflife`) takes it off its owner's
-//! list; the callback's reference keeps it until it is read.
+//! Linux 6.1 (`fs/dlm/ast.c` `dlm_add_lkb_callback`,
+//! `dlm_rem_lkb_callback`; `fs/dlm/user.c` `dlm_user_add_ast`,
+//! `device_read`, `copy_result_to_user`): a lock holds at most
+//! [`CALLBACKS_SIZE`] unread callbacks in an array of its own, and sits
+//! on its owner's queue, holding a reference, while it has any; a
+//! blocking AST like the one queued just before it is suppressed when
+//! queued, and one made moot by the last completion read is skipped when
+//! read; the record is made when read, from the lock as it is then.
+//!
+//! Linux 6.12 (`fs/dlm/ast.c` `dlm_may_skip_callback`, `dlm_get_cb`;
+//! `fs/dlm/user.c` `dlm_user_add_ast`, `device_read`): every callback is
+//! decided (skipped or not, value block copied or not) and made into its
+//! record when it is queued, onto one FIFO per owner, with no cap and no
+//! reference to the lock.
+//!
+//! In both, a completion that ends the lock (`is_endoflife`) takes it off
+//! its owner's list; under 6.1 the callback's reference keeps it until it
+//! is read, under 6.12 nothing does.
 
 use dlm_proto::status::{ECANCEL, EUNLOCK};
 
 use crate::internal::{
     Cb, CbArray, Lkid, IFL_DEAD, IFL_DEADLOCK_CANCEL, IFL_ENDOFLIFE, IFL_HAS_LAST_CAST,
-    IFL_ON_ASTS, IFL_ON_OWNQ, IFL_ORPHAN, IFL_UNLOCKING, NIL,
+    IFL_LAST_CB_BAST, IFL_ON_ASTS, IFL_ON_OWNQ, IFL_ORPHAN, IFL_UNLOCKING, NIL,
 };
 use crate::store::Chain;
 use crate::tables::{compat, lvb_op, IV, PR};
-use crate::{AstRecord, Engine, CALLBACKS_SIZE};
+use crate::{AstRecord, Engine, KernelModel, CALLBACKS_SIZE};
 
 /// `dlm_user_add_ast`'s test: a completion with this status ends the
 /// lock's life (its id is freed once the completion is read).
@@ -54,10 +64,13 @@ impl Engine {
         self.user_add_ast(id, true, mode, 0, 0);
     }
 
-    /// `dlm_user_add_ast` with `dlm_add_lkb_callback`: nothing for an
-    /// orphan or a dead lock, or for a BAST without a BAST address; else
-    /// into the lock's array and the lock onto its owner's AST queue.
+    /// `dlm_user_add_ast`: nothing for an orphan or a dead lock, or for a
+    /// BAST without a BAST address; else, under Linux 6.1, with
+    /// `dlm_add_lkb_callback` into the lock's array and the lock onto its
+    /// owner's AST queue, and under 6.12 as a record onto that queue
+    /// ([`Engine::user_add_cb_v612`]).
     fn user_add_ast(&mut self, id: Lkid, bast: bool, mode: i8, status: i32, sbflags: u8) {
+        let v612 = self.model == KernelModel::V6_12;
         let lkb = self.lk_mut(id);
         if lkb.iflags & (IFL_ORPHAN | IFL_DEAD) != 0 {
             return;
@@ -68,8 +81,11 @@ impl Engine {
         if !bast && is_endoflife(mode, status) {
             lkb.iflags |= IFL_ENDOFLIFE;
         }
-        let o = lkb.owner;
-        let mut slot = lkb.cb_slot;
+        let (o, mut slot) = (lkb.owner, lkb.cb_slot);
+        if v612 {
+            self.user_add_cb_v612(id, bast, mode, status, sbflags);
+            return;
+        }
         if slot == NIL {
             slot = match self.free_cbs.pop() {
                 Some(s) => s,
@@ -111,11 +127,83 @@ impl Engine {
             lkb.refs += 1;
             self.proc_mut(o).asts.push_back(id);
         }
+        self.end_of_life(id);
+    }
+
+    /// The end of `dlm_user_add_ast`: a lock whose life has ended leaves
+    /// its owner's list, and that list's reference goes.
+    #[inline(always)]
+    fn end_of_life(&mut self, id: Lkid) {
         if self.lk(id).iflags & IFL_ENDOFLIFE != 0 && self.lk(id).iflags & IFL_ON_OWNQ != 0 {
             self.list_remove(self.own_list(id), Chain::Own, id);
             self.lk_mut(id).iflags &= !IFL_UNLOCKING;
             self.put_lkb(id);
         }
+    }
+
+    /// Linux 6.12's `dlm_user_add_ast` past its first checks:
+    /// `dlm_may_skip_callback` decides, against the callbacks queued
+    /// before, whether a BAST is dropped and whether a completion carries
+    /// the value block; `dlm_get_cb` and `cb->ua = *ua` make the record
+    /// from the lock as it is now (addresses, status block pointer, value
+    /// block bytes), and it goes to the end of the owner's FIFO. There is
+    /// no cap, and the record holds no reference to the lock.
+    #[inline(never)]
+    fn user_add_cb_v612(&mut self, id: Lkid, bast: bool, mode: i8, status: i32, sbflags: u8) {
+        let lkb = self.lk_mut(id);
+        let mut copy_lvb = false;
+        if bast {
+            // Moot: compatible with the mode of the last completion
+            // queued (none yet: IV).
+            if lkb.last_cast_mode != IV && compat(mode, lkb.last_cast_mode) {
+                return self.end_of_life(id);
+            }
+            // Redundant: the callback just before was a BAST for the same
+            // mode or, above PR, a stronger one.
+            if lkb.iflags & IFL_LAST_CB_BAST != 0 {
+                let prev = lkb.last_cb_mode;
+                if prev == mode || (prev > mode && prev > PR) {
+                    return self.end_of_life(id);
+                }
+            }
+            lkb.iflags |= IFL_LAST_CB_BAST;
+        } else {
+            // Against the last completion queued, not the last read.
+            if status == 0 && lkb.lvb.is_some() && lvb_op(lkb.last_cast_mode, mode) != 0 {
+                copy_lvb = true;
+            }
+            lkb.last_cast_mode = mode;
+            lkb.iflags &= !IFL_LAST_CB_BAST;
+        }
+        lkb.last_cb_mode = mode;
+        // copy_result_to_user on the record's copy of the user args: a
+        // BAST carries the copy's own status block, which nothing writes
+        // for a user lock (status 0, flags 0).
+        let rec = AstRecord {
+            lkid: id,
+            astaddr: if bast {
+                lkb.ua.bastaddr
+            } else {
+                lkb.ua.castaddr
+            },
+            astparam: if bast {
+                lkb.ua.bastparam
+            } else {
+                lkb.ua.castparam
+            },
+            user_lksb: lkb.ua.lksb,
+            status: if bast { 0 } else { status },
+            sb_flags: if bast { 0 } else { sbflags },
+            bast_mode: if bast { mode as u8 } else { 0 },
+            lvb: if copy_lvb {
+                lkb.lvb.as_deref().copied()
+            } else {
+                None
+            },
+        };
+        let o = lkb.owner;
+        self.proc_mut(o).records.push_back(rec);
+        self.end_of_life(id);
     }
 
     /// `device_read` for an open owner `o`: take the first callback of the
@@ -124,9 +212,19 @@ impl Engine {
     /// for a mode compatible with the mode granted), and build the record
     /// `copy_result_to_user` writes, value block included when the
     /// completion moved the lock across a read in the LVB table.
+    ///
+    /// Under Linux 6.12 the record was made when queued: the first one is
+    /// taken as it is.
     pub(crate) fn device_read(&mut self, o: u32) -> Option<AstRecord> {
         loop {
-            let id = *self.proc(o).asts.front()?;
+            // Under 6.12 the queue of locks stays empty, and the records
+            // are the queue (asked only then, to spare 6.1's path).
+            let Some(&id) = self.proc(o).asts.front() else {
+                if self.model == KernelModel::V6_12 {
+                    return self.proc_mut(o).records.pop_front();
+                }
+                return None;
+            };
             let old_mode = self.lk(id).last_cast_mode;
             let slot = self.lk(id).cb_slot;
             let arr = &mut self.cbs[slot as usize];
@@ -202,6 +300,7 @@ impl Engine {
     /// Drop every callback the owner has not read (its fd is closing, or
     /// it purges its own locks).
     pub(crate) fn drop_asts(&mut self, o: u32) {
+        self.proc_mut(o).records.clear();
         while let Some(id) = self.proc_mut(o).asts.pop_front() {
             let slot = self.lk(id).cb_slot;
             self.cbs[slot as usize] = CbArray::default();

@@ -10,7 +10,7 @@
 
 use std::collections::VecDeque;
 
-use crate::{UserArgs, CALLBACKS_SIZE, LVB_LEN};
+use crate::{AstRecord, UserArgs, CALLBACKS_SIZE, LVB_LEN};
 
 /// A lock id, which is also the lock's index in `Engine::locks`.
 pub(crate) type Lkid = u32;
@@ -62,6 +62,9 @@ pub(crate) const IFL_HAS_LAST_CAST: u16 = 1 << 6;
 pub(crate) const IFL_LVB_ATTACHED: u16 = 1 << 8;
 /// The `lkb_ownqueue` in use is the owner's `unlocking` list.
 pub(crate) const IFL_UNLOCKING: u16 = 1 << 7;
+/// Linux 6.12: the last callback queued was a blocking AST
+/// (`lkb_last_cb_flags & DLM_CB_BAST`); its mode is `last_cb_mode`.
+pub(crate) const IFL_LAST_CB_BAST: u16 = 1 << 9;
 
 /// A lock's links on one of the lists it can be on.
 #[derive(Clone, Copy, Default, Debug)]
@@ -105,10 +108,13 @@ pub(crate) struct Lkb {
     pub(crate) sbflags: u8,
     pub(crate) iflags: u16,
     pub(crate) refs: u8,
-    /// Mode of the last completion read (`lkb_last_cast.mode`); 0 until
-    /// one is read (see `IFL_HAS_LAST_CAST`), as the kernel's zeroed
-    /// struct has it.
+    /// Linux 6.1: mode of the last completion read (`lkb_last_cast.mode`);
+    /// 0 until one is read (see `IFL_HAS_LAST_CAST`), as the kernel's
+    /// zeroed struct has it. Linux 6.12: mode of the last completion
+    /// queued (`lkb_last_cast_cb_mode`), IV until one is.
     pub(crate) last_cast_mode: i8,
+    /// Linux 6.12: mode of the last callback queued (`lkb_last_cb_mode`).
+    pub(crate) last_cb_mode: i8,
     /// `ua->lksb.sb_flags` as last set by a read completion.
     pub(crate) lksb_flags: u8,
     pub(crate) exflags: u32,
@@ -181,5 +187,10 @@ pub(crate) struct Proc {
     pub(crate) locks: List,
     /// Locks still on the owner's list after an unlock (`proc->unlocking`).
     pub(crate) unlocking: List,
+    /// Linux 6.1: the locks with callbacks pending, in the order they got
+    /// their first (`proc->asts` of `lkb_cb_list`s).
     pub(crate) asts: VecDeque<Lkid>,
+    /// Linux 6.12: the callbacks themselves, each made when it was
+    /// queued, in that order (`proc->asts` of `struct dlm_callback`s).
+    pub(crate) records: VecDeque<AstRecord>,
 }

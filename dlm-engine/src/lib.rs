@@ -7,9 +7,12 @@
 //! drains with [`Engine::read`], exactly as a process drains its fd with
 //! `read()`.
 //!
-//! The engine follows Linux 6.1's `fs/dlm/lock.c`, `fs/dlm/ast.c` and
+//! The engine follows Linux's `fs/dlm/lock.c`, `fs/dlm/ast.c` and
 //! `fs/dlm/user.c` on a single node, where every resource is mastered
-//! locally. Each operation is named after the kernel function it mirrors;
+//! locally, as Linux 6.1 or 6.12 has them: the [`KernelModel`] given to
+//! [`Engine::with_model`] chooses ([`Engine::new`] follows 6.1). The two
+//! differ in how callbacks are queued, and in what follows from that (see
+//! [`KernelModel`]'s list). Each operation is named after the kernel function it mirrors;
 //! the rules are listed in `docs/lock-semantics.md` of the reference
 //! material. Where that page and the kernel differ, the kernel is followed
 //! and the difference is noted next to the code.
@@ -88,12 +91,14 @@
 //   tables    lock.c, lvb_table.h  the mode tables
 //   registry  lockspace.c  lockspaces by name and minor
 //   recover   recover.c, lock.c  locks rebuilt granted (master copies)
+//   kernel    which kernel generation (6.1, 6.12) the engine follows
 // This file holds the public types and the public API, which calls into
 // them.
 mod callbacks;
 mod device;
 mod grant;
 mod internal;
+mod kernel;
 mod lvb;
 mod owners;
 mod recover;
@@ -103,6 +108,7 @@ mod store;
 mod tables;
 mod unlock;
 
+pub use kernel::{KernelModel, UnknownKernelModel};
 pub use registry::{Registry, Released, Space};
 
 use std::cmp::Reverse;
@@ -119,8 +125,9 @@ use internal::{STS_CONVERT, STS_GRANTED, STS_WAITING};
 
 pub use dlm_proto::records::{AstRecord, UserArgs, LVB_LEN};
 
-/// How many callbacks one lock may have waiting to be read
-/// (`DLM_CALLBACKS_SIZE`); the kernel drops any beyond this.
+/// How many callbacks one lock may have waiting to be read under the
+/// Linux 6.1 model (`DLM_CALLBACKS_SIZE`); that kernel drops any beyond
+/// this. Linux 6.12 has no such cap.
 pub const CALLBACKS_SIZE: usize = 6;
 
 /// How many resources with no locks the engine keeps, like the kernel's
@@ -333,7 +340,7 @@ pub struct LockInfo {
     /// Requested mode, if a request or conversion is in progress.
     pub requested: Option<LockMode>,
     /// Queue, or `None` for a lock that has ended but whose last callback
-    /// is still unread.
+    /// is still unread (Linux 6.1 only: under 6.12 such a lock is gone).
     pub queue: Option<Queue>,
     /// Owner, or `None` for an orphan.
     pub owner: Option<OwnerId>,
@@ -373,6 +380,8 @@ pub struct Engine {
     cbs: Vec<CbArray>,
     free_cbs: Vec<u32>,
     our_nodeid: u32,
+    /// The kernel whose rules are followed where 6.1 and 6.12 differ.
+    model: KernelModel,
 }
 
 impl Default for Engine {
@@ -386,13 +395,38 @@ impl std::fmt::Debug for Engine {
         f.debug_struct("Engine")
             .field("locks", &self.live_locks)
             .field("resources", &(self.index.len() - self.tossed))
+            .field("model", &self.model)
             .finish_non_exhaustive()
     }
 }
 
 impl Engine {
-    /// An empty lockspace on node 1.
+    /// An empty lockspace on node 1, following Linux 6.1.
     pub fn new() -> Engine {
+        Engine::with_model(KernelModel::V6_1)
+    }
+
+    /// An empty lockspace on node 1, following `model`'s rules.
+    ///
+    /// ```
+    /// use dlm_engine::{Engine, KernelModel, LockParams, UnlockParams, UserArgs};
+    /// use dlm_proto::{LockFlags, LockMode};
+    ///
+    /// let args = UserArgs { castaddr: 1, lksb: 1, ..Default::default() };
+    /// for model in KernelModel::ALL {
+    ///     let mut ls = Engine::with_model(model);
+    ///     let a = ls.open_owner(1);
+    ///     let l1 = ls.lock(a, &LockParams::new(LockMode::Ex, b"r", args)).unwrap();
+    ///     ls.read(a);
+    ///     ls.unlock(a, &UnlockParams::new(l1, LockFlags::empty(), args)).unwrap();
+    ///     // The EUNLOCK completion is not read yet. Linux 6.1 keeps the
+    ///     // lock (and its id) until it is; 6.12 frees it at once.
+    ///     let l2 = ls.lock(a, &LockParams::new(LockMode::Ex, b"r", args)).unwrap();
+    ///     let reused = l2 == l1;
+    ///     assert_eq!(reused, model == KernelModel::V6_12);
+    /// }
+    /// ```
+    pub fn with_model(model: KernelModel) -> Engine {
         Engine {
             locks: vec![None],
             free_ids: BinaryHeap::new(),
@@ -411,7 +445,13 @@ impl Engine {
             cbs: vec![CbArray::default()],
             free_cbs: Vec::new(),
             our_nodeid: 1,
+            model,
         }
+    }
+
+    /// The kernel whose rules this engine follows.
+    pub fn model(&self) -> KernelModel {
+        self.model
     }
 
     /// Set this node's id (default 1), which `purge` compares against.
@@ -471,7 +511,7 @@ impl Engine {
         self.procs
             .get(owner.0 as usize)
             .and_then(|p| p.as_ref())
-            .is_some_and(|p| !p.asts.is_empty())
+            .is_some_and(|p| !p.asts.is_empty() || !p.records.is_empty())
     }
 
     // ----------------------------------------------------------------

@@ -8,10 +8,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::Engine;
+use super::{Engine, KernelModel};
 use dlm_proto::error::Errno;
 use dlm_proto::flags::LockspaceFlags;
 use dlm_proto::name::LockspaceName;
+
+/// `DLM_LSFL_SOFTIRQ` (Linux 6.12 `include/linux/dlm.h`; in the uapi
+/// header `__DLM_LSFL_RESERVED0`).
+const LSFL_SOFTIRQ: u32 = 0x10;
 
 /// A lockspace as the registry keeps it.
 #[derive(Debug)]
@@ -41,17 +45,39 @@ pub struct Registry {
     spaces: BTreeMap<u32, Space>,
     by_name: HashMap<LockspaceName, u32>,
     next_minor: u32,
+    model: KernelModel,
 }
 
 impl Registry {
-    /// An empty registry.
+    /// An empty registry whose lockspaces follow Linux 6.1.
     pub fn new() -> Registry {
         Registry::default()
     }
 
+    /// An empty registry whose lockspaces follow `model`.
+    pub fn with_model(model: KernelModel) -> Registry {
+        Registry {
+            model,
+            ..Registry::default()
+        }
+    }
+
+    /// The kernel the lockspaces follow.
+    pub fn model(&self) -> KernelModel {
+        self.model
+    }
+
     /// `DLM_USER_CREATE_LOCKSPACE`: returns the lockspace's minor, a
     /// small number that stays the same for as long as it exists.
+    ///
+    /// Under Linux 6.12, `DLM_LSFL_SOFTIRQ` (0x10, a flag for kernel users)
+    /// is `EINVAL`; 6.1 has no such flag and keeps the bit.
     pub fn create(&mut self, name: &LockspaceName, flags: LockspaceFlags) -> Result<u32, Errno> {
+        // 6.12's dlm_new_user_lockspace refuses DLM_LSFL_SOFTIRQ before
+        // anything else; 6.1's dlm_new_user_lockspace checks no flags.
+        if self.model == KernelModel::V6_12 && flags.bits() & LSFL_SOFTIRQ != 0 {
+            return Err(Errno::EINVAL);
+        }
         if let Some(&minor) = self.by_name.get(name) {
             if flags.contains(LockspaceFlags::NEWEXCL) {
                 return Err(Errno::EEXIST);
@@ -66,7 +92,7 @@ impl Registry {
             minor,
             Space {
                 name: *name,
-                engine: Engine::new(),
+                engine: Engine::with_model(self.model),
                 create_count: 1,
                 flags: flags - LockspaceFlags::NEWEXCL,
             },

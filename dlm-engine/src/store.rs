@@ -18,7 +18,7 @@ use crate::internal::{
     CbArray, Links, List, Lkb, Lkid, Name, Proc, Rsb, StoredArgs, IFL_ON_OWNQ, NIL, STS_NONE,
 };
 use crate::tables::IV;
-use crate::{Engine, TOSS_KEEP};
+use crate::{Engine, KernelModel, TOSS_KEEP};
 
 /// Which of its two sets of links a list runs through: the resource
 /// queue (`lkb_statequeue`) or the owner list (`lkb_ownqueue`).
@@ -99,7 +99,14 @@ impl Engine {
             sbflags: 0,
             iflags: 0,
             refs: 1,
-            last_cast_mode: 0,
+            // 6.1's lkb_last_cast is a zeroed struct (mode NL); 6.12's
+            // _create_lkb sets lkb_last_cast_cb_mode and lkb_last_cb_mode
+            // to DLM_LOCK_IV.
+            last_cast_mode: match self.model {
+                KernelModel::V6_1 => 0,
+                KernelModel::V6_12 => IV,
+            },
+            last_cb_mode: IV,
             lksb_flags: 0,
             exflags: 0,
             lksb_status: 0,

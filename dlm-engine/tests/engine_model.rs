@@ -1,6 +1,8 @@
 //! Model test: the engine against the reference model of `dlm-model`, a
-//! separate, deliberately simple implementation of the Linux 6.1 `fs/dlm`
-//! rules (`lock.c`, `ast.c`, `user.c`) on one node.
+//! separate, deliberately simple implementation of the Linux 6.1 and 6.12
+//! `fs/dlm` rules (`lock.c`, `ast.c`, `user.c`) on one node; every
+//! sequence runs under both kernel models (the regression cases below
+//! replay their steps under 6.1, where they were found).
 //!
 //! Both are driven with the same random operation sequences; after every
 //! step the comparison (`dlm_model::check_case`) looks at the `write()`

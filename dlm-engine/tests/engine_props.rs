@@ -1,11 +1,13 @@
 //! Property tests for the lock engine: random operation sequences over a
-//! few owners and resources, with every invariant of Linux 6.1's `fs/dlm`
-//! that can be stated without re-implementing it checked after every step.
+//! few owners and resources, with every invariant of Linux 6.1's and
+//! 6.12's `fs/dlm` that can be stated without re-implementing it checked
+//! after every step; each sequence runs under both kernel models.
 //!
 //! The checks (`dlm_model::invariants`) keep only bookkeeping of their
 //! own: which completions each lock is owed, an upper bound on how many
-//! callbacks each lock may have waiting (the kernel keeps at most six per
-//! lock and drops the rest), what each lock has been told by blocking ASTs
+//! callbacks each lock may have waiting (6.1 keeps at most six per lock
+//! and drops the rest; 6.12 has no cap), the locks gone with callbacks
+//! unread (6.12), what each lock has been told by blocking ASTs
 //! since it was last granted, which locks are orphans, and what each
 //! resource's value block must be. They and the generator live in
 //! `dlm-model`, which the model test (`engine_model.rs`) and fuzz targets

@@ -6,17 +6,19 @@
 //! and the lock and resource counts.
 //!
 //! This is the driving side, the only part of the comparison that calls
-//! the engine; the model never sees what the engine did.
+//! the engine; the model never sees what the engine did. Each world runs
+//! one kernel model on both sides ([`World::with_model`]);
+//! [`check_case`] runs a case under each in turn.
 
 use std::fmt::Write as _;
 
-use dlm_engine::{Engine, LockInfo, LockParams, OwnerId, UnlockParams};
+use dlm_engine::{Engine, KernelModel, LockInfo, LockParams, OwnerId, UnlockParams};
 use dlm_proto::records::AstRecord;
 use dlm_proto::Errno;
 
 use crate::gen::{first_pid, lock_pid, lvb_bytes, purge_pid, reopen_pid, user_args};
 use crate::gen::{Case, LockSel, Op, NAMES};
-use crate::model::{self, Model, Req};
+use crate::model::{self, Kernel, Model, Req};
 use crate::report::{Failure, Stage};
 
 /// One owner slot: its engine owner and model proc.
@@ -52,12 +54,20 @@ pub enum Outcome {
 }
 
 impl World {
-    /// A fresh engine and model, with `slots` owners open on each (pids
-    /// [`first_pid`]).
+    /// A fresh engine and model following Linux 6.1, with `slots` owners
+    /// open on each (pids [`first_pid`]).
     pub fn new(slots: u8) -> World {
+        World::with_model(slots, KernelModel::V6_1)
+    }
+
+    /// The same, both following `kernel`.
+    pub fn with_model(slots: u8, kernel: KernelModel) -> World {
         let mut w = World {
-            e: Engine::new(),
-            m: Model::default(),
+            e: Engine::with_model(kernel),
+            m: Model::new(match kernel {
+                KernelModel::V6_1 => Kernel::V6_1,
+                KernelModel::V6_12 => Kernel::V6_12,
+            }),
             slots: Vec::new(),
             pids: Vec::new(),
         };
@@ -408,10 +418,23 @@ fn queue(q: dlm_engine::Queue) -> model::Queue {
 
 /// Runs `case` on a fresh engine and model side by side, comparing what
 /// every step returns and everything observable after it, then drains
-/// every slot and compares again. `Err` says where they first differ.
+/// every slot and compares again; once under each kernel model, 6.1
+/// first. `Err` says where they first differ (its detail names the
+/// model).
 pub fn check_case(case: &Case) -> Result<(), Failure> {
+    for kernel in KernelModel::ALL {
+        check_case_on(case, kernel).map_err(|mut f| {
+            f.detail = format!("[Linux {kernel} model] {}", f.detail);
+            f
+        })?;
+    }
+    Ok(())
+}
+
+/// [`check_case`] under one kernel model.
+pub fn check_case_on(case: &Case, kernel: KernelModel) -> Result<(), Failure> {
     case.validate()?;
-    let mut w = World::new(case.slots);
+    let mut w = World::with_model(case.slots, kernel);
     let mut trace = String::new();
     let fail = |stage, detail, trace: &String| Failure {
         stage,

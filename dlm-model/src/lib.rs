@@ -5,9 +5,9 @@
 //!   owner slots and resources, from a proptest strategy or from any byte
 //!   string ([`Case::from_bytes`]).
 //! - [`model`]: the reference model, a separate and deliberately simple
-//!   implementation of Linux 6.1's `fs/dlm` rules on one node.
+//!   implementation of Linux 6.1's and 6.12's `fs/dlm` rules on one node.
 //! - [`harness`]: the engine and the model driven side by side, compared
-//!   after every step ([`check_case`]).
+//!   after every step, under each kernel model ([`check_case`]).
 //! - [`invariants`]: the property checks, every rule of the kernel that
 //!   can be stated without re-implementing it, checked on the engine
 //!   alone after every step ([`invariants::check_case`]).
@@ -29,14 +29,16 @@
 //! invariants::check_case(&case).expect("every invariant holds");
 //! ```
 //!
-//! # Later
+//! # Kernels
 //!
-//! The engine will model two kernels (Linux 6.1 and 6.12) behind a
-//! parameter; the model will take the same parameter, with each rule
-//! that differs kept in the module of its topic, and [`check_case`] will
-//! run a case against one kernel or both. Fuzz targets decode their input
-//! with [`Case::from_bytes`] and call the two `check_case` functions;
-//! [`Case::to_bytes`] turns proptest's cases into a seed corpus.
+//! The engine models two kernels (Linux 6.1 and 6.12,
+//! [`dlm_engine::KernelModel`]); the model takes its own
+//! [`model::Kernel`], each rule that differs kept in the module of its
+//! topic, and both `check_case` functions run a case under each kernel in
+//! turn ([`check_case_on`] and [`invariants::check_case_on`] under one).
+//! Fuzz targets decode their input with [`Case::from_bytes`] and call the
+//! two `check_case` functions; [`Case::to_bytes`] turns proptest's cases
+//! into a seed corpus.
 
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
@@ -48,6 +50,6 @@ pub mod model;
 mod report;
 
 pub use gen::{Case, LockSel, Mix, Op};
-pub use harness::{check_case, Outcome, World};
+pub use harness::{check_case, check_case_on, Outcome, World};
 pub use model::{path_counts, report_coverage};
 pub use report::{Failure, Stage};

@@ -98,6 +98,23 @@ pub struct LockPage {
     pub more: usize,
 }
 
+/// The daemon itself: the answer to a [`QUERY_DAEMON`] query.
+///
+/// [`QUERY_DAEMON`]: crate::wire::QUERY_DAEMON
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+pub struct DaemonInfo {
+    /// The daemon's program and version (`dlmd 0.1.0`).
+    pub daemon: String,
+    /// The kernel whose rules its lockspaces follow, as a series:
+    /// `"6.1"` or `"6.12"` (`dlmd --kernel-model`).
+    pub kernel_model: String,
+    /// Where that model came from: `"option"` (`--kernel-model`),
+    /// `"running kernel"` (the default, the running kernel being one of
+    /// the two) or `"newest"` (the default on any other kernel).
+    pub kernel_model_source: String,
+}
+
 /// What a lock query asks for: a limit, and where to start (for paging).
 ///
 /// ```

@@ -24,7 +24,7 @@
 //! | `Read` | client | count:u32le (pull mode only) | `Ast`, or `Result` with `-EAGAIN` |
 //! | `Version` | client | empty | `Version`: 12 bytes |
 //! | `Chmod` | client | mode:u32le | `Result` (like `fchmod` on the device) |
-//! | `Query` | client | what:u8 (0 lockspaces, 1 locks), name; or what 2 (a page of locks), limit:u32le, after:u32le, name | `QueryPart`s and a `QueryReply` (JSON), or `Result` with `-errno` |
+//! | `Query` | client | what:u8 (0 lockspaces, 1 locks), name; or what 2 (a page of locks), limit:u32le, after:u32le, name; or what 3 (the daemon itself), nothing | `QueryPart`s and a `QueryReply` (JSON), or `Result` with `-errno` |
 //! | `Bye` | client | empty | `Result` 0, sent once the connection's locks are released (a synchronous `close()`) |
 //! | `Result` | daemon | value:i64le | |
 //! | `Ast` | daemon | a `dlm_lock_result`, value block appended when present | |
@@ -102,7 +102,9 @@
 //! [`LockspaceInfo`] for [`QUERY_LOCKSPACES`], an array of [`LockInfo`]
 //! for [`QUERY_LOCKS`], and a [`LockPage`] object for
 //! [`QUERY_LOCK_PAGE`]: at most `limit` locks whose lock id is greater
-//! than `after`, and whether the limit cut the list short. A lock query
+//! than `after`, and whether the limit cut the list short; a
+//! [`DaemonInfo`] object for [`QUERY_DAEMON`] (the daemon's version and
+//! the kernel its lockspaces model; any connection may ask). A lock query
 //! with an empty name on a lockspace connection asks about that
 //! connection's lockspace; a named one needs the same permission as
 //! `Hello` (`-EACCES`), and an unknown name is `-ENOENT`. A page query
@@ -131,6 +133,7 @@
 //! [`LockspaceInfo`]: crate::query::LockspaceInfo
 //! [`LockInfo`]: crate::query::LockInfo
 //! [`LockPage`]: crate::query::LockPage
+//! [`DaemonInfo`]: crate::query::DaemonInfo
 
 use crate::error::Errno;
 
@@ -198,6 +201,10 @@ pub const QUERY_LOCKSPACES: u8 = 0;
 pub const QUERY_LOCKS: u8 = 1;
 /// `Query` subjects: a page of locks (see [`page_query`]).
 pub const QUERY_LOCK_PAGE: u8 = 2;
+/// `Query` subjects: the daemon itself, a
+/// [`DaemonInfo`](crate::query::DaemonInfo) object (added with the
+/// kernel models; a daemon from before answers `-EINVAL`).
+pub const QUERY_DAEMON: u8 = 3;
 
 /// The body of a [`QUERY_LOCK_PAGE`] query: at most `limit` locks of
 /// lockspace `name` (empty: the connection's own) whose lock id is

@@ -37,6 +37,8 @@ pub enum Subject {
         /// The most locks to list.
         limit: u32,
     },
+    /// The daemon itself: a `DaemonInfo` object, with this kernel model.
+    Daemon(dlmd::cli::ModelChoice),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,6 +134,17 @@ impl Answer {
     /// is complete.
     fn make(&mut self, devices: &Devices, piece: usize) -> serde_json::Result<()> {
         match self.stage {
+            Stage::Start if matches!(self.subject, Subject::Daemon(_)) => {
+                if let Subject::Daemon(choice) = self.subject {
+                    let info = dlm_proto::query::DaemonInfo {
+                        daemon: format!("dlmd {}", env!("CARGO_PKG_VERSION")),
+                        kernel_model: choice.model.series().to_string(),
+                        kernel_model_source: choice.source.to_string(),
+                    };
+                    serde_json::to_writer(&mut self.json, &info)?;
+                }
+                self.stage = Stage::Done;
+            }
             Stage::Start => {
                 let open: &[u8] = match self.subject {
                     Subject::Page { .. } => b"{\"locks\":[",
@@ -144,6 +157,7 @@ impl Answer {
                 Subject::Lockspaces(_) => self.list_lockspaces(devices, piece)?,
                 Subject::Locks(ls) => self.list_locks(devices, ls, u32::MAX, piece)?,
                 Subject::Page { ls, limit } => self.list_locks(devices, ls, limit, piece)?,
+                Subject::Daemon(_) => self.stage = Stage::Done,
             },
             Stage::Done => {}
         }

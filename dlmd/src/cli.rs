@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use dlm_engine::KernelModel;
 
 /// Default bound of a connection's queue of unsent output (4 MiB).
 pub const DEFAULT_MAX_OUTPUT: usize = 4 << 20;
@@ -72,6 +73,13 @@ Logging goes to stderr, or with --log-file PATH to the end of PATH (made
 previous one) and a new PATH begun, so at most twice the size is kept. The
 client library's auto-start logs to dlmd.log next to the socket.
 --log-level wins over RUST_LOG (default: info).
+
+Kernel model: the lockspaces follow the rules of Linux 6.1 or 6.12, which
+differ in how callbacks are queued (6.12: no cap of six per lock, one
+queue per handle in the order queued, an ended lock and its id freed at
+once). --kernel-model 6.1|6.12 chooses; the default is the running
+kernel's series (uname -r) when it is one of the two, else the newest,
+6.12. `dlm status` and `dlm daemon status` show the model in use.
 SIGTERM or SIGINT stop the daemon cleanly: it closes the socket, removes
 it and exits 0. Locks do not survive the daemon.";
 
@@ -143,6 +151,50 @@ pub struct Args {
     /// new one begun.
     #[arg(long, value_name = "BYTES", default_value = "1M", value_parser = parse_log_size)]
     pub log_max_size: u64,
+
+    /// Follow the rules of Linux SERIES (6.1 or 6.12) where the two differ
+    /// [default: the running kernel's series if it is one of them, else
+    /// 6.12].
+    #[arg(long, value_name = "SERIES", value_parser = parse_model)]
+    pub kernel_model: Option<KernelModel>,
+}
+
+/// The kernel model in use and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModelChoice {
+    /// The model.
+    pub model: KernelModel,
+    /// Where it came from: `"option"`, `"running kernel"` or `"newest"`.
+    pub source: &'static str,
+}
+
+impl ModelChoice {
+    /// `--kernel-model` if given, else the running kernel's series
+    /// (`release`, as `uname -r` prints it) if it is 6.1 or 6.12, else
+    /// the newest model.
+    pub fn choose(option: Option<KernelModel>, release: Option<&str>) -> ModelChoice {
+        if let Some(model) = option {
+            return ModelChoice {
+                model,
+                source: "option",
+            };
+        }
+        match release.and_then(KernelModel::from_release) {
+            Some(model) => ModelChoice {
+                model,
+                source: "running kernel",
+            },
+            None => ModelChoice {
+                model: KernelModel::NEWEST,
+                source: "newest",
+            },
+        }
+    }
+}
+
+fn parse_model(s: &str) -> Result<KernelModel, String> {
+    s.parse()
+        .map_err(|e: dlm_engine::UnknownKernelModel| e.to_string())
 }
 
 /// The clap definition of `dlmd`, for the man page and the completions.
@@ -229,5 +281,22 @@ mod tests {
         assert_eq!(a.socket.as_deref(), Some(std::path::Path::new("/x")));
         assert_eq!(a.log_max_size, DEFAULT_LOG_MAX_SIZE);
         assert!(Args::try_parse_from(["dlmd", "--log-max-size", "1K"]).is_err());
+        let a = Args::try_parse_from(["dlmd", "--kernel-model", "6.12"]).expect("valid");
+        assert_eq!(a.kernel_model, Some(KernelModel::V6_12));
+        assert!(Args::try_parse_from(["dlmd", "--kernel-model", "6.6"]).is_err());
+    }
+
+    #[test]
+    fn the_kernel_model_defaults_to_the_running_kernel_or_the_newest() {
+        let c = ModelChoice::choose(None, Some("6.1.0-57-amd64"));
+        assert_eq!((c.model, c.source), (KernelModel::V6_1, "running kernel"));
+        let c = ModelChoice::choose(None, Some("6.12.117+deb12-amd64"));
+        assert_eq!((c.model, c.source), (KernelModel::V6_12, "running kernel"));
+        let c = ModelChoice::choose(None, Some("6.8.0-45-generic"));
+        assert_eq!((c.model, c.source), (KernelModel::V6_12, "newest"));
+        let c = ModelChoice::choose(None, None);
+        assert_eq!((c.model, c.source), (KernelModel::V6_12, "newest"));
+        let c = ModelChoice::choose(Some(KernelModel::V6_1), Some("6.12.1"));
+        assert_eq!((c.model, c.source), (KernelModel::V6_1, "option"));
     }
 }

@@ -20,7 +20,7 @@
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use dlm_engine::{Engine, OwnerId, Queue, Registry, Released};
+use dlm_engine::{Engine, KernelModel, OwnerId, Queue, Registry, Released};
 use dlm_proto::query::{LockInfo, LockspaceInfo};
 use dlm_proto::records::Request;
 use dlm_proto::{Errno, LockspaceFlags, LockspaceName, ResourceName};
@@ -128,12 +128,19 @@ pub struct Devices {
 }
 
 impl Devices {
-    /// No lockspaces yet; at most `max_lockspaces` of them at a time.
+    /// No lockspaces yet; at most `max_lockspaces` of them at a time;
+    /// they follow Linux 6.1 (the tests' lockspaces).
+    #[cfg(test)]
     pub fn new(scope: Scope, max_lockspaces: usize) -> Devices {
+        Devices::with_model(scope, max_lockspaces, KernelModel::V6_1)
+    }
+
+    /// The same, with lockspaces that follow `model`.
+    pub fn with_model(scope: Scope, max_lockspaces: usize, model: KernelModel) -> Devices {
         Devices {
             scope,
             max_lockspaces,
-            registry: Registry::new(),
+            registry: Registry::with_model(model),
             spaces: HashMap::new(),
             by_minor: HashMap::new(),
             next_id: 1,

@@ -166,7 +166,10 @@ fn run(
         ),
         Scope::User => None,
     };
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok();
+    let kernel_model = dlmd::cli::ModelChoice::choose(args.kernel_model, release.as_deref());
     let config = server::Config {
+        kernel_model,
         scope,
         uid,
         max_output: args.max_output,
@@ -176,13 +179,25 @@ fn run(
         hello_timeout: args.hello_timeout,
     };
     log::info!(
-        "dlmd {} serving on {} ({}, max output {} bytes, at most {} connections{} and {} \
-         lockspaces)",
+        "dlmd {} serving on {} ({}, Linux {} model ({}), max output {} bytes, at most {} \
+         connections{} and {} lockspaces)",
         env!("CARGO_PKG_VERSION"),
         socket.display(),
         match scope {
             Scope::System => "system daemon".to_string(),
             Scope::User => format!("per-user daemon for uid {uid}"),
+        },
+        kernel_model.model,
+        match kernel_model.source {
+            "option" => "--kernel-model".to_string(),
+            "running kernel" => format!(
+                "the running kernel, {}",
+                release.as_deref().unwrap_or("").trim()
+            ),
+            _ => format!(
+                "the newest; the running kernel, {}, is neither",
+                release.as_deref().unwrap_or("unknown").trim()
+            ),
         },
         args.max_output,
         config.max_connections,

@@ -152,6 +152,11 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start() -> Daemon {
+        Daemon::start_with(&[])
+    }
+
+    /// A daemon started with `args` besides the test's own.
+    pub fn start_with(args: &[&str]) -> Daemon {
         let dir = TempDir::new("d");
         let socket = dir.0.join("dlmd.sock");
         let log = std::fs::File::create(dir.0.join("dlmd.log")).expect("daemon log file");
@@ -159,6 +164,7 @@ impl Daemon {
         cmd.arg("--socket")
             .arg(&socket)
             .args(["--log-level", "debug"])
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);

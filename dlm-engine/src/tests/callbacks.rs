@@ -157,3 +157,89 @@ fn blocking_ast_record_carries_the_last_read_completion_status() {
     assert_eq!((r.bast_mode, r.status), (Ex as u8, EAGAIN));
     let _ = lx;
 }
+
+// ---------------------------------------------------------------------
+// Callback delivery under Linux 6.12 (dlm_user_add_ast with
+// dlm_may_skip_callback: one FIFO of records per owner, made when queued)
+// ---------------------------------------------------------------------
+
+#[test]
+fn v612_callbacks_come_out_in_the_order_they_were_queued() {
+    let mut t = T::v612();
+    let a = t.owner();
+    let b = t.owner();
+    let l1 = t.lock(a, Ex, "x", none());
+    let l2 = t.lock(a, Ex, "y", none());
+    t.lock(b, Pr, "x", none());
+    // 6.1 gives l1's cast and bast, then l2's cast.
+    assert_eq!(
+        t.drain(a),
+        vec![Ev::C(l1, 0, 0), Ev::C(l2, 0, 0), Ev::B(l1, Pr)]
+    );
+}
+
+#[test]
+fn v612_has_no_cap_on_the_callbacks_of_a_lock() {
+    let mut t = T::v612();
+    let a = t.owner();
+    let la = t.lock(a, Nl, "r", none());
+    for i in 0..20 {
+        t.conv(a, la, if i % 2 == 0 { Ex } else { Nl }, none());
+    }
+    assert_eq!(t.drain(a).len(), 21);
+}
+
+#[test]
+fn v612_an_ended_lock_and_its_id_go_when_its_operation_completes() {
+    let mut t = T::v612();
+    let a = t.owner();
+    let la = t.granted(a, Ex, "r", none());
+    t.unlock(a, la, none()).unwrap();
+    // The EUNLOCK is unread: 6.1 keeps the lock (EBUSY, and a new lock
+    // gets another id); 6.12 has freed it.
+    assert_eq!(t.e.lock_count(), 0);
+    assert_eq!(t.try_conv(a, la, Pr, none()), Err(Errno::ENOENT));
+    let lb = t.lock(a, Pr, "r", none());
+    assert_eq!(lb, la);
+    assert_eq!(t.drain(a), vec![Ev::C(la, UNLOCKED, 0), Ev::C(lb, 0, 0)]);
+}
+
+#[test]
+fn v612_a_blocking_ast_record_has_status_0_and_its_queue_time_addresses() {
+    let mut t = T::v612();
+    let (a, b, c) = (t.owner(), t.owner(), t.owner());
+    let la = t.granted(a, Pr, "r", none());
+    t.granted(b, Pr, "r", none());
+    t.conv(a, la, Ex, LockFlags::NOQUEUE);
+    t.lock(c, Ex, "r", none());
+    // Both queued; then a conversion changes the lock's arguments.
+    let p = LockParams::convert(la, Nl, args(7)).flags(LockFlags::NOQUEUE);
+    t.e.lock(a, &p).unwrap();
+    let recs: Vec<AstRecord> = std::iter::from_fn(|| t.e.read(a)).collect();
+    let got: Vec<(bool, i32, u8, u64, u64)> = recs
+        .iter()
+        .map(|r| (r.is_bast(), r.status, r.sb_flags, r.astparam, r.user_lksb))
+        .collect();
+    // 6.1 would give the blocking AST status EAGAIN (the last completion
+    // read) and parameter 7 and status block 0x1007 (the lock's now).
+    assert_eq!(
+        got,
+        vec![
+            (false, EAGAIN, 0, 1, 0x1001),
+            (true, 0, 0, 1, 0x1001),
+            (false, 0, 0, 7, 0x1007),
+        ]
+    );
+}
+
+#[test]
+fn v612_a_blocking_ast_like_the_last_callback_is_dropped_even_once_read() {
+    let mut t = T::v612();
+    let (a, b, c) = (t.owner(), t.owner(), t.owner());
+    let la = t.granted(a, Pr, "r", none());
+    t.lock(b, Cw, "r", none());
+    assert_eq!(t.drain(a), vec![Ev::B(la, Cw)]);
+    // 6.1 sends it again: the array is empty once read.
+    t.lock(c, Cw, "r", none());
+    assert_eq!(t.drain(a), vec![]);
+}

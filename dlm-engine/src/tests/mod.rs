@@ -44,6 +44,13 @@ impl T {
         T { e: Engine::new() }
     }
 
+    /// A lockspace following Linux 6.12.
+    fn v612() -> T {
+        T {
+            e: Engine::with_model(KernelModel::V6_12),
+        }
+    }
+
     fn owner(&mut self) -> OwnerId {
         self.e.open_owner(42)
     }

@@ -3,6 +3,18 @@
 use super::*;
 
 #[test]
+fn linux_6_12_refuses_the_softirq_flag_from_userspace() {
+    use dlm_proto::{LockspaceFlags, LockspaceName};
+    let name = LockspaceName::new("ls1").unwrap();
+    let softirq = LockspaceFlags::from_bits_retain(0x10);
+    let mut reg = Registry::with_model(KernelModel::V6_12);
+    assert_eq!(reg.create(&name, softirq), Err(Errno::EINVAL));
+    assert!(reg.find(&name).is_none());
+    let mut reg = Registry::new();
+    assert!(reg.create(&name, softirq).is_ok());
+}
+
+#[test]
 fn lockspace_create_count_newexcl_and_release() {
     use dlm_proto::{LockspaceFlags, LockspaceName};
     let mut reg = Registry::new();

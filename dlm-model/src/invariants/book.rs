@@ -10,6 +10,30 @@ use dlm_proto::records::{UserArgs, LVB_LEN};
 use super::rules::lvb_writes;
 use super::{fail, state, Lvb, LvbChange, Snap, TLock, World, KERNEL_CALLBACKS};
 use crate::gen::flags::{IVVALBLK, NODLCKWT, VALBLK};
+use dlm_engine::KernelModel;
+
+impl TLock {
+    /// Change the user arguments, remembering the old ones (records
+    /// queued before may still echo them under 6.12).
+    pub(super) fn change_ua(&mut self, f: impl FnOnce(&mut UserArgs)) {
+        let old = self.ua;
+        f(&mut self.ua);
+        if !self.past_ua.contains(&old) {
+            self.past_ua.push(old);
+        }
+    }
+
+    /// Whether `pick`'s fields of the current arguments or (`any_past`) of
+    /// earlier ones equal `want`.
+    pub(super) fn echoes<T: PartialEq>(
+        &self,
+        any_past: bool,
+        want: T,
+        pick: impl Fn(&UserArgs) -> T,
+    ) -> bool {
+        pick(&self.ua) == want || (any_past && self.past_ua.iter().any(|u| pick(u) == want))
+    }
+}
 
 impl World {
     // -----------------------------------------------------------------
@@ -44,7 +68,8 @@ impl World {
             let flags = |s: &Snap| s.get(id).map_or(0, |l| l.flags.bits());
             let own = u32::from((flags(b) | flags(after)) & NODLCKWT != 0);
             t.bound += cast + bast + own;
-            if t.bound > KERNEL_CALLBACKS {
+            // Linux 6.12 has no cap: nothing is dropped.
+            if t.bound > KERNEL_CALLBACKS && self.model == KernelModel::V6_1 {
                 t.tainted = true;
             }
         }
@@ -60,6 +85,12 @@ impl World {
             .collect();
         for id in gone {
             let t = self.locks.remove(&id).expect("known");
+            if self.model == KernelModel::V6_12 && t.owner.is_some() && (t.owed > 0 || t.zombie) {
+                // Gone as its last operation completed; its callbacks
+                // wait in its owner's queue.
+                self.ghosts.push((id, t));
+                continue;
+            }
             if t.owner.is_some() && !t.tainted && !t.zombie {
                 ensure!(
                     t.owed == 0,
@@ -104,6 +135,8 @@ impl World {
     /// The owner is gone (closed or purged): its locks are no longer
     /// tracked, and what remains of them is orphans or dead locks.
     pub(super) fn disown(&mut self, slot: usize, gen: u32) {
+        // Its unread callbacks went with it.
+        self.ghosts.retain(|(_, t)| t.owner != Some((slot, gen)));
         for t in self.locks.values_mut() {
             if t.owner == Some((slot, gen)) {
                 t.owner = None;
@@ -131,6 +164,7 @@ impl World {
                 bound: 0,
                 tainted: false,
                 ua,
+                past_ua: Vec::new(),
                 buf: valblk.then_some([0; LVB_LEN]),
                 attached: valblk,
                 nobast: ua.bastaddr == 0,
@@ -195,7 +229,7 @@ impl World {
 
     pub(super) fn set_ua(&mut self, id: u32, ua: UserArgs) {
         if let Some(t) = self.locks.get_mut(&id) {
-            t.ua = ua;
+            t.change_ua(|u| *u = ua);
             t.nobast |= ua.bastaddr == 0;
         }
     }

@@ -1,6 +1,15 @@
-//! The property checks: every invariant of Linux 6.1's `fs/dlm` that can
-//! be stated without re-implementing it, checked on the engine alone after
-//! every step of a case ([`check_case`]).
+//! The property checks: every invariant of Linux 6.1's and 6.12's
+//! `fs/dlm` that can be stated without re-implementing it, checked on the
+//! engine alone after every step of a case, under each kernel model
+//! ([`check_case`]).
+//!
+//! Where the kernels differ (callbacks), the checks say so: under 6.12 a
+//! lock has no cap on its callbacks, a lock that ends is gone at once
+//! while its last callbacks wait to be read (the checks keep it as a
+//! ghost until they are: the records of a lock id reused since come
+//! after them in the owner's queue), a record echoes the user arguments
+//! the lock had when it was queued, and a blocking AST carries status 0
+//! and flags 0.
 //!
 //! The checks keep only bookkeeping of their own: which completions each
 //! lock is owed, an upper bound on how many callbacks each lock may have
@@ -19,7 +28,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use dlm_engine::{Engine, LockInfo, OwnerId, Queue};
+use dlm_engine::{Engine, KernelModel, LockInfo, OwnerId, Queue};
 use dlm_proto::records::{UserArgs, LVB_LEN};
 use dlm_proto::status::{ECANCEL, EUNLOCK};
 use dlm_proto::{LockMode, StatusFlags};
@@ -84,6 +93,9 @@ struct TLock {
     tainted: bool,
     /// The user arguments the engine must echo.
     ua: UserArgs,
+    /// 6.12: those the lock had before, since its owner's queue was last
+    /// seen empty (a record echoes the arguments of when it was queued).
+    past_ua: Vec<UserArgs>,
     /// The user's value block buffer (allocated when VALBLK is first given,
     /// even by a conversion that then fails its checks).
     buf: Option<Lvb>,
@@ -120,6 +132,9 @@ struct TLock {
 /// The engine under check, and the checks' bookkeeping of it.
 struct World {
     e: Engine,
+    model: KernelModel,
+    /// 6.12: locks gone with callbacks unread, oldest first.
+    ghosts: Vec<(u32, TLock)>,
     slots: Vec<Slot>,
     pids: Vec<u32>,
     locks: BTreeMap<u32, TLock>,
@@ -158,8 +173,8 @@ struct Before {
 }
 
 impl World {
-    fn new(slots: u8) -> World {
-        let mut e = Engine::new();
+    fn new(slots: u8, model: KernelModel) -> World {
+        let mut e = Engine::with_model(model);
         let mut v = Vec::new();
         let mut pids = Vec::new();
         for s in 0..slots {
@@ -174,6 +189,8 @@ impl World {
         }
         World {
             e,
+            model,
+            ghosts: Vec::new(),
             slots: v,
             pids,
             locks: BTreeMap::new(),
@@ -366,10 +383,22 @@ fn describe(s: &Snap) -> String {
 
 /// Runs `case` on a fresh engine, checking every invariant after every
 /// step, then drains every slot and checks that no lock is owed a
-/// completion. `Err` says where an invariant first broke.
+/// completion; once under each kernel model, 6.1 first. `Err` says where
+/// an invariant first broke (its detail names the model).
 pub fn check_case(case: &Case) -> Result<(), Failure> {
+    for model in KernelModel::ALL {
+        check_case_on(case, model).map_err(|mut f| {
+            f.detail = format!("[Linux {model} model] {}", f.detail);
+            f
+        })?;
+    }
+    Ok(())
+}
+
+/// [`check_case`] under one kernel model.
+pub fn check_case_on(case: &Case, model: KernelModel) -> Result<(), Failure> {
     case.validate()?;
-    let mut w = World::new(case.slots);
+    let mut w = World::new(case.slots, model);
     let mut trace = String::new();
     let fail = |stage, detail, trace: &String| Failure {
         stage,
@@ -389,6 +418,10 @@ pub fn check_case(case: &Case) -> Result<(), Failure> {
         if let Err(detail) = w.step(&Op::Drain { slot }) {
             return Err(fail(Stage::FinalDrain { slot }, detail, &trace));
         }
+    }
+    if let Some((id, t)) = w.ghosts.iter().find(|(_, t)| t.owner.is_some()) {
+        let detail = format!("lock {id}, gone, is owed {} completions", t.owed);
+        return Err(fail(Stage::End, detail, &trace));
     }
     for (id, t) in &w.locks {
         let queued = w.e.lock_info(*id).is_some_and(|l| l.requested.is_some());

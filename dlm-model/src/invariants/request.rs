@@ -9,6 +9,7 @@ use super::{fail, snap, state, Before, LvbChange, World};
 use crate::gen::flags::IVVALBLK;
 use crate::gen::flags::{ALTCW, ALTPR, CONVDEADLK, EXPEDITE, NOORDER, NOQUEUE, QUECVT, VALBLK};
 use crate::gen::{lock_pid, lvb_bytes, user_args, LockSel, NAMES};
+use dlm_engine::KernelModel;
 
 impl World {
     #[allow(clippy::too_many_arguments)]
@@ -62,6 +63,26 @@ impl World {
         );
         let rq = mode(mode_raw).expect("valid mode");
         let Some(l) = after.get(&id) else {
+            if self.model == KernelModel::V6_12 && flags & NOQUEUE != 0 {
+                // Refused with EAGAIN: under 6.12 the lock is gone at
+                // once, its completion waiting in the owner's queue.
+                let same: Vec<&LockInfo> =
+                    b.locks.values().filter(|x| x.resource == name).collect();
+                let grantable = same
+                    .iter()
+                    .all(|x| !matches!(x.queue, Some(Queue::Converting | Queue::Waiting)))
+                    && same
+                        .iter()
+                        .all(|x| x.granted.into_iter().all(|g| g.compatible(rq)));
+                ensure!(
+                    !grantable,
+                    "new lock {id} ({rq}) is compatible with everything and nothing is queued, yet it was refused"
+                );
+                self.new_lock(id, name, (si, s.gen), ua, flags & VALBLK != 0);
+                self.bump(name, 0, Some(id), &b.locks, &after);
+                self.check_lvbs(b, &[])?;
+                return Ok(());
+            }
             return fail(format!("new lock {id} is not in locks()"));
         };
         ensure!(

@@ -8,6 +8,7 @@ use super::rules::unlock_flags_valid;
 use super::{fail, snap, with_flags, Before, LvbChange, World};
 use crate::gen::flags::{CANCEL, FORCEUNLOCK, IVVALBLK, VALBLK};
 use crate::gen::{lvb_bytes, user_args, LockSel};
+use dlm_engine::KernelModel;
 
 impl World {
     pub(super) fn unlock(
@@ -64,10 +65,12 @@ impl World {
         );
         if s.open {
             if let Some(t) = self.locks.get_mut(&lkid) {
-                if ua.castparam != 0 {
-                    t.ua.castparam = ua.castparam;
-                }
-                t.ua.lksb = ua.lksb;
+                t.change_ua(|u| {
+                    if ua.castparam != 0 {
+                        u.castparam = ua.castparam;
+                    }
+                    u.lksb = ua.lksb;
+                });
                 if t.buf.is_some() {
                     t.buf = Some(value);
                 }
@@ -88,8 +91,9 @@ impl World {
                 l.queue.is_none() && (tracked || l.owner.is_none()),
                 "unlocked lock {lkid} is still {l:?}"
             ),
+            // 6.12: gone at once, its EUNLOCK waiting in the owner's queue.
             None => ensure!(
-                !tracked,
+                !tracked || self.model == KernelModel::V6_12,
                 "unlocked lock {lkid} is gone before its EUNLOCK was read"
             ),
         }
@@ -174,10 +178,12 @@ impl World {
         if let (Some(a), true) = (args, s.open) {
             if let Some(t) = self.locks.get_mut(&lkid) {
                 let ua = user_args(a);
-                if ua.castparam != 0 {
-                    t.ua.castparam = ua.castparam;
-                }
-                t.ua.lksb = ua.lksb;
+                t.change_ua(|u| {
+                    if ua.castparam != 0 {
+                        u.castparam = ua.castparam;
+                    }
+                    u.lksb = ua.lksb;
+                });
             }
         }
         if rv.is_err() {
@@ -189,7 +195,7 @@ impl World {
             Some(Queue::Waiting) => match after.get(&lkid) {
                 Some(l) => ensure!(l.queue.is_none(), "cancelled request {lkid} is still {l:?}"),
                 None => ensure!(
-                    self.tracked_owner(lkid).is_none(),
+                    self.tracked_owner(lkid).is_none() || self.model == KernelModel::V6_12,
                     "cancelled request {lkid} is gone before its completion was read"
                 ),
             },

@@ -1,13 +1,22 @@
-//! Callbacks (`dlm_user_add_ast`, `dlm_add_lkb_callback` in
-//! `fs/dlm/ast.c` and `user.c`): each lock's array of at most six, the
-//! proc's queue of locks with callbacks waiting, and reading one
-//! (`device_read`, `copy_result_to_user`) with its blocking-AST skip rule.
+//! Callbacks.
+//!
+//! Linux 6.1 (`dlm_user_add_ast`, `dlm_add_lkb_callback` in `fs/dlm/ast.c`
+//! and `user.c`): each lock's array of at most six, the proc's queue of
+//! locks with callbacks waiting, and reading one (`device_read`,
+//! `copy_result_to_user`) with its blocking-AST skip rule.
+//!
+//! Linux 6.12 (`dlm_user_add_ast`, `dlm_may_skip_callback`, `dlm_get_cb`):
+//! each callback is judged and made into its record when queued, against
+//! the callbacks queued before it, and appended to the proc's list of
+//! records; a read takes the first. No cap; no lock is kept for its
+//! records.
 
 use dlm_proto::records::AstRecord;
 
 use super::coverage::hit;
+use super::tables::IV;
 use super::tables::{compat, is_endoflife, lvb_op, CALLBACKS, E_CANCEL, E_DEADLK, NL, PR};
-use super::{Cb, Model};
+use super::{Cb, Kernel, Model};
 
 impl Model {
     // ----- callbacks (dlm_user_add_ast, dlm_add_lkb_callback) -----
@@ -38,6 +47,10 @@ impl Model {
         if !bast && is_endoflife(mode, status) {
             l.endoflife = true;
         }
+        if self.kernel == Kernel::V6_12 {
+            return self.add_record(id, bast, mode, status, sbflags);
+        }
+        let l = self.lkm(id);
         if l.cbs.len() == CALLBACKS {
             // "no callbacks": dropped, and nothing else happens.
             hit("callback dropped: array full");
@@ -71,6 +84,55 @@ impl Model {
         }
     }
 
+    /// 6.12's `dlm_user_add_ast` past its first checks.
+    fn add_record(&mut self, id: u32, bast: bool, mode: i8, status: i32, sbflags: u8) {
+        let l = self.lkm(id);
+        let mut copy_lvb = false;
+        let skip = if bast {
+            if l.last_cast_queued != IV && compat(mode, l.last_cast_queued) {
+                hit("6.12: blocking AST skipped, compatible with the last completion queued");
+                true
+            } else if let Some((true, prev)) = l.last_cb {
+                let s = prev == mode || (prev > mode && prev > PR);
+                if s {
+                    hit("6.12: blocking AST skipped after a blocking AST");
+                }
+                s
+            } else {
+                false
+            }
+        } else {
+            copy_lvb = status == 0 && l.lvb.is_some() && lvb_op(l.last_cast_queued, mode) != 0;
+            if copy_lvb {
+                hit("6.12: value block copied when queued");
+            }
+            l.last_cast_queued = mode;
+            false
+        };
+        if !skip {
+            l.last_cb = Some((bast, mode));
+            let rec = AstRecord {
+                lkid: id,
+                astaddr: if bast { l.ua.bastaddr } else { l.ua.castaddr },
+                astparam: if bast { l.ua.bastparam } else { l.ua.castparam },
+                user_lksb: l.ua.lksb,
+                status: if bast { 0 } else { status },
+                sb_flags: if bast { 0 } else { sbflags },
+                bast_mode: if bast { mode as u8 } else { 0 },
+                lvb: if copy_lvb { l.lvb } else { None },
+            };
+            let p = l.owner;
+            self.proc_mut(p).records.push(rec);
+        }
+        let l = self.lk(id);
+        if l.endoflife {
+            let p = l.owner;
+            let proc_ = self.proc_mut(p);
+            proc_.locks.retain(|&x| x != id);
+            proc_.unlocking.retain(|&x| x != id);
+        }
+    }
+
     /// Reads one callback for proc `p` (`device_read`), if it has one.
     pub fn read(&mut self, p: usize) -> Option<AstRecord> {
         let rec = self.read_one(p);
@@ -81,6 +143,10 @@ impl Model {
     pub(super) fn read_one(&mut self, p: usize) -> Option<AstRecord> {
         if !self.is_open(p) {
             return None;
+        }
+        if self.kernel == Kernel::V6_12 {
+            let recs = &mut self.proc_mut(p).records;
+            return (!recs.is_empty()).then(|| recs.remove(0));
         }
         loop {
             let id = *self.proc_mut(p).asts.first()?;

@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The paths counted.
-const PATHS: [&str; 42] = [
+const PATHS: [&str; 45] = [
     "request granted now",
     "request queued",
     "request EAGAIN",
@@ -48,6 +48,9 @@ const PATHS: [&str; 42] = [
     "resource revived from the toss list",
     "ended lock still queued when its owner closed",
     "lock granted in no mode (ALTPR/ALTCW quirk)",
+    "6.12: blocking AST skipped, compatible with the last completion queued",
+    "6.12: blocking AST skipped after a blocking AST",
+    "6.12: value block copied when queued",
 ];
 
 #[allow(clippy::declare_interior_mutable_const)]

@@ -1,6 +1,8 @@
 //! The reference model: a separate, deliberately simple implementation of
-//! the Linux 6.1 `fs/dlm` rules (`lock.c`, `ast.c`, `user.c`) on one node,
-//! the oracle the engine is compared with.
+//! the Linux 6.1 and 6.12 `fs/dlm` rules (`lock.c`, `ast.c`, `user.c`) on
+//! one node, the oracle the engine is compared with. [`Kernel`] chooses;
+//! the two differ only in callbacks (`callbacks.rs` says how), and in
+//! what follows from those: under 6.12 no callback keeps a lock alive.
 //!
 //! It is written from the kernel source and the reference notes, in the
 //! plainest form available: queues are `Vec`s of lock ids, every lookup is
@@ -43,6 +45,17 @@ use tables::IV;
 
 /// A value block.
 pub type Lvb = [u8; LVB_LEN];
+
+/// Which kernel's rules the model follows where they differ: its own
+/// type, so that the model takes nothing from the engine.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Kernel {
+    /// Linux 6.1.
+    #[default]
+    V6_1,
+    /// Linux 6.12.
+    V6_12,
+}
 
 /// Where a lock is (`lkb_status`).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -112,9 +125,14 @@ struct MLock {
     /// `ua->lksb.sb_status` / `sb_flags`, written when a completion is read.
     sb_status: i32,
     sb_flags: u8,
-    /// Mode of the last completion read, if any was.
+    /// Mode of the last completion read, if any was (6.1).
     last_cast: Option<i8>,
     cbs: Vec<Cb>,
+    /// 6.12: mode of the last completion queued (`lkb_last_cast_cb_mode`,
+    /// IV until one is), and the last callback queued, if any, as
+    /// (blocking, mode).
+    last_cast_queued: i8,
+    last_cb: Option<(bool, i8)>,
 }
 
 /// A resource (`struct dlm_rsb`), kept for good once made: one that no
@@ -136,8 +154,11 @@ struct MRes {
 struct MProc {
     locks: Vec<u32>,
     unlocking: Vec<u32>,
-    /// Locks with callbacks waiting, in the order they got their first.
+    /// Locks with callbacks waiting, in the order they got their first
+    /// (6.1).
     asts: Vec<u32>,
+    /// The records waiting, in the order they were queued (6.12).
+    records: Vec<dlm_proto::records::AstRecord>,
 }
 
 /// A lock or convert request as the model takes it: the device's
@@ -204,6 +225,7 @@ pub struct Model {
     res: Vec<MRes>,
     procs: Vec<Option<MProc>>,
     orphans: Vec<u32>,
+    kernel: Kernel,
 }
 
 /// A kernel mode number as a mode (`None` for IV).
@@ -212,6 +234,20 @@ fn mode_of(m: i8) -> Option<LockMode> {
 }
 
 impl Model {
+    /// An empty lockspace following `kernel` (`Model::default()` follows
+    /// 6.1).
+    pub fn new(kernel: Kernel) -> Model {
+        Model {
+            kernel,
+            ..Model::default()
+        }
+    }
+
+    /// The kernel the model follows.
+    pub fn kernel(&self) -> Kernel {
+        self.kernel
+    }
+
     /// The lock `id`, which must exist.
     fn lk(&self, id: u32) -> &MLock {
         &self.locks[&id]
@@ -328,7 +364,7 @@ impl Model {
 
     /// Whether proc `p` has callbacks to read.
     pub fn has_callbacks(&self, p: usize) -> bool {
-        matches!(self.procs.get(p), Some(Some(pr)) if !pr.asts.is_empty())
+        matches!(self.procs.get(p), Some(Some(pr)) if !pr.asts.is_empty() || !pr.records.is_empty())
     }
 
     /// How many resources are in use.

@@ -52,6 +52,7 @@ impl Model {
         for id in std::mem::take(&mut self.proc_mut(p).asts) {
             self.lkm(id).cbs.clear();
         }
+        self.proc_mut(p).records.clear();
     }
 
     /// Closes proc `p` (`device_close`): its PERSISTENT locks become

@@ -146,6 +146,8 @@ impl Model {
                 sb_flags: 0,
                 last_cast: None,
                 cbs: Vec::new(),
+                last_cast_queued: IV,
+                last_cb: None,
             },
         );
         let err = self.do_request(r, id);

@@ -322,6 +322,25 @@ impl Dlm {
         dlm_proto::query::parse(&body).map_err(Error::Os)
     }
 
+    /// The daemon's version and the kernel model its lockspaces follow
+    /// (`dlmd --kernel-model`): `Ok(None)` on the kernel backend, which
+    /// is the kernel itself, and from a daemon older than the query.
+    pub fn daemon_info(&self) -> Result<Option<dlm_proto::query::DaemonInfo>> {
+        if self.backend == Backend::Kernel {
+            return Ok(None);
+        }
+        match self.control().socket_request(
+            wire::Kind::Query,
+            &[wire::QUERY_DAEMON],
+            wire::Kind::QueryReply,
+        ) {
+            Ok(body) => dlm_proto::query::parse(&body).map(Some).map_err(Error::Os),
+            // A daemon from before the query: an unknown subject.
+            Err(Errno::EINVAL) => Ok(None),
+            Err(e) => Err(Error::Os(e)),
+        }
+    }
+
     /// Every lock of a lockspace, with mode, queue and owner pid.
     ///
     /// On the kernel backend this reads debugfs
