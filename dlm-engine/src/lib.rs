@@ -506,6 +506,17 @@ impl Engine {
         Ok(())
     }
 
+    /// How many callbacks wait to be read by `owner`: under Linux 6.1 the
+    /// locks with callbacks queued (each holds at most six), under 6.12
+    /// the records queued (no cap: a process that never reads lets them
+    /// pile up, in the kernel as here, so dlmd bounds them per client).
+    pub fn pending_callbacks(&self, owner: OwnerId) -> usize {
+        self.procs
+            .get(owner.0 as usize)
+            .and_then(|p| p.as_ref())
+            .map_or(0, |p| p.asts.len() + p.records.len())
+    }
+
     /// Whether `owner` has a callback to read (the device's `poll`).
     pub fn has_callbacks(&self, owner: OwnerId) -> bool {
         self.procs

@@ -161,7 +161,7 @@ impl Devices {
         }
     }
 
-    fn engine(&self, id: LsId) -> Option<&Engine> {
+    pub fn engine(&self, id: LsId) -> Option<&Engine> {
         let ls = self.spaces.get(&id)?;
         match &ls.state {
             State::Attached(minor) => self.registry.get(*minor).map(|s| &s.engine),

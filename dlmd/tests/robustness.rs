@@ -506,3 +506,58 @@ fn libc_emfile() -> i32 {
 fn libc_enospc() -> i32 {
     rustix::io::Errno::NOSPC.raw_os_error()
 }
+
+/// Under the 6.12 model a pull-mode client's unread callbacks have no cap
+/// (each conversion queues one more record, as in the kernel), so one that
+/// never reads is held to --max-output like a push-mode client that stops
+/// reading: disconnected, with its locks released. Under 6.1 each lock
+/// holds at most six, and the same client is left alone.
+#[test]
+fn unread_callbacks_of_a_pull_client_are_bounded() {
+    for (model, bounded) in [("6.12", true), ("6.1", false)] {
+        let d = Daemon::start_with(&["--kernel-model", model, "--max-output", "4K"]);
+        let (_ctl, _ls, minor) = d.lockspace("unread");
+        let mut p = d.connect();
+        assert_eq!(
+            p.hello(wire::ROLE_LOCKSPACE, wire::HELLO_PULL, b"unread"),
+            minor
+        );
+        let lkid = p.lock(&req(M::Ex, b"r", F::empty()));
+        assert!(lkid > 0);
+        // 100 records of 104 bytes: well past 4 KiB.
+        let mut sent = 0;
+        for _ in 0..100 {
+            let c = conv(lkid as u32, M::Ex, F::empty());
+            let w = records::encode_lock(Cmd::Lock, &c, records::VERSION);
+            if !p.try_send(Kind::Write, w.as_bytes()) {
+                break;
+            }
+            sent += 1;
+        }
+        assert!(
+            bounded || sent == 100,
+            "model {model}: hung up after {sent} writes"
+        );
+        if bounded {
+            assert!(p.closed_within(TIMEOUT), "model {model}: still connected");
+            let log = d.log_text();
+            assert!(
+                log.contains("callbacks unread"),
+                "model {model}, logged:\n{log}"
+            );
+            let mut w = d.control();
+            wait_until("the lock to go", TIMEOUT, || w.locks("unread").is_empty());
+        } else {
+            for _ in 0..100 {
+                assert_eq!(p.reply().0, Kind::Result, "model {model}");
+            }
+            p.sync();
+            let log = d.log_text();
+            assert!(
+                !log.contains("callbacks unread"),
+                "model {model}, logged:\n{log}"
+            );
+            assert_eq!(p.unlock(&unl(lkid as u32, F::empty())), 0);
+        }
+    }
+}

@@ -95,6 +95,8 @@ fn answer_piece(max_output: usize) -> usize {
 /// What the server needs to know.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The kernel the lockspaces follow, and why.
+    pub kernel_model: dlmd::cli::ModelChoice,
     /// System or per-user daemon.
     pub scope: Scope,
     /// The daemon's uid (a per-user daemon serves only this one).
@@ -277,7 +279,11 @@ impl Server {
             poll,
             listener,
             signals,
-            devices: Devices::new(config.scope, config.max_lockspaces),
+            devices: Devices::with_model(
+                config.scope,
+                config.max_lockspaces,
+                config.kernel_model.model,
+            ),
             quotas: Quotas::new(config.max_connections, config.max_connections_per_user),
             hello_deadlines: VecDeque::new(),
             serial: 0,

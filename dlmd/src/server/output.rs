@@ -21,6 +21,15 @@ impl Server {
                     compat,
                     ..
                 }) => (*owner, *compat),
+                Some(Conn {
+                    role: Role::Lockspace { owner, .. },
+                    dead: false,
+                    pull: true,
+                    ..
+                }) => {
+                    self.bound_unread(idx, ls, *owner);
+                    continue;
+                }
                 _ => continue,
             };
             let count = if compat {
@@ -37,6 +46,28 @@ impl Server {
             }
         }
         self.targets = targets;
+    }
+
+    /// A pull-mode client's callbacks wait in the engine until it reads
+    /// them. Under the 6.12 model they have no cap, so a client that
+    /// never reads is held to the same bound as unsent output: past
+    /// `--max-output` bytes of unread records it is disconnected, as a
+    /// push-mode client that stops reading is.
+    fn bound_unread(&mut self, idx: usize, ls: LsId, owner: OwnerId) {
+        let unread = self
+            .devices
+            .engine(ls)
+            .map_or(0, |e| e.pending_callbacks(owner));
+        if unread.saturating_mul(records::RESULT_WITH_LVB_SIZE) > self.config.max_output {
+            self.doom(
+                idx,
+                Level::Warn,
+                format!(
+                    "it left {unread} callbacks unread, more than --max-output ({} bytes) holds",
+                    self.config.max_output
+                ),
+            );
+        }
     }
 
     pub(super) fn send_ast(&mut self, idx: usize, r: &LockResult, compat: bool, count: usize) {

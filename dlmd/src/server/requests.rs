@@ -388,6 +388,7 @@ impl Server {
         };
         let answer = match what {
             wire::QUERY_LOCKSPACES => Answer::new(Subject::Lockspaces(cred)),
+            wire::QUERY_DAEMON => Answer::new(Subject::Daemon(self.config.kernel_model)),
             wire::QUERY_LOCKS | wire::QUERY_LOCK_PAGE => {
                 let (page, name) = if what == wire::QUERY_LOCK_PAGE {
                     match wire::parse_page_query(rest) {

@@ -299,6 +299,14 @@ impl Client {
         self.stream.write_all(&f).expect("send");
     }
 
+    /// [`send`](Self::send) to a daemon that may have hung up already:
+    /// whether the frame went.
+    pub fn try_send(&mut self, kind: Kind, body: &[u8]) -> bool {
+        let mut f = Vec::new();
+        wire::put_frame(&mut f, kind, body).expect("frame");
+        self.stream.write_all(&f).is_ok()
+    }
+
     pub fn send_raw(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).expect("send");
     }
