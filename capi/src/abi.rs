@@ -151,7 +151,9 @@ pub fn close_lockspace(ls: *mut c_void) -> c_int {
 /// `name` is unused (the handle names the lockspace).
 pub unsafe fn release_lockspace(_name: *const c_char, ls: *mut c_void, force: c_int) -> c_int {
     guard(-1, || {
-        let l = registry::remove(ls).ok_or(libc::EINVAL)?;
+        let Some(l) = registry::remove(ls).ok_or(libc::EINVAL)? else {
+            return Ok(0);
+        };
         let name = *l.name();
         if let Err(e) = registry::dlm()?.release_lockspace(l, force != 0) {
             log::debug!("libdlm: release of lockspace {name}: {e} (ignored, as libdlm does)");

@@ -180,24 +180,86 @@ pub(crate) unsafe fn get<T: Copy>(p: *const T) -> Option<T> {
     }
 }
 
-/// poll(2) on `fds` (read interest) for up to `timeout_ms`; which are
-/// readable, or the errno.
-pub(crate) fn poll_in(fds: &[c_int], timeout_ms: c_int) -> Result<Vec<bool>, c_int> {
-    let mut p: Vec<libc::pollfd> = fds
-        .iter()
-        .map(|&fd| libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        })
-        .collect();
-    // SAFETY: p is a valid array of p.len() pollfd structs.
-    let rc = unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, timeout_ms) };
-    if rc < 0 {
-        let e = std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO);
-        return Err(e);
+/// poll(2) on up to two fds (read interest) for up to `timeout_ms`.
+/// Allocates nothing (see [`spawn`]).
+pub(crate) fn poll_in(fds: &[c_int], timeout_ms: c_int) -> Result<(), c_int> {
+    let mut p = [libc::pollfd {
+        fd: -1,
+        events: libc::POLLIN,
+        revents: 0,
+    }; 2];
+    let n = fds.len().min(p.len());
+    for (slot, &fd) in p.iter_mut().zip(fds) {
+        slot.fd = fd;
     }
-    Ok(p.iter().map(|x| x.revents != 0).collect())
+    // SAFETY: p holds n valid pollfd structs.
+    let rc = unsafe { libc::poll(p.as_mut_ptr(), n as libc::nfds_t, timeout_ms) };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO));
+    }
+    Ok(())
+}
+
+/// A thread started with pthread_create() itself rather than
+/// `std::thread`, which registers thread-local destructors: after a
+/// fork() in a process whose AST thread runs, the child has only the
+/// forking thread, and memory that thread owned would show as leaked
+/// under valgrind. The thread's body allocates nothing it keeps.
+pub(crate) struct RawThread(libc::pthread_t);
+
+impl std::fmt::Debug for RawThread {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RawThread")
+    }
+}
+
+extern "C" fn thread_start<F: FnOnce() + Send + 'static>(arg: *mut c_void) -> *mut c_void {
+    // SAFETY: arg is the Box<F> that spawn() leaked for this thread,
+    // taken back exactly once, here; F moves to this thread's stack.
+    let body: F = *unsafe { Box::from_raw(arg.cast::<F>()) };
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).is_err() {
+        log::error!("libdlm: the AST thread panicked; it stops");
+    }
+    std::ptr::null_mut()
+}
+
+/// Start `body` on a new thread.
+pub(crate) fn spawn<F: FnOnce() + Send + 'static>(body: F) -> Result<RawThread, c_int> {
+    let arg = Box::into_raw(Box::new(body));
+    let mut t: libc::pthread_t = 0;
+    // SAFETY: t is writable; thread_start::<F> takes arg (a leaked Box<F>)
+    // and frees it.
+    let rc =
+        unsafe { libc::pthread_create(&mut t, std::ptr::null(), thread_start::<F>, arg.cast()) };
+    if rc != 0 {
+        // SAFETY: the thread was not created: arg is still ours.
+        drop(unsafe { Box::from_raw(arg) });
+        return Err(rc);
+    }
+    Ok(RawThread(t))
+}
+
+impl RawThread {
+    /// Whether the calling thread is this one.
+    pub(crate) fn is_current(&self) -> bool {
+        // SAFETY: pthread_self() and pthread_equal() have no preconditions.
+        unsafe { libc::pthread_equal(self.0, libc::pthread_self()) != 0 }
+    }
+
+    /// Wait for the thread to end.
+    pub(crate) fn join(self) {
+        // SAFETY: the thread was created joinable and is joined once
+        // (join takes self).
+        let _ = unsafe { libc::pthread_join(self.0, std::ptr::null_mut()) };
+    }
+
+    /// Let the thread end on its own.
+    pub(crate) fn detach(self) {
+        // SAFETY: as for join: once, consuming self.
+        let _ = unsafe { libc::pthread_detach(self.0) };
+    }
 }
 
 /// A close-on-exec pipe: (read end, write end).
@@ -207,7 +269,9 @@ pub(crate) fn pipe() -> Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd), c_i
     // SAFETY: fds is an array of two ints, as pipe2() wants.
     let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
     if rc != 0 {
-        return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO));
+        return Err(std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO));
     }
     // SAFETY: pipe2() returned two new fds that nothing else owns.
     Ok(unsafe {
@@ -224,4 +288,17 @@ pub(crate) fn write_byte(fd: &std::os::fd::OwnedFd) {
     let b = [1u8];
     // SAFETY: b is one readable byte; fd is open (borrowed).
     let _ = unsafe { libc::write(fd.as_raw_fd(), b.as_ptr().cast(), 1) };
+}
+
+/// Have `prepare`, `parent` and `child` run around every fork() (once).
+pub(crate) fn at_fork(prepare: extern "C" fn(), parent: extern "C" fn(), child: extern "C" fn()) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: three plain functions that live as long as the process
+        // (this library is never unloaded while a thread of it runs).
+        let rc = unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
+        if rc != 0 {
+            log::warn!("libdlm: pthread_atfork failed ({rc})");
+        }
+    });
 }

@@ -14,6 +14,9 @@ use crate::sink::Shared;
 /// An open lockspace handle.
 #[derive(Debug)]
 pub(crate) struct Handle {
+    /// The process that opened it (a child after fork() must not close
+    /// its parent's connection).
+    pid: u32,
     ls: Mutex<Option<Lockspace>>,
     pub(crate) shared: Arc<Shared>,
     pub(crate) seam: Seam,
@@ -33,7 +36,18 @@ impl Handle {
     /// clone, for a release); `None` if closed already.
     fn close(&self) -> Option<Lockspace> {
         self.seam.stop_thread();
-        self.ls.lock().unwrap_or_else(|p| p.into_inner()).take()
+        let ls = self.ls.lock().unwrap_or_else(|p| p.into_inner()).take()?;
+        if self.pid != std::process::id() {
+            // The parent's handle, inherited by fork(): as with a kernel
+            // device's inherited fd, closing it here must leave the
+            // parent's locks alone. Kept, never used.
+            INHERITED_LS
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(ls);
+            return None;
+        }
+        Some(ls)
     }
 }
 
@@ -43,6 +57,10 @@ struct Conn {
 }
 
 static CONN: Mutex<Option<Conn>> = Mutex::new(None);
+/// Connections of the parent process (see [`dlm`]).
+static INHERITED: Mutex<Vec<Arc<Dlm>>> = Mutex::new(Vec::new());
+/// Lockspaces of the parent process closed in a child (see [`Handle::close`]).
+static INHERITED_LS: Mutex<Vec<Lockspace>> = Mutex::new(Vec::new());
 static OPENED: AtomicBool = AtomicBool::new(false);
 static HANDLES: Mutex<Vec<(usize, Arc<Handle>)>> = Mutex::new(Vec::new());
 static DEFAULT: Mutex<Option<usize>> = Mutex::new(None);
@@ -57,10 +75,18 @@ pub(crate) fn dlm() -> Result<Arc<Dlm>, c_int> {
     }
     let dlm = Arc::new(Dlm::open().map_err(|e| e.errno().raw())?);
     OPENED.store(true, Ordering::SeqCst);
-    *c = Some(Conn {
+    let old = c.replace(Conn {
         pid,
         dlm: dlm.clone(),
     });
+    if let Some(old) = old {
+        // The parent's connection, inherited by fork(): closing it here
+        // could shut it down under the parent. Kept, never used.
+        INHERITED
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(old.dlm);
+    }
     Ok(dlm)
 }
 
@@ -74,6 +100,7 @@ pub(crate) fn opened() -> bool {
 pub(crate) fn add(ls: Lockspace) -> Result<usize, c_int> {
     let seam = Seam::new(&ls)?;
     let h = Arc::new(Handle {
+        pid: std::process::id(),
         ls: Mutex::new(Some(ls)),
         shared: Arc::new(Shared::default()),
         seam,
@@ -110,9 +137,9 @@ pub(crate) fn by_fd(fd: c_int) -> Option<Arc<Handle>> {
         .map(|(_, h)| h.clone())
 }
 
-/// Close handle `key`: it is forgotten, its AST thread stopped; the
-/// lockspace, if it was still open.
-pub(crate) fn remove(key: *mut c_void) -> Option<Lockspace> {
+/// Close handle `key`: it is forgotten, its AST thread stopped; `None`
+/// for no such handle, else the lockspace if this process may close it.
+pub(crate) fn remove(key: *mut c_void) -> Option<Option<Lockspace>> {
     let k = key as usize;
     let h = {
         let mut t = HANDLES.lock().unwrap_or_else(|p| p.into_inner());
@@ -125,7 +152,7 @@ pub(crate) fn remove(key: *mut c_void) -> Option<Lockspace> {
             *d = None;
         }
     }
-    h.close()
+    Some(h.close())
 }
 
 /// The default lockspace's handle, if open.

@@ -14,7 +14,6 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::raw::c_int;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::thread::{JoinHandle, ThreadId};
 use std::time::Duration;
 
 use dlm::Lockspace;
@@ -33,10 +32,12 @@ pub(crate) struct Seam {
 #[derive(Debug)]
 struct AstThread {
     stop: Arc<AtomicBool>,
-    /// Written to stop the thread; its read end is polled with the fd.
+    /// Written to stop the thread; its read end is polled with the fd,
+    /// and kept open here too, so that the write never meets a closed
+    /// pipe (SIGPIPE) when the thread has ended on its own.
     stop_w: OwnedFd,
-    id: ThreadId,
-    join: Option<JoinHandle<()>>,
+    _stop_r: Arc<OwnedFd>,
+    thread: ffi::RawThread,
 }
 
 /// Whatever owns a lockspace that the AST thread can reach.
@@ -103,8 +104,7 @@ impl Seam {
             return false;
         }
         let t = self.thread.lock().unwrap_or_else(|p| p.into_inner());
-        t.as_ref()
-            .is_some_and(|t| t.id == std::thread::current().id())
+        t.as_ref().is_some_and(|t| t.thread.is_current())
     }
 
     /// Start the AST thread of `owner`: from now on it dispatches the
@@ -114,19 +114,19 @@ impl Seam {
         if t.is_some() {
             return Err(libc::EEXIST);
         }
+        ffi::at_fork(fork_prepare, fork_done, fork_done);
         let (stop_r, stop_w) = pipe()?;
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
         let fd = self.fd;
-        let join = std::thread::Builder::new()
-            .name("dlm-ast".into())
-            .spawn(move || ast_thread(owner, fd, stop_r, stop2))
-            .map_err(errno_of)?;
+        let stop_r = Arc::new(stop_r);
+        let stop_r2 = stop_r.clone();
+        let thread = ffi::spawn(move || ast_thread(owner, fd, stop_r2, stop2))?;
         *t = Some(AstThread {
             stop,
             stop_w,
-            id: join.thread().id(),
-            join: Some(join),
+            _stop_r: stop_r,
+            thread,
         });
         self.has_thread.store(true, Ordering::SeqCst);
         Ok(())
@@ -135,23 +135,18 @@ impl Seam {
     /// Stop the AST thread, if one runs, and wait for it (unless this is
     /// it: then it stops once the AST it runs returns).
     pub(crate) fn stop_thread(&self) {
-        let t = self
-            .thread
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        let Some(mut t) = t else {
+        let t = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let Some(t) = t else {
             return;
         };
         self.has_thread.store(false, Ordering::SeqCst);
         t.stop.store(true, Ordering::SeqCst);
         ffi::write_byte(&t.stop_w);
-        if t.id == std::thread::current().id() {
+        if t.thread.is_current() {
+            t.thread.detach();
             return;
         }
-        if let Some(j) = t.join.take() {
-            let _ = j.join();
-        }
+        t.thread.join();
     }
 }
 
@@ -160,7 +155,12 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), c_int> {
 }
 
 /// The AST thread: poll the handle's fd and its stop pipe; dispatch.
-fn ast_thread<D: Dispatchable>(owner: Weak<D>, fd: RawFd, stop_r: OwnedFd, stop: Arc<AtomicBool>) {
+fn ast_thread<D: Dispatchable>(
+    owner: Weak<D>,
+    fd: RawFd,
+    stop_r: Arc<OwnedFd>,
+    stop: Arc<AtomicBool>,
+) {
     let fds = [fd, stop_r.as_raw_fd()];
     loop {
         if stop.load(Ordering::SeqCst) {
@@ -182,7 +182,9 @@ fn ast_thread<D: Dispatchable>(owner: Weak<D>, fd: RawFd, stop_r: OwnedFd, stop:
         let Some(ls) = h.lockspace() else {
             return;
         };
+        gate_enter();
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h.seam().dispatch(&ls)));
+        gate_leave();
         match r {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
@@ -198,4 +200,64 @@ fn ast_thread<D: Dispatchable>(owner: Weak<D>, fd: RawFd, stop_r: OwnedFd, stop:
             }
         }
     }
+}
+
+/// AST threads in the middle of a dispatch, and whether a fork() waits
+/// for them: a child gets only the forking thread, so memory an AST
+/// thread holds during a dispatch (the records read, the callback being
+/// run) would be lost in the child. A fork waits (at most a second) until
+/// no AST thread dispatches, and none starts until it is done.
+struct Gate {
+    forking: bool,
+    active: usize,
+}
+
+static GATE: Mutex<Gate> = Mutex::new(Gate {
+    forking: false,
+    active: 0,
+});
+static GATE_CV: std::sync::Condvar = std::sync::Condvar::new();
+
+fn gate() -> std::sync::MutexGuard<'static, Gate> {
+    GATE.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn gate_enter() {
+    let mut g = gate();
+    while g.forking {
+        g = GATE_CV
+            .wait_timeout(g, Duration::from_millis(100))
+            .unwrap_or_else(|p| p.into_inner())
+            .0;
+    }
+    g.active += 1;
+}
+
+fn gate_leave() {
+    let mut g = gate();
+    g.active = g.active.saturating_sub(1);
+    GATE_CV.notify_all();
+}
+
+extern "C" fn fork_prepare() {
+    let deadline = std::time::Instant::now() + Duration::from_secs(1);
+    let mut g = gate();
+    g.forking = true;
+    while g.active > 0 {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            // An AST that forks, or waits for the forking thread.
+            break;
+        }
+        g = GATE_CV
+            .wait_timeout(g, left)
+            .unwrap_or_else(|p| p.into_inner())
+            .0;
+    }
+}
+
+extern "C" fn fork_done() {
+    let mut g = gate();
+    g.forking = false;
+    GATE_CV.notify_all();
 }

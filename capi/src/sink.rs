@@ -108,7 +108,7 @@ pub(crate) fn on_complete(
     shared: Arc<Shared>,
 ) -> impl FnMut(LockId, &Completion) + Send + 'static {
     move |id, c| {
-        let (ast, arg, waiter, ended) = {
+        let (ast, arg, waiter, ended, first) = {
             let mut s = lock(&sink);
             let mut status = c.status;
             if status == Status::Cancelled && s.timed_out {
@@ -138,10 +138,16 @@ pub(crate) fn on_complete(
                     value.as_ref(),
                 )
             };
-            (s.ast, s.astarg, s.waiter.take(), ends)
+            let first = s.id.is_none();
+            s.id = Some(id);
+            (s.ast, s.astarg, s.waiter.take(), ends, first)
         };
         if ended {
             shared.forget(id.lkid(), &sink);
+        } else if first {
+            // The completion came before the request's write returned (on
+            // the AST thread): the AST may already operate on the lock.
+            shared.insert(id.lkid(), &sink);
         }
         match waiter {
             Some(w) => {
