@@ -34,6 +34,16 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
 step "cargo test (release; $DLM_PROPTEST_CASES property cases, $DLM_MODEL_CASES model cases)"
 cargo test --workspace --release
 
+step "libdlm C ABI: exports, SONAMEs and libdlm.h against Debian's libdlm 4.2; the install"
+capi_lib=$(capi/build-libs.sh)
+capi/tests/abi.sh --lib "$capi_lib"
+capi/tests/install.sh
+
+step "libdlm C programs on the host through the fallback (Debian's header, ours, and valgrind)"
+capi/tests/run-host.sh --lib "$capi_lib"
+capi/tests/run-host.sh --lib "$capi_lib" --include capi/include
+capi/tests/run-host.sh --lib "$capi_lib" --valgrind
+
 step "kernel DLM in QEMU, Linux 6.1 (real dlm.ko, dlm-controld --single-node)"
 ci/kernel.sh --kernel 6.1
 
