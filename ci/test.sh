@@ -47,6 +47,9 @@ capi/tests/run-host.sh --lib "$capi_lib" --valgrind
 step "kernel DLM in QEMU, Linux 6.1 (real dlm.ko, dlm-controld --single-node)"
 ci/kernel.sh --kernel 6.1
 
+step "libdlm C programs in QEMU on Linux 6.1 with our libraries (Debian's transcripts as the reference)"
+ci/kernel/ctests.sh --lib "$capi_lib"
+
 step "conformance: Linux 6.1 as oracle (golden traces, ${DLM_RANDOM_SEEDS:=1000} random sequences against the engine)"
 export DLM_RANDOM_SEEDS
 ci/kernel/conformance.sh --kernel 6.1

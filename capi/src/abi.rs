@@ -384,6 +384,10 @@ unsafe fn lock_on(flavor: Flavor, h: &Arc<Handle>, a: &LockArgs, wait: bool) -> 
             .map_err(errno)?;
         // SAFETY: as above.
         unsafe { ffi::set_lkid(lksb, id.lkid()) };
+        // In the table before the id is in the sink: a completion on the
+        // AST thread that finds the id there already (and so leaves the
+        // table alone) may unlock from its AST at once.
+        h.shared.insert(id.lkid(), &sink);
         {
             let mut s = sink::lock(&sink);
             s.id = Some(id);
@@ -393,13 +397,10 @@ unsafe fn lock_on(flavor: Flavor, h: &Arc<Handle>, a: &LockArgs, wait: bool) -> 
                 if s.waiter.take().is_some() {
                     // SAFETY: as above.
                     unsafe { ffi::set_status(lksb, 0) };
-                    drop(s);
-                    h.shared.insert(id.lkid(), &sink);
                     return Ok(0);
                 }
             }
         }
-        h.shared.insert(id.lkid(), &sink);
         sink
     };
     if timeout_cs > 0 && lflags.contains(LockFlags::TIMEOUT) {

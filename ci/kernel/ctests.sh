@@ -146,7 +146,7 @@ status=0
 ci/kernel/run.sh --quiet --initramfs "$out/initramfs.cpio" --timeout "${DLM_CTESTS_TIMEOUT:-1200}" \
     -- ctests-guest.sh ${guest_args[@]+"${guest_args[@]}"} ${only[@]+"${only[@]}"} || status=$?
 log="$out/serial-$name.log"
-tr -d '\r' <ci/out/qemu-serial.log >"$log"
+tr -d '\r' <"ci/out/linux-${DLM_KERNEL:-6.1}/qemu-serial.log" >"$log"
 
 # Split the transcripts: NAME.out (stdout), NAME.err (stderr), NAME.rc.
 rm -rf "$res"

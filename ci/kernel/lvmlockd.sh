@@ -95,7 +95,7 @@ status=0
 ci/kernel/run.sh --quiet --initramfs "$out/initramfs.cpio" --timeout "${DLM_LVMLOCKD_TIMEOUT:-900}" \
     -- lvmlockd-guest.sh ${guest_args[@]+"${guest_args[@]}"} || status=$?
 log="$out/serial-$name.log"
-tr -d '\r' <ci/out/qemu-serial.log >"$log"
+tr -d '\r' <"ci/out/linux-${DLM_KERNEL:-6.1}/qemu-serial.log" >"$log"
 grep -E '^(LVM-STEP|LVM-RESULT|lvmlockd-guest:|    )' "$log" || true
 if [ "$status" -ne 0 ] || ! grep -q '^LVM-RESULT pass$' "$log"; then
     echo "lvmlockd.sh: FAILED with $name libdlm_lt (guest status $status; log $log)" >&2
