@@ -306,6 +306,10 @@ unsafe fn lock_on(flavor: Flavor, h: &Arc<Handle>, a: &LockArgs, wait: bool) -> 
     let lksb = Addr::of(a.lksb);
     let flags = a.flags & !LKF_WAIT;
     let lflags = LockFlags::from_bits_retain(flags);
+    // LKF_TIMEOUT is this library's (a userspace timer, below): the kernel
+    // dropped it in 6.2 and refuses it there.
+    let timed = lflags.contains(LockFlags::TIMEOUT);
+    let lflags = lflags - LockFlags::TIMEOUT;
     // SAFETY: lksb is non-NULL and valid by the caller's contract.
     if lflags.contains(LockFlags::VALBLK) && !unsafe { ffi::has_lvb(lksb) } {
         return Err(libc::EINVAL);
@@ -403,7 +407,7 @@ unsafe fn lock_on(flavor: Flavor, h: &Arc<Handle>, a: &LockArgs, wait: bool) -> 
         }
         sink
     };
-    if timeout_cs > 0 && lflags.contains(LockFlags::TIMEOUT) {
+    if timeout_cs > 0 && timed {
         arm_timer(h, &sink, timeout_cs);
     }
     match waiter {
