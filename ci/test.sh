@@ -49,6 +49,7 @@ ci/kernel.sh --kernel 6.1
 
 step "libdlm C programs in QEMU on Linux 6.1 with our libraries (Debian's transcripts as the reference)"
 ci/kernel/ctests.sh --lib "$capi_lib"
+ci/kernel/ctests.sh --lib "$capi_lib" --include capi/include
 
 step "conformance: Linux 6.1 as oracle (golden traces, ${DLM_RANDOM_SEEDS:=1000} random sequences against the engine)"
 export DLM_RANDOM_SEEDS
