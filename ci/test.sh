@@ -51,6 +51,9 @@ step "libdlm C programs in QEMU on Linux 6.1 with our libraries (Debian's transc
 ci/kernel/ctests.sh --lib "$capi_lib"
 ci/kernel/ctests.sh --lib "$capi_lib" --include capi/include
 
+step "Debian's lvmlockd, unmodified, on our libdlm_lt.so.3 in QEMU (Linux 6.1, dlm-controld --single-node)"
+ci/kernel/lvmlockd.sh --lib "$capi_lib"
+
 step "conformance: Linux 6.1 as oracle (golden traces, ${DLM_RANDOM_SEEDS:=1000} random sequences against the engine)"
 export DLM_RANDOM_SEEDS
 ci/kernel/conformance.sh --kernel 6.1
