@@ -18,6 +18,7 @@ use dlm::{ResourceName, ValueBlock};
 
 use crate::ffi::{self, Addr};
 use crate::registry::{self, Handle};
+use crate::seam::Dispatchable;
 use crate::sink::{self, Sink, SinkRef};
 use crate::{AstFn, DlmLksb, Flavor, DLM_LOCKSPACE_LEN, DLM_RESNAME_MAXLEN, EINPROG, EUNLOCK};
 use crate::{DLM_LVB_LEN, LKF_WAIT};
@@ -183,14 +184,13 @@ pub fn dispatch(fd: c_int) -> c_int {
         }
         let h = registry::by_fd(fd).ok_or(libc::EBADF)?;
         let ls = h.lockspace_or(libc::EBADF)?;
-        h.seam.dispatch(&ls)?;
+        h.dispatch(&ls)?;
         Ok(0)
     })
 }
 
 impl Handle {
     fn lockspace_or(&self, e: c_int) -> R<Lockspace> {
-        use crate::seam::Dispatchable;
         self.lockspace().ok_or(e)
     }
 }
@@ -382,7 +382,7 @@ unsafe fn lock_on(flavor: Flavor, h: &Arc<Handle>, a: &LockArgs, wait: bool) -> 
         let sink: SinkRef = Arc::new(Mutex::new(s));
         let req = LockRequest::new(res, mode)
             .flags(lflags)
-            .on_blocking(sink::on_blocking(sink.clone()));
+            .on_blocking(sink::on_blocking(sink.clone(), h.shared.clone()));
         let id = ls
             .request(req, sink::on_complete(sink.clone(), h.shared.clone()))
             .map_err(errno)?;
@@ -469,8 +469,9 @@ fn arm_timer(h: &Arc<Handle>, sink: &SinkRef, cs: u64) {
 
 /// Wait until `done`: read and dispatch the lockspace on this thread
 /// (lite; threaded with no AST thread, or on the AST thread itself), or
-/// sleep while the AST thread delivers. One thread reads at a time; the
-/// others sleep until it is done or their completion came.
+/// sleep while the AST thread delivers. One thread reads at a time (and
+/// the waits nested in the ASTs it runs); the others sleep until it is
+/// done or their completion came.
 fn wait_done(flavor: Flavor, h: &Handle, ls: &Lockspace, done: &AtomicBool) -> R<()> {
     loop {
         if done.load(Ordering::SeqCst) {
@@ -482,11 +483,14 @@ fn wait_done(flavor: Flavor, h: &Handle, ls: &Lockspace, done: &AtomicBool) -> R
         if done.load(Ordering::SeqCst) {
             return Ok(());
         }
-        if inline && (!*g || on_thread) {
-            let was = *g;
-            *g = true;
+        // A waiting call made by an AST that the reading thread runs (a
+        // nested wait, on the same thread) reads too: the outer one
+        // cannot until the AST returns.
+        let me = ffi::thread_self();
+        if inline && (g.is_none() || *g == Some(me) || on_thread) {
+            let was = g.replace(me);
             drop(g);
-            let r = h.seam.wait(200).and_then(|()| h.seam.dispatch(ls));
+            let r = h.seam.wait(200).and_then(|()| h.dispatch(ls));
             *h.shared.reader.lock().unwrap_or_else(|p| p.into_inner()) = was;
             h.shared.cv.notify_all();
             r?;

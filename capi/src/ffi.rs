@@ -302,3 +302,10 @@ pub(crate) fn at_fork(prepare: extern "C" fn(), parent: extern "C" fn(), child: 
         }
     });
 }
+
+/// The calling thread, as a number (pthread_self(); no thread-local
+/// storage, see [`spawn`]).
+pub(crate) fn thread_self() -> u64 {
+    // SAFETY: pthread_self() has no preconditions.
+    unsafe { libc::pthread_self() as u64 }
+}

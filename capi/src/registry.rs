@@ -26,8 +26,10 @@ impl Dispatchable for Handle {
     fn lockspace(&self) -> Option<Lockspace> {
         self.ls.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
-    fn seam(&self) -> &Seam {
-        &self.seam
+    fn dispatch(&self, ls: &Lockspace) -> Result<usize, c_int> {
+        let r = self.seam.dispatch(ls);
+        self.shared.run_due();
+        r
     }
 }
 

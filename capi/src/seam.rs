@@ -44,8 +44,8 @@ struct AstThread {
 pub(crate) trait Dispatchable: Send + Sync + 'static {
     /// The lockspace, while it is open.
     fn lockspace(&self) -> Option<Lockspace>;
-    /// The seam.
-    fn seam(&self) -> &Seam;
+    /// Read and run everything due on `ls` now (never blocks).
+    fn dispatch(&self, ls: &Lockspace) -> Result<usize, c_int>;
 }
 
 fn errno_of(e: std::io::Error) -> c_int {
@@ -183,7 +183,7 @@ fn ast_thread<D: Dispatchable>(
             return;
         };
         gate_enter();
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h.seam().dispatch(&ls)));
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h.dispatch(&ls)));
         gate_leave();
         match r {
             Ok(Ok(_)) => {}

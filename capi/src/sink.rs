@@ -2,14 +2,15 @@
 //! (`castaddr`, `castparam`, `bastaddr`, `bastparam`, `user_lksb`), and
 //! the completion and blocking closures given to the `dlm` crate.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::os::raw::c_int;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use dlm::{Completion, LockId, Status};
 
 use crate::ffi::{self, Addr};
-use crate::AstFn;
+use crate::{AstFn, DLM_LVB_LEN};
 
 /// Where a lock's ASTs go; replaced in part by each conversion, unlock and
 /// cancel, as the kernel replaces its copy.
@@ -64,9 +65,11 @@ impl Sink {
 pub(crate) struct Shared {
     /// The handle's live locks by lock id.
     locks: Mutex<HashMap<u32, SinkRef>>,
-    /// Whether a waiting call is reading the lockspace for everybody.
-    pub(crate) reader: Mutex<bool>,
+    /// The thread whose waiting call reads the lockspace for everybody.
+    pub(crate) reader: Mutex<Option<u64>>,
     pub(crate) cv: Condvar,
+    /// ASTs taken in and not yet run.
+    due: Mutex<VecDeque<Due>>,
 }
 
 impl Shared {
@@ -101,14 +104,88 @@ impl Shared {
     }
 }
 
-/// The completion closure of a lock: fill the lksb as libdlm's dispatch
-/// does, then wake the waiter or call the AST routine.
+/// An AST due to run: taken in by a `dlm` callback, run once the
+/// dispatch that took it in has returned (see [`Shared::run_due`]).
+#[derive(Debug)]
+enum Due {
+    Completion {
+        lksb: Addr,
+        status: c_int,
+        lkid: u32,
+        flags: u8,
+        value: Option<[u8; DLM_LVB_LEN]>,
+        ast: AstFn,
+        arg: Addr,
+        waiter: Option<Arc<AtomicBool>>,
+    },
+    Blocking {
+        bast: AstFn,
+        arg: Addr,
+    },
+}
+
+impl Shared {
+    fn push(&self, d: Due) {
+        self.due
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back(d);
+    }
+
+    /// Run the ASTs that are due, in the order they came: fill the lksb
+    /// as libdlm's dispatch does, then wake the waiter or call the AST
+    /// routine. They run here, after the `dlm` callbacks that took them
+    /// in have returned, so that an AST may wait for its own lock's next
+    /// completion (which the `dlm` crate delivers to the lock's callback
+    /// only once that callback is back).
+    pub(crate) fn run_due(&self) {
+        loop {
+            let batch = std::mem::take(&mut *self.due.lock().unwrap_or_else(|p| p.into_inner()));
+            if batch.is_empty() {
+                return;
+            }
+            for d in batch {
+                match d {
+                    Due::Completion {
+                        lksb,
+                        status,
+                        lkid,
+                        flags,
+                        value,
+                        ast,
+                        arg,
+                        waiter,
+                    } => {
+                        // SAFETY: the caller gave this lksb for this
+                        // operation and keeps it valid until the
+                        // operation's AST (libdlm.h).
+                        #[allow(unsafe_code)]
+                        unsafe {
+                            ffi::complete(lksb, status, lkid, flags, value.as_ref())
+                        };
+                        match waiter {
+                            Some(w) => {
+                                w.store(true, Ordering::SeqCst);
+                                self.wake();
+                            }
+                            None => ffi::call_ast(ast, arg),
+                        }
+                    }
+                    Due::Blocking { bast, arg } => ffi::call_ast(bast, arg),
+                }
+            }
+        }
+    }
+}
+
+/// The completion closure of a lock: the lock's bookkeeping at once, and
+/// its AST (or waiter) due.
 pub(crate) fn on_complete(
     sink: SinkRef,
     shared: Arc<Shared>,
 ) -> impl FnMut(LockId, &Completion) + Send + 'static {
     move |id, c| {
-        let (ast, arg, waiter, ended, first) = {
+        let (due, ended, first) = {
             let mut s = lock(&sink);
             let mut status = c.status;
             if status == Status::Cancelled && s.timed_out {
@@ -125,22 +202,19 @@ pub(crate) fn on_complete(
                 s.granted_once = true;
             }
             s.ended |= ends;
-            let value = c.value_block.as_ref().map(|v| *v.as_bytes());
-            // SAFETY: the caller gave this lksb for this operation and
-            // keeps it valid until the operation's AST (libdlm.h).
-            #[allow(unsafe_code)]
-            unsafe {
-                ffi::complete(
-                    s.lksb,
-                    status.to_user(),
-                    id.lkid(),
-                    c.flags.bits(),
-                    value.as_ref(),
-                )
-            };
             let first = s.id.is_none();
             s.id = Some(id);
-            (s.ast, s.astarg, s.waiter.take(), ends, first)
+            let due = Due::Completion {
+                lksb: s.lksb,
+                status: status.to_user(),
+                lkid: id.lkid(),
+                flags: c.flags.bits(),
+                value: c.value_block.as_ref().map(|v| *v.as_bytes()),
+                ast: s.ast,
+                arg: s.astarg,
+                waiter: s.waiter.take(),
+            };
+            (due, ends, first)
         };
         if ended {
             shared.forget(id.lkid(), &sink);
@@ -149,25 +223,22 @@ pub(crate) fn on_complete(
             // the AST thread): the AST may already operate on the lock.
             shared.insert(id.lkid(), &sink);
         }
-        match waiter {
-            Some(w) => {
-                w.store(true, Ordering::SeqCst);
-                shared.wake();
-            }
-            None => ffi::call_ast(ast, arg),
-        }
+        shared.push(due);
     }
 }
 
 /// The blocking closure: the lock's blocking AST routine with its
-/// argument. libdlm also copies the kernel's status block into the lksb
-/// here; this library leaves the lksb alone (see libdlm.h).
-pub(crate) fn on_blocking(sink: SinkRef) -> impl FnMut(LockId, dlm::LockMode) + Send + 'static {
+/// argument, due. libdlm also copies the kernel's status block into the
+/// lksb here; this library leaves the lksb alone (see libdlm.h).
+pub(crate) fn on_blocking(
+    sink: SinkRef,
+    shared: Arc<Shared>,
+) -> impl FnMut(LockId, dlm::LockMode) + Send + 'static {
     move |_, _| {
         let (bast, arg) = {
             let s = lock(&sink);
             (s.bast, s.bastarg)
         };
-        ffi::call_ast(bast, arg);
+        shared.push(Due::Blocking { bast, arg });
     }
 }
