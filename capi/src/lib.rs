@@ -17,8 +17,10 @@
 //! [`dlm::Lockspace::request`] with a completion closure and a blocking
 //! closure that share the lock's *sink*: the C AST routine, its argument
 //! and the `struct dlm_lksb *`, which later conversions and unlocks of
-//! the lock replace as the kernel replaces them. A completion fills the
-//! lksb (status, lock id, flags, value block) and calls the AST. The
+//! the lock replace as the kernel replaces them. A completion is queued
+//! on its handle; once the dispatch that read it has returned, it fills
+//! the lksb (status, lock id, flags, value block) and calls the AST (so
+//! an AST may wait for its own lock's next completion). The
 //! waiting calls (`*_wait`) put a waiter in the sink instead, and wait for
 //! it: the lite library reads and dispatches the lockspace on the calling
 //! thread, as libdlm_lt does; the threaded one sleeps while the AST thread
