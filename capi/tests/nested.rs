@@ -43,11 +43,11 @@ extern "C" fn unlock_wait_from_ast(arg: *mut c_void) {
     x.rv.store(rv, Ordering::SeqCst);
 }
 
-fn body(d: &PrivateDaemon) {
+fn body() {
     let name = c"capi_nested";
     // SAFETY: a NUL-terminated name.
     let ls = unsafe { abi::new_lockspace(Flavor::Lite, name.as_ptr(), 0o600, 0, false) };
-    assert!(!ls.is_null(), "create; dlmd's log:\n{}", d.log());
+    assert!(!ls.is_null(), "create");
     let mut x = Box::new(X {
         ls,
         lksb: lksb(),
@@ -114,15 +114,22 @@ fn body(d: &PrivateDaemon) {
 
 #[test]
 fn a_wait_inside_an_ast_run_by_a_wait_reads_itself() {
+    // The daemon stays with this thread, so that it is stopped however
+    // the test ends (a hung body thread is left to the process's exit).
     let d = PrivateDaemon::start();
     let (tx, rx) = mpsc::channel();
-    let d2 = std::sync::Arc::new(d);
-    let d3 = d2.clone();
-    std::thread::spawn(move || {
-        body(&d3);
+    let t = std::thread::spawn(move || {
+        body();
         let _ = tx.send(());
     });
-    if rx.recv_timeout(Duration::from_secs(20)).is_err() {
-        panic!("the nested wait hangs (20 s); dlmd's log:\n{}", d2.log());
+    match rx.recv_timeout(Duration::from_secs(20)) {
+        Ok(()) => t.join().expect("the test body"),
+        Err(mpsc::RecvTimeoutError::Disconnected) => {
+            let e = t.join().expect_err("the body ended without saying so");
+            panic!("the test body failed: {e:?}; dlmd's log:\n{}", d.log());
+        }
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            panic!("the nested wait hangs (20 s); dlmd's log:\n{}", d.log())
+        }
     }
 }
