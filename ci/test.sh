@@ -34,8 +34,25 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
 step "cargo test (release; $DLM_PROPTEST_CASES property cases, $DLM_MODEL_CASES model cases)"
 cargo test --workspace --release
 
+step "libdlm C ABI: exports, SONAMEs and libdlm.h against Debian's libdlm 4.2; the install"
+capi_lib=$(capi/build-libs.sh)
+capi/tests/abi.sh --lib "$capi_lib"
+capi/tests/install.sh
+
+step "libdlm C programs on the host through the fallback (Debian's header, ours, and valgrind)"
+capi/tests/run-host.sh --lib "$capi_lib"
+capi/tests/run-host.sh --lib "$capi_lib" --include capi/include
+capi/tests/run-host.sh --lib "$capi_lib" --valgrind
+
 step "kernel DLM in QEMU, Linux 6.1 (real dlm.ko, dlm-controld --single-node)"
 ci/kernel.sh --kernel 6.1
+
+step "libdlm C programs in QEMU on Linux 6.1 with our libraries (Debian's transcripts as the reference)"
+ci/kernel/ctests.sh --lib "$capi_lib"
+ci/kernel/ctests.sh --lib "$capi_lib" --include capi/include
+
+step "Debian's lvmlockd, unmodified, on our libdlm_lt.so.3 in QEMU (Linux 6.1, dlm-controld --single-node)"
+ci/kernel/lvmlockd.sh --lib "$capi_lib"
 
 step "conformance: Linux 6.1 as oracle (golden traces, ${DLM_RANDOM_SEEDS:=1000} random sequences against the engine's 6.1 model)"
 export DLM_RANDOM_SEEDS

@@ -5,9 +5,11 @@
 # DLM). The transcripts are compared with the same references as the
 # guest's (capi/tests/expected/, with expected/ours/ where present).
 #
-#   capi/tests/run-host.sh --lib DIR [--valgrind] [NAME...]
+#   capi/tests/run-host.sh --lib DIR [--include DIR] [--valgrind] [NAME...]
 #
 #   --lib DIR     DIR holds libdlm.so.3 and libdlm_lt.so.3 (required)
+#   --include DIR compile the programs against DIR/libdlm.h (e.g.
+#                 capi/include, ours) instead of Debian's
 #   --valgrind    run each program (not ct_crash, ct_flood) under
 #                 valgrind's memcheck; any report fails the run
 #   NAME...       only these programs (e.g. ct_lock-lt); default all, and
@@ -18,19 +20,22 @@
 # DLM_NO_AUTOSTART=1. After each program, lockspaces left in dlmd
 # (`dlm ls`) fail the run and are removed. dlmd is stopped by its pid at
 # the end, whatever happened; its log is printed when something failed.
-# Results: ci/out/ctests/host/ (host-valgrind/ with --valgrind).
+# Results: ci/out/ctests/host/ (host-valgrind/ with --valgrind, -ourh
+# appended with --include).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . ci/lib.sh
 
 lib=""
+include=()
 valgrind=0
 only=()
 while [ $# -gt 0 ]; do
     case "$1" in
     --lib) lib=$(cd "$2" && pwd); shift 2 ;;
+    --include) include=(--include "$(cd "$2" && pwd)"); shift 2 ;;
     --valgrind) valgrind=1; shift ;;
-    -h | --help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "run-host.sh: unknown option $1" >&2; exit 2 ;;
     *) only+=("$1"); shift ;;
     esac
@@ -46,14 +51,15 @@ apt_install libdlm-dev dlm-controld
 t0=$(date +%s)
 name=host
 [ "$valgrind" = 1 ] && name=host-valgrind
+[ ${#include[@]} -gt 0 ] && name=$name-ourh
 out=ci/out/ctests
 res="$out/$name"
 expected=capi/tests/expected
 rm -rf "$res"
 mkdir -p "$res"
 
-capi/tests/c/build.sh -o "$out/host-bin" >"$out/host-programs.txt"
-mapfile -t progs <"$out/host-programs.txt"
+capi/tests/c/build.sh -o "$out/$name-bin" ${include[@]+"${include[@]}"} >"$out/$name-programs.txt"
+mapfile -t progs <"$out/$name-programs.txt"
 cargo build --release -p dlmd -p dlm-cli >&2
 dlmd_bin=$PWD/target/release/dlmd
 dlm_bin=$PWD/target/release/dlm

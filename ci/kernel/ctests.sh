@@ -7,6 +7,9 @@
 #   ci/kernel/ctests.sh                     Debian's libdlm (ci/out/ctests/debian/)
 #   ci/kernel/ctests.sh --lib DIR           DIR's libdlm.so.3 and libdlm_lt.so.3,
 #                                           through LD_LIBRARY_PATH (ci/out/ctests/ours/)
+#   ci/kernel/ctests.sh --include DIR       build the programs against DIR/libdlm.h
+#                                           (e.g. capi/include, ours) instead of
+#                                           Debian's; results' name gets -ourh
 #   ci/kernel/ctests.sh --name NAME         the results' directory name instead
 #   ci/kernel/ctests.sh --regenerate        write Debian's transcripts to
 #                                           capi/tests/expected/ (the reference)
@@ -34,6 +37,7 @@ cd "$(dirname "$0")/../.."
 . ci/lib.sh
 
 lib=""
+include=()
 name=""
 regen=0
 valgrind=0
@@ -42,15 +46,17 @@ while [ $# -gt 0 ]; do
     case "$1" in
     --lib) lib=$(cd "$2" && pwd); shift 2 ;;
     --name) name=$2; shift 2 ;;
+    --include) include=(--include "$(cd "$2" && pwd)"); shift 2 ;;
     --regenerate) regen=1; shift ;;
     --valgrind) valgrind=1; shift ;;
-    -h | --help) sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,34p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     --) shift; only=("$@"); break ;;
     *) echo "ctests.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
 [ -n "$name" ] || { [ -n "$lib" ] && name=ours || name=debian; }
 [ "$valgrind" = 1 ] && name="$name-valgrind"
+[ ${#include[@]} -gt 0 ] && name="$name-ourh"
 if [ "$regen" = 1 ] && [ -n "$lib" ]; then
     echo "ctests.sh: --regenerate writes Debian's reference; it cannot be used with --lib" >&2
     exit 2
@@ -70,7 +76,7 @@ ci/kernel/fetch.sh
 ci/kernel/build.sh >"$out/static-bins.txt"
 controller=$(head -n 1 "$out/static-bins.txt")
 
-capi/tests/c/build.sh -o "$out/bin" >"$out/programs.txt"
+capi/tests/c/build.sh -o "$out/bin" ${include[@]+"${include[@]}"} >"$out/programs.txt"
 mapfile -t progs <"$out/programs.txt"
 
 # Every export of both libraries must be called by some program of its
@@ -146,7 +152,7 @@ status=0
 ci/kernel/run.sh --quiet --initramfs "$out/initramfs.cpio" --timeout "${DLM_CTESTS_TIMEOUT:-1200}" \
     -- ctests-guest.sh ${guest_args[@]+"${guest_args[@]}"} ${only[@]+"${only[@]}"} || status=$?
 log="$out/serial-$name.log"
-tr -d '\r' <ci/out/qemu-serial.log >"$log"
+tr -d '\r' <"ci/out/linux-${DLM_KERNEL:-6.1}/qemu-serial.log" >"$log"
 
 # Split the transcripts: NAME.out (stdout), NAME.err (stderr), NAME.rc.
 rm -rf "$res"

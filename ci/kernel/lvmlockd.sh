@@ -37,7 +37,9 @@ out=ci/out/lvmlockd
 mkdir -p "$out"
 
 ci/kernel/fetch.sh
-ci/kernel/fetch-modules.sh drivers/block/loop drivers/md/dm-mod
+# fetch.sh keeps each series' kernel in its own directory.
+kd=ci/out/kernel/${DLM_KERNEL:-6.1}
+ci/kernel/fetch-modules.sh --kdir "$kd" drivers/block/loop drivers/md/dm-mod
 ci/kernel/build.sh >"$out/static-bins.txt"
 controller=$(head -n 1 "$out/static-bins.txt")
 
@@ -49,7 +51,7 @@ ci/kernel/initramfs.sh -o "$out/initramfs-base.cpio" --controller "$controller" 
 stage=$(mktemp -d "${TMPDIR:-/tmp}/dlm-lvmlockd.XXXXXX")
 trap 'rm -rf "$stage"' EXIT
 mkdir -p "$stage/lib/modules/extra" "$stage/etc/lvm"
-cp ci/out/kernel/extra/order ci/out/kernel/extra/*.ko "$stage/lib/modules/extra/"
+cp "$kd/extra/order" "$kd"/extra/*.ko "$stage/lib/modules/extra/"
 cat >"$stage/etc/lvm/lvm.conf" <<'EOF'
 # lvm in the test guest: no udev, only the loop device, locks through
 # lvmlockd (dlm), nothing written under /etc.
@@ -95,7 +97,7 @@ status=0
 ci/kernel/run.sh --quiet --initramfs "$out/initramfs.cpio" --timeout "${DLM_LVMLOCKD_TIMEOUT:-900}" \
     -- lvmlockd-guest.sh ${guest_args[@]+"${guest_args[@]}"} || status=$?
 log="$out/serial-$name.log"
-tr -d '\r' <ci/out/qemu-serial.log >"$log"
+tr -d '\r' <"ci/out/linux-${DLM_KERNEL:-6.1}/qemu-serial.log" >"$log"
 grep -E '^(LVM-STEP|LVM-RESULT|lvmlockd-guest:|    )' "$log" || true
 if [ "$status" -ne 0 ] || ! grep -q '^LVM-RESULT pass$' "$log"; then
     echo "lvmlockd.sh: FAILED with $name libdlm_lt (guest status $status; log $log)" >&2

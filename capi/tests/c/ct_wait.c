@@ -238,7 +238,8 @@ static void lite_bast_ends_wait(void)
 	ct_call("a PR->EX (blocked by b) returns", rv, err, 0);
 	ct_eq_err("with status", wa.lksb.sb_status, 0);
 	ct_info("it returned before the conversion was granted: %s", early ? "yes" : "no");
-	ct_eq_str("a's blocking AST ran during it", ct_take(&wa), "bast");
+	/* A library that waits for the grant also delivers c's second one. */
+	ct_true("a's blocking AST ran during it", strncmp(ct_take(&wa), "bast", 4) == 0);
 	if (early) {
 		errno = 0;
 		rv = dlm_ls_unlock(ls, wa.lksb.sb_lkid, LKF_CANCEL, &wa.lksb, &wa);
@@ -248,8 +249,9 @@ static void lite_bast_ends_wait(void)
 		rv = uw(&wb, 0, &err);
 		ct_wait_result("unlock b", rv, err, &wb.lksb, EUNLOCK);
 	} else {
-		ct_wait(ls, &wb, 1);
-		ct_info("the watchdog unlocked b: %s", ct_take(&wb));
+		/* b was locked by a _wait call: its unlock has no AST routine. */
+		wait_status(&wb.lksb);
+		ct_info("the watchdog unlocked b: %s", ct_errname(wb.lksb.sb_status));
 	}
 	rv = uw(&wa, 0, &err);
 	ct_wait_result("unlock a", rv, err, &wa.lksb, EUNLOCK);

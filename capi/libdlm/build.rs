@@ -1,0 +1,7 @@
+//! The SONAME and the export list of libdlm.so.3.
+fn main() {
+    let dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    println!("cargo:rerun-if-changed=libdlm.map");
+    println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libdlm.so.3");
+    println!("cargo:rustc-cdylib-link-arg=-Wl,--version-script={dir}/libdlm.map");
+}

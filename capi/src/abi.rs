@@ -1,0 +1,793 @@
+//! The implementation of every libdlm export. [`export_libdlm!`](crate::export_libdlm)
+//! defines the symbols; each calls the function of the same name here.
+//!
+//! Every function catches panics (none may cross into C) and reports
+//! failure as libdlm does: -1 (or NULL) with `errno` set. Pointers from C
+//! are checked for NULL before use; a `dlm_lshandle_t` is looked up, never
+//! dereferenced.
+#![allow(unsafe_code)]
+
+use std::os::raw::{c_char, c_int, c_uint, c_void};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dlm::{LockFlags, LockMode, LockRequest, Lockspace, LockspaceFlags, LockspaceName};
+use dlm::{ResourceName, ValueBlock};
+
+use crate::ffi::{self, Addr};
+use crate::registry::{self, Handle};
+use crate::seam::Dispatchable;
+use crate::sink::{self, Sink, SinkRef};
+use crate::{AstFn, DlmLksb, Flavor, DLM_LOCKSPACE_LEN, DLM_RESNAME_MAXLEN, EINPROG, EUNLOCK};
+use crate::{DLM_LVB_LEN, LKF_WAIT};
+
+/// The device interface version this library speaks (libdlm 4.2's
+/// `dlm_library_version`).
+const LIBRARY_VERSION: [u32; 3] = [6, 0, 2];
+
+type R<T> = Result<T, c_int>;
+
+/// Run `f`; its error, or a panic, becomes `errno` and `fail`.
+fn guard<T>(fail: T, f: impl FnOnce() -> R<T>) -> T {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => {
+            ffi::set_errno(e);
+            fail
+        }
+        Err(_) => {
+            log::error!("libdlm: a panic was caught at the C boundary");
+            ffi::set_errno(libc::EINVAL);
+            fail
+        }
+    }
+}
+
+fn errno(e: dlm::Error) -> c_int {
+    e.errno().raw()
+}
+
+/// `dlm_kernel_version`.
+///
+/// # Safety
+/// Each pointer is NULL or valid for a write.
+pub unsafe fn kernel_version(maj: *mut u32, min: *mut u32, patch: *mut u32) -> c_int {
+    guard(-1, || {
+        if maj.is_null() || min.is_null() || patch.is_null() {
+            return Err(libc::EINVAL);
+        }
+        let (a, b, c) = registry::dlm()?.version().map_err(errno)?;
+        // SAFETY: non-NULL, and valid by the caller's contract.
+        unsafe {
+            ffi::put(maj, a);
+            ffi::put(min, b);
+            ffi::put(patch, c);
+        }
+        Ok(0)
+    })
+}
+
+/// `dlm_library_version`.
+///
+/// # Safety
+/// Each pointer is NULL or valid for a write.
+pub unsafe fn library_version(maj: *mut u32, min: *mut u32, patch: *mut u32) {
+    // SAFETY: NULL is skipped; otherwise valid by the caller's contract.
+    unsafe {
+        ffi::put(maj, LIBRARY_VERSION[0]);
+        ffi::put(min, LIBRARY_VERSION[1]);
+        ffi::put(patch, LIBRARY_VERSION[2]);
+    }
+}
+
+fn as_handle(key: usize) -> *mut c_void {
+    key as *mut c_void
+}
+
+/// `dlm_create_lockspace` (`new` false) and `dlm_new_lockspace`.
+///
+/// # Safety
+/// `name` is NULL or NUL-terminated.
+pub unsafe fn new_lockspace(
+    _flavor: Flavor,
+    name: *const c_char,
+    mode: u32,
+    flags: u32,
+    new: bool,
+) -> *mut c_void {
+    guard(std::ptr::null_mut(), || {
+        if name.is_null() {
+            return Err(libc::EINVAL);
+        }
+        // SAFETY: non-NULL and NUL-terminated by the caller's contract.
+        let bytes = unsafe { ffi::c_str(name) };
+        if bytes.len() > DLM_LOCKSPACE_LEN {
+            return Err(libc::EINVAL);
+        }
+        let name = LockspaceName::new(bytes).map_err(|e| e.raw())?;
+        let mut flags = LockspaceFlags::from_bits_retain(if new { flags } else { 0 });
+        flags -= LockspaceFlags::TIMEWARN;
+        let ls = registry::dlm()?
+            .create_lockspace(&name, flags, mode)
+            .map_err(errno)?;
+        registry::add(ls).map(as_handle)
+    })
+}
+
+/// `dlm_open_lockspace`.
+///
+/// # Safety
+/// `name` is NULL or NUL-terminated.
+pub unsafe fn open_lockspace(_flavor: Flavor, name: *const c_char) -> *mut c_void {
+    guard(std::ptr::null_mut(), || {
+        if name.is_null() {
+            return Err(libc::ENOENT);
+        }
+        // SAFETY: non-NULL and NUL-terminated by the caller's contract.
+        let bytes = unsafe { ffi::c_str(name) };
+        // libdlm opens the device node the name makes: no such node.
+        let name = LockspaceName::new(bytes).map_err(|_| libc::ENOENT)?;
+        let ls = registry::dlm()?.open_lockspace(&name).map_err(errno)?;
+        registry::add(ls).map(as_handle)
+    })
+}
+
+/// `dlm_close_lockspace`: the handle's locks are dropped (persistent ones
+/// become orphans).
+pub fn close_lockspace(ls: *mut c_void) -> c_int {
+    guard(-1, || {
+        let l = registry::remove(ls).ok_or(libc::EINVAL)?;
+        drop(l);
+        Ok(0)
+    })
+}
+
+/// `dlm_release_lockspace`: close the handle and ask for the lockspace's
+/// release. As in libdlm the DLM's answer (`EBUSY` while locks remain,
+/// without `force`) is not returned: 0.
+///
+/// # Safety
+/// `name` is unused (the handle names the lockspace).
+pub unsafe fn release_lockspace(_name: *const c_char, ls: *mut c_void, force: c_int) -> c_int {
+    guard(-1, || {
+        let Some(l) = registry::remove(ls).ok_or(libc::EINVAL)? else {
+            return Ok(0);
+        };
+        let name = *l.name();
+        if let Err(e) = registry::dlm()?.release_lockspace(l, force != 0) {
+            log::debug!("libdlm: release of lockspace {name}: {e} (ignored, as libdlm does)");
+        }
+        Ok(0)
+    })
+}
+
+/// `dlm_ls_get_fd`.
+pub fn ls_get_fd(ls: *mut c_void) -> c_int {
+    guard(-1, || {
+        let h = registry::get(ls).ok_or(libc::EINVAL)?;
+        Ok(h.seam.fd())
+    })
+}
+
+/// `dlm_get_fd`: the default lockspace's fd (opened or created).
+pub fn get_fd(_flavor: Flavor) -> c_int {
+    guard(-1, || Ok(registry::open_default()?.1.seam.fd()))
+}
+
+/// `dlm_dispatch`: run the ASTs of every record there is now.
+pub fn dispatch(fd: c_int) -> c_int {
+    guard(-1, || {
+        if fd < 0 {
+            return Err(libc::EBADF);
+        }
+        let h = registry::by_fd(fd).ok_or(libc::EBADF)?;
+        let ls = h.lockspace_or(libc::EBADF)?;
+        h.dispatch(&ls)?;
+        Ok(0)
+    })
+}
+
+impl Handle {
+    fn lockspace_or(&self, e: c_int) -> R<Lockspace> {
+        self.lockspace().ok_or(e)
+    }
+}
+
+/// `dlm_ls_lock`, `dlm_ls_lockx` and `dlm_ls_lock_wait` (`wait`; then
+/// `astarg` is the blocking AST's argument).
+///
+/// # Safety
+/// As libdlm.h: `lksb` (and its value block) valid until the lock's last
+/// AST; `name` holds `namelen` bytes; `xid`, `timeout` NULL or valid.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn ls_lock(
+    flavor: Flavor,
+    ls: *mut c_void,
+    mode: u32,
+    lksb: *mut DlmLksb,
+    flags: u32,
+    name: *const c_void,
+    namelen: c_uint,
+    astaddr: AstFn,
+    astarg: *mut c_void,
+    bastaddr: AstFn,
+    range: *mut c_void,
+    xid: *mut u64,
+    timeout: *mut u64,
+    wait: bool,
+) -> c_int {
+    guard(-1, || {
+        let h = registry::get(ls).ok_or(libc::EINVAL)?;
+        let args = LockArgs {
+            mode,
+            lksb,
+            flags,
+            name,
+            namelen,
+            astaddr,
+            astarg,
+            bastaddr,
+            range,
+            xid,
+            timeout,
+        };
+        // SAFETY: the caller's contract, passed on.
+        unsafe { lock_on(flavor, &h, &args, wait) }
+    })
+}
+
+/// `dlm_lock` and `dlm_lock_wait`: on the default lockspace, opened or
+/// created if need be.
+///
+/// # Safety
+/// As [`ls_lock`].
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn lock_default(
+    flavor: Flavor,
+    mode: u32,
+    lksb: *mut DlmLksb,
+    flags: u32,
+    name: *const c_void,
+    namelen: c_uint,
+    astaddr: AstFn,
+    astarg: *mut c_void,
+    bastaddr: AstFn,
+    range: *mut c_void,
+    wait: bool,
+) -> c_int {
+    guard(-1, || {
+        let (_, h) = registry::open_default()?;
+        let args = LockArgs {
+            mode,
+            lksb,
+            flags,
+            name,
+            namelen,
+            astaddr,
+            astarg,
+            bastaddr,
+            range,
+            xid: std::ptr::null_mut(),
+            timeout: std::ptr::null_mut(),
+        };
+        // SAFETY: the caller's contract, passed on.
+        unsafe { lock_on(flavor, &h, &args, wait) }
+    })
+}
+
+struct LockArgs {
+    mode: u32,
+    lksb: *mut DlmLksb,
+    flags: u32,
+    name: *const c_void,
+    namelen: c_uint,
+    astaddr: AstFn,
+    astarg: *mut c_void,
+    bastaddr: AstFn,
+    range: *mut c_void,
+    xid: *mut u64,
+    timeout: *mut u64,
+}
+
+/// A lock request or conversion on handle `h`.
+///
+/// # Safety
+/// As [`ls_lock`].
+unsafe fn lock_on(flavor: Flavor, h: &Arc<Handle>, a: &LockArgs, wait: bool) -> R<c_int> {
+    // The library's own checks, in libdlm's order.
+    if !a.range.is_null() {
+        return Err(libc::ENOSYS);
+    }
+    if a.lksb.is_null() {
+        return Err(libc::EINVAL);
+    }
+    let lksb = Addr::of(a.lksb);
+    let flags = a.flags & !LKF_WAIT;
+    let lflags = LockFlags::from_bits_retain(flags);
+    // LKF_TIMEOUT is this library's (a userspace timer, below): the kernel
+    // dropped it in 6.2 and refuses it there.
+    let timed = lflags.contains(LockFlags::TIMEOUT);
+    let lflags = lflags - LockFlags::TIMEOUT;
+    // SAFETY: lksb is non-NULL and valid by the caller's contract.
+    if lflags.contains(LockFlags::VALBLK) && !unsafe { ffi::has_lvb(lksb) } {
+        return Err(libc::EINVAL);
+    }
+    let convert = lflags.contains(LockFlags::CONVERT);
+    let namelen = a.namelen as usize;
+    if !convert && (namelen > DLM_RESNAME_MAXLEN || (a.name.is_null() && namelen > 0)) {
+        return Err(libc::EINVAL);
+    }
+    // What follows is what the DLM checks (after libdlm has written
+    // EINPROG into the lksb).
+    // SAFETY: as above.
+    unsafe { ffi::set_status(lksb, EINPROG) };
+    let ls = h.lockspace_or(libc::ENOTCONN)?;
+    if !wait && a.astaddr.is_none() {
+        return Err(libc::EINVAL);
+    }
+    let mode = LockMode::try_from(a.mode).map_err(|e| e.raw())?;
+    // SAFETY: NULL or valid by the caller's contract.
+    let timeout_cs = unsafe { ffi::get(a.timeout) }.unwrap_or(0);
+    // The xid (for the kernel's deadlock detection, long gone) is read, as
+    // libdlm reads it, and not used.
+    // SAFETY: as above.
+    let _xid = unsafe { ffi::get(a.xid) };
+    let waiter = wait.then(|| Arc::new(AtomicBool::new(false)));
+    let (ast, astarg) = if wait {
+        (None, Addr(0))
+    } else {
+        (a.astaddr, Addr::of(a.astarg))
+    };
+    let sink = if convert {
+        // SAFETY: as above.
+        let lkid = unsafe { ffi::lkid(lksb) };
+        let sink = h.shared.find(lkid).ok_or(libc::ENOENT)?;
+        let id = {
+            let mut s = sink::lock(&sink);
+            s.ast = ast;
+            s.astarg = astarg;
+            s.bast = a.bastaddr;
+            s.bastarg = Addr::of(a.astarg);
+            s.lksb = lksb;
+            s.waiter.clone_from(&waiter);
+            s.id.ok_or(libc::ENOENT)?
+        };
+        let lvb = if lflags.contains(LockFlags::VALBLK) {
+            // SAFETY: as above; VALBLK with a value block was checked.
+            unsafe { ffi::lvb(lksb) }.map(ValueBlock::new)
+        } else {
+            None
+        };
+        if let Err(e) = ls.convert(id, mode, lflags - LockFlags::CONVERT, lvb.as_ref()) {
+            sink::lock(&sink).waiter = None;
+            return Err(errno(e));
+        }
+        sink
+    } else {
+        let bytes: &[u8] = if namelen == 0 {
+            &[]
+        } else {
+            // SAFETY: non-NULL (checked) with namelen bytes by contract.
+            unsafe { ffi::bytes(a.name, namelen) }
+        };
+        let res = ResourceName::new(bytes).map_err(|e| e.raw())?;
+        let mut s = Sink::new(lksb);
+        s.ast = ast;
+        s.astarg = astarg;
+        s.bast = a.bastaddr;
+        s.bastarg = Addr::of(a.astarg);
+        s.waiter.clone_from(&waiter);
+        let sink: SinkRef = Arc::new(Mutex::new(s));
+        let req = LockRequest::new(res, mode)
+            .flags(lflags)
+            .on_blocking(sink::on_blocking(sink.clone(), h.shared.clone()));
+        let id = ls
+            .request(req, sink::on_complete(sink.clone(), h.shared.clone()))
+            .map_err(errno)?;
+        // SAFETY: as above.
+        unsafe { ffi::set_lkid(lksb, id.lkid()) };
+        // In the table before the id is in the sink: a completion on the
+        // AST thread that finds the id there already (and so leaves the
+        // table alone) may unlock from its AST at once.
+        h.shared.insert(id.lkid(), &sink);
+        {
+            let mut s = sink::lock(&sink);
+            s.id = Some(id);
+            if lflags.contains(LockFlags::ORPHAN) {
+                // Adoption is decided in the write: no AST follows.
+                s.granted_once = true;
+                if s.waiter.take().is_some() {
+                    // SAFETY: as above.
+                    unsafe { ffi::set_status(lksb, 0) };
+                    return Ok(0);
+                }
+            }
+        }
+        sink
+    };
+    if timeout_cs > 0 && timed {
+        arm_timer(h, &sink, timeout_cs);
+    }
+    match waiter {
+        None => Ok(0),
+        Some(w) => {
+            wait_done(flavor, h, &ls, &w)?;
+            // SAFETY: as above.
+            wait_result(flavor, unsafe { ffi::status(lksb) })
+        }
+    }
+}
+
+/// What a waiting call returns for status `st`: lite, -1 with errno =
+/// status unless it is 0 or `EUNLOCK`; threaded, 0 (the status is in the
+/// lksb).
+fn wait_result(flavor: Flavor, st: c_int) -> R<c_int> {
+    if flavor == Flavor::Lite {
+        ffi::set_errno(st);
+        if st != 0 && st != EUNLOCK {
+            return Err(st);
+        }
+    }
+    Ok(0)
+}
+
+/// The userspace lock timeout (the kernel dropped `LKF_TIMEOUT`; libdlm
+/// 4.2 ignores it): after `cs` centiseconds an operation still in progress
+/// is cancelled, and completes with `ETIMEDOUT`.
+fn arm_timer(h: &Arc<Handle>, sink: &SinkRef, cs: u64) {
+    let at = sink::lock(sink).completions;
+    let weak = Arc::downgrade(h);
+    let sink = sink.clone();
+    let spawned = std::thread::Builder::new()
+        .name("dlm-timeout".into())
+        .spawn(move || {
+            std::thread::sleep(Duration::from_millis(cs.saturating_mul(10)));
+            let Some(h) = weak.upgrade() else { return };
+            let Ok(ls) = h.lockspace_or(libc::ENOTCONN) else {
+                return;
+            };
+            let id = {
+                let mut s = sink::lock(&sink);
+                if s.completions != at || s.ended {
+                    return;
+                }
+                s.timed_out = true;
+                s.id
+            };
+            if let Some(id) = id {
+                if let Err(e) = ls.cancel(id) {
+                    log::debug!("libdlm: timeout cancel of {:#x}: {e}", id.lkid());
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        log::warn!("libdlm: no thread for a lock timeout: {e}");
+    }
+}
+
+/// Wait until `done`: read and dispatch the lockspace on this thread
+/// (lite; threaded with no AST thread, or on the AST thread itself), or
+/// sleep while the AST thread delivers. One thread reads at a time (and
+/// the waits nested in the ASTs it runs); the others sleep until it is
+/// done or their completion came.
+fn wait_done(flavor: Flavor, h: &Handle, ls: &Lockspace, done: &AtomicBool) -> R<()> {
+    loop {
+        if done.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let on_thread = h.seam.on_thread();
+        let inline = flavor == Flavor::Lite || !h.seam.has_thread() || on_thread;
+        let mut g = h.shared.reader.lock().unwrap_or_else(|p| p.into_inner());
+        if done.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        // A waiting call made by an AST that the reading thread runs (a
+        // nested wait, on the same thread) reads too: the outer one
+        // cannot until the AST returns.
+        let me = ffi::thread_self();
+        if inline && (g.is_none() || *g == Some(me) || on_thread) {
+            let was = g.replace(me);
+            drop(g);
+            let r = h.seam.wait(200).and_then(|()| h.dispatch(ls));
+            *h.shared.reader.lock().unwrap_or_else(|p| p.into_inner()) = was;
+            h.shared.cv.notify_all();
+            r?;
+        } else {
+            let _ = h
+                .shared
+                .cv
+                .wait_timeout(g, Duration::from_millis(200))
+                .unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+/// `dlm_ls_unlock` and `dlm_ls_unlock_wait`.
+///
+/// # Safety
+/// `lksb` valid until the unlock's AST.
+pub unsafe fn ls_unlock(
+    flavor: Flavor,
+    ls: *mut c_void,
+    lkid: u32,
+    flags: u32,
+    lksb: *mut DlmLksb,
+    astarg: *mut c_void,
+    wait: bool,
+) -> c_int {
+    guard(-1, || {
+        let h = registry::get(ls).ok_or(if ls.is_null() {
+            libc::ENOTCONN
+        } else {
+            libc::EINVAL
+        })?;
+        // SAFETY: the caller's contract, passed on.
+        unsafe { unlock_on(flavor, &h, lkid, flags, lksb, astarg, wait) }
+    })
+}
+
+/// `dlm_unlock` and `dlm_unlock_wait`: on the default lockspace, which
+/// they do not open (`ENOTCONN` without one).
+///
+/// # Safety
+/// As [`ls_unlock`].
+pub unsafe fn unlock_default(
+    flavor: Flavor,
+    lkid: u32,
+    flags: u32,
+    lksb: *mut DlmLksb,
+    astarg: *mut c_void,
+    wait: bool,
+) -> c_int {
+    guard(-1, || {
+        let (_, h) = registry::default_handle().ok_or(libc::ENOTCONN)?;
+        // SAFETY: the caller's contract, passed on.
+        unsafe { unlock_on(flavor, &h, lkid, flags, lksb, astarg, wait) }
+    })
+}
+
+/// An unlock or cancel on handle `h`.
+///
+/// # Safety
+/// As [`ls_unlock`].
+unsafe fn unlock_on(
+    flavor: Flavor,
+    h: &Handle,
+    lkid: u32,
+    flags: u32,
+    lksb: *mut DlmLksb,
+    astarg: *mut c_void,
+    wait: bool,
+) -> R<c_int> {
+    if lkid == 0 || lksb.is_null() {
+        return Err(libc::EINVAL);
+    }
+    let lksb = Addr::of(lksb);
+    let lflags = LockFlags::from_bits_retain(flags & !LKF_WAIT);
+    // SAFETY: non-NULL, valid by the caller's contract.
+    unsafe { ffi::set_status(lksb, EINPROG) };
+    let ls = h.lockspace_or(libc::ENOTCONN)?;
+    let sink = h.shared.find(lkid).ok_or(libc::ENOENT)?;
+    let waiter = wait.then(|| Arc::new(AtomicBool::new(false)));
+    let id = {
+        let mut s = sink::lock(&sink);
+        s.lksb = lksb;
+        if !astarg.is_null() {
+            s.astarg = Addr::of(astarg);
+        }
+        s.waiter.clone_from(&waiter);
+        s.id.ok_or(libc::ENOENT)?
+    };
+    let sent = if lflags == LockFlags::CANCEL {
+        ls.cancel(id)
+    } else {
+        // The value block written on an unlock from PW/EX with VALBLK:
+        // the lksb's, or zeros (libdlm sends uninitialised stack bytes).
+        // SAFETY: as above.
+        let v = unsafe { ffi::lvb(lksb) }.unwrap_or([0; DLM_LVB_LEN]);
+        ls.unlock(id, lflags, Some(&ValueBlock::new(v)))
+    };
+    if let Err(e) = sent {
+        sink::lock(&sink).waiter = None;
+        return Err(errno(e));
+    }
+    match waiter {
+        None => Ok(0),
+        Some(w) => {
+            wait_done(flavor, h, &ls, &w)?;
+            // SAFETY: as above.
+            wait_result(flavor, unsafe { ffi::status(lksb) })
+        }
+    }
+}
+
+/// `dlm_ls_deadlock_cancel`.
+pub fn ls_deadlock_cancel(ls: *mut c_void, lkid: u32, _flags: u32) -> c_int {
+    guard(-1, || {
+        if !registry::opened() {
+            // libdlm knows no kernel version yet: "too old".
+            return Err(libc::ENOSYS);
+        }
+        let h = registry::get(ls).ok_or(if ls.is_null() {
+            libc::ENOTCONN
+        } else {
+            libc::EINVAL
+        })?;
+        if lkid == 0 {
+            return Err(libc::EINVAL);
+        }
+        let l = h.lockspace_or(libc::ENOTCONN)?;
+        let sink = h.shared.find(lkid).ok_or(libc::ENOENT)?;
+        let id = sink::lock(&sink).id.ok_or(libc::ENOENT)?;
+        l.deadlock_cancel(id).map_err(errno)?;
+        Ok(0)
+    })
+}
+
+/// `dlm_ls_purge`.
+pub fn ls_purge(ls: *mut c_void, nodeid: c_int, pid: c_int) -> c_int {
+    guard(-1, || {
+        if !registry::opened() {
+            return Err(libc::ENOSYS);
+        }
+        let h = registry::get(ls).ok_or(if ls.is_null() {
+            libc::ENOTCONN
+        } else {
+            libc::EINVAL
+        })?;
+        let l = h.lockspace_or(libc::ENOTCONN)?;
+        l.purge(nodeid as u32, pid as u32).map_err(errno)?;
+        Ok(0)
+    })
+}
+
+/// `dlm_pthread_init`: the default lockspace (opened or created) and its
+/// AST thread; `EEXIST` if the thread runs.
+pub fn pthread_init() -> c_int {
+    guard(-1, || {
+        let (k, h) = registry::open_default()?;
+        match h.seam.start_thread(Arc::downgrade(&h)) {
+            Ok(()) => Ok(0),
+            Err(libc::EEXIST) => Err(libc::EEXIST),
+            Err(e) => {
+                drop(registry::remove(as_handle(k)));
+                Err(e)
+            }
+        }
+    })
+}
+
+/// `dlm_ls_pthread_init`: `EEXIST` (-1) if the thread runs; otherwise, as
+/// libdlm, the thread creation's error number.
+pub fn ls_pthread_init(ls: *mut c_void) -> c_int {
+    guard(-1, || {
+        let h = registry::get(ls).ok_or(libc::EINVAL)?;
+        match h.seam.start_thread(Arc::downgrade(&h)) {
+            Ok(()) => Ok(0),
+            Err(libc::EEXIST) => Err(libc::EEXIST),
+            Err(e) => Ok(e),
+        }
+    })
+}
+
+/// `dlm_pthread_cleanup`: stop the default lockspace's AST thread and
+/// close it.
+pub fn pthread_cleanup() -> c_int {
+    guard(-1, || {
+        if let Some((k, _)) = registry::default_handle() {
+            drop(registry::remove(as_handle(k)));
+        }
+        Ok(0)
+    })
+}
+
+/// `lock_resource`: a waiting lock on the default lockspace (with its AST
+/// thread started if need be); -1 with errno = status on failure.
+///
+/// # Safety
+/// `resource` NULL or NUL-terminated; `lockid` NULL or valid.
+pub unsafe fn lock_resource(
+    resource: *const c_char,
+    mode: c_int,
+    flags: c_int,
+    lockid: *mut c_int,
+) -> c_int {
+    guard(-1, || {
+        let h = match registry::default_handle() {
+            Some((_, h)) => h,
+            None => {
+                if pthread_init() != 0 {
+                    return Err(std::io::Error::last_os_error()
+                        .raw_os_error()
+                        .unwrap_or(libc::EINVAL));
+                }
+                registry::default_handle().ok_or(libc::ENOTCONN)?.1
+            }
+        };
+        if lockid.is_null() || resource.is_null() {
+            return Err(libc::EINVAL);
+        }
+        let mut sb = DlmLksb {
+            sb_status: 0,
+            sb_lkid: 0,
+            sb_flags: 0,
+            sb_lvbptr: std::ptr::null_mut(),
+        };
+        if (flags as u32) & LockFlags::CONVERT.bits() != 0 {
+            // SAFETY: non-NULL, valid by the caller's contract.
+            sb.sb_lkid = unsafe { ffi::get(lockid) }.unwrap_or(0) as u32;
+        }
+        // SAFETY: non-NULL and NUL-terminated by the caller's contract.
+        let name = unsafe { ffi::c_str(resource) };
+        let args = LockArgs {
+            mode: mode as u32,
+            lksb: &mut sb,
+            flags: flags as u32,
+            name: name.as_ptr().cast(),
+            namelen: name.len() as c_uint,
+            astaddr: None,
+            astarg: std::ptr::null_mut(),
+            bastaddr: None,
+            range: std::ptr::null_mut(),
+            xid: std::ptr::null_mut(),
+            timeout: std::ptr::null_mut(),
+        };
+        // SAFETY: sb lives until the wait is over; name is the caller's.
+        let r = unsafe { lock_on(Flavor::Threaded, &h, &args, true) };
+        forget_lksb(&h, sb.sb_lkid, Addr::of(&mut sb));
+        r?;
+        // SAFETY: as above.
+        unsafe { ffi::put(lockid, sb.sb_lkid as c_int) };
+        ffi::set_errno(sb.sb_status);
+        if sb.sb_status != 0 {
+            return Err(sb.sb_status);
+        }
+        Ok(0)
+    })
+}
+
+/// A lock's sink must not keep pointing at a status block on our stack.
+fn forget_lksb(h: &Handle, lkid: u32, lksb: Addr) {
+    if let Some(s) = h.shared.find(lkid) {
+        let mut s = sink::lock(&s);
+        if s.lksb == lksb {
+            s.lksb = Addr(0);
+        }
+    }
+}
+
+/// `unlock_resource`: a waiting unlock on the default lockspace; 0 when
+/// unlocked. Without a default lockspace, -1 with errno `ENOTCONN`
+/// (libdlm sets `-ENOTCONN`).
+pub fn unlock_resource(lockid: c_int) -> c_int {
+    guard(-1, || {
+        let (_, h) = registry::default_handle().ok_or(libc::ENOTCONN)?;
+        let mut sb = DlmLksb {
+            sb_status: 0,
+            sb_lkid: 0,
+            sb_flags: 0,
+            sb_lvbptr: std::ptr::null_mut(),
+        };
+        // SAFETY: sb lives until the wait is over.
+        let r = unsafe {
+            unlock_on(
+                Flavor::Threaded,
+                &h,
+                lockid as u32,
+                0,
+                &mut sb,
+                std::ptr::null_mut(),
+                true,
+            )
+        };
+        forget_lksb(&h, lockid as u32, Addr::of(&mut sb));
+        r?;
+        ffi::set_errno(sb.sb_status);
+        if sb.sb_status != EUNLOCK {
+            return Err(sb.sb_status);
+        }
+        Ok(0)
+    })
+}

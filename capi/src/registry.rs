@@ -1,0 +1,187 @@
+//! The process's libdlm state: the connection to the DLM, the open
+//! handles (a `dlm_lshandle_t` is a key here, never dereferenced), and
+//! the default lockspace.
+
+use std::os::raw::{c_int, c_void};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use dlm::{Dlm, Lockspace};
+
+use crate::seam::{Dispatchable, Seam};
+use crate::sink::Shared;
+
+/// An open lockspace handle.
+#[derive(Debug)]
+pub(crate) struct Handle {
+    /// The process that opened it (a child after fork() must not close
+    /// its parent's connection).
+    pid: u32,
+    ls: Mutex<Option<Lockspace>>,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) seam: Seam,
+}
+
+impl Dispatchable for Handle {
+    fn lockspace(&self) -> Option<Lockspace> {
+        self.ls.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+    fn dispatch(&self, ls: &Lockspace) -> Result<usize, c_int> {
+        let r = self.seam.dispatch(ls);
+        self.shared.run_due();
+        r
+    }
+}
+
+impl Handle {
+    /// Close: stop the AST thread and give the lockspace back (the last
+    /// clone, for a release); `None` if closed already.
+    fn close(&self) -> Option<Lockspace> {
+        self.seam.stop_thread();
+        let ls = self.ls.lock().unwrap_or_else(|p| p.into_inner()).take()?;
+        if self.pid != std::process::id() {
+            // The parent's handle, inherited by fork(): as with a kernel
+            // device's inherited fd, closing it here must leave the
+            // parent's locks alone. Kept, never used.
+            INHERITED_LS
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(ls);
+            return None;
+        }
+        Some(ls)
+    }
+}
+
+struct Conn {
+    pid: u32,
+    dlm: Arc<Dlm>,
+}
+
+static CONN: Mutex<Option<Conn>> = Mutex::new(None);
+/// Connections of the parent process (see [`dlm`]).
+static INHERITED: Mutex<Vec<Arc<Dlm>>> = Mutex::new(Vec::new());
+/// Lockspaces of the parent process closed in a child (see [`Handle::close`]).
+static INHERITED_LS: Mutex<Vec<Lockspace>> = Mutex::new(Vec::new());
+static OPENED: AtomicBool = AtomicBool::new(false);
+static HANDLES: Mutex<Vec<(usize, Arc<Handle>)>> = Mutex::new(Vec::new());
+static DEFAULT: Mutex<Option<usize>> = Mutex::new(None);
+
+/// The connection to the DLM (the kernel's control device or `dlmd`),
+/// opened once per process (again in a child after `fork()`).
+pub(crate) fn dlm() -> Result<Arc<Dlm>, c_int> {
+    let mut c = CONN.lock().unwrap_or_else(|p| p.into_inner());
+    let pid = std::process::id();
+    if let Some(conn) = c.as_ref().filter(|c| c.pid == pid) {
+        return Ok(conn.dlm.clone());
+    }
+    let dlm = Arc::new(Dlm::open().map_err(|e| e.errno().raw())?);
+    OPENED.store(true, Ordering::SeqCst);
+    let old = c.replace(Conn {
+        pid,
+        dlm: dlm.clone(),
+    });
+    if let Some(old) = old {
+        // The parent's connection, inherited by fork(): closing it here
+        // could shut it down under the parent. Kept, never used.
+        INHERITED
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(old.dlm);
+    }
+    Ok(dlm)
+}
+
+/// Whether this process has opened the DLM yet (libdlm knows the kernel's
+/// version only then, and refuses version-6 calls before).
+pub(crate) fn opened() -> bool {
+    OPENED.load(Ordering::SeqCst)
+}
+
+/// A new handle for `ls`; its key.
+pub(crate) fn add(ls: Lockspace) -> Result<usize, c_int> {
+    let seam = Seam::new(&ls)?;
+    let h = Arc::new(Handle {
+        pid: std::process::id(),
+        ls: Mutex::new(Some(ls)),
+        shared: Arc::new(Shared::default()),
+        seam,
+    });
+    let key = Arc::as_ptr(&h) as usize;
+    HANDLES
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push((key, h));
+    Ok(key)
+}
+
+/// The handle `key` names, if it is open.
+pub(crate) fn get(key: *mut c_void) -> Option<Arc<Handle>> {
+    let key = key as usize;
+    if key == 0 {
+        return None;
+    }
+    HANDLES
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .find(|(k, _)| *k == key)
+        .map(|(_, h)| h.clone())
+}
+
+/// The handle whose fd is `fd`.
+pub(crate) fn by_fd(fd: c_int) -> Option<Arc<Handle>> {
+    HANDLES
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .find(|(_, h)| h.seam.fd() == fd)
+        .map(|(_, h)| h.clone())
+}
+
+/// Close handle `key`: it is forgotten, its AST thread stopped; `None`
+/// for no such handle, else the lockspace if this process may close it.
+pub(crate) fn remove(key: *mut c_void) -> Option<Option<Lockspace>> {
+    let k = key as usize;
+    let h = {
+        let mut t = HANDLES.lock().unwrap_or_else(|p| p.into_inner());
+        let i = t.iter().position(|(x, _)| *x == k)?;
+        t.swap_remove(i).1
+    };
+    {
+        let mut d = DEFAULT.lock().unwrap_or_else(|p| p.into_inner());
+        if *d == Some(k) {
+            *d = None;
+        }
+    }
+    Some(h.close())
+}
+
+/// The default lockspace's handle, if open.
+pub(crate) fn default_handle() -> Option<(usize, Arc<Handle>)> {
+    let d = *DEFAULT.lock().unwrap_or_else(|p| p.into_inner());
+    let k = d?;
+    get(k as *mut c_void).map(|h| (k, h))
+}
+
+/// The default lockspace, opened or created ("default", 0600) if need be.
+pub(crate) fn open_default() -> Result<(usize, Arc<Handle>), c_int> {
+    let mut d = DEFAULT.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(k) = *d {
+        if let Some(h) = get(k as *mut c_void) {
+            return Ok((k, h));
+        }
+    }
+    let dlm = dlm()?;
+    let name = dlm::LockspaceName::new("default").map_err(|e| e.raw())?;
+    let ls = match dlm.open_lockspace(&name) {
+        Ok(ls) => ls,
+        Err(_) => dlm
+            .create_lockspace(&name, dlm::LockspaceFlags::empty(), 0o600)
+            .map_err(|e| e.errno().raw())?,
+    };
+    let k = add(ls)?;
+    *d = Some(k);
+    let h = get(k as *mut c_void).ok_or(libc::ENOTCONN)?;
+    Ok((k, h))
+}
