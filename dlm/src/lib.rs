@@ -101,7 +101,7 @@ pub mod query;
 pub use client::LockFuture;
 pub use client::{
     kernel_control_device, kernel_device_node, Backend, BlockingFn, CompletionFn, Dlm, DlmBuilder,
-    Lock, LockId, LockRequest, Lockspace, LostFn, LostReason, Outcome,
+    HeldLock, Lock, LockId, LockRequest, Lockspace, LostFn, LostReason, Outcome, Sink,
 };
 
 pub use dlm_proto::error::{Errno, Error, Refusal, Result};
