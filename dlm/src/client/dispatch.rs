@@ -295,6 +295,9 @@ impl Lockspace {
         if let Some(v) = r.lvb() {
             slot.lvb = ValueBlock::new(*v);
         }
+        if slot.lvb_out.is_some() {
+            self.lvb_written(slot, status == Status::Granted && r.lvb().is_none());
+        }
         let flags = StatusFlags::from_bits_retain(r.sb_flags());
         // Lock end of life, as the kernel decides it.
         let ends = match status {
@@ -315,6 +318,18 @@ impl Lockspace {
             flags,
             ends,
         })
+    }
+
+    /// The operation that wrote a value block is over: if `granted`, the
+    /// block written is the last known one.
+    #[cold]
+    #[inline(never)]
+    fn lvb_written(&self, slot: &mut Slot, granted: bool) {
+        if let Some(v) = slot.lvb_out.take() {
+            if granted {
+                slot.lvb = *v;
+            }
+        }
     }
 
     #[cold]

@@ -185,7 +185,7 @@ impl Lockspace {
     }
 
     /// What lock `id` is and holds (see [`held`](Self::held)); `None` once
-    /// it has ended.
+    /// its unlock is sent or it has ended.
     pub fn held_lock(&self, id: LockId) -> Option<HeldLock> {
         self.state().held(id.token, &self.inner.name)
     }
@@ -379,6 +379,9 @@ impl Lockspace {
             s.requested = Some(mode);
             s.flags = flags - LockFlags::CONVERT;
             s.has_lvb |= flags.contains(LockFlags::VALBLK);
+            if let Some(v) = lvb.filter(|_| flags.contains(LockFlags::VALBLK)) {
+                s.lvb_out = Some(Box::new(*v));
+            }
         }
         s.waiting |= wait;
         s.writing = true;
@@ -565,6 +568,7 @@ impl Undo {
             s.noqueue = false;
             s.requested = self.requested;
             s.flags = self.flags;
+            s.lvb_out = None;
         }
     }
 }

@@ -76,6 +76,10 @@ pub(crate) struct Slot {
     pub(crate) writing: bool,
     /// The value block as last known.
     pub(crate) lvb: ValueBlock,
+    /// The operation in progress writes this value block (a conversion
+    /// down from PW or EX with `VALBLK`): its grant, which brings no value
+    /// block back, makes it the last known one.
+    pub(crate) lvb_out: Option<Box<ValueBlock>>,
     /// What the lock is: see [`HeldLock`].
     pub(crate) resource: Option<ResourceName>,
     pub(crate) granted: Option<LockMode>,
@@ -208,6 +212,7 @@ impl State {
         s.abandoned = false;
         s.writing = false;
         s.lvb = ValueBlock::zeroed();
+        s.lvb_out = None;
         s.resource = Some(*resource);
         s.granted = None;
         s.requested = Some(mode);
@@ -232,10 +237,14 @@ impl State {
         }
     }
 
-    /// What the live slot of `token` holds.
+    /// What the live slot of `token` holds (`None` once its unlock is
+    /// sent, or it ended).
     pub(crate) fn held(&self, token: u64, lockspace: &LockspaceName) -> Option<HeldLock> {
         let (idx, gen) = split_token(token);
-        let s = self.slots.get(idx).filter(|s| s.live && s.gen == gen)?;
+        let s = self
+            .slots
+            .get(idx)
+            .filter(|s| s.live && s.gen == gen && !s.ending && !s.ended)?;
         s.held(idx, lockspace)
     }
 
