@@ -272,12 +272,9 @@ impl Lockspace {
                 sink: None,
             },
         };
-        let (token, has_bast) = {
-            let mut st = self.state();
-            let token = st.new_slot(cbs, &req.resource, req.mode, req.flags, waiting);
-            let has_bast = st.slot(token).is_some_and(|s| s.has_bast);
-            (token, has_bast)
-        };
+        let (token, has_bast) =
+            self.state()
+                .new_slot(cbs, &req.resource, req.mode, req.flags, waiting);
         let mut w = lock_write(Command::Lock, token, has_bast);
         w.set_mode(req.mode.as_raw());
         w.set_flags(req.flags.bits());
@@ -341,14 +338,19 @@ impl Lockspace {
             || (cmd == Command::Unlock && flags.contains(LockFlags::CANCEL));
         let unlock = cmd == Command::Unlock && !cancel;
         let mut st = self.state();
-        if st.slot(id.token).is_some_and(|s| s.writing) {
-            drop(st);
-            st = self.wait_writing(id.token);
-        }
-        let Some(s) = st.slot(id.token) else {
+        let Some(mut idx) = st.index(id.token) else {
             // Its end was delivered: the id may be someone else's now.
             return Err(Errno::ENOENT);
         };
+        if st.slots[idx].writing {
+            drop(st);
+            st = self.wait_writing(id.token);
+            let Some(i) = st.index(id.token) else {
+                return Err(Errno::ENOENT);
+            };
+            idx = i;
+        }
+        let s = &mut st.slots[idx];
         if cancel && (s.cancel_sent || s.noqueue || s.ending) {
             // The outcome is decided or on its way: nothing to cancel.
             return Ok(None);
@@ -375,31 +377,25 @@ impl Lockspace {
         } else if unlock {
             s.ending = true;
         } else {
-            s.noqueue = flags.contains(LockFlags::NOQUEUE);
-            s.requested = Some(mode);
-            s.flags = flags - LockFlags::CONVERT;
-            s.has_lvb |= flags.contains(LockFlags::VALBLK);
-            if let Some(v) = lvb.filter(|_| flags.contains(LockFlags::VALBLK)) {
-                s.lvb_out = Some(Box::new(*v));
-            }
+            self.decide_convert(s, mode, flags, lvb);
         }
         s.waiting |= wait;
         s.writing = true;
         drop(st);
         let written = self.inner.transport.write(w.as_bytes());
         let mut st = self.state();
-        let waiters = st.write_waiters;
         let Some(s) = st.slot(id.token) else {
             drop(st);
             self.after_io();
             return Err(written.err().unwrap_or(Errno::ENOENT));
         };
         s.writing = false;
+        let waiter = std::mem::take(&mut s.write_waiter);
         if let Err(e) = written {
             // Nothing was sent: nothing will come.
             undo.apply(s, cancel, unlock);
             drop(st);
-            self.written(waiters);
+            self.written(waiter);
             self.after_io();
             return Err(e);
         }
@@ -410,15 +406,35 @@ impl Lockspace {
             Ok(None)
         };
         drop(st);
-        self.written(waiters);
+        self.written(waiter);
         self.after_read(other);
         got
     }
 
+    /// What a conversion makes of its slot before it is written.
+    #[inline]
+    fn decide_convert(
+        &self,
+        s: &mut super::slots::Slot,
+        mode: LockMode,
+        flags: LockFlags,
+        lvb: Option<&ValueBlock>,
+    ) {
+        s.noqueue = flags.contains(LockFlags::NOQUEUE);
+        s.requested = Some(mode);
+        s.flags = flags - LockFlags::CONVERT;
+        if flags.contains(LockFlags::VALBLK) {
+            s.has_lvb = true;
+            if let Some(v) = lvb {
+                s.lvb_out = Some(Box::new(*v));
+            }
+        }
+    }
+
     /// A write on a slot is over: wake threads that wait to write on it.
     #[inline(always)]
-    fn written(&self, waiters: usize) {
-        if waiters > 0 {
+    fn written(&self, waiter: bool) {
+        if waiter {
             self.inner.cond.notify_all();
         }
     }
@@ -431,15 +447,13 @@ impl Lockspace {
         let mut st = self.state();
         loop {
             match st.slot(token) {
-                Some(s) if s.writing => {}
+                Some(s) if s.writing => s.write_waiter = true,
                 _ => return st,
             }
-            st.write_waiters += 1;
             st = match self.inner.cond.wait_timeout(st, Duration::from_millis(100)) {
                 Ok((g, _)) => g,
                 Err(p) => p.into_inner().0,
             };
-            st.write_waiters -= 1;
         }
     }
 

@@ -74,6 +74,8 @@ pub(crate) struct Slot {
     /// An operation on the lock is being written (without the state lock
     /// held): the next one waits for it, so operations leave in order.
     pub(crate) writing: bool,
+    /// A thread waits for `writing` to end.
+    pub(crate) write_waiter: bool,
     /// The value block as last known.
     pub(crate) lvb: ValueBlock,
     /// The operation in progress writes this value block (a conversion
@@ -101,8 +103,6 @@ pub(crate) struct State {
     pub(crate) next_gen: u32,
     /// A thread is reading the device for everybody.
     pub(crate) reading: bool,
-    /// Threads wait for a slot's `writing` to end.
-    pub(crate) write_waiters: usize,
 }
 
 /// The token of slot number `idx` in generation `gen`.
@@ -128,6 +128,16 @@ pub(crate) struct Callbacks {
 }
 
 impl State {
+    /// The number of the live slot of `token`.
+    #[inline(always)]
+    pub(crate) fn index(&self, token: u64) -> Option<usize> {
+        let (idx, gen) = split_token(token);
+        self.slots
+            .get(idx)
+            .filter(|s| s.live && s.gen == gen)
+            .map(|_| idx)
+    }
+
     #[inline(always)]
     pub(crate) fn slot(&mut self, token: u64) -> Option<&mut Slot> {
         let (idx, gen) = split_token(token);
@@ -172,7 +182,7 @@ impl State {
     }
 
     /// A new live slot for a request of `resource` in `mode`; returns its
-    /// token.
+    /// token, and whether it wants blocking callbacks.
     #[inline]
     pub(crate) fn new_slot(
         &mut self,
@@ -181,7 +191,7 @@ impl State {
         mode: LockMode,
         flags: LockFlags,
         waiting: bool,
-    ) -> u64 {
+    ) -> (u64, bool) {
         self.next_gen = self.next_gen.wrapping_add(1);
         let gen = self.next_gen;
         let idx = match self.free.pop() {
@@ -211,6 +221,7 @@ impl State {
         s.ended = false;
         s.abandoned = false;
         s.writing = false;
+        s.write_waiter = false;
         s.lvb = ValueBlock::zeroed();
         s.lvb_out = None;
         s.resource = Some(*resource);
@@ -218,7 +229,7 @@ impl State {
         s.requested = Some(mode);
         s.flags = flags;
         s.has_lvb = flags.contains(LockFlags::VALBLK);
-        make_token(idx, gen)
+        (make_token(idx, gen), has_bast)
     }
 
     pub(crate) fn free_slot(&mut self, token: u64) {
