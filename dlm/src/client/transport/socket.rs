@@ -91,6 +91,9 @@ struct Rx {
     next_answer: u64,
     /// A thread polls the socket for everybody.
     polling: bool,
+    /// Threads waiting on `answered` (notifying nobody costs a system
+    /// call).
+    sleepers: usize,
     /// `ready` was written and not read back.
     signalled: bool,
     /// `nudge` was written and not read back.
@@ -422,10 +425,12 @@ impl Socket {
                 self.signal(&mut rx);
             }
             if rx.polling {
+                rx.sleepers += 1;
                 rx = match self.answered.wait_timeout(rx, POLL_BOUND) {
                     Ok((g, _)) => g,
                     Err(p) => p.into_inner().0,
                 };
+                rx.sleepers -= 1;
                 continue;
             }
             rx.polling = true;
@@ -443,10 +448,18 @@ impl Socket {
                 rx.nudged = false;
             }
             // Another thread may poll now.
-            self.answered.notify_all();
+            self.wake_sleepers(&rx);
             if let Err(e) = polled {
                 rx.failed.get_or_insert(e);
             }
+        }
+    }
+
+    /// Wake the threads waiting for answers, if there are any.
+    #[inline]
+    fn wake_sleepers(&self, rx: &Rx) {
+        if rx.sleepers > 0 {
+            self.answered.notify_all();
         }
     }
 
@@ -492,12 +505,12 @@ impl Socket {
                 let _ = rustix::io::write(&self.nudge, &1u64.to_ne_bytes());
                 rx.nudged = true;
             }
-            self.answered.notify_all();
+            self.wake_sleepers(rx);
         }
         match end {
             Some(e) => {
                 rx.failed = Some(e);
-                self.answered.notify_all();
+                self.wake_sleepers(rx);
                 Err(e)
             }
             None => Ok(answered > 0),
