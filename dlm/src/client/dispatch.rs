@@ -307,8 +307,9 @@ impl Lockspace {
         };
         if status == Status::Granted {
             slot.ever_granted = true;
-            if let Some(m) = slot.requested {
-                slot.granted = Some(granted_mode(m, slot.flags, flags));
+            slot.granted = slot.requested;
+            if flags.contains(StatusFlags::ALTMODE) {
+                self.alt_granted(slot);
             }
         }
         slot.requested = None;
@@ -318,6 +319,15 @@ impl Lockspace {
             flags,
             ends,
         })
+    }
+
+    /// A grant in the alternate mode (`ALTMODE`): which one.
+    #[cold]
+    #[inline(never)]
+    fn alt_granted(&self, slot: &mut Slot) {
+        if let Some(m) = slot.requested {
+            slot.granted = Some(granted_mode(m, slot.flags, StatusFlags::ALTMODE));
+        }
     }
 
     /// The operation that wrote a value block is over: if `granted`, the

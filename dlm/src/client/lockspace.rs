@@ -324,8 +324,79 @@ impl Lockspace {
     ///
     /// Inlined into the waiting calls of [`Lock`]; everything else goes
     /// through [`lock_op_call`](Self::lock_op_call).
+    ///
+    /// On a transport whose write returns without waiting for another
+    /// process (the kernel device: the kernel queues the request and
+    /// returns), the operation is decided and written in one turn of the
+    /// state lock; otherwise (the daemon) see
+    /// [`lock_op_split`](Self::lock_op_split).
     #[inline(always)]
     pub(crate) fn lock_op(
+        &self,
+        cmd: Command,
+        id: LockId,
+        mode: LockMode,
+        flags: LockFlags,
+        lvb: Option<&ValueBlock>,
+        wait: bool,
+    ) -> Result<Option<Done>, Errno> {
+        if self.inner.transport.write_may_wait() {
+            return self.lock_op_split(cmd, id, mode, flags, lvb, wait);
+        }
+        let cancel = cmd == Command::Deadlock
+            || (cmd == Command::Unlock && flags.contains(LockFlags::CANCEL));
+        let unlock = cmd == Command::Unlock && !cancel;
+        let mut st = self.state();
+        let Some(s) = st.slot(id.token) else {
+            // Its end was delivered: the id may be someone else's now.
+            return Err(Errno::ENOENT);
+        };
+        if cancel && (s.cancel_sent || s.noqueue || s.ending) {
+            // The outcome is decided or on its way: nothing to cancel.
+            return Ok(None);
+        }
+        if s.ending {
+            return Err(Errno::ENOENT);
+        }
+        let mut w = lock_write(cmd, id.token, s.has_bast);
+        w.set_lvb(lvb.map_or(s.lvb.as_bytes(), ValueBlock::as_bytes));
+        w.set_mode(mode.as_raw());
+        w.set_flags(flags.bits());
+        w.set_lkid(id.lkid);
+        if let Err(e) = self.inner.transport.write(w.as_bytes()) {
+            // Nothing was sent: nothing will come.
+            drop(st);
+            self.after_io();
+            return Err(e);
+        }
+        // No record was taken in meanwhile: that needs the state lock.
+        let Some(s) = st.slot(id.token) else {
+            return Err(Errno::ENOENT);
+        };
+        if cancel {
+            s.cancel_sent = true;
+            s.deadlock_cancel |= cmd == Command::Deadlock;
+        } else if unlock {
+            s.ending = true;
+        } else {
+            self.decide_convert(s, mode, flags, lvb);
+        }
+        s.waiting |= wait;
+        let mut other = None;
+        let got = if wait {
+            self.read_inline(&mut st, id.token, &mut other)
+        } else {
+            Ok(None)
+        };
+        drop(st);
+        self.after_read(other);
+        got
+    }
+
+    /// [`lock_op`](Self::lock_op) for a transport whose write can wait
+    /// (the daemon's): the write is made with no lock held.
+    #[inline(never)]
+    fn lock_op_split(
         &self,
         cmd: Command,
         id: LockId,

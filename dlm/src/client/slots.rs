@@ -223,7 +223,6 @@ impl State {
         s.writing = false;
         s.write_waiter = false;
         s.lvb = ValueBlock::zeroed();
-        s.lvb_out = None;
         s.resource = Some(*resource);
         s.granted = None;
         s.requested = Some(mode);
@@ -299,6 +298,7 @@ impl Slot {
             || self.on_blocking.is_some()
             || self.on_lost.is_some()
             || self.sink.is_some()
+            || self.lvb_out.is_some()
             || !self.done.is_empty()
             || waker
         {
@@ -315,6 +315,7 @@ impl Slot {
         self.on_blocking = None;
         self.on_lost = None;
         self.sink = None;
+        self.lvb_out = None;
         self.done.clear();
         #[cfg(feature = "async")]
         {

@@ -64,6 +64,15 @@ impl Transport {
         }
     }
 
+    /// Whether a write can wait for another process: the daemon answers
+    /// each write, and may be stopped. The kernel completes a write itself
+    /// (it queues the request and returns; only the cluster's recovery
+    /// holds it, and then every writer of the lockspace alike).
+    #[inline(always)]
+    pub(crate) fn write_may_wait(&self) -> bool {
+        matches!(self, Transport::Socket(_))
+    }
+
     /// The next callback record that can be read without blocking, copied
     /// out.
     #[inline]
