@@ -152,7 +152,11 @@ impl Lockspace {
                     && s.ever_granted
                     && !s.ending =>
             {
-                Some((s.on_lost.take(), s.sink.clone()))
+                Some(
+                    s.cbs
+                        .as_mut()
+                        .map_or((None, None), |c| (c.on_lost.take(), c.sink.clone())),
+                )
             }
             _ => None,
         };
@@ -214,10 +218,13 @@ impl Lockspace {
             let Some(s) = st.slot(token) else {
                 return After::Nothing;
             };
-            if let Some(sink) = &s.sink {
+            let Some(c) = s.cbs.as_mut() else {
+                return After::Nothing;
+            };
+            if let Some(sink) = &c.sink {
                 return After::Sink(sink.clone(), id, SinkEvent::Blocking(mode));
             }
-            return match s.on_blocking.take() {
+            return match c.on_blocking.take() {
                 Some(cb) => After::Blocking(cb, id, mode),
                 None => After::Nothing,
             };
@@ -252,14 +259,13 @@ impl Lockspace {
             }
             return After::Nothing;
         }
-        if let Some(sink) = &slot.sink {
-            let sink = sink.clone();
+        if let Some(sink) = slot.cbs.as_ref().and_then(|c| c.sink.clone()) {
             if ends {
                 st.free_slot(token);
             }
             return After::Sink(sink, id, SinkEvent::Completion(completion));
         }
-        match slot.on_complete.take() {
+        match slot.cbs.as_mut().and_then(|c| c.on_complete.take()) {
             Some(cb) => After::Complete(cb, id, completion, ends),
             None => {
                 if ends {
@@ -358,7 +364,9 @@ impl Lockspace {
             After::Blocking(mut cb, id, mode) => {
                 cb(id, mode);
                 if let Some(s) = self.state().slot(id.token) {
-                    s.on_blocking.get_or_insert(cb);
+                    if let Some(c) = s.cbs.as_mut() {
+                        c.on_blocking.get_or_insert(cb);
+                    }
                 }
             }
             After::Complete(mut cb, id, completion, ends) => {
@@ -367,7 +375,9 @@ impl Lockspace {
                 if ends {
                     st.free_slot(id.token);
                 } else if let Some(s) = st.slot(id.token) {
-                    s.on_complete.get_or_insert(cb);
+                    if let Some(c) = s.cbs.as_mut() {
+                        c.on_complete.get_or_insert(cb);
+                    }
                 }
             }
             After::Sink(sink, id, event) => match event {
@@ -417,11 +427,11 @@ impl Lockspace {
                         token: make_token(idx, s.gen),
                         lkid: s.lkid,
                     };
-                    if let Some(sink) = &s.sink {
-                        sinks.push((sink.clone(), id));
+                    if let Some(sink) = s.cbs.as_ref().and_then(|c| c.sink.clone()) {
+                        sinks.push((sink, id));
                         return None;
                     }
-                    let cb = s.on_lost.take();
+                    let cb = s.cbs.as_mut().and_then(|c| c.on_lost.take());
                     unheard += usize::from(cb.is_none());
                     cb.map(|cb| (cb, id))
                 })

@@ -258,19 +258,18 @@ impl Lockspace {
                 "CONVERT and CANCEL are not request flags",
             ));
         }
-        let cbs = match sink {
-            Some(sink) => Callbacks {
-                on_complete: None,
-                on_blocking: None,
-                on_lost: None,
+        let cbs = match (sink, on_complete, req.on_blocking, req.on_lost) {
+            (Some(sink), ..) => Some(Box::new(Callbacks {
                 sink: Some(sink),
-            },
-            None => Callbacks {
+                ..Callbacks::default()
+            })),
+            (None, None, None, None) => None,
+            (None, on_complete, on_blocking, on_lost) => Some(Box::new(Callbacks {
                 on_complete,
-                on_blocking: req.on_blocking,
-                on_lost: req.on_lost,
+                on_blocking,
+                on_lost,
                 sink: None,
-            },
+            })),
         };
         let (token, has_bast) =
             self.state()

@@ -50,11 +50,9 @@ pub(crate) struct Slot {
     /// the DLM never uses 0).
     pub(crate) lkid: u32,
     pub(crate) ever_granted: bool,
-    pub(crate) on_complete: Option<CompletionFn>,
-    pub(crate) on_blocking: Option<BlockingFn>,
-    pub(crate) on_lost: Option<LostFn>,
-    /// Callbacks go here instead of the closures (see `sink`).
-    pub(crate) sink: Option<SharedSink>,
+    /// The lock's callbacks; none for a waiting call's lock (boxed: one
+    /// word to set and to check on the hot path).
+    pub(crate) cbs: Option<Box<Callbacks>>,
     /// Completions not yet taken by a waiter.
     pub(crate) done: VecDeque<Completion>,
     pub(crate) waiting: bool,
@@ -119,7 +117,8 @@ pub(crate) fn split_token(token: u64) -> (usize, u32) {
     )
 }
 
-/// The callbacks a new slot gets.
+/// A lock's callbacks: closures, or (instead) a sink (see `sink`).
+#[derive(Default)]
 pub(crate) struct Callbacks {
     pub(crate) on_complete: Option<CompletionFn>,
     pub(crate) on_blocking: Option<BlockingFn>,
@@ -186,7 +185,7 @@ impl State {
     #[inline]
     pub(crate) fn new_slot(
         &mut self,
-        cbs: Callbacks,
+        cbs: Option<Box<Callbacks>>,
         resource: &ResourceName,
         mode: LockMode,
         flags: LockFlags,
@@ -201,18 +200,16 @@ impl State {
                 self.slots.len() - 1
             }
         };
-        let has_bast =
-            cbs.on_blocking.is_some() || cbs.sink.as_ref().is_some_and(|s| s.wants_blocking());
+        let has_bast = cbs.as_ref().is_some_and(|c| {
+            c.on_blocking.is_some() || c.sink.as_ref().is_some_and(|s| s.wants_blocking())
+        });
         let s = &mut self.slots[idx];
         s.gen = gen;
         s.has_bast = has_bast;
         s.live = true;
         s.lkid = 0;
         s.ever_granted = false;
-        s.on_complete = cbs.on_complete;
-        s.on_blocking = cbs.on_blocking;
-        s.on_lost = cbs.on_lost;
-        s.sink = cbs.sink;
+        s.cbs = cbs;
         s.waiting = waiting;
         s.deadlock_cancel = false;
         s.cancel_sent = false;
@@ -294,14 +291,7 @@ impl Slot {
         let waker = self.waker.is_some();
         #[cfg(not(feature = "async"))]
         let waker = false;
-        if self.on_complete.is_some()
-            || self.on_blocking.is_some()
-            || self.on_lost.is_some()
-            || self.sink.is_some()
-            || self.lvb_out.is_some()
-            || !self.done.is_empty()
-            || waker
-        {
+        if self.cbs.is_some() || self.lvb_out.is_some() || !self.done.is_empty() || waker {
             self.drop_contents();
         }
     }
@@ -311,10 +301,7 @@ impl Slot {
     #[cold]
     #[inline(never)]
     fn drop_contents(&mut self) {
-        self.on_complete = None;
-        self.on_blocking = None;
-        self.on_lost = None;
-        self.sink = None;
+        self.cbs = None;
         self.lvb_out = None;
         self.done.clear();
         #[cfg(feature = "async")]
