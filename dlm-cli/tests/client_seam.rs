@@ -383,3 +383,56 @@ fn slots_say_what_they_hold_after_lock_convert_and_value_block_write() {
     }
     assert!(ls.held_lock(id).is_none());
 }
+
+/// Counts what a lock's sink receives.
+#[derive(Default)]
+struct CountingSink {
+    granted: AtomicUsize,
+    unlocked: AtomicUsize,
+    blocking: AtomicUsize,
+}
+
+impl dlm::Sink for CountingSink {
+    fn completion(&self, _: dlm::LockId, c: &dlm::Completion) {
+        match c.status {
+            Status::Granted => self.granted.fetch_add(1, Ordering::SeqCst),
+            Status::Unlocked => self.unlocked.fetch_add(1, Ordering::SeqCst),
+            other => panic!("unexpected completion {other:?}"),
+        };
+    }
+    fn blocking(&self, _: dlm::LockId, mode: LockMode) {
+        assert_eq!(mode, LockMode::Ex);
+        self.blocking.fetch_add(1, Ordering::SeqCst);
+    }
+    fn lost(&self, _: dlm::LockId, reason: dlm::LostReason) {
+        panic!("lost: {reason}");
+    }
+    fn wants_blocking(&self) -> bool {
+        true
+    }
+}
+
+#[test]
+fn a_sink_receives_a_locks_completions_and_blocking_callbacks() {
+    let d = Daemon::start();
+    let (dlm, ls) = space(&d, "sink");
+    let sink = Arc::new(CountingSink::default());
+    let id = ls
+        .request_with_sink(LockRequest::new(res("s"), LockMode::Ex), sink.clone())
+        .unwrap();
+    poll_until(&ls, "the grant to the sink", || {
+        sink.granted.load(Ordering::SeqCst) == 1
+    });
+    let other = dlm.open_lockspace(ls.name()).unwrap();
+    other
+        .request(LockRequest::new(res("s"), LockMode::Ex), |_, _| {})
+        .unwrap();
+    poll_until(&ls, "the blocking callback to the sink", || {
+        sink.blocking.load(Ordering::SeqCst) == 1
+    });
+    ls.unlock(id, LockFlags::empty(), None).unwrap();
+    poll_until(&ls, "the unlock to the sink", || {
+        sink.unlocked.load(Ordering::SeqCst) == 1
+    });
+    assert!(ls.held().is_empty());
+}
