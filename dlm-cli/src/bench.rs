@@ -20,6 +20,8 @@ use crate::Res;
 
 const LOCKSPACE: &str = "dlm-bench";
 const ECHO_SIZE: usize = 128;
+/// Threads of the one-process, many-threads row.
+const THREADS: usize = 4;
 
 /// Options of `dlm bench`.
 #[derive(clap::Args, Debug)]
@@ -57,7 +59,7 @@ fn parse_secs(s: &str) -> Result<f64, String> {
 /// Options of the hidden worker.
 #[derive(clap::Args, Debug)]
 pub struct WorkerArgs {
-    /// `echo-server`, `lockloop`, `handoff` or `persistent`.
+    /// `echo-server`, `lockloop`, `lockthreads`, `handoff` or `persistent`.
     role: String,
     /// Socket path (echo server) or resource name (lock workers).
     target: String,
@@ -172,6 +174,47 @@ pub fn worker(a: WorkerArgs) -> Res<u8> {
                 n += 1;
             }
             out!("{} {}", n, start.elapsed().as_secs_f64());
+            Ok(0)
+        }
+        "lockthreads" => {
+            // THREADS threads of this process, one resource each, on one
+            // shared lockspace handle: do they queue behind each other's
+            // round trips?
+            let dlm = Dlm::open()?;
+            let ls = crate::open_or_create(&dlm, &LockspaceName::new(LOCKSPACE)?)?;
+            let names = (0..THREADS)
+                .map(|i| ResourceName::new(format!("{}-{i}", a.target)))
+                .collect::<Result<Vec<_>, _>>()?;
+            wait_for_go()?;
+            let start = Instant::now();
+            let counts = std::thread::scope(|s| {
+                let hs: Vec<_> = names
+                    .iter()
+                    .map(|res| {
+                        let ls = &ls;
+                        s.spawn(move || -> Result<u64, dlm::Error> {
+                            let mut n = 0u64;
+                            while start.elapsed() < secs {
+                                if let Outcome::Granted(l) =
+                                    ls.lock(LockRequest::new(*res, LockMode::Ex))?
+                                {
+                                    l.unlock()?;
+                                }
+                                n += 1;
+                            }
+                            Ok(n)
+                        })
+                    })
+                    .collect();
+                hs.into_iter()
+                    .map(|h| {
+                        h.join()
+                            .unwrap_or(Err(dlm::Error::InvalidArgument("a bench thread panicked")))
+                    })
+                    .collect::<Result<Vec<u64>, _>>()
+            })?;
+            let n: u64 = counts.iter().sum();
+            println!("{} {}", n, start.elapsed().as_secs_f64());
             Ok(0)
         }
         "handoff" => {
@@ -454,6 +497,42 @@ pub fn run(a: Args) -> Res<u8> {
     }
 
     {
+        // Beside the one-thread row: threads of one process on one
+        // lockspace handle, each on its own resource. Threads that queued
+        // behind each other's round trips would make no more pairs than
+        // one thread.
+        let mut w = Worker::spawn("lockthreads", "bench-t", secs)?;
+        w.go()?;
+        let r = w.result()?;
+        let (n, t) = (
+            r.first().copied().unwrap_or(0.0),
+            r.get(1).copied().unwrap_or(1.0),
+        );
+        let per_pair = t * THREADS as f64 / n.max(1.0);
+        let one = rows
+            .iter()
+            .find(|r| r.what == "lock+unlock, 1 process")
+            .and_then(|r| r.per_op_us)
+            .map_or(0.0, |us| us / 1e6);
+        rows.push(Row {
+            what: format!(
+                "lock+unlock, {THREADS} threads of one process, different resources, one lockspace"
+            ),
+            value: format!("{:.0} pairs/s", n / t),
+            per_op_us: Some(per_pair * 1e6),
+            ratio: Some(per_pair / echo),
+            note: format!(
+                "{:.2}x the 1-thread rate; {:.2}x two echoes per thread",
+                (n / t) * one,
+                per_pair / (2.0 * echo)
+            ),
+        });
+        // The row goes right after the one-process row.
+        let row = rows.pop().ok_or("no row")?;
+        rows.insert(2, row);
+    }
+
+    {
         let mut ws = (0..2)
             .map(|_| Worker::spawn("handoff", "handoff", secs))
             .collect::<Res<Vec<_>>>()?;
@@ -531,16 +610,16 @@ pub fn run(a: Args) -> Res<u8> {
         echo * 1e6
     );
     out!(
-        "{:<42} {:>26} {:>10} {:>8}  note",
+        "{:<80} {:>18} {:>10} {:>8}  note",
         "figure",
         "value",
         "us/op",
         "ratio"
     );
-    out!("{}", "-".repeat(110));
+    out!("{}", "-".repeat(140));
     for r in rows {
         out!(
-            "{:<42} {:>26} {:>10} {:>8}  {}",
+            "{:<80} {:>18} {:>10} {:>8}  {}",
             r.what,
             r.value,
             r.per_op_us.map(|x| format!("{x:.2}")).unwrap_or_default(),

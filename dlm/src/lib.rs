@@ -44,8 +44,10 @@
 //! Completion and blocking callbacks are Rust closures. They run
 //! - on the lockspace's event-loop thread, once
 //!   [`Lockspace::start_event_loop`] has started it; or
-//! - on whatever thread calls [`Lockspace::dispatch`] (for example your own
-//!   `mio::Poll` loop: [`Lockspace`] implements [`mio::event::Source`]); or
+//! - on whatever thread calls [`Lockspace::dispatch`] when the lockspace's
+//!   one pollable fd ([`AsFd`](std::os::fd::AsFd), on both backends) is
+//!   readable: with `poll(2)`, or in your own `mio::Poll` loop
+//!   ([`Lockspace`] implements [`mio::event::Source`]); or
 //! - inline, on a thread blocked in a waiting call such as
 //!   [`Lockspace::lock`], when no event-loop thread runs. Such a call reads
 //!   its completion itself, with no thread hand-off.
@@ -56,6 +58,11 @@
 //! itself, since the loop is busy running the callback. Records the loop
 //! had read but not yet handled are then handled after the ones the
 //! nested call reads.
+//!
+//! No lock of the client is held while a call waits for the DLM: on the
+//! fallback backend a stopped daemon holds up only the calls that wait
+//! for its answers ([`Lockspace`] says which). [`Lockspace::held`] and
+//! [`Lock::info`] read back what each lock holds ([`HeldLock`]).
 //!
 //! # Tokens, not pointers
 //!
@@ -102,7 +109,7 @@ pub mod query;
 pub use client::LockFuture;
 pub use client::{
     kernel_control_device, kernel_device_node, Backend, BlockingFn, CompletionFn, Dlm, DlmBuilder,
-    Lock, LockId, LockRequest, Lockspace, LostFn, LostReason, Outcome,
+    HeldLock, Lock, LockId, LockRequest, Lockspace, LostFn, LostReason, Outcome, Sink,
 };
 
 pub use dlm_proto::error::{Errno, Error, Refusal, Result};

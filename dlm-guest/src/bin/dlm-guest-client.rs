@@ -24,6 +24,9 @@
 //!    timeouts, NOQUEUE, futures awaited or dropped unresolved,
 //!    conversions, unlocks and drops; EX and PR exclusion hold at every
 //!    grant and every call returns;
+//!    Then one pollable fd per handle (`AsFd`): a grant comes through
+//!    `poll(2)` + `dispatch()`, the fd is not readable once dispatched,
+//!    and a grant pushed later wakes a caller's own `mio::Poll`;
 //! 10. `release_lockspace` (EBUSY-free once the handles are gone), and the
 //!     lockspace is gone.
 //!
@@ -309,6 +312,10 @@ fn run() -> R<()> {
     mixed_traffic(&c, &a)?;
     drop(c);
 
+    // 9c. One pollable fd per handle: poll(2) + dispatch(), and a
+    // caller's own mio::Poll.
+    one_fd(&dlm, &name)?;
+
     // 10. Release.
     drop(b);
     dlm.release_lockspace(a, false)
@@ -380,6 +387,82 @@ fn mixed_traffic(plain: &Lockspace, looped: &Lockspace) -> R<()> {
     println!(
         "client: {} threads on two handles made {} random operations each; every call returned",
         load.threads, load.ops
+    );
+    Ok(())
+}
+
+/// The handle's one fd with `poll(2)` and `dispatch()`, then in a
+/// caller's own `mio::Poll`.
+fn one_fd(dlm: &Dlm, name: &LockspaceName) -> R<()> {
+    use std::os::fd::{AsFd, AsRawFd};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let p = dlm.open_lockspace(name).map_err(ctx("open handle p"))?;
+    let q = dlm.open_lockspace(name).map_err(ctx("open handle q"))?;
+    let readable = |ls: &Lockspace, ms: i64| -> R<bool> {
+        use rustix::event::{poll, PollFd, PollFlags, Timespec};
+        let mut fds = [PollFd::new(ls, PollFlags::IN)];
+        let ts = Timespec {
+            tv_sec: ms / 1000,
+            tv_nsec: (ms % 1000) * 1_000_000,
+        };
+        Ok(poll(&mut fds, Some(&ts)).map_err(ctx("poll"))? > 0)
+    };
+    check(p.as_fd().as_raw_fd() == p.as_raw_fd(), || {
+        "AsFd and AsRawFd differ".into()
+    })?;
+    check(!readable(&p, 0)?, || "a new handle's fd is readable".into())?;
+    let grants = Arc::new(AtomicUsize::new(0));
+    let g = grants.clone();
+    let r = res("fd0")?;
+    let id = p
+        .request(LockRequest::new(r, LockMode::Ex), move |_, c| {
+            if c.status == Status::Granted {
+                g.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+        .map_err(ctx("request on p"))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while grants.load(Ordering::SeqCst) == 0 {
+        check(Instant::now() < deadline, || {
+            "no grant through poll(2)".into()
+        })?;
+        if readable(&p, 100)? {
+            p.dispatch().map_err(ctx("dispatch p"))?;
+        }
+    }
+    check(!readable(&p, 0)?, || {
+        "p's fd readable after dispatch".into()
+    })?;
+    let mut mio_poll = mio::Poll::new().map_err(ctx("mio::Poll"))?;
+    let mut src = q.clone();
+    mio_poll
+        .registry()
+        .register(&mut src, mio::Token(9), mio::Interest::READABLE)
+        .map_err(ctx("register q"))?;
+    let g = grants.clone();
+    q.request(LockRequest::new(r, LockMode::Ex), move |_, c| {
+        if c.status == Status::Granted {
+            g.fetch_add(1, Ordering::SeqCst);
+        }
+    })
+    .map_err(ctx("request on q"))?;
+    check(!readable(&q, 100)?, || "q readable while queued".into())?;
+    p.unlock(id, LockFlags::empty(), None)
+        .map_err(ctx("unlock on p"))?;
+    let mut events = mio::Events::with_capacity(4);
+    while grants.load(Ordering::SeqCst) < 2 {
+        check(Instant::now() < deadline, || "no grant through mio".into())?;
+        mio_poll
+            .poll(&mut events, Some(Duration::from_millis(100)))
+            .map_err(ctx("mio poll"))?;
+        for ev in events.iter() {
+            check(ev.token() == mio::Token(9), || "wrong mio token".into())?;
+            q.dispatch().map_err(ctx("dispatch q"))?;
+        }
+    }
+    println!(
+        "client: one fd per handle: a grant through poll(2) + dispatch(), another through mio"
     );
     Ok(())
 }

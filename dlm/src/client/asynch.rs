@@ -16,7 +16,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use super::{granted_mode, Lock, LockId, LockRequest, Lockspace, Outcome};
+use super::request::granted_mode;
+use super::{Lock, LockId, LockRequest, Lockspace, Outcome};
 use dlm_proto::error::{Errno, Error, Result};
 use dlm_proto::flags::LockFlags;
 use dlm_proto::mode::LockMode;
@@ -43,7 +44,7 @@ impl Lockspace {
         let (mode, flags) = (req.mode, req.flags);
         let started = self
             .start_event_loop()
-            .and_then(|()| self.submit(req, None, false))
+            .and_then(|()| self.submit(req, None, None, false))
             .map(|(id, _)| id);
         let (id, error) = match started {
             Ok(id) => (Some(id), None),
@@ -115,13 +116,12 @@ impl Future for LockFuture {
         self.id = None;
         self.ls.take_slot_result(id.token);
         Poll::Ready(Ok(if completion.status == Status::Granted {
-            Outcome::Granted(Lock {
-                ls: self.ls.clone(),
+            Outcome::Granted(Lock::new(
+                self.ls.clone(),
                 id,
-                mode: granted_mode(self.mode, self.flags, completion.flags),
-                value_block: completion.value_block.map(Box::new),
-                held: true,
-            })
+                granted_mode(self.mode, self.flags, completion.flags),
+                completion.value_block.map(Box::new),
+            ))
         } else {
             Outcome::NotGranted(completion)
         }))

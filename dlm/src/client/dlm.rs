@@ -1,0 +1,369 @@
+//! [`Dlm`]: the control device, and the one place the backend is chosen.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use dlm_proto::error::{Errno, Error, Result};
+use dlm_proto::flags::LockspaceFlags;
+use dlm_proto::name::LockspaceName;
+use dlm_proto::records;
+use dlm_proto::wire;
+
+use super::kernel;
+use super::lockspace::Lockspace;
+use super::transport::{KernelDev, Socket, Transport};
+use super::{kernel_control_device, Backend};
+
+/// Options for [`Dlm`]; see [`Dlm::builder`].
+#[derive(Debug, Clone, Default)]
+pub struct DlmBuilder {
+    backend: Option<Backend>,
+    socket: Option<PathBuf>,
+    autostart: Option<bool>,
+}
+
+impl DlmBuilder {
+    /// Use this backend, whatever the environment says.
+    pub fn backend(mut self, b: Backend) -> Self {
+        self.backend = Some(b);
+        self
+    }
+
+    /// Talk to the daemon at this socket (fallback backend). It must pass
+    /// the same [`trust`](dlm_proto::trust) checks as the default one.
+    pub fn socket(mut self, path: impl Into<PathBuf>) -> Self {
+        self.socket = Some(path.into());
+        self
+    }
+
+    /// Whether to start a per-user `dlmd` when none answers (default:
+    /// yes, unless `DLM_NO_AUTOSTART` is set).
+    pub fn autostart(mut self, on: bool) -> Self {
+        self.autostart = Some(on);
+        self
+    }
+
+    /// Connect.
+    pub fn open(self) -> Result<Dlm> {
+        let backend = match self.backend {
+            Some(b) => b,
+            None => match std::env::var("DLM_BACKEND") {
+                Ok(s) if !s.is_empty() => s.parse()?,
+                _ => {
+                    if kernel_control_device().is_some() {
+                        Backend::Kernel
+                    } else {
+                        Backend::Fallback
+                    }
+                }
+            },
+        };
+        let conn = match backend {
+            Backend::Kernel => {
+                let control = KernelDev::open(&kernel::control_node()?)?;
+                kernel::check_version(control.version()?)?;
+                Conn::Kernel { control }
+            }
+            Backend::Fallback => {
+                let socket = match self.socket {
+                    Some(p) => p,
+                    None => dlm_proto::paths::fallback_socket_path().map_err(Error::Os)?,
+                };
+                let autostart = self
+                    .autostart
+                    .unwrap_or_else(|| std::env::var_os("DLM_NO_AUTOSTART").is_none());
+                let control = connect_or_start(&socket, autostart)?;
+                kernel::check_version(control.version()?)?;
+                Conn::Daemon {
+                    control: Box::new(control),
+                    socket,
+                }
+            }
+        };
+        Ok(Dlm { conn })
+    }
+}
+
+/// Name the lockspace in errors that are about it.
+pub(crate) fn lockspace_error(op: &'static str, name: &LockspaceName, e: Error) -> Error {
+    match e {
+        Error::Os(errno) => Error::Lockspace {
+            op,
+            name: name.to_string(),
+            errno,
+        },
+        other => other,
+    }
+}
+
+/// Connect to the control side of `dlmd`, starting a per-user daemon if
+/// none answers and `autostart` is on.
+///
+/// A socket that fails the [`trust`](dlm_proto::trust) checks is refused at
+/// once, never retried, and no daemon is started for it.
+fn connect_or_start(socket: &Path, autostart: bool) -> Result<Socket> {
+    let hello = |_: ()| Socket::connect(socket, wire::ROLE_CONTROL, 0, b"");
+    let unavailable = |e: Error| match e {
+        Error::Os(errno) => Error::DaemonUnavailable(socket.to_path_buf(), errno),
+        other => other,
+    };
+    match hello(()) {
+        Ok((d, _)) => return Ok(d),
+        Err(Error::Os(e))
+            if autostart && (e == Errno::ENOENT || e == Errno::from_raw(libc::ECONNREFUSED)) => {}
+        // Untrusted, or a daemon answered and refused: said at once.
+        Err(e) => return Err(unavailable(e)),
+    }
+    dlm_proto::paths::start_user_daemon(socket).map_err(unavailable)?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut pause = Duration::from_millis(2);
+    loop {
+        match hello(()) {
+            Ok((d, _)) => return Ok(d),
+            Err(e @ (Error::UntrustedSocket(_) | Error::DaemonRefused { .. })) => return Err(e),
+            Err(e) if Instant::now() >= deadline => return Err(unavailable(e)),
+            Err(_) => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+/// The backend, chosen once: everything [`Dlm`] does matches on this.
+#[derive(Debug)]
+enum Conn {
+    Kernel {
+        control: KernelDev,
+    },
+    Daemon {
+        control: Box<Socket>,
+        socket: PathBuf,
+    },
+}
+
+/// A connection to the DLM: the control device (kernel) or the control
+/// side of `dlmd`.
+///
+/// On the fallback backend every call here is a round trip to the daemon:
+/// if the daemon stops answering (stopped, not dead), the call waits until
+/// it answers again, with no timeout; other threads, and calls on other
+/// daemons' or the kernel's lockspaces, go on meanwhile. A daemon that
+/// exits makes the call fail at once (`EPIPE`).
+#[derive(Debug)]
+pub struct Dlm {
+    conn: Conn,
+}
+
+impl Dlm {
+    /// Connect to the backend chosen from the environment: see
+    /// [`DlmBuilder::open`].
+    pub fn open() -> Result<Dlm> {
+        DlmBuilder::default().open()
+    }
+
+    /// Options.
+    pub fn builder() -> DlmBuilder {
+        DlmBuilder::default()
+    }
+
+    /// Which backend this handle uses.
+    pub fn backend(&self) -> Backend {
+        match self.conn {
+            Conn::Kernel { .. } => Backend::Kernel,
+            Conn::Daemon { .. } => Backend::Fallback,
+        }
+    }
+
+    /// The daemon's pid (fallback backend), from the socket's peer
+    /// credentials.
+    pub fn daemon_pid(&self) -> Option<i32> {
+        match &self.conn {
+            Conn::Kernel { .. } => None,
+            Conn::Daemon { control, .. } => control.peer_pid(),
+        }
+    }
+
+    /// The daemon socket, for the fallback backend.
+    pub fn socket_path(&self) -> Option<&Path> {
+        match &self.conn {
+            Conn::Kernel { .. } => None,
+            Conn::Daemon { socket, .. } => Some(socket),
+        }
+    }
+
+    fn control_write(&self, bytes: &[u8]) -> std::result::Result<i64, Errno> {
+        match &self.conn {
+            Conn::Kernel { control } => control.write(bytes),
+            Conn::Daemon { control, .. } => control.write(bytes),
+        }
+    }
+
+    /// `dlm_kernel_version()`: the device interface version (6.0.2).
+    pub fn version(&self) -> Result<(u32, u32, u32)> {
+        let v = match &self.conn {
+            Conn::Kernel { control } => control.version(),
+            Conn::Daemon { control, .. } => control.version(),
+        }?;
+        Ok((v[0], v[1], v[2]))
+    }
+
+    /// `dlm_new_lockspace()`: create (or join) a lockspace and open it.
+    ///
+    /// `mode` is the access mode of the lockspace (like a file's, default
+    /// 0600 when 0 is given); other users need read-write permission to
+    /// open it.
+    pub fn create_lockspace(
+        &self,
+        name: &LockspaceName,
+        flags: LockspaceFlags,
+        mode: u32,
+    ) -> Result<Lockspace> {
+        let flags = flags - LockspaceFlags::TIMEWARN;
+        let req = records::encode_create(name.as_bytes(), flags.bits(), records::VERSION)?;
+        let minor = self
+            .control_write(req.as_bytes())
+            .map_err(|e| lockspace_error("create", name, e.into()))?;
+        let ls = self.open_lockspace(name)?;
+        let mode = if mode == 0 { 0o600 } else { mode };
+        ls.chmod(mode)?;
+        debug_assert!(minor >= 0);
+        Ok(ls)
+    }
+
+    /// `dlm_open_lockspace()`: open an existing lockspace.
+    pub fn open_lockspace(&self, name: &LockspaceName) -> Result<Lockspace> {
+        let (transport, minor) = match &self.conn {
+            Conn::Daemon { socket, .. } => {
+                let (dev, minor) =
+                    Socket::connect(socket, wire::ROLE_LOCKSPACE, 0, name.as_bytes())
+                        .map_err(|e| lockspace_error("open", name, e))?;
+                (
+                    Transport::Socket(Box::new(dev)),
+                    u32::try_from(minor).unwrap_or(0),
+                )
+            }
+            Conn::Kernel { .. } => {
+                let dev_name = String::from_utf8_lossy(&name.device_name()).into_owned();
+                let path =
+                    kernel::device_node(&dev_name).map_err(|e| lockspace_error("open", name, e))?;
+                let dev =
+                    KernelDev::open(&path).map_err(|e| lockspace_error("open", name, e.into()))?;
+                let minor = dev.minor().unwrap_or(0);
+                (Transport::Kernel(dev), minor)
+            }
+        };
+        Lockspace::new(*name, minor, transport, self.backend())
+    }
+
+    /// `dlm_release_lockspace()`: close `ls` and release the lockspace.
+    ///
+    /// Unlike libdlm, which ignores it, the result is returned: without
+    /// `force`, `EBUSY` while locks remain. The call waits until every
+    /// other handle on the lockspace is closed, as the kernel does.
+    pub fn release_lockspace(&self, ls: Lockspace, force: bool) -> Result<()> {
+        let minor = ls.minor();
+        let ls_name = *ls.name();
+        drop(ls);
+        let flags = if force {
+            dlm_sys::DLM_USER_LSFLG_FORCEFREE
+        } else {
+            0
+        };
+        let req = records::encode_remove(minor, flags, records::VERSION);
+        self.control_write(req.as_bytes())
+            .map_err(|e| lockspace_error("release", &ls_name, e.into()))?;
+        Ok(())
+    }
+
+    /// Every lockspace the DLM has (a query libdlm does not offer).
+    ///
+    /// On the kernel backend this is best effort (sysfs and debugfs): see
+    /// the fields' notes.
+    pub fn lockspaces(&self) -> Result<Vec<dlm_proto::query::LockspaceInfo>> {
+        match &self.conn {
+            Conn::Kernel { .. } => kernel::lockspaces(),
+            Conn::Daemon { control, .. } => query_lockspaces(control),
+        }
+    }
+
+    /// The daemon's version and the kernel model its lockspaces follow
+    /// (`dlmd --kernel-model`): `Ok(None)` on the kernel backend, which
+    /// is the kernel itself, and from a daemon older than the query.
+    pub fn daemon_info(&self) -> Result<Option<dlm_proto::query::DaemonInfo>> {
+        match &self.conn {
+            Conn::Kernel { .. } => Ok(None),
+            Conn::Daemon { control, .. } => {
+                match control.request(
+                    wire::Kind::Query,
+                    &[wire::QUERY_DAEMON],
+                    wire::Kind::QueryReply,
+                ) {
+                    Ok(body) => dlm_proto::query::parse(&body).map(Some).map_err(Error::Os),
+                    // A daemon from before the query: an unknown subject.
+                    Err(Errno::EINVAL) => Ok(None),
+                    Err(e) => Err(Error::Os(e)),
+                }
+            }
+        }
+    }
+
+    /// Every lock of a lockspace, with mode, queue, owner pid, and the
+    /// value block where the backend shows it.
+    ///
+    /// On the kernel backend this reads debugfs
+    /// (`/sys/kernel/debug/dlm/<ls>_all`, as `dlm_tool lockdebug` does),
+    /// which must be mounted.
+    pub fn locks(&self, name: &LockspaceName) -> Result<Vec<dlm_proto::query::LockInfo>> {
+        match &self.conn {
+            Conn::Kernel { .. } => kernel::locks(&name.to_string()),
+            Conn::Daemon { control, .. } => {
+                let mut q = vec![wire::QUERY_LOCKS];
+                q.extend_from_slice(name.as_bytes());
+                let body = control
+                    .request(wire::Kind::Query, &q, wire::Kind::QueryReply)
+                    .map_err(|e| lockspace_error("list the locks of", name, e.into()))?;
+                dlm_proto::query::parse(&body).map_err(Error::Os)
+            }
+        }
+    }
+
+    /// Some of the locks of a lockspace, by lock id: at most
+    /// `options.limit`, with lock ids greater than `options.after`, and
+    /// whether the limit cut the list short. To page through a lockspace,
+    /// pass the last lock id of each page as the next one's `after`.
+    ///
+    /// `dlmd` makes the answer as it is read; the
+    /// [`query`](dlm_proto::query) module says what it guarantees while locks
+    /// come and go. On the kernel backend the whole list is read from
+    /// debugfs (see [`locks`](Self::locks)) and cut here; so it is too
+    /// from a `dlmd` too old to know page queries.
+    pub fn locks_with(
+        &self,
+        name: &LockspaceName,
+        options: &dlm_proto::query::QueryOptions,
+    ) -> Result<dlm_proto::query::LockPage> {
+        let control = match &self.conn {
+            Conn::Kernel { .. } => return Ok(options.apply(kernel::locks(&name.to_string())?)),
+            Conn::Daemon { control, .. } => control,
+        };
+        let limit = options.limit.unwrap_or(u32::MAX);
+        let q = wire::page_query(limit, options.after, name.as_bytes());
+        match control.request(wire::Kind::Query, &q, wire::Kind::QueryReply) {
+            Ok(body) => dlm_proto::query::parse(&body).map_err(Error::Os),
+            // A daemon from before page queries: the whole list, cut here.
+            Err(e) if e == Errno::EINVAL => Ok(options.apply(self.locks(name)?)),
+            Err(e) => Err(lockspace_error("list the locks of", name, e.into())),
+        }
+    }
+}
+
+/// The daemon's lockspaces, asked on a control connection.
+pub(crate) fn query_lockspaces(control: &Socket) -> Result<Vec<dlm_proto::query::LockspaceInfo>> {
+    let body = control.request(
+        wire::Kind::Query,
+        &[wire::QUERY_LOCKSPACES],
+        wire::Kind::QueryReply,
+    )?;
+    dlm_proto::query::parse(&body).map_err(Error::Os)
+}

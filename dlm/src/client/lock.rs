@@ -1,0 +1,156 @@
+//! [`Lock`]: a granted lock, unlocked when dropped.
+
+use dlm_proto::error::{Error, Result};
+use dlm_proto::flags::LockFlags;
+use dlm_proto::lvb::ValueBlock;
+use dlm_proto::mode::LockMode;
+use dlm_proto::records::Command;
+use dlm_proto::status::{Completion, Status};
+
+use super::lockspace::Lockspace;
+use super::request::{granted_mode, unlock_flags, LockId};
+use super::slots::HeldLock;
+
+/// A granted lock. Dropping it unlocks it (without waiting); use
+/// [`Lock::unlock`] to wait for the unlock, or [`Lock::into_id`] to keep
+/// the lock beyond this value.
+#[derive(Debug)]
+pub struct Lock {
+    ls: Lockspace,
+    id: LockId,
+    mode: LockMode,
+    /// Boxed: few locks have one, and a `Lock` is moved around.
+    value_block: Option<Box<ValueBlock>>,
+    held: bool,
+}
+
+impl Lock {
+    #[inline]
+    pub(crate) fn new(
+        ls: Lockspace,
+        id: LockId,
+        mode: LockMode,
+        value_block: Option<Box<ValueBlock>>,
+    ) -> Lock {
+        Lock {
+            ls,
+            id,
+            mode,
+            value_block,
+            held: true,
+        }
+    }
+
+    /// What the lock is and holds, as last heard from the DLM (see
+    /// [`HeldLock`]); `None` once it has ended (another opener unlocked
+    /// it, say).
+    pub fn info(&self) -> Option<HeldLock> {
+        self.ls.held_lock(self.id)
+    }
+
+    /// The lock's id.
+    pub fn id(&self) -> LockId {
+        self.id
+    }
+
+    /// The granted mode.
+    pub fn mode(&self) -> LockMode {
+        self.mode
+    }
+
+    /// The value block read at the last grant, if one was requested.
+    ///
+    /// The DLM keeps a resource's value block only while some lock on the
+    /// resource exists: when the last lock goes, the block goes with it,
+    /// and the next lock reads zeros. Keep an NL lock to keep the value.
+    pub fn value_block(&self) -> Option<&ValueBlock> {
+        self.value_block.as_deref()
+    }
+
+    /// Convert to `mode` and wait. On a grant the lock's mode changes;
+    /// otherwise (`WouldBlock`, `ConversionDeadlock`, …) it keeps its mode.
+    /// `lvb` is written to the resource on a down-conversion from PW or EX
+    /// when `flags` has `VALBLK`.
+    pub fn convert(
+        &mut self,
+        mode: LockMode,
+        flags: LockFlags,
+        lvb: Option<&ValueBlock>,
+    ) -> Result<Completion> {
+        let flags = flags - LockFlags::CONVERT;
+        let op_flags = flags | LockFlags::CONVERT;
+        let first = self
+            .ls
+            .lock_op(Command::Lock, self.id, mode, op_flags, lvb, true)?;
+        let c = match first {
+            Some(c) => c,
+            None => self.ls.wait_for(self.id, None)?,
+        };
+        if c.status == Status::Granted {
+            self.mode = granted_mode(mode, flags, c.flags);
+            if c.value_block.is_some() {
+                self.value_block.clone_from(&c.value_block);
+            }
+        }
+        Ok(c.completion())
+    }
+
+    /// Unlock and wait for the unlock to complete. `lvb` is written to the
+    /// resource when unlocking from PW or EX with `VALBLK`.
+    pub fn unlock_with(mut self, flags: LockFlags, lvb: Option<&ValueBlock>) -> Result<()> {
+        // Held until the unlock is sent: if the write fails, the drop
+        // tries again.
+        unlock_flags(flags)?;
+        let first = self
+            .ls
+            .lock_op(Command::Unlock, self.id, LockMode::Nl, flags, lvb, true)?;
+        self.held = false;
+        let c = match first {
+            Some(c) => c,
+            None => self.ls.wait_for(self.id, None)?,
+        };
+        match c.status {
+            Status::Unlocked => Ok(()),
+            other => Err(Error::Unexpected(other)),
+        }
+    }
+
+    /// Unlock and wait.
+    pub fn unlock(self) -> Result<()> {
+        self.unlock_with(LockFlags::empty(), None)
+    }
+
+    /// Keep the lock held beyond this value; it stays until unlocked by id
+    /// or until the lockspace handle closes.
+    pub fn into_id(mut self) -> LockId {
+        self.held = false;
+        if let Some(s) = self.ls.state().slot(self.id.token) {
+            s.waiting = false;
+        }
+        self.id
+    }
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        if self.held {
+            if let Some(s) = self.ls.state().slot(self.id.token) {
+                s.waiting = false;
+                s.abandoned = true;
+            } else {
+                // Its end was delivered (another opener unlocked it).
+                return;
+            }
+            if self.ls.inner.transport.closed() {
+                // The connection closed: the lock went with it.
+                return;
+            }
+            if let Err(e) = self.ls.unlock(self.id, LockFlags::empty(), None) {
+                log::warn!(
+                    "lockspace {}: unlock on drop failed: {e}",
+                    self.ls.inner.name
+                );
+            }
+        }
+    }
+}

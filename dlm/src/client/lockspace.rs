@@ -1,0 +1,671 @@
+//! [`Lockspace`]: an open lockspace, and the operations on its locks.
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use dlm_proto::error::{Errno, Error, Result};
+use dlm_proto::flags::LockFlags;
+use dlm_proto::lvb::ValueBlock;
+use dlm_proto::mode::LockMode;
+use dlm_proto::name::LockspaceName;
+use dlm_proto::records::{self, Command, LockWrite};
+use dlm_proto::status::{Completion, Status};
+
+use super::dispatch::Done;
+use super::event_loop::EventLoop;
+use super::lock::Lock;
+use super::request::{granted_mode, unlock_flags, LockId, LockRequest, Outcome};
+use super::sink::Sink;
+use super::slots::{Callbacks, HeldLock, State};
+use super::transport::Transport;
+use super::Backend;
+
+pub(crate) struct Inner {
+    pub(crate) name: LockspaceName,
+    pub(crate) minor: u32,
+    pub(crate) backend: Backend,
+    pub(crate) transport: Transport,
+    /// The pollable fd's number (for logs and `AsRawFd`).
+    pub(crate) fd: RawFd,
+    /// Whether the event-loop thread runs (mirrors `event_loop`, read on
+    /// every wait without taking its lock).
+    pub(crate) loop_running: AtomicBool,
+    /// The event-loop thread, once started: a waiting call made by one of
+    /// its callbacks reads the device itself, since the loop cannot.
+    pub(crate) loop_thread: Mutex<Option<std::thread::ThreadId>>,
+    /// Threads waiting on `cond`; notifying nobody costs a syscall.
+    pub(crate) waiters: AtomicUsize,
+    /// The lost callbacks for a closed connection have been taken to run.
+    pub(crate) closed_told: AtomicBool,
+    pub(crate) state: Mutex<State>,
+    pub(crate) cond: Condvar,
+    pub(crate) event_loop: Mutex<Option<Arc<EventLoop>>>,
+}
+
+impl Inner {
+    /// Wake threads blocked in a waiting call, if there are any.
+    pub(crate) fn wake_waiters(&self) {
+        if self.waiters.load(Ordering::SeqCst) > 0 {
+            self.cond.notify_all();
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(ev) = self.event_loop.get_mut().ok().and_then(|e| e.take()) {
+            ev.stop();
+        }
+    }
+}
+
+/// An open lockspace (`dlm_lshandle_t`). Cheap to clone; the lockspace is
+/// closed when the last clone and the last [`Lock`] on it are dropped,
+/// which releases its non-persistent locks.
+///
+/// # One pollable fd
+///
+/// [`AsFd`]/[`AsRawFd`] give the one fd to poll for callback records, on
+/// both backends: readable when [`dispatch`](Self::dispatch) has work.
+/// On the kernel it is the lockspace device itself; on the fallback an
+/// epoll fd over the daemon connection and the records already read from
+/// it. `Lockspace` is also a [`mio::event::Source`] of that fd.
+///
+/// # When the daemon stops answering
+///
+/// On the fallback backend, every call that sends something (requests,
+/// conversions, unlocks, cancels, [`purge`](Self::purge)) waits for the
+/// daemon's answer to its write: if the daemon is stopped, the call waits
+/// until it runs again, without a bound (a [`LockRequest::timeout`]
+/// counts from the answer on, and bounds the wait for the grant). Only
+/// that call waits: no lock of the lockspace is held meanwhile, so other
+/// threads' calls on the same lockspace go on (and wait for their own
+/// answers), as do [`held`](Self::held), [`dispatch`](Self::dispatch)
+/// (which never blocks) and every call on other lockspaces. Operations on
+/// one lock leave in order: a second operation on a lock whose first is
+/// still being written waits for that write. A daemon that exits ends
+/// every waiting call at once with an error (`EPIPE`), and the locks are
+/// lost (see [`LockRequest::on_lost`]).
+#[derive(Clone)]
+pub struct Lockspace {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Lockspace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lockspace")
+            .field("name", &self.inner.name)
+            .field("backend", &self.inner.backend)
+            .finish_non_exhaustive()
+    }
+}
+
+const CASTADDR: u64 = 1;
+const BASTADDR: u64 = 2;
+
+/// A request carrying the user arguments every request has: the token
+/// everywhere a pointer would go, and fixed non-zero "addresses".
+#[inline]
+fn lock_write(cmd: Command, token: u64, has_bast: bool) -> LockWrite {
+    let mut w = LockWrite::new(cmd, records::VERSION);
+    let bastaddr = if has_bast { BASTADDR } else { 0 };
+    w.set_user_args(token, CASTADDR, token, bastaddr, token);
+    w
+}
+
+impl Lockspace {
+    pub(crate) fn new(
+        name: LockspaceName,
+        minor: u32,
+        transport: Transport,
+        backend: Backend,
+    ) -> Result<Lockspace> {
+        let fd = transport.poll_fd().as_raw_fd();
+        Ok(Lockspace {
+            inner: Arc::new(Inner {
+                name,
+                minor,
+                backend,
+                transport,
+                fd,
+                waiters: AtomicUsize::new(0),
+                closed_told: AtomicBool::new(false),
+                loop_running: AtomicBool::new(false),
+                loop_thread: Mutex::new(None),
+                state: Mutex::new(State::default()),
+                cond: Condvar::new(),
+                event_loop: Mutex::new(None),
+            }),
+        })
+    }
+
+    /// The lockspace's name.
+    pub fn name(&self) -> &LockspaceName {
+        &self.inner.name
+    }
+
+    /// The lockspace's minor (device number or daemon id).
+    pub fn minor(&self) -> u32 {
+        self.inner.minor
+    }
+
+    /// The backend this lockspace lives on.
+    pub fn backend(&self) -> Backend {
+        self.inner.backend
+    }
+
+    /// A new descriptor of what owns this handle's locks (the kernel
+    /// device's open file, or the connection to `dlmd`), *without*
+    /// close-on-exec, for a child process to inherit, as `flock(1)`'s
+    /// child inherits its lock.
+    ///
+    /// The DLM keeps the handle's locks while any copy of the descriptor
+    /// is open: the kernel releases them at the last `close()` of the
+    /// open file, and `dlmd` when the connection's last copy closes. So a
+    /// child holding a copy keeps the locks held after this process is
+    /// killed, until it exits or closes it. From this call on, dropping
+    /// the last [`Lockspace`] clone only closes this process's descriptor
+    /// (on the fallback it no longer asks the daemon to drop the
+    /// connection's locks at once); a [`Lock`] dropped or unlocked still
+    /// unlocks.
+    ///
+    /// The child must not read or write the descriptor: the records on it
+    /// are this process's. Close the copy here once the child has it.
+    pub fn inheritable_fd(&self) -> Result<OwnedFd> {
+        self.inner.transport.inheritable_fd().map_err(Error::Os)
+    }
+
+    /// What every lock of this handle is and holds, as last heard from
+    /// the DLM (requests in progress included, locks being unlocked left
+    /// out): see [`HeldLock`]. Never waits for the DLM.
+    pub fn held(&self) -> Vec<HeldLock> {
+        self.state().all_held(&self.inner.name)
+    }
+
+    /// What lock `id` is and holds (see [`held`](Self::held)); `None` once
+    /// its unlock is sent or it has ended.
+    pub fn held_lock(&self, id: LockId) -> Option<HeldLock> {
+        self.state().held(id.token, &self.inner.name)
+    }
+
+    #[inline(always)]
+    pub(crate) fn state(&self) -> MutexGuard<'_, State> {
+        self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn chmod(&self, mode: u32) -> Result<()> {
+        let r = self.inner.transport.chmod(mode);
+        self.after_io();
+        r.map_err(Error::Os)
+    }
+
+    /// Write a request, then make sure whatever callback records the write
+    /// brought along (the daemon may send them with its answer) are seen.
+    #[inline]
+    fn write(&self, bytes: &[u8]) -> Result<i64, Errno> {
+        let r = self.inner.transport.write(bytes);
+        self.after_io();
+        r
+    }
+
+    /// An operation is over: records the transport read along with an
+    /// answer are made visible to pollers, and a closed connection makes
+    /// every held lock lost. On the kernel this is nothing.
+    #[inline(always)]
+    pub(crate) fn after_io(&self) {
+        if self.inner.transport.settle() {
+            self.tell_closed();
+        }
+    }
+
+    /// `dlm_ls_lock()`: ask for a lock; `on_complete` runs for this and
+    /// every later completion of the lock (conversions, unlock).
+    ///
+    /// Returns the lock's id at once; the outcome arrives as a callback.
+    pub fn request(
+        &self,
+        req: LockRequest,
+        on_complete: impl FnMut(LockId, &Completion) + Send + 'static,
+    ) -> Result<LockId> {
+        self.submit(req, Some(Box::new(on_complete)), None, false)
+            .map(|(id, _)| id)
+    }
+
+    /// [`request`](Self::request) with every callback of the lock (its
+    /// completions, blocking callbacks and loss) delivered to `sink`
+    /// instead of closures (the request's own `on_blocking` and `on_lost`
+    /// are not used). For the C ABI.
+    #[doc(hidden)]
+    pub fn request_with_sink(&self, req: LockRequest, sink: Arc<dyn Sink>) -> Result<LockId> {
+        self.submit(req, None, Some(sink), false).map(|(id, _)| id)
+    }
+
+    /// Send a lock request. `read`: the caller will wait for the outcome
+    /// on this thread; the completion, if it is there already, comes back
+    /// with the id (see [`first_look`](Self::first_look)).
+    pub(crate) fn submit(
+        &self,
+        req: LockRequest,
+        on_complete: Option<super::request::CompletionFn>,
+        sink: Option<Arc<dyn Sink>>,
+        read: bool,
+    ) -> Result<(LockId, Option<Done>)> {
+        let waiting = on_complete.is_none() && sink.is_none();
+        if req.flags.intersects(LockFlags::CONVERT | LockFlags::CANCEL) {
+            return Err(Error::InvalidArgument(
+                "CONVERT and CANCEL are not request flags",
+            ));
+        }
+        let cbs = match (sink, on_complete, req.on_blocking, req.on_lost) {
+            (Some(sink), ..) => Some(Box::new(Callbacks {
+                sink: Some(sink),
+                ..Callbacks::default()
+            })),
+            (None, None, None, None) => None,
+            (None, on_complete, on_blocking, on_lost) => Some(Box::new(Callbacks {
+                on_complete,
+                on_blocking,
+                on_lost,
+                sink: None,
+            })),
+        };
+        let (token, has_bast) =
+            self.state()
+                .new_slot(cbs, &req.resource, req.mode, req.flags, waiting);
+        let mut w = lock_write(Command::Lock, token, has_bast);
+        w.set_mode(req.mode.as_raw());
+        w.set_flags(req.flags.bits());
+        if let Some(v) = &req.value_block {
+            w.set_lvb(v.as_bytes());
+        }
+        let (name, len) = req.resource.padded();
+        w.set_name_padded(name, len);
+        let written = self
+            .inner
+            .transport
+            .write(w.as_bytes())
+            .and_then(|lkid| u32::try_from(lkid).map_err(|_| Errno::EPROTO));
+        match written {
+            // The first look ends with the stashed-record check.
+            Ok(lkid) if read => Ok((LockId { token, lkid }, self.first_look(token, lkid)?)),
+            Ok(lkid) => {
+                if let Some(s) = self.state().slot(token) {
+                    s.lkid = lkid;
+                }
+                self.after_io();
+                Ok((LockId { token, lkid }, None))
+            }
+            Err(e) => {
+                self.after_io();
+                self.state().free_slot(token);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Send a conversion, unlock, cancel or deadlock-cancel for `id`. With
+    /// `wait`, the slot collects the completion for a waiting call, and
+    /// the completion, if it is there already, is read right after the
+    /// write and returned.
+    ///
+    /// The DLM reuses lock ids at once, and its cancel does not check the
+    /// owner (it even takes the canceller's callback argument): an
+    /// operation that reaches it after the lock ended could hit someone
+    /// else's lock. So operations on one lock are decided under the state
+    /// lock and written in that order (the slot's `writing` holds the next
+    /// one back until the write returns), and none is sent once the lock
+    /// may have ended: after its unlock was sent, after a cancel was sent,
+    /// or for a `NOQUEUE` request (decided during its own write). The
+    /// write itself, which on the daemon waits for its answer, is made
+    /// with no lock held.
+    ///
+    /// Inlined into the waiting calls of [`Lock`]; everything else goes
+    /// through [`lock_op_call`](Self::lock_op_call).
+    ///
+    /// On a transport whose write returns without waiting for another
+    /// process (the kernel device: the kernel queues the request and
+    /// returns), the operation is decided and written in one turn of the
+    /// state lock; otherwise (the daemon) see
+    /// [`lock_op_split`](Self::lock_op_split).
+    #[inline(always)]
+    pub(crate) fn lock_op(
+        &self,
+        cmd: Command,
+        id: LockId,
+        mode: LockMode,
+        flags: LockFlags,
+        lvb: Option<&ValueBlock>,
+        wait: bool,
+    ) -> Result<Option<Done>, Errno> {
+        if self.inner.transport.write_may_wait() {
+            return self.lock_op_split(cmd, id, mode, flags, lvb, wait);
+        }
+        let cancel = cmd == Command::Deadlock
+            || (cmd == Command::Unlock && flags.contains(LockFlags::CANCEL));
+        let unlock = cmd == Command::Unlock && !cancel;
+        let mut st = self.state();
+        let Some(s) = st.slot(id.token) else {
+            // Its end was delivered: the id may be someone else's now.
+            return Err(Errno::ENOENT);
+        };
+        if cancel && (s.cancel_sent || s.noqueue || s.ending) {
+            // The outcome is decided or on its way: nothing to cancel.
+            return Ok(None);
+        }
+        if s.ending {
+            return Err(Errno::ENOENT);
+        }
+        let mut w = lock_write(cmd, id.token, s.has_bast);
+        w.set_lvb(lvb.map_or(s.lvb.as_bytes(), ValueBlock::as_bytes));
+        w.set_mode(mode.as_raw());
+        w.set_flags(flags.bits());
+        w.set_lkid(id.lkid);
+        if let Err(e) = self.inner.transport.write(w.as_bytes()) {
+            // Nothing was sent: nothing will come.
+            drop(st);
+            self.after_io();
+            return Err(e);
+        }
+        // No record was taken in meanwhile: that needs the state lock.
+        let Some(s) = st.slot(id.token) else {
+            return Err(Errno::ENOENT);
+        };
+        if cancel {
+            s.cancel_sent = true;
+            s.deadlock_cancel |= cmd == Command::Deadlock;
+        } else if unlock {
+            s.ending = true;
+        } else {
+            self.decide_convert(s, mode, flags, lvb);
+        }
+        s.waiting |= wait;
+        let mut other = None;
+        let got = if wait {
+            self.read_inline(&mut st, id.token, &mut other)
+        } else {
+            Ok(None)
+        };
+        drop(st);
+        self.after_read(other);
+        got
+    }
+
+    /// [`lock_op`](Self::lock_op) for a transport whose write can wait
+    /// (the daemon's): the write is made with no lock held.
+    #[inline(never)]
+    fn lock_op_split(
+        &self,
+        cmd: Command,
+        id: LockId,
+        mode: LockMode,
+        flags: LockFlags,
+        lvb: Option<&ValueBlock>,
+        wait: bool,
+    ) -> Result<Option<Done>, Errno> {
+        let cancel = cmd == Command::Deadlock
+            || (cmd == Command::Unlock && flags.contains(LockFlags::CANCEL));
+        let unlock = cmd == Command::Unlock && !cancel;
+        let mut st = self.state();
+        let Some(mut idx) = st.index(id.token) else {
+            // Its end was delivered: the id may be someone else's now.
+            return Err(Errno::ENOENT);
+        };
+        if st.slots[idx].writing {
+            drop(st);
+            st = self.wait_writing(id.token);
+            let Some(i) = st.index(id.token) else {
+                return Err(Errno::ENOENT);
+            };
+            idx = i;
+        }
+        let s = &mut st.slots[idx];
+        if cancel && (s.cancel_sent || s.noqueue || s.ending) {
+            // The outcome is decided or on its way: nothing to cancel.
+            return Ok(None);
+        }
+        if s.ending {
+            return Err(Errno::ENOENT);
+        }
+        let mut w = lock_write(cmd, id.token, s.has_bast);
+        w.set_lvb(lvb.map_or(s.lvb.as_bytes(), ValueBlock::as_bytes));
+        w.set_mode(mode.as_raw());
+        w.set_flags(flags.bits());
+        w.set_lkid(id.lkid);
+        // Decided now, before the write: a record the write brings may be
+        // taken in by another thread before the write returns.
+        let undo = Undo {
+            waiting: s.waiting,
+            deadlock_cancel: s.deadlock_cancel,
+            requested: s.requested,
+            flags: s.flags,
+        };
+        if cancel {
+            s.cancel_sent = true;
+            s.deadlock_cancel |= cmd == Command::Deadlock;
+        } else if unlock {
+            s.ending = true;
+        } else {
+            self.decide_convert(s, mode, flags, lvb);
+        }
+        s.waiting |= wait;
+        s.writing = true;
+        drop(st);
+        let written = self.inner.transport.write(w.as_bytes());
+        let mut st = self.state();
+        let Some(s) = st.slot(id.token) else {
+            drop(st);
+            self.after_io();
+            return Err(written.err().unwrap_or(Errno::ENOENT));
+        };
+        s.writing = false;
+        let waiter = std::mem::take(&mut s.write_waiter);
+        if let Err(e) = written {
+            // Nothing was sent: nothing will come.
+            undo.apply(s, cancel, unlock);
+            drop(st);
+            self.written(waiter);
+            self.after_io();
+            return Err(e);
+        }
+        let mut other = None;
+        let got = if wait {
+            self.read_inline(&mut st, id.token, &mut other)
+        } else {
+            Ok(None)
+        };
+        drop(st);
+        self.written(waiter);
+        self.after_read(other);
+        got
+    }
+
+    /// What a conversion makes of its slot before it is written.
+    #[inline]
+    fn decide_convert(
+        &self,
+        s: &mut super::slots::Slot,
+        mode: LockMode,
+        flags: LockFlags,
+        lvb: Option<&ValueBlock>,
+    ) {
+        s.noqueue = flags.contains(LockFlags::NOQUEUE);
+        s.requested = Some(mode);
+        s.flags = flags - LockFlags::CONVERT;
+        if flags.contains(LockFlags::VALBLK) {
+            s.has_lvb = true;
+            if let Some(v) = lvb {
+                s.lvb_out = Some(Box::new(*v));
+            }
+        }
+    }
+
+    /// A write on a slot is over: wake threads that wait to write on it.
+    #[inline(always)]
+    fn written(&self, waiter: bool) {
+        if waiter {
+            self.inner.cond.notify_all();
+        }
+    }
+
+    /// Wait until the write in progress on `token`'s slot is over; the
+    /// state lock, with the slot not being written (or gone).
+    #[cold]
+    #[inline(never)]
+    fn wait_writing(&self, token: u64) -> MutexGuard<'_, State> {
+        let mut st = self.state();
+        loop {
+            match st.slot(token) {
+                Some(s) if s.writing => s.write_waiter = true,
+                _ => return st,
+            }
+            st = match self.inner.cond.wait_timeout(st, Duration::from_millis(100)) {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
+        }
+    }
+
+    /// [`lock_op`](Self::lock_op), not inlined.
+    #[inline(never)]
+    pub(crate) fn lock_op_call(
+        &self,
+        cmd: Command,
+        id: LockId,
+        mode: LockMode,
+        flags: LockFlags,
+        lvb: Option<&ValueBlock>,
+        wait: bool,
+    ) -> Result<Option<Done>, Errno> {
+        self.lock_op(cmd, id, mode, flags, lvb, wait)
+    }
+
+    /// Convert lock `id` to `mode` (`DLM_LKF_CONVERT` is added). The
+    /// completion goes to the lock's completion callback.
+    pub fn convert(
+        &self,
+        id: LockId,
+        mode: LockMode,
+        flags: LockFlags,
+        lvb: Option<&ValueBlock>,
+    ) -> Result<()> {
+        let flags = flags | LockFlags::CONVERT;
+        self.lock_op_call(Command::Lock, id, mode, flags, lvb, false)
+            .map(drop)
+            .map_err(Error::Os)
+    }
+
+    /// `dlm_ls_unlock()`: unlock (the completion status is `Unlocked`).
+    pub fn unlock(&self, id: LockId, flags: LockFlags, lvb: Option<&ValueBlock>) -> Result<()> {
+        unlock_flags(flags)?;
+        self.lock_op_call(Command::Unlock, id, LockMode::Nl, flags, lvb, false)
+            .map(drop)
+            .map_err(Error::Os)
+    }
+
+    /// Cancel the lock's request or conversion in progress. If nothing is
+    /// in progress, nothing happens and no callback comes; nor is anything
+    /// sent when the outcome is already decided (a `NOQUEUE` operation) or
+    /// a cancel is already on its way. `ENOENT` once the lock has ended.
+    pub fn cancel(&self, id: LockId) -> Result<()> {
+        let flags = LockFlags::CANCEL;
+        self.lock_op_call(Command::Unlock, id, LockMode::Nl, flags, None, false)
+            .map(drop)
+            .map_err(Error::Os)
+    }
+
+    /// `dlm_ls_deadlock_cancel()`: cancel with status `DeadlockCancelled`.
+    pub fn deadlock_cancel(&self, id: LockId) -> Result<()> {
+        let flags = LockFlags::empty();
+        self.lock_op_call(Command::Deadlock, id, LockMode::Nl, flags, None, false)
+            .map(drop)
+            .map_err(Error::Os)
+    }
+
+    /// `dlm_ls_purge()`: release orphans of `pid` (0: all) on `nodeid`
+    /// (0: this node).
+    pub fn purge(&self, nodeid: u32, pid: u32) -> Result<()> {
+        let bytes = records::encode_purge(nodeid, pid, records::VERSION);
+        self.write(bytes.as_bytes()).map(drop).map_err(Error::Os)
+    }
+
+    /// `dlm_ls_lock_wait()`: ask for a lock and wait for the outcome.
+    ///
+    /// With `ORPHAN` in the flags this adopts an orphaned `PERSISTENT` lock
+    /// of the same resource and mode instead; adoption is synchronous:
+    /// `EAGAIN` (an orphan exists in another mode) and `ENOENT` (none)
+    /// come back as errors, as the kernel's `write()` returns them.
+    pub fn lock(&self, req: LockRequest) -> Result<Outcome<Lock>> {
+        let timeout = req.timeout;
+        let (mode, flags) = (req.mode, req.flags);
+        let adopt = flags.contains(LockFlags::ORPHAN);
+        let (id, first) = self.submit(req, None, None, !adopt)?;
+        if adopt {
+            // Adoption is synchronous: the write's success is the grant,
+            // and no completion follows.
+            if let Some(s) = self.state().slot(id.token) {
+                s.lkid = id.lkid;
+                s.waiting = false;
+                s.ever_granted = true;
+                s.granted = Some(mode);
+                s.requested = None;
+            }
+            return Ok(Outcome::Granted(Lock::new(self.clone(), id, mode, None)));
+        }
+        let completion = match first {
+            Some(c) => c,
+            None => self.wait_for(id, timeout)?,
+        };
+        if completion.status == Status::Granted {
+            Ok(Outcome::Granted(Lock::new(
+                self.clone(),
+                id,
+                granted_mode(mode, flags, completion.flags),
+                completion.value_block,
+            )))
+        } else {
+            Ok(Outcome::NotGranted(completion.completion()))
+        }
+    }
+}
+
+/// What an operation changed in its slot before its write, to put back if
+/// the write fails.
+struct Undo {
+    waiting: bool,
+    deadlock_cancel: bool,
+    requested: Option<LockMode>,
+    flags: LockFlags,
+}
+
+impl Undo {
+    #[cold]
+    fn apply(self, s: &mut super::slots::Slot, cancel: bool, unlock: bool) {
+        s.waiting = self.waiting;
+        if cancel {
+            s.cancel_sent = false;
+            s.deadlock_cancel = self.deadlock_cancel;
+        } else if unlock {
+            s.ending = false;
+        } else {
+            s.noqueue = false;
+            s.requested = self.requested;
+            s.flags = self.flags;
+            s.lvb_out = None;
+        }
+    }
+}
+
+impl AsFd for Lockspace {
+    /// The one fd to poll for callback records (see the type's docs).
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.inner.transport.poll_fd()
+    }
+}
+
+impl AsRawFd for Lockspace {
+    fn as_raw_fd(&self) -> RawFd {
+        self.inner.fd
+    }
+}
