@@ -430,6 +430,87 @@ fn dropping_a_pending_future_cancels_the_request() {
     });
 }
 
+#[test]
+fn async_convert_and_unlock() {
+    let d = Daemon::start();
+    let (dlm, ls) = space(&d, "asyncconv");
+    let other = dlm.open_lockspace(ls.name()).unwrap();
+    let mut lock = block_on(ls.lock_async(LockRequest::new(res("a"), LockMode::Ex).value_block()))
+        .unwrap()
+        .granted()
+        .unwrap();
+    // A down-conversion writes the value block, and resolves at once.
+    let vb = ValueBlock::from_prefix(b"async");
+    let c = block_on(lock.convert_async(LockMode::Pr, LockFlags::VALBLK, Some(&vb))).unwrap();
+    assert_eq!((c.status, lock.mode()), (Status::Granted, LockMode::Pr));
+    // An up-conversion that must wait for another holder.
+    let shared = other
+        .lock(LockRequest::new(res("a"), LockMode::Pr).value_block())
+        .unwrap()
+        .granted()
+        .unwrap();
+    assert_eq!(
+        shared.value_block().map(|v| &v.as_bytes()[..5]),
+        Some(&b"async"[..])
+    );
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        shared.unlock().unwrap();
+    });
+    let c = block_on(lock.convert_async(LockMode::Ex, LockFlags::empty(), None)).unwrap();
+    assert_eq!((c.status, lock.mode()), (Status::Granted, LockMode::Ex));
+    t.join().unwrap();
+    block_on(lock.unlock_async()).unwrap();
+    assert_eq!(lock_count(&dlm, "asyncconv"), 0);
+}
+
+#[test]
+fn dropping_a_pending_conversion_cancels_it_and_keeps_the_lock() {
+    let d = Daemon::start();
+    let (dlm, ls) = space(&d, "asyncconvdrop");
+    let other = dlm.open_lockspace(ls.name()).unwrap();
+    let mut lock = ls
+        .lock(LockRequest::new(res("a"), LockMode::Pr))
+        .unwrap()
+        .granted()
+        .unwrap();
+    let shared = other
+        .lock(LockRequest::new(res("a"), LockMode::Pr))
+        .unwrap()
+        .granted()
+        .unwrap();
+    {
+        let mut fut = Box::pin(lock.convert_async(LockMode::Ex, LockFlags::empty(), None));
+        assert!(fut
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()))
+            .is_pending());
+    }
+    // Cancelled: the lock is back on the granted queue in PR, and another
+    // PR holder is still compatible.
+    common::wait_for(
+        "the conversion to be cancelled",
+        Duration::from_secs(10),
+        || {
+            dlm.locks(ls.name()).unwrap().iter().all(|l| {
+                l.queue.as_deref() == Some("granted") && l.granted.as_deref() == Some("PR")
+            })
+        },
+    );
+    assert_eq!(lock.mode(), LockMode::Pr);
+    shared.unlock().unwrap();
+    // The lock still works, and an async unlock dropped unpolled finishes
+    // by itself.
+    let c = lock
+        .convert(LockMode::Ex, LockFlags::empty(), None)
+        .unwrap();
+    assert_eq!(c.status, Status::Granted);
+    drop(lock.unlock_async());
+    common::wait_for("the unlock to finish", Duration::from_secs(10), || {
+        lock_count(&dlm, "asyncconvdrop") == 0
+    });
+}
+
 /// Threads on two handles (one with an event loop, one without) lock
 /// (waiting, or as futures that are awaited or dropped), convert, time
 /// out, try NOQUEUE, unlock and drop at random on a few resources (see

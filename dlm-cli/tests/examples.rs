@@ -71,3 +71,19 @@ fn value_block() {
     assert!(!child.starts_with(&format!("child {parent}:")), "{out}");
     assert_no_lockspaces(&d);
 }
+
+#[test]
+fn async_timeout() {
+    let d = Daemon::start();
+    let out = run_example(&d, "async_timeout");
+    for line in [
+        "a: holds EX",
+        "b: gave up after 200 ms (request cancelled)",
+        "a: converted to Pr (granted)",
+        "b: granted PR beside a",
+        "both unlocked",
+    ] {
+        assert!(out.contains(line), "no {line:?} in:\n{out}");
+    }
+    assert_no_lockspaces(&d);
+}

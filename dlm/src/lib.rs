@@ -105,12 +105,12 @@
 mod client;
 pub mod query;
 
-#[cfg(feature = "async")]
-pub use client::LockFuture;
 pub use client::{
     kernel_control_device, kernel_device_node, Backend, BlockingFn, CompletionFn, Dlm, DlmBuilder,
     HeldLock, Lock, LockId, LockRequest, Lockspace, LostFn, LostReason, Outcome, Sink,
 };
+#[cfg(feature = "async")]
+pub use client::{ConvertFuture, LockFuture, UnlockFuture};
 
 pub use dlm_proto::error::{Errno, Error, Refusal, Result};
 pub use dlm_proto::flags::{LockFlags, LockspaceFlags, StatusFlags};

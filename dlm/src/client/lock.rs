@@ -16,12 +16,16 @@ use super::slots::HeldLock;
 /// the lock beyond this value.
 #[derive(Debug)]
 pub struct Lock {
-    ls: Lockspace,
-    id: LockId,
-    mode: LockMode,
+    pub(super) ls: Lockspace,
+    pub(super) id: LockId,
+    pub(super) mode: LockMode,
     /// Boxed: few locks have one, and a `Lock` is moved around.
-    value_block: Option<Box<ValueBlock>>,
-    held: bool,
+    pub(super) value_block: Option<Box<ValueBlock>>,
+    pub(super) held: bool,
+    /// A conversion was given up while in flight (a dropped
+    /// `ConvertFuture`) and cancelled: its completion is still owed, and
+    /// lands in the slot (kept waiting) for [`settle`](Lock::settle).
+    pub(super) owed: bool,
 }
 
 impl Lock {
@@ -38,6 +42,7 @@ impl Lock {
             mode,
             value_block,
             held: true,
+            owed: false,
         }
     }
 
@@ -53,8 +58,14 @@ impl Lock {
         self.id
     }
 
-    /// The granted mode.
+    /// The granted mode (after a conversion given up in flight, the mode
+    /// the DLM last reported).
     pub fn mode(&self) -> LockMode {
+        if self.owed {
+            if let Some(m) = self.info().and_then(|h| h.granted) {
+                return m;
+            }
+        }
         self.mode
     }
 
@@ -67,6 +78,25 @@ impl Lock {
         self.value_block.as_deref()
     }
 
+    /// Take in the completion a cancelled conversion still owes (see
+    /// `owed`) before a new operation: one round trip at most.
+    pub(super) fn settle(&mut self) -> Result<()> {
+        if !self.owed {
+            return Ok(());
+        }
+        let c = self.ls.wait_for(self.id, None)?;
+        self.owed = false;
+        if c.status == Status::Granted {
+            if let Some(m) = self.ls.held_lock(self.id).and_then(|h| h.granted) {
+                self.mode = m;
+            }
+            if c.value_block.is_some() {
+                self.value_block.clone_from(&c.value_block);
+            }
+        }
+        Ok(())
+    }
+
     /// Convert to `mode` and wait. On a grant the lock's mode changes;
     /// otherwise (`WouldBlock`, `ConversionDeadlock`, …) it keeps its mode.
     /// `lvb` is written to the resource on a down-conversion from PW or EX
@@ -77,6 +107,7 @@ impl Lock {
         flags: LockFlags,
         lvb: Option<&ValueBlock>,
     ) -> Result<Completion> {
+        self.settle()?;
         let flags = flags - LockFlags::CONVERT;
         let op_flags = flags | LockFlags::CONVERT;
         let first = self
@@ -101,6 +132,7 @@ impl Lock {
         // Held until the unlock is sent: if the write fails, the drop
         // tries again.
         unlock_flags(flags)?;
+        self.settle()?;
         let first = self
             .ls
             .lock_op(Command::Unlock, self.id, LockMode::Nl, flags, lvb, true)?;
@@ -123,6 +155,9 @@ impl Lock {
     /// Keep the lock held beyond this value; it stays until unlocked by id
     /// or until the lockspace handle closes.
     pub fn into_id(mut self) -> LockId {
+        if let Err(e) = self.settle() {
+            log::warn!("lockspace {}: {e}", self.ls.inner.name);
+        }
         self.held = false;
         if let Some(s) = self.ls.state().slot(self.id.token) {
             s.waiting = false;
@@ -137,6 +172,12 @@ impl Drop for Lock {
             if let Some(s) = self.ls.state().slot(self.id.token) {
                 s.waiting = false;
                 s.abandoned = true;
+                if self.owed && s.done.pop_front().is_none() {
+                    // The cancelled conversion's completion is still to
+                    // come: as the lock is abandoned, its arrival unlocks
+                    // it (the dispatcher gives abandoned locks back).
+                    return;
+                }
             } else {
                 // Its end was delivered (another opener unlocked it).
                 return;

@@ -94,4 +94,4 @@ pub fn kernel_device_node(name: &str) -> Result<PathBuf> {
 #[cfg(feature = "async")]
 mod asynch;
 #[cfg(feature = "async")]
-pub use asynch::LockFuture;
+pub use asynch::{ConvertFuture, LockFuture, UnlockFuture};
