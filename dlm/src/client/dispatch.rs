@@ -107,7 +107,31 @@ pub(crate) enum After {
 impl Lockspace {
     /// Read every callback record available now and run its callbacks;
     /// never blocks. Returns how many records were handled.
+    ///
+    /// Call it when the lockspace's fd ([`AsRawFd`](std::os::fd::AsRawFd))
+    /// polls readable, from your own loop:
+    ///
+    /// ```
+    /// # let _daemon = dlm_testkit::PrivateDaemon::start();
+    /// use std::os::fd::AsFd;
+    /// use std::sync::{Arc, atomic::{AtomicBool, Ordering}};
+    /// use dlm::{Dlm, LockMode, LockRequest, LockspaceFlags, LockspaceName, ResourceName};
+    /// use rustix::event::{poll, PollFd, PollFlags};
+    ///
+    /// let dlm = Dlm::open()?;
+    /// let ls = dlm.create_lockspace(&LockspaceName::new("app")?, LockspaceFlags::empty(), 0o600)?;
+    /// let done = Arc::new(AtomicBool::new(false));
+    /// let d = done.clone();
+    /// ls.request(LockRequest::new(ResourceName::new("r")?, LockMode::Ex), move |_, _| d.store(true, Ordering::SeqCst))?;
+    /// while !done.load(Ordering::SeqCst) {
+    ///     let mut fds = [PollFd::new(&ls, PollFlags::IN)];
+    ///     poll(&mut fds, None)?;
+    ///     ls.dispatch()?; // runs the completion callback here
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn dispatch(&self) -> Result<usize> {
+        self.delivery_used();
         let mut recs = VecDeque::new();
         let read = self.inner.transport.read_available(&mut recs);
         if let Err(e) = read {

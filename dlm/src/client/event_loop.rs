@@ -29,6 +29,7 @@ impl Lockspace {
     /// Start the event-loop thread: from now on every callback runs there.
     /// Idempotent.
     pub fn start_event_loop(&self) -> Result<()> {
+        self.delivery_used();
         let mut guard = self
             .inner
             .event_loop

@@ -101,6 +101,23 @@ impl Lock {
     /// otherwise (`WouldBlock`, `ConversionDeadlock`, …) it keeps its mode.
     /// `lvb` is written to the resource on a down-conversion from PW or EX
     /// when `flags` has `VALBLK`.
+    ///
+    /// ```
+    /// # let _daemon = dlm_testkit::PrivateDaemon::start();
+    /// use dlm::{Dlm, LockFlags, LockMode, LockRequest, LockspaceFlags, LockspaceName, ResourceName, Status, ValueBlock};
+    ///
+    /// let dlm = Dlm::open()?;
+    /// let ls = dlm.create_lockspace(&LockspaceName::new("app")?, LockspaceFlags::empty(), 0o600)?;
+    /// let res = ResourceName::new("counter")?;
+    /// let mut lock = ls.lock(LockRequest::new(res, LockMode::Ex).value_block())?.granted().ok_or("busy")?;
+    /// // Write the value block on the way down to NL, which keeps it alive.
+    /// let c = lock.convert(LockMode::Nl, LockFlags::VALBLK, Some(&ValueBlock::from_prefix(b"42")))?;
+    /// assert_eq!((c.status, lock.mode()), (Status::Granted, LockMode::Nl));
+    /// // Anyone who asks for the value block now reads it.
+    /// let reader = ls.lock(LockRequest::new(res, LockMode::Pr).value_block())?.granted().ok_or("busy")?;
+    /// assert_eq!(&reader.value_block().unwrap().as_bytes()[..2], b"42");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn convert(
         &mut self,
         mode: LockMode,

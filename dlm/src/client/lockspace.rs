@@ -39,6 +39,12 @@ pub(crate) struct Inner {
     pub(crate) waiters: AtomicUsize,
     /// The lost callbacks for a closed connection have been taken to run.
     pub(crate) closed_told: AtomicBool,
+    /// Something that delivers callbacks has been used on this lockspace:
+    /// its event loop, `dispatch()`, a mio registration, or its fd taken
+    /// to poll. Until then a request with callbacks logs one warning.
+    pub(crate) delivery_seen: AtomicBool,
+    /// That warning was logged.
+    pub(crate) delivery_warned: AtomicBool,
     pub(crate) state: Mutex<State>,
     pub(crate) cond: Condvar,
     pub(crate) event_loop: Mutex<Option<Arc<EventLoop>>>,
@@ -132,6 +138,8 @@ impl Lockspace {
                 fd,
                 waiters: AtomicUsize::new(0),
                 closed_told: AtomicBool::new(false),
+                delivery_seen: AtomicBool::new(false),
+                delivery_warned: AtomicBool::new(false),
                 loop_running: AtomicBool::new(false),
                 loop_thread: Mutex::new(None),
                 state: Mutex::new(State::default()),
@@ -224,6 +232,29 @@ impl Lockspace {
     /// every later completion of the lock (conversions, unlock).
     ///
     /// Returns the lock's id at once; the outcome arrives as a callback.
+    /// Callbacks run only where something reads the lockspace: its event
+    /// loop ([`start_event_loop`](Self::start_event_loop)), a call of
+    /// [`dispatch`](Self::dispatch) (from your own `poll(2)` of its fd or
+    /// `mio::Poll`), or inline in a waiting call on it. With none of
+    /// these used yet, the first request with callbacks logs a warning.
+    ///
+    /// ```
+    /// # let _daemon = dlm_testkit::PrivateDaemon::start();
+    /// use std::sync::mpsc;
+    /// use dlm::{Dlm, LockMode, LockRequest, LockspaceFlags, LockspaceName, ResourceName, Status};
+    ///
+    /// let dlm = Dlm::open()?;
+    /// let ls = dlm.create_lockspace(&LockspaceName::new("app")?, LockspaceFlags::empty(), 0o600)?;
+    /// ls.start_event_loop()?; // the callbacks run on its thread
+    /// let (tx, rx) = mpsc::channel();
+    /// let id = ls.request(LockRequest::new(ResourceName::new("job")?, LockMode::Ex), move |_, c| {
+    ///     let _ = tx.send(c.status);
+    /// })?;
+    /// assert_eq!(rx.recv()?, Status::Granted);
+    /// ls.unlock(id, dlm::LockFlags::empty(), None)?;
+    /// assert_eq!(rx.recv()?, Status::Unlocked);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn request(
         &self,
         req: LockRequest,
@@ -245,6 +276,28 @@ impl Lockspace {
     /// Send a lock request. `read`: the caller will wait for the outcome
     /// on this thread; the completion, if it is there already, comes back
     /// with the id (see [`first_look`](Self::first_look)).
+    /// A callback was registered, and nothing that delivers callbacks has
+    /// been used on this lockspace yet: say so, once.
+    #[cold]
+    fn warn_no_delivery(&self) {
+        if !self.inner.delivery_warned.swap(true, Ordering::Relaxed) {
+            log::warn!(
+                "lockspace {}: a lock request has callbacks, but nothing delivers callbacks on \
+                 this lockspace yet: they run on its event loop (start_event_loop), in \
+                 dispatch() (for example from your own poll of its fd or mio::Poll), or inline \
+                 in a waiting call on it",
+                self.inner.name
+            );
+        }
+    }
+
+    /// Note that callbacks are delivered on this lockspace (see
+    /// `delivery_seen`).
+    #[inline]
+    pub(crate) fn delivery_used(&self) {
+        self.inner.delivery_seen.store(true, Ordering::Relaxed);
+    }
+
     pub(crate) fn submit(
         &self,
         req: LockRequest,
@@ -271,6 +324,9 @@ impl Lockspace {
                 sink: None,
             })),
         };
+        if cbs.is_some() && !self.inner.delivery_seen.load(Ordering::Relaxed) {
+            self.warn_no_delivery();
+        }
         let (token, has_bast) =
             self.state()
                 .new_slot(cbs, &req.resource, req.mode, req.flags, waiting);
@@ -457,7 +513,10 @@ impl Lockspace {
         let Some(s) = st.slot(id.token) else {
             drop(st);
             self.after_io();
-            return Err(written.err().unwrap_or(Errno::ENOENT));
+            // The slot went while the write was on its way: another thread
+            // took in the operation's end (an unlock's completion, say)
+            // first. Sent, then, and done; only a failed write is an error.
+            return written.map(|_| None);
         };
         s.writing = false;
         let waiter = std::mem::take(&mut s.write_waiter);
@@ -660,12 +719,14 @@ impl Undo {
 impl AsFd for Lockspace {
     /// The one fd to poll for callback records (see the type's docs).
     fn as_fd(&self) -> BorrowedFd<'_> {
+        self.delivery_used();
         self.inner.transport.poll_fd()
     }
 }
 
 impl AsRawFd for Lockspace {
     fn as_raw_fd(&self) -> RawFd {
+        self.delivery_used();
         self.inner.fd
     }
 }

@@ -106,12 +106,59 @@ impl LockRequest {
     /// Give up (cancel) after this long; see the module docs. A timeout
     /// too long for the clock to represent (such as [`Duration::MAX`])
     /// means no timeout.
+    ///
+    /// ```
+    /// # let _daemon = dlm_testkit::PrivateDaemon::start();
+    /// use std::time::Duration;
+    /// use dlm::{Dlm, LockFlags, LockMode, LockRequest, LockspaceFlags, LockspaceName, Outcome, ResourceName, Status};
+    ///
+    /// let dlm = Dlm::open()?;
+    /// let name = LockspaceName::new("app")?;
+    /// let ls = dlm.create_lockspace(&name, LockspaceFlags::empty(), 0o600)?;
+    /// let held = ls.lock(LockRequest::new(ResourceName::new("r")?, LockMode::Ex))?;
+    /// let other = Dlm::open()?.open_lockspace(&name)?;
+    ///
+    /// // NOQUEUE: an answer at once rather than a wait.
+    /// let r = other.lock(LockRequest::new(ResourceName::new("r")?, LockMode::Pr).flags(LockFlags::NOQUEUE))?;
+    /// assert!(matches!(r, Outcome::NotGranted(c) if c.status == Status::WouldBlock));
+    /// // A timeout: the request is cancelled when the time is up.
+    /// let r = other.lock(LockRequest::new(ResourceName::new("r")?, LockMode::Pr).timeout(Duration::from_millis(50)))?;
+    /// assert!(matches!(r, Outcome::NotGranted(c) if c.status == Status::TimedOut));
+    /// drop(held);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn timeout(mut self, t: Duration) -> Self {
         self.timeout = Some(t);
         self
     }
 
-    /// Call `f` when another request is blocked by this lock.
+    /// Call `f` when another request is blocked by this lock, with the
+    /// mode it asks for: the holder's cue to convert down or unlock.
+    /// Like every callback it runs only where something reads the
+    /// lockspace: its event loop, [`dispatch`](crate::Lockspace::dispatch),
+    /// or a waiting call on it (see [`Lockspace::request`](crate::Lockspace::request)).
+    ///
+    /// ```
+    /// # let _daemon = dlm_testkit::PrivateDaemon::start();
+    /// use std::sync::mpsc;
+    /// use dlm::{Dlm, LockMode, LockRequest, LockspaceFlags, LockspaceName, ResourceName};
+    ///
+    /// let dlm = Dlm::open()?;
+    /// let name = LockspaceName::new("app")?;
+    /// let holder = dlm.create_lockspace(&name, LockspaceFlags::empty(), 0o600)?;
+    /// holder.start_event_loop()?;
+    /// let (tx, rx) = mpsc::channel();
+    /// let req = LockRequest::new(ResourceName::new("cfg")?, LockMode::Ex)
+    ///     .on_blocking(move |_, wanted| { let _ = tx.send(wanted); });
+    /// let lock = holder.lock(req)?.granted().ok_or("not granted")?;
+    ///
+    /// // Another owner (another process, or here a second handle) asks.
+    /// let other = Dlm::open()?.open_lockspace(&name)?;
+    /// let _id = other.request(LockRequest::new(ResourceName::new("cfg")?, LockMode::Pr), |_, _| {})?;
+    /// assert_eq!(rx.recv()?, LockMode::Pr);
+    /// lock.unlock()?; // and the waiter is granted
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn on_blocking(mut self, f: impl FnMut(LockId, LockMode) + Send + 'static) -> Self {
         self.on_blocking = Some(Box::new(f));
         self
