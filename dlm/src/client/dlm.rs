@@ -163,6 +163,18 @@ impl Dlm {
     }
 
     /// Options.
+    ///
+    /// ```
+    /// # let d = dlm_testkit::PrivateDaemon::start();
+    /// # let socket = d.socket().to_path_buf();
+    /// use dlm::{Backend, Dlm};
+    ///
+    /// // The fallback daemon on a socket of your choosing, never started for you.
+    /// let dlm = Dlm::builder().backend(Backend::Fallback).socket(&socket).autostart(false).open()?;
+    /// assert_eq!(dlm.backend(), Backend::Fallback);
+    /// assert_eq!(dlm.version()?, (6, 0, 2));
+    /// # Ok::<(), dlm::Error>(())
+    /// ```
     pub fn builder() -> DlmBuilder {
         DlmBuilder::default()
     }
@@ -232,6 +244,21 @@ impl Dlm {
     }
 
     /// `dlm_open_lockspace()`: open an existing lockspace.
+    ///
+    /// ```
+    /// # let _daemon = dlm_testkit::PrivateDaemon::start();
+    /// use dlm::{Dlm, Errno, LockspaceFlags, LockspaceName};
+    ///
+    /// let dlm = Dlm::open()?;
+    /// let name = LockspaceName::new("shared")?;
+    /// // Opening needs the lockspace to exist: ENOENT until someone creates it.
+    /// assert_eq!(dlm.open_lockspace(&name).unwrap_err().errno(), Errno::ENOENT);
+    /// let made = dlm.create_lockspace(&name, LockspaceFlags::empty(), 0o600)?;
+    /// let opened = dlm.open_lockspace(&name)?;
+    /// drop(opened);
+    /// dlm.release_lockspace(made, false)?; // the last reference: it goes
+    /// # Ok::<(), dlm::Error>(())
+    /// ```
     pub fn open_lockspace(&self, name: &LockspaceName) -> Result<Lockspace> {
         let (transport, minor) = match &self.conn {
             Conn::Daemon { socket, .. } => {
@@ -314,6 +341,20 @@ impl Dlm {
     /// On the kernel backend this reads debugfs
     /// (`/sys/kernel/debug/dlm/<ls>_all`, as `dlm_tool lockdebug` does),
     /// which must be mounted.
+    ///
+    /// ```
+    /// # let _daemon = dlm_testkit::PrivateDaemon::start();
+    /// use dlm::{Dlm, LockMode, LockRequest, LockspaceFlags, LockspaceName, ResourceName};
+    ///
+    /// let dlm = Dlm::open()?;
+    /// let name = LockspaceName::new("inventory")?;
+    /// let ls = dlm.create_lockspace(&name, LockspaceFlags::empty(), 0o600)?;
+    /// let _lock = ls.lock(LockRequest::new(ResourceName::new("disk0")?, LockMode::Pr))?;
+    /// assert!(dlm.lockspaces()?.iter().any(|l| l.name == "inventory"));
+    /// let locks = dlm.locks(&name)?;
+    /// assert_eq!((locks.len(), locks[0].granted.as_deref()), (1, Some("PR")));
+    /// # Ok::<(), dlm::Error>(())
+    /// ```
     pub fn locks(&self, name: &LockspaceName) -> Result<Vec<dlm_proto::query::LockInfo>> {
         match &self.conn {
             Conn::Kernel { .. } => kernel::locks(&name.to_string()),
