@@ -316,6 +316,10 @@ fn run() -> R<()> {
     // caller's own mio::Poll.
     one_fd(&dlm, &name)?;
 
+    // 9d. The lock query reads debugfs (format 3): the value block and
+    // its sequence number, the master node.
+    lock_query(&dlm, &a, &name)?;
+
     // 10. Release.
     drop(b);
     dlm.release_lockspace(a, false)
@@ -465,6 +469,48 @@ fn one_fd(dlm: &Dlm, name: &LockspaceName) -> R<()> {
         "client: one fd per handle: a grant through poll(2) + dispatch(), another through mio"
     );
     Ok(())
+}
+
+fn lock_query(dlm: &Dlm, ls: &Lockspace, name: &LockspaceName) -> R<()> {
+    if !std::path::Path::new("/sys/kernel/debug/dlm").exists() {
+        let st = std::process::Command::new("mount")
+            .args(["-t", "debugfs", "none", "/sys/kernel/debug"])
+            .status()
+            .map_err(ctx("run mount"))?;
+        check(st.success(), || format!("mount debugfs: {st}"))?;
+    }
+    let req = LockRequest::new(res("queried")?, LockMode::Ex).value_block();
+    let mut lock = granted(ls, req, "EX with a value block")?;
+    let c = lock
+        .convert(
+            LockMode::Pw,
+            LockFlags::VALBLK,
+            Some(&ValueBlock::from_prefix(b"seen")),
+        )
+        .map_err(ctx("convert EX -> PW writing the value block"))?;
+    check(c.status == Status::Granted, || format!("EX -> PW: {c:?}"))?;
+    let locks = dlm.locks(name).map_err(ctx("Dlm::locks"))?;
+    let l = locks
+        .iter()
+        .find(|l| l.lkid == lock.id().lkid())
+        .ok_or_else(|| format!("lock {:#x} not in {locks:?}", lock.id().lkid()))?;
+    check(
+        l.resource == "queried" && l.granted.as_deref() == Some("PW"),
+        || format!("queried lock: {l:?}"),
+    )?;
+    check(
+        l.lvb.as_deref().is_some_and(|h| h.starts_with("7365656e")),
+        || format!("value block: {l:?}"),
+    )?;
+    check(l.lvb_seq.is_some_and(|n| n >= 1), || {
+        format!("value block sequence: {l:?}")
+    })?;
+    check(l.master == Some(0), || format!("master: {l:?}"))?;
+    println!(
+        "client: Dlm::locks from debugfs: PW, value block \"seen\", lvb_seq {}, master this node",
+        l.lvb_seq.unwrap_or(0)
+    );
+    lock.unlock().map_err(ctx("unlock the queried lock"))
 }
 
 fn main() -> ExitCode {
