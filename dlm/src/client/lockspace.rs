@@ -188,6 +188,20 @@ impl Lockspace {
     /// What every lock of this handle is and holds, as last heard from
     /// the DLM (requests in progress included, locks being unlocked left
     /// out): see [`HeldLock`]. Never waits for the DLM.
+    ///
+    /// ```
+    /// # let _daemon = dlm_testkit::PrivateDaemon::start();
+    /// use dlm::{Dlm, LockMode, LockRequest, LockspaceFlags, LockspaceName, ResourceName};
+    ///
+    /// let dlm = Dlm::open()?;
+    /// let ls = dlm.create_lockspace(&LockspaceName::new("app")?, LockspaceFlags::empty(), 0o600)?;
+    /// let lock = ls.lock(LockRequest::new(ResourceName::new("disk0")?, LockMode::Pw))?.granted().ok_or("busy")?;
+    /// let held = ls.held();
+    /// assert_eq!(held.len(), 1);
+    /// assert_eq!((held[0].resource.as_bytes(), held[0].granted), (&b"disk0"[..], Some(LockMode::Pw)));
+    /// assert_eq!(held[0].id, lock.id());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn held(&self) -> Vec<HeldLock> {
         self.state().all_held(&self.inner.name)
     }
@@ -627,6 +641,26 @@ impl Lockspace {
     /// in progress, nothing happens and no callback comes; nor is anything
     /// sent when the outcome is already decided (a `NOQUEUE` operation) or
     /// a cancel is already on its way. `ENOENT` once the lock has ended.
+    ///
+    /// ```
+    /// # let _daemon = dlm_testkit::PrivateDaemon::start();
+    /// use std::sync::mpsc;
+    /// use dlm::{Dlm, LockMode, LockRequest, LockspaceFlags, LockspaceName, ResourceName, Status};
+    ///
+    /// let dlm = Dlm::open()?;
+    /// let name = LockspaceName::new("app")?;
+    /// let ls = dlm.create_lockspace(&name, LockspaceFlags::empty(), 0o600)?;
+    /// let _held = ls.lock(LockRequest::new(ResourceName::new("r")?, LockMode::Ex))?;
+    /// let other = Dlm::open()?.open_lockspace(&name)?;
+    /// other.start_event_loop()?;
+    /// let (tx, rx) = mpsc::channel();
+    /// let id = other.request(LockRequest::new(ResourceName::new("r")?, LockMode::Ex), move |_, c| {
+    ///     let _ = tx.send(c.status);
+    /// })?;
+    /// other.cancel(id)?; // it was waiting behind `_held`
+    /// assert_eq!(rx.recv()?, Status::Cancelled);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn cancel(&self, id: LockId) -> Result<()> {
         let flags = LockFlags::CANCEL;
         self.lock_op_call(Command::Unlock, id, LockMode::Nl, flags, None, false)
