@@ -436,3 +436,63 @@ fn a_sink_receives_a_locks_completions_and_blocking_callbacks() {
     });
     assert!(ls.held().is_empty());
 }
+
+/// An unlock whose end another thread takes in (and runs the callbacks
+/// of) before the unlock's own write has returned is still a success: the
+/// operation was sent. libdlm's threaded `dlm_ls_unlock_wait`, with its AST
+/// thread polling the one fd, met `ENOENT` here.
+#[test]
+fn an_unlock_whose_end_another_thread_dispatches_first_succeeds() {
+    let d = Daemon::start();
+    let (_dlm, ls) = space(&d, "unlockrace");
+    let stop = Arc::new(AtomicBool::new(false));
+    let ends = Arc::new(AtomicUsize::new(0));
+    let dispatcher = {
+        let (ls, stop) = (ls.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                if readable(&ls, 20) {
+                    ls.dispatch().unwrap();
+                }
+            }
+        })
+    };
+    let rounds = 300;
+    let mut refused = Vec::new();
+    for i in 0..rounds {
+        let granted = Arc::new(AtomicBool::new(false));
+        let (g, e) = (granted.clone(), ends.clone());
+        let id = ls
+            .request(
+                LockRequest::new(res(&format!("r{i}")), LockMode::Ex),
+                move |_, c| match c.status {
+                    Status::Granted => g.store(true, Ordering::SeqCst),
+                    _ => {
+                        e.fetch_add(1, Ordering::SeqCst);
+                    }
+                },
+            )
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !granted.load(Ordering::SeqCst) {
+            assert!(Instant::now() < deadline, "round {i}: no grant");
+            std::thread::sleep(Duration::from_micros(50));
+        }
+        if let Err(e) = ls.unlock(id, LockFlags::empty(), None) {
+            refused.push((i, e.to_string()));
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ends.load(Ordering::SeqCst) < rounds - refused.len() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    stop.store(true, Ordering::SeqCst);
+    dispatcher.join().unwrap();
+    assert!(refused.is_empty(), "unlocks refused: {refused:?}");
+    assert_eq!(
+        ends.load(Ordering::SeqCst),
+        rounds,
+        "every unlock completed"
+    );
+    assert!(ls.held().is_empty());
+}

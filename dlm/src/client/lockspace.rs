@@ -457,7 +457,10 @@ impl Lockspace {
         let Some(s) = st.slot(id.token) else {
             drop(st);
             self.after_io();
-            return Err(written.err().unwrap_or(Errno::ENOENT));
+            // Gone while written: another thread took in the lock's end
+            // (an unlock's, or a cancelled request's) and ran its
+            // callbacks. The operation was sent: that is no error.
+            return written.map(|_| None);
         };
         s.writing = false;
         let waiter = std::mem::take(&mut s.write_waiter);
