@@ -496,3 +496,43 @@ fn an_unlock_whose_end_another_thread_dispatches_first_succeeds() {
     );
     assert!(ls.held().is_empty());
 }
+
+/// A cancel of a granted lock with nothing in progress has nothing to
+/// cancel, and no completion comes for it (as on the kernel). A later
+/// conversion that waits must still be cancellable: the first cancel must
+/// not leave the lock marked as having a cancel on its way.
+#[test]
+fn a_cancel_of_a_granted_lock_leaves_a_later_conversion_cancellable() {
+    let d = Daemon::start();
+    let (dlm, ls) = space(&d, "cancel2");
+    let other = dlm.open_lockspace(ls.name()).unwrap();
+    let holder = other
+        .request(LockRequest::new(res("c"), LockMode::Ex), |_, _| {})
+        .unwrap();
+    poll_until(&other, "the holder's grant", || other.held().len() == 1);
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let id = ls
+        .request(LockRequest::new(res("c"), LockMode::Nl), move |_, c| {
+            s.lock().unwrap().push(c.status);
+        })
+        .unwrap();
+    poll_until(&ls, "the NL grant", || seen.lock().unwrap().len() == 1);
+    // Nothing in progress: nothing to cancel, and nothing comes back.
+    ls.cancel(id).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    ls.dispatch().unwrap();
+    assert_eq!(*seen.lock().unwrap(), vec![Status::Granted]);
+    // NL -> EX waits behind the holder; its cancel must reach the daemon.
+    ls.convert(id, LockMode::Ex, LockFlags::empty(), None)
+        .unwrap();
+    ls.cancel(id).unwrap();
+    poll_until(&ls, "the conversion's cancel", || {
+        seen.lock().unwrap().len() == 2
+    });
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![Status::Granted, Status::Cancelled]
+    );
+    other.unlock(holder, LockFlags::empty(), None).unwrap();
+}
