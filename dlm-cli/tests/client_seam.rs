@@ -536,3 +536,62 @@ fn a_cancel_of_a_granted_lock_leaves_a_later_conversion_cancellable() {
     );
     other.unlock(holder, LockFlags::empty(), None).unwrap();
 }
+
+/// libdlm's loop is `poll()` then `dlm_dispatch()`: the one fd must stay
+/// readable, poll after poll, until dispatch has taken the records,
+/// whether they wait in the stash (read along with an answer) or in the
+/// socket (pushed later), and not be readable after.
+#[test]
+fn the_one_fd_stays_readable_until_dispatched() {
+    let d = Daemon::start();
+    let (dlm, ls) = space(&d, "level");
+    let got = Arc::new(AtomicUsize::new(0));
+    let g = got.clone();
+    let id = ls
+        .request(LockRequest::new(res("l"), LockMode::Ex), move |_, _| {
+            g.fetch_add(1, Ordering::SeqCst);
+        })
+        .unwrap();
+    assert!(readable(&ls, 5000), "the grant makes the fd readable");
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(readable(&ls, 0), "still readable before dispatch");
+    }
+    assert_eq!(got.load(Ordering::SeqCst), 0);
+    ls.dispatch().unwrap();
+    assert_eq!(got.load(Ordering::SeqCst), 1);
+    assert!(!readable(&ls, 50), "nothing left after dispatch");
+    // A blocking callback pushed later, on the socket.
+    let other = dlm.open_lockspace(ls.name()).unwrap();
+    let blocked = Arc::new(AtomicUsize::new(0));
+    let b = blocked.clone();
+    let g = got.clone();
+    let id2 = ls
+        .request(
+            LockRequest::new(res("m"), LockMode::Ex).on_blocking(move |_, _| {
+                b.fetch_add(1, Ordering::SeqCst);
+            }),
+            move |_, _| {
+                g.fetch_add(1, Ordering::SeqCst);
+            },
+        )
+        .unwrap();
+    poll_until(&ls, "the second grant", || got.load(Ordering::SeqCst) == 2);
+    other
+        .request(LockRequest::new(res("m"), LockMode::Ex), |_, _| {})
+        .unwrap();
+    assert!(
+        readable(&ls, 5000),
+        "the blocking callback makes it readable"
+    );
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(readable(&ls, 0), "still readable before dispatch");
+    }
+    assert_eq!(blocked.load(Ordering::SeqCst), 0);
+    ls.dispatch().unwrap();
+    assert_eq!(blocked.load(Ordering::SeqCst), 1);
+    assert!(!readable(&ls, 50), "nothing left after dispatch");
+    ls.unlock(id, LockFlags::empty(), None).unwrap();
+    ls.unlock(id2, LockFlags::empty(), None).unwrap();
+}
