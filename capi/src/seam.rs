@@ -1,14 +1,15 @@
 //! Everything that depends on how the client reads its lockspace: the one
 //! pollable fd a handle gives C (`dlm_ls_get_fd`), dispatching it
-//! (`dlm_dispatch`), and the AST thread. Kept in this one module so that
-//! it can be re-pointed when the client offers one pollable fd of its own.
+//! (`dlm_dispatch`), and the AST thread. Kept in this one module.
 //!
-//! Today a [`Lockspace`] may need two fds polled (the device, and a pipe
-//! that says records were read along with a reply), and implements
-//! `mio::event::Source` for both. So a handle's fd is an epoll instance
-//! (a `mio::Poll`) the lockspace is registered with: readable whenever the
-//! lockspace has records. Dispatching drains its events, then
-//! [`Lockspace::dispatch`]es.
+//! A handle's fd is the [`Lockspace`]'s own (its `AsRawFd`): on the
+//! kernel the lockspace device, on the fallback an epoll fd over the
+//! daemon connection and an eventfd readable while records read along
+//! with a reply wait in the client's stash. Both are level-triggered: the
+//! fd stays readable until [`Lockspace::dispatch`] has taken every record
+//! (the kernel's queue, the socket's bytes, the stash), as libdlm's
+//! `poll()` + `dlm_dispatch()` loop needs. No epoll of our own sits in
+//! front of it.
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::raw::c_int;
@@ -23,7 +24,7 @@ use crate::ffi;
 /// A handle's pollable fd and its AST thread.
 #[derive(Debug)]
 pub(crate) struct Seam {
-    poll: Mutex<mio::Poll>,
+    /// The lockspace's own fd, valid while the handle holds its lockspace.
     fd: RawFd,
     thread: Mutex<Option<AstThread>>,
     has_thread: AtomicBool,
@@ -48,21 +49,10 @@ pub(crate) trait Dispatchable: Send + Sync + 'static {
     fn dispatch(&self, ls: &Lockspace) -> Result<usize, c_int>;
 }
 
-fn errno_of(e: std::io::Error) -> c_int {
-    e.raw_os_error().unwrap_or(libc::EIO)
-}
-
 impl Seam {
     pub(crate) fn new(ls: &Lockspace) -> Result<Seam, c_int> {
-        let poll = mio::Poll::new().map_err(errno_of)?;
-        let mut src = ls.clone();
-        poll.registry()
-            .register(&mut src, mio::Token(0), mio::Interest::READABLE)
-            .map_err(errno_of)?;
-        let fd = poll.as_raw_fd();
         Ok(Seam {
-            poll: Mutex::new(poll),
-            fd,
+            fd: ls.as_raw_fd(),
             thread: Mutex::new(None),
             has_thread: AtomicBool::new(false),
         })
@@ -75,13 +65,6 @@ impl Seam {
 
     /// Run the callbacks of every record there is now; never blocks.
     pub(crate) fn dispatch(&self, ls: &Lockspace) -> Result<usize, c_int> {
-        {
-            let mut poll = self.poll.lock().unwrap_or_else(|p| p.into_inner());
-            let mut events = mio::Events::with_capacity(4);
-            // Only to take the events off the epoll instance: dispatch
-            // below reads whatever is there.
-            let _ = poll.poll(&mut events, Some(Duration::ZERO));
-        }
         ls.dispatch().map_err(|e| e.errno().raw())
     }
 

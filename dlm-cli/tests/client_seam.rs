@@ -436,3 +436,162 @@ fn a_sink_receives_a_locks_completions_and_blocking_callbacks() {
     });
     assert!(ls.held().is_empty());
 }
+
+/// An unlock whose end another thread takes in (and runs the callbacks
+/// of) before the unlock's own write has returned is still a success: the
+/// operation was sent. libdlm's threaded `dlm_ls_unlock_wait`, with its AST
+/// thread polling the one fd, met `ENOENT` here.
+#[test]
+fn an_unlock_whose_end_another_thread_dispatches_first_succeeds() {
+    let d = Daemon::start();
+    let (_dlm, ls) = space(&d, "unlockrace");
+    let stop = Arc::new(AtomicBool::new(false));
+    let ends = Arc::new(AtomicUsize::new(0));
+    let dispatcher = {
+        let (ls, stop) = (ls.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                if readable(&ls, 20) {
+                    ls.dispatch().unwrap();
+                }
+            }
+        })
+    };
+    let rounds = 300;
+    let mut refused = Vec::new();
+    for i in 0..rounds {
+        let granted = Arc::new(AtomicBool::new(false));
+        let (g, e) = (granted.clone(), ends.clone());
+        let id = ls
+            .request(
+                LockRequest::new(res(&format!("r{i}")), LockMode::Ex),
+                move |_, c| match c.status {
+                    Status::Granted => g.store(true, Ordering::SeqCst),
+                    _ => {
+                        e.fetch_add(1, Ordering::SeqCst);
+                    }
+                },
+            )
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !granted.load(Ordering::SeqCst) {
+            assert!(Instant::now() < deadline, "round {i}: no grant");
+            std::thread::sleep(Duration::from_micros(50));
+        }
+        if let Err(e) = ls.unlock(id, LockFlags::empty(), None) {
+            refused.push((i, e.to_string()));
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ends.load(Ordering::SeqCst) < rounds - refused.len() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    stop.store(true, Ordering::SeqCst);
+    dispatcher.join().unwrap();
+    assert!(refused.is_empty(), "unlocks refused: {refused:?}");
+    assert_eq!(
+        ends.load(Ordering::SeqCst),
+        rounds,
+        "every unlock completed"
+    );
+    assert!(ls.held().is_empty());
+}
+
+/// A cancel of a granted lock with nothing in progress has nothing to
+/// cancel, and no completion comes for it (as on the kernel). A later
+/// conversion that waits must still be cancellable: the first cancel must
+/// not leave the lock marked as having a cancel on its way.
+#[test]
+fn a_cancel_of_a_granted_lock_leaves_a_later_conversion_cancellable() {
+    let d = Daemon::start();
+    let (dlm, ls) = space(&d, "cancel2");
+    let other = dlm.open_lockspace(ls.name()).unwrap();
+    let holder = other
+        .request(LockRequest::new(res("c"), LockMode::Ex), |_, _| {})
+        .unwrap();
+    poll_until(&other, "the holder's grant", || other.held().len() == 1);
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let id = ls
+        .request(LockRequest::new(res("c"), LockMode::Nl), move |_, c| {
+            s.lock().unwrap().push(c.status);
+        })
+        .unwrap();
+    poll_until(&ls, "the NL grant", || seen.lock().unwrap().len() == 1);
+    // Nothing in progress: nothing to cancel, and nothing comes back.
+    ls.cancel(id).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    ls.dispatch().unwrap();
+    assert_eq!(*seen.lock().unwrap(), vec![Status::Granted]);
+    // NL -> EX waits behind the holder; its cancel must reach the daemon.
+    ls.convert(id, LockMode::Ex, LockFlags::empty(), None)
+        .unwrap();
+    ls.cancel(id).unwrap();
+    poll_until(&ls, "the conversion's cancel", || {
+        seen.lock().unwrap().len() == 2
+    });
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![Status::Granted, Status::Cancelled]
+    );
+    other.unlock(holder, LockFlags::empty(), None).unwrap();
+}
+
+/// libdlm's loop is `poll()` then `dlm_dispatch()`: the one fd must stay
+/// readable, poll after poll, until dispatch has taken the records,
+/// whether they wait in the stash (read along with an answer) or in the
+/// socket (pushed later), and not be readable after.
+#[test]
+fn the_one_fd_stays_readable_until_dispatched() {
+    let d = Daemon::start();
+    let (dlm, ls) = space(&d, "level");
+    let got = Arc::new(AtomicUsize::new(0));
+    let g = got.clone();
+    let id = ls
+        .request(LockRequest::new(res("l"), LockMode::Ex), move |_, _| {
+            g.fetch_add(1, Ordering::SeqCst);
+        })
+        .unwrap();
+    assert!(readable(&ls, 5000), "the grant makes the fd readable");
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(readable(&ls, 0), "still readable before dispatch");
+    }
+    assert_eq!(got.load(Ordering::SeqCst), 0);
+    ls.dispatch().unwrap();
+    assert_eq!(got.load(Ordering::SeqCst), 1);
+    assert!(!readable(&ls, 50), "nothing left after dispatch");
+    // A blocking callback pushed later, on the socket.
+    let other = dlm.open_lockspace(ls.name()).unwrap();
+    let blocked = Arc::new(AtomicUsize::new(0));
+    let b = blocked.clone();
+    let g = got.clone();
+    let id2 = ls
+        .request(
+            LockRequest::new(res("m"), LockMode::Ex).on_blocking(move |_, _| {
+                b.fetch_add(1, Ordering::SeqCst);
+            }),
+            move |_, _| {
+                g.fetch_add(1, Ordering::SeqCst);
+            },
+        )
+        .unwrap();
+    poll_until(&ls, "the second grant", || got.load(Ordering::SeqCst) == 2);
+    other
+        .request(LockRequest::new(res("m"), LockMode::Ex), |_, _| {})
+        .unwrap();
+    assert!(
+        readable(&ls, 5000),
+        "the blocking callback makes it readable"
+    );
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(readable(&ls, 0), "still readable before dispatch");
+    }
+    assert_eq!(blocked.load(Ordering::SeqCst), 0);
+    ls.dispatch().unwrap();
+    assert_eq!(blocked.load(Ordering::SeqCst), 1);
+    assert!(!readable(&ls, 50), "nothing left after dispatch");
+    ls.unlock(id, LockFlags::empty(), None).unwrap();
+    ls.unlock(id2, LockFlags::empty(), None).unwrap();
+}

@@ -507,6 +507,7 @@ impl Lockspace {
         // taken in by another thread before the write returns.
         let undo = Undo {
             waiting: s.waiting,
+            cancel_sent: s.cancel_sent,
             deadlock_cancel: s.deadlock_cancel,
             requested: s.requested,
             flags: s.flags,
@@ -563,6 +564,10 @@ impl Lockspace {
         flags: LockFlags,
         lvb: Option<&ValueBlock>,
     ) {
+        // A cancel with nothing in progress (of a granted lock) gets no
+        // completion, so it may still be marked: this operation's own
+        // cancel must be sent.
+        s.cancel_sent = false;
         s.noqueue = flags.contains(LockFlags::NOQUEUE);
         s.requested = Some(mode);
         s.flags = flags - LockFlags::CONVERT;
@@ -727,6 +732,7 @@ impl Lockspace {
 /// the write fails.
 struct Undo {
     waiting: bool,
+    cancel_sent: bool,
     deadlock_cancel: bool,
     requested: Option<LockMode>,
     flags: LockFlags,
@@ -742,6 +748,7 @@ impl Undo {
         } else if unlock {
             s.ending = false;
         } else {
+            s.cancel_sent = self.cancel_sent;
             s.noqueue = false;
             s.requested = self.requested;
             s.flags = self.flags;
