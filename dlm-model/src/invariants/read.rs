@@ -115,10 +115,20 @@ impl World {
                 t.max_bast = None;
                 t.adopted = false;
             }
-            if let Some(g) =
-                ghost.filter(|&g| self.ghosts[g].1.owed == 0 && !self.ghosts[g].1.zombie)
-            {
-                // Its last completion: nothing of it is left to read.
+            // Its last completion: nothing of it is left to read. A zombie
+            // (quirk 1) may be told more than it was owed, so its count
+            // cannot say when it ends; its unlock's completion does, the
+            // last record it can have (it was granted, so only an unlock
+            // ends it). Records after that under the same id belong to a
+            // lock that reused the id, and must not go to the ghost.
+            let ended = |t: &super::TLock| {
+                if t.zombie {
+                    r.status == -dlm_proto::status::EUNLOCK
+                } else {
+                    t.owed == 0
+                }
+            };
+            if let Some(g) = ghost.filter(|&g| ended(&self.ghosts[g].1)) {
                 self.ghosts.remove(g);
             }
         }
