@@ -32,6 +32,10 @@ step "cargo doc (warnings denied)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
 
 step "cargo test (release; $DLM_PROPTEST_CASES property cases, $DLM_MODEL_CASES model cases)"
+# Every program first: tests run the built dlm, dlmd and dlm-controld
+# (the install test installs all three), and cargo builds a package's
+# programs for the tests of that package only.
+cargo build --workspace --release
 cargo test --workspace --release
 
 step "libdlm C ABI: exports, SONAMEs and libdlm.h against Debian's libdlm 4.2; the install"
