@@ -331,3 +331,14 @@ fn bench_into_a_closed_pipe_does_not_panic() {
     assert!(!err.contains("panicked"), "{err}");
     assert_eq!(out.status.code(), Some(128 + 13), "{err}");
 }
+
+/// `dlm lock` logs no warning of its own on a plain run (its lock's
+/// callbacks are delivered once it holds the lock).
+#[test]
+fn dlm_lock_runs_without_warnings() {
+    let d = Daemon::start();
+    let out = dlm(&d, &["lock", "quiet", "true"]);
+    assert!(out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("WARN"), "{err}");
+}

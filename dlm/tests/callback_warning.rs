@@ -54,12 +54,21 @@ fn callbacks_without_delivery_warn_once() {
             .unwrap();
     }
     assert_eq!(warnings_about("quiet"), 1);
-    // A waiting call with no callbacks never warns.
+    // A waiting call never warns, with callbacks for later or without
+    // (`dlm lock` sets up delivery once it has the lock).
     let plain = made("plain");
     let l = plain
         .lock(LockRequest::new(res("a"), LockMode::Ex))
         .unwrap();
     drop(l);
+    let later = plain
+        .lock(
+            LockRequest::new(res("b"), LockMode::Ex)
+                .on_lost(|_, _| {})
+                .on_blocking(|_, _| {}),
+        )
+        .unwrap();
+    drop(later);
     assert_eq!(warnings_about("plain"), 0);
     // An event loop, dispatch() or a polled fd first: no warning.
     let looped = made("looped");

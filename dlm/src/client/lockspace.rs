@@ -250,7 +250,7 @@ impl Lockspace {
     /// loop ([`start_event_loop`](Self::start_event_loop)), a call of
     /// [`dispatch`](Self::dispatch) (from your own `poll(2)` of its fd or
     /// `mio::Poll`), or inline in a waiting call on it. With none of
-    /// these used yet, the first request with callbacks logs a warning.
+    /// these used yet, the first such request logs a warning.
     ///
     /// ```
     /// # let _daemon = dlm_testkit::PrivateDaemon::start();
@@ -338,7 +338,11 @@ impl Lockspace {
                 sink: None,
             })),
         };
-        if cbs.is_some() && !self.inner.delivery_seen.load(Ordering::Relaxed) {
+        // A waiting call delivers its own completion, and its caller may
+        // set up delivery of later callbacks once it has the lock (as
+        // `dlm lock` does): only a request whose outcome arrives as a
+        // callback warns.
+        if !waiting && cbs.is_some() && !self.inner.delivery_seen.load(Ordering::Relaxed) {
             self.warn_no_delivery();
         }
         let (token, has_bast) =
