@@ -199,6 +199,69 @@ fn poll_done(ls: &Lockspace, id: LockId, cx: &mut Context<'_>) -> Poll<Polled> {
     Poll::Pending
 }
 
+/// An operation sent by a waiting call made as a future: its completion
+/// if the write brought it, or the error that stopped it, or neither while
+/// it is in flight. Shared by [`ConvertFuture`] and [`UnlockFuture`].
+#[derive(Debug)]
+struct Sent {
+    first: Option<Completion>,
+    error: Option<Error>,
+    /// Sent, and the completion not yet taken.
+    pending: bool,
+}
+
+impl Sent {
+    /// What `lock_op` returned for a waiting operation.
+    fn new(sent: Result<Option<super::dispatch::Done>>) -> Sent {
+        match sent {
+            Ok(Some(done)) => Sent {
+                first: Some(done.completion()),
+                error: None,
+                pending: false,
+            },
+            Ok(None) => Sent {
+                first: None,
+                error: None,
+                pending: true,
+            },
+            Err(e) => Sent {
+                first: None,
+                error: Some(e),
+                pending: false,
+            },
+        }
+    }
+
+    /// Poll for the operation's completion on lock `id`.
+    fn poll(
+        &mut self,
+        ls: &Lockspace,
+        id: LockId,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Completion>> {
+        if let Some(e) = self.error.take() {
+            return Poll::Ready(Err(e));
+        }
+        if let Some(c) = self.first.take() {
+            return Poll::Ready(Ok(c));
+        }
+        if !self.pending {
+            return Poll::Ready(Err(Error::Os(Errno::EINVAL)));
+        }
+        let got = match poll_done(ls, id, cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Polled::Done(c)) => {
+                ls.take_slot_result(id.token);
+                Ok(c)
+            }
+            Poll::Ready(Polled::Gone) => Err(Error::Os(Errno::ENOENT)),
+            Poll::Ready(Polled::Failed(e)) => Err(e),
+        };
+        self.pending = false;
+        Poll::Ready(got)
+    }
+}
+
 impl Lock {
     /// [`convert`](Lock::convert) as a future: the conversion is sent at
     /// once, and the future resolves with its completion. Dropping it
@@ -243,18 +306,11 @@ impl Lock {
                     )
                     .map_err(Error::from)
             });
-        let (first, error, pending) = match sent {
-            Ok(Some(done)) => (Some(done.completion()), None, false),
-            Ok(None) => (None, None, true),
-            Err(e) => (None, Some(e), false),
-        };
         ConvertFuture {
             lock: self,
             mode,
             flags,
-            first,
-            error,
-            pending,
+            sent: Sent::new(sent),
         }
     }
 
@@ -276,31 +332,20 @@ impl Lock {
                 ls.lock_op(Command::Unlock, id, LockMode::Nl, flags, lvb, true)
                     .map_err(Error::from)
             });
-        let (first, error, pending) = match sent {
-            Ok(Some(done)) => (Some(done.completion()), None, false),
-            Ok(None) => (None, None, true),
-            // Not sent: the lock stays held, and dropping it (below)
-            // unlocks it without waiting.
-            Err(e) => {
-                return UnlockFuture {
-                    ls,
-                    id,
-                    first: None,
-                    error: Some(e),
-                    pending: false,
-                    _lock: Some(self),
-                }
-            }
+        let sent = Sent::new(sent);
+        // Not sent: the lock stays held, and dropping it with the future
+        // unlocks it without waiting. Sent: the lock is ours no more.
+        let _lock = if sent.error.is_some() {
+            Some(self)
+        } else {
+            self.held = false;
+            None
         };
-        // Sent: the lock is ours no more.
-        self.held = false;
         UnlockFuture {
             ls,
             id,
-            first,
-            error,
-            pending,
-            _lock: None,
+            sent,
+            _lock,
         }
     }
 }
@@ -314,57 +359,27 @@ pub struct ConvertFuture<'a> {
     lock: &'a mut Lock,
     mode: LockMode,
     flags: LockFlags,
-    first: Option<Completion>,
-    error: Option<Error>,
-    /// The conversion is sent and its completion not yet taken.
-    pending: bool,
+    sent: Sent,
 }
 
 impl Future for ConvertFuture<'_> {
     type Output = Result<Completion>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        if let Some(e) = self.error.take() {
-            return Poll::Ready(Err(e));
-        }
-        let c = match self.first.take() {
-            Some(c) => c,
-            None if !self.pending => return Poll::Ready(Err(Error::Os(Errno::EINVAL))),
-            None => {
-                let (ls, id) = (self.lock.ls.clone(), self.lock.id);
-                match poll_done(&ls, id, cx) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(Polled::Done(c)) => {
-                        ls.take_slot_result(id.token);
-                        c
-                    }
-                    Poll::Ready(Polled::Gone) => {
-                        self.pending = false;
-                        return Poll::Ready(Err(Error::Os(Errno::ENOENT)));
-                    }
-                    Poll::Ready(Polled::Failed(e)) => {
-                        self.pending = false;
-                        return Poll::Ready(Err(e));
-                    }
-                }
-            }
+        let this = &mut *self;
+        let (ls, id) = (this.lock.ls.clone(), this.lock.id);
+        let c = match this.sent.poll(&ls, id, cx) {
+            Poll::Ready(Ok(c)) => c,
+            other => return other,
         };
-        self.pending = false;
-        let (mode, flags) = (self.mode, self.flags);
-        let lock = &mut *self.lock;
-        if c.status == Status::Granted {
-            lock.mode = granted_mode(mode, flags, c.flags);
-            if let Some(v) = c.value_block {
-                lock.value_block = Some(Box::new(v));
-            }
-        }
+        this.lock.take_conversion(this.mode, this.flags, &c);
         Poll::Ready(Ok(c))
     }
 }
 
 impl Drop for ConvertFuture<'_> {
     fn drop(&mut self) {
-        if !self.pending {
+        if !self.sent.pending {
             return;
         }
         let (ls, id) = (self.lock.ls.clone(), self.lock.id);
@@ -382,12 +397,7 @@ impl Drop for ConvertFuture<'_> {
             Some(c) => {
                 // It completed meanwhile: as if polled once more.
                 ls.take_slot_result(id.token);
-                if c.status == Status::Granted {
-                    self.lock.mode = granted_mode(self.mode, self.flags, c.flags);
-                    if let Some(v) = c.value_block {
-                        self.lock.value_block = Some(Box::new(v));
-                    }
-                }
+                self.lock.take_conversion(self.mode, self.flags, &c);
             }
             None => {
                 // Cancel it. Exactly one completion is still owed (the
@@ -412,9 +422,7 @@ impl Drop for ConvertFuture<'_> {
 pub struct UnlockFuture {
     ls: Lockspace,
     id: LockId,
-    first: Option<Completion>,
-    error: Option<Error>,
-    pending: bool,
+    sent: Sent,
     /// The lock, when the unlock could not be sent: dropped with the
     /// future, it unlocks without waiting.
     _lock: Option<Lock>,
@@ -424,42 +432,19 @@ impl Future for UnlockFuture {
     type Output = Result<()>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        if let Some(e) = self.error.take() {
-            return Poll::Ready(Err(e));
-        }
-        let c = match self.first.take() {
-            Some(c) => c,
-            None if !self.pending => return Poll::Ready(Err(Error::Os(Errno::EINVAL))),
-            None => {
-                let (ls, id) = (self.ls.clone(), self.id);
-                match poll_done(&ls, id, cx) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(Polled::Done(c)) => {
-                        ls.take_slot_result(id.token);
-                        c
-                    }
-                    Poll::Ready(Polled::Gone) => {
-                        self.pending = false;
-                        return Poll::Ready(Err(Error::Os(Errno::ENOENT)));
-                    }
-                    Poll::Ready(Polled::Failed(e)) => {
-                        self.pending = false;
-                        return Poll::Ready(Err(e));
-                    }
-                }
-            }
-        };
-        self.pending = false;
-        Poll::Ready(match c.status {
-            Status::Unlocked => Ok(()),
-            other => Err(Error::Unexpected(other)),
+        let this = &mut *self;
+        this.sent.poll(&this.ls, this.id, cx).map(|r| {
+            r.and_then(|c| match c.status {
+                Status::Unlocked => Ok(()),
+                other => Err(Error::Unexpected(other)),
+            })
         })
     }
 }
 
 impl Drop for UnlockFuture {
     fn drop(&mut self) {
-        if !self.pending {
+        if !self.sent.pending {
             return;
         }
         // The unlock goes on; its completion frees the slot.

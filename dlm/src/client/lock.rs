@@ -78,6 +78,17 @@ impl Lock {
         self.value_block.as_deref()
     }
 
+    /// A conversion to `mode` with `flags` completed with `c`: on a grant
+    /// the lock's mode, and its value block if the grant brought one.
+    pub(super) fn take_conversion(&mut self, mode: LockMode, flags: LockFlags, c: &Completion) {
+        if c.status == Status::Granted {
+            self.mode = granted_mode(mode, flags, c.flags);
+            if let Some(v) = &c.value_block {
+                self.value_block = Some(Box::new(*v));
+            }
+        }
+    }
+
     /// Take in the completion a cancelled conversion still owes (see
     /// `owed`) before a new operation: one round trip at most.
     pub(super) fn settle(&mut self) -> Result<()> {
@@ -134,13 +145,9 @@ impl Lock {
             Some(c) => c,
             None => self.ls.wait_for(self.id, None)?,
         };
-        if c.status == Status::Granted {
-            self.mode = granted_mode(mode, flags, c.flags);
-            if c.value_block.is_some() {
-                self.value_block.clone_from(&c.value_block);
-            }
-        }
-        Ok(c.completion())
+        let c = c.completion();
+        self.take_conversion(mode, flags, &c);
+        Ok(c)
     }
 
     /// Unlock and wait for the unlock to complete. `lvb` is written to the
