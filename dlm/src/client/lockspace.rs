@@ -22,6 +22,34 @@ use super::slots::{Callbacks, HeldLock, State};
 use super::transport::Transport;
 use super::Backend;
 
+/// The write of an operation on the lock of slot `s`: `None` for a
+/// cancel with nothing to cancel (the outcome is decided or on its way),
+/// `ENOENT` once the lock's unlock is sent. Shared by both paths of
+/// `Lockspace::lock_op`.
+#[inline(always)]
+fn op_write(
+    s: &super::slots::Slot,
+    cmd: Command,
+    id: LockId,
+    mode: LockMode,
+    flags: LockFlags,
+    lvb: Option<&ValueBlock>,
+    cancel: bool,
+) -> Result<Option<LockWrite>, Errno> {
+    if cancel && (s.cancel_sent || s.noqueue || s.ending) {
+        return Ok(None);
+    }
+    if s.ending {
+        return Err(Errno::ENOENT);
+    }
+    let mut w = lock_write(cmd, id.token, s.has_bast);
+    w.set_lvb(lvb.map_or(s.lvb.as_bytes(), ValueBlock::as_bytes));
+    w.set_mode(mode.as_raw());
+    w.set_flags(flags.bits());
+    w.set_lkid(id.lkid);
+    Ok(Some(w))
+}
+
 pub(crate) struct Inner {
     pub(crate) name: LockspaceName,
     pub(crate) minor: u32,
@@ -424,18 +452,10 @@ impl Lockspace {
             // Its end was delivered: the id may be someone else's now.
             return Err(Errno::ENOENT);
         };
-        if cancel && (s.cancel_sent || s.noqueue || s.ending) {
+        let Some(w) = op_write(s, cmd, id, mode, flags, lvb, cancel)? else {
             // The outcome is decided or on its way: nothing to cancel.
             return Ok(None);
-        }
-        if s.ending {
-            return Err(Errno::ENOENT);
-        }
-        let mut w = lock_write(cmd, id.token, s.has_bast);
-        w.set_lvb(lvb.map_or(s.lvb.as_bytes(), ValueBlock::as_bytes));
-        w.set_mode(mode.as_raw());
-        w.set_flags(flags.bits());
-        w.set_lkid(id.lkid);
+        };
         if let Err(e) = self.inner.transport.write(w.as_bytes()) {
             // Nothing was sent: nothing will come.
             drop(st);
@@ -495,18 +515,10 @@ impl Lockspace {
             idx = i;
         }
         let s = &mut st.slots[idx];
-        if cancel && (s.cancel_sent || s.noqueue || s.ending) {
+        let Some(w) = op_write(s, cmd, id, mode, flags, lvb, cancel)? else {
             // The outcome is decided or on its way: nothing to cancel.
             return Ok(None);
-        }
-        if s.ending {
-            return Err(Errno::ENOENT);
-        }
-        let mut w = lock_write(cmd, id.token, s.has_bast);
-        w.set_lvb(lvb.map_or(s.lvb.as_bytes(), ValueBlock::as_bytes));
-        w.set_mode(mode.as_raw());
-        w.set_flags(flags.bits());
-        w.set_lkid(id.lkid);
+        };
         // Decided now, before the write: a record the write brings may be
         // taken in by another thread before the write returns.
         let undo = Undo {
