@@ -50,14 +50,19 @@ impl Status {
     ///
     /// `EDEADLK` means two things; `deadlock_cancel` says whether a
     /// deadlock cancel was the last operation sent for this lock.
-    #[inline]
+    #[inline(always)]
     pub fn from_kernel(raw: i32, deadlock_cancel: bool) -> Result<Status, Errno> {
-        // The two a lock+unlock pair gets, first.
+        // The two a lock+unlock pair gets, inline; the rest out of line.
         match raw {
             0 => Ok(Status::Granted),
             KERNEL_EUNLOCK => Ok(Status::Unlocked),
-            _ => Status::from_user(raw.checked_neg().ok_or(Errno::EPROTO)?, deadlock_cancel),
+            _ => Status::from_kernel_other(raw, deadlock_cancel),
         }
+    }
+
+    #[inline(never)]
+    fn from_kernel_other(raw: i32, deadlock_cancel: bool) -> Result<Status, Errno> {
+        Status::from_user(raw.checked_neg().ok_or(Errno::EPROTO)?, deadlock_cancel)
     }
 
     /// Decode a libdlm-style status (positive, as in `lksb.sb_status`).

@@ -191,31 +191,44 @@ impl Lock {
 }
 
 impl Drop for Lock {
+    /// Inlined: the common drop, of a lock already unlocked, is only the
+    /// lockspace's reference count; a held lock unlocks out of line.
+    #[inline(always)]
     fn drop(&mut self) {
         if self.held {
-            if let Some(s) = self.ls.state().slot(self.id.token) {
-                s.waiting = false;
-                s.abandoned = true;
-                if self.owed && s.done.pop_front().is_none() {
-                    // The cancelled conversion's completion is still to
-                    // come: as the lock is abandoned, its arrival unlocks
-                    // it (the dispatcher gives abandoned locks back).
-                    return;
-                }
-            } else {
-                // Its end was delivered (another opener unlocked it).
+            self.unlock_on_drop();
+        }
+    }
+}
+
+impl Lock {
+    /// A held lock dropped: it is abandoned, and unlocked unless its end
+    /// is already on its way.
+    #[cold]
+    #[inline(never)]
+    fn unlock_on_drop(&mut self) {
+        if let Some(s) = self.ls.state().slot(self.id.token) {
+            s.waiting = false;
+            s.abandoned = true;
+            if self.owed && s.done.pop_front().is_none() {
+                // The cancelled conversion's completion is still to
+                // come: as the lock is abandoned, its arrival unlocks
+                // it (the dispatcher gives abandoned locks back).
                 return;
             }
-            if self.ls.inner.transport.closed() {
-                // The connection closed: the lock went with it.
-                return;
-            }
-            if let Err(e) = self.ls.unlock(self.id, LockFlags::empty(), None) {
-                log::warn!(
-                    "lockspace {}: unlock on drop failed: {e}",
-                    self.ls.inner.name
-                );
-            }
+        } else {
+            // Its end was delivered (another opener unlocked it).
+            return;
+        }
+        if self.ls.inner.transport.closed() {
+            // The connection closed: the lock went with it.
+            return;
+        }
+        if let Err(e) = self.ls.unlock(self.id, LockFlags::empty(), None) {
+            log::warn!(
+                "lockspace {}: unlock on drop failed: {e}",
+                self.ls.inner.name
+            );
         }
     }
 }

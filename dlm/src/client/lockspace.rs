@@ -373,9 +373,8 @@ impl Lockspace {
         if !waiting && cbs.is_some() && !self.inner.delivery_seen.load(Ordering::Relaxed) {
             self.warn_no_delivery();
         }
-        let (token, has_bast) =
-            self.state()
-                .new_slot(cbs, &req.resource, req.mode, req.flags, waiting);
+        let mut st = self.state();
+        let (token, has_bast) = st.new_slot(cbs, &req.resource, req.mode, req.flags, waiting);
         let mut w = lock_write(Command::Lock, token, has_bast);
         w.set_mode(req.mode.as_raw());
         w.set_flags(req.flags.bits());
@@ -384,6 +383,13 @@ impl Lockspace {
         }
         let (name, len) = req.resource.padded();
         w.set_name_padded(name, len);
+        if !self.inner.transport.write_may_wait() {
+            // The kernel queues the request and returns: written in the
+            // same turn of the state lock, as `lock_op` does, so no record
+            // of the lock is taken in before its id is known.
+            return self.submit_locked(st, token, &w, read);
+        }
+        drop(st);
         let written = self
             .inner
             .transport
@@ -405,6 +411,45 @@ impl Lockspace {
                 Err(e.into())
             }
         }
+    }
+
+    /// The rest of [`submit`](Self::submit) on a transport whose write
+    /// does not wait: write, record the id and (`read`) take the first
+    /// look, all under the state lock `st`.
+    #[inline(always)]
+    fn submit_locked(
+        &self,
+        mut st: MutexGuard<'_, State>,
+        token: u64,
+        w: &LockWrite,
+        read: bool,
+    ) -> Result<(LockId, Option<Done>)> {
+        let written = self
+            .inner
+            .transport
+            .write(w.as_bytes())
+            .and_then(|lkid| u32::try_from(lkid).map_err(|_| Errno::EPROTO));
+        let lkid = match written {
+            Ok(lkid) => lkid,
+            Err(e) => {
+                st.free_slot(token);
+                drop(st);
+                self.after_io();
+                return Err(e.into());
+            }
+        };
+        if let Some(s) = st.slot(token) {
+            s.lkid = lkid;
+        }
+        let mut other = None;
+        let got = if read {
+            self.read_inline(&mut st, token, &mut other)
+        } else {
+            Ok(None)
+        };
+        drop(st);
+        self.after_read(other);
+        Ok((LockId { token, lkid }, got?))
     }
 
     /// Send a conversion, unlock, cancel or deadlock-cancel for `id`. With

@@ -312,7 +312,7 @@ impl Slot {
 
     /// The waiter has taken its completion: the slot (number `idx`) stops
     /// collecting completions, and goes to `free` if the lock has ended.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn finish(&mut self, idx: usize, free: &mut Vec<u32>) {
         self.waiting = false;
         if self.ended {
