@@ -122,6 +122,14 @@ impl Drop for Inner {
 /// still being written waits for that write. A daemon that exits ends
 /// every waiting call at once with an error (`EPIPE`), and the locks are
 /// lost (see [`LockRequest::on_lost`]).
+///
+/// On the kernel backend a write never waits for another process: the
+/// kernel queues the operation and returns, so the client makes it under
+/// the lockspace's state lock (one turn of that lock an operation). Only
+/// the cluster's lock recovery holds such a write back, and it holds
+/// every writer of the lockspace alike; meanwhile the other threads'
+/// calls on that lockspace (including `dispatch`) wait with it, and calls
+/// on other lockspaces go on.
 #[derive(Clone)]
 pub struct Lockspace {
     pub(crate) inner: Arc<Inner>,
