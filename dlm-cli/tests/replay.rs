@@ -144,3 +144,143 @@ fn a_waiting_request_is_sent_again_and_granted_after_the_restart() {
         .expect("granted once the holder let go");
     assert!(matches!(t.join().unwrap(), Some(Ok(()))));
 }
+
+// ---------------------------------------------------------------------
+// Real processes: a shared counter under EX while the daemon is killed.
+
+/// This binary run again as a counter worker (see [`counter_worker`]).
+fn spawn_worker(d: &Daemon, dir: &std::path::Path, n: u32) -> common::Reaped {
+    let mut c = std::process::Command::new(std::env::current_exe().expect("test binary"));
+    c.args([
+        "counter_worker",
+        "--exact",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env("DLM_REPLAY_WORKER", format!("{n}"))
+    .env("DLM_REPLAY_SOCKET", &d.socket)
+    .env("DLM_REPLAY_DIR", dir)
+    .stdin(std::process::Stdio::null());
+    common::spawn(c)
+}
+
+/// A worker: until the file `stop` appears, take EX on "counter", check
+/// with `flock -n` on a file that no one else is inside, add one to the
+/// counter file, unlock; then write how many times it did to `count.N`.
+/// Exits 3 if it ever finds someone inside, 2 on an error. Run only by [`eight_processes_count_exactly_while_the_daemon_is_killed_ten_times`].
+#[test]
+#[ignore = "a worker process that another test starts"]
+fn counter_worker() {
+    use std::io::{Read, Seek, Write};
+    let Ok(me) = std::env::var("DLM_REPLAY_WORKER") else {
+        return;
+    };
+    let _ = env_logger::Builder::new()
+        .filter_level(log::LevelFilter::Warn)
+        .try_init();
+    let socket = std::env::var("DLM_REPLAY_SOCKET").unwrap();
+    let dir = std::path::PathBuf::from(std::env::var("DLM_REPLAY_DIR").unwrap());
+    let dlm = dlm::Dlm::builder()
+        .backend(dlm::Backend::Fallback)
+        .socket(&socket)
+        .autostart(false)
+        .open()
+        .unwrap();
+    let name = LockspaceName::new("count").unwrap();
+    let ls = dlm
+        .create_lockspace(&name, LockspaceFlags::empty(), 0o600)
+        .unwrap();
+    let tracker = std::fs::File::open(dir.join("tracker")).unwrap();
+    let mut counter = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dir.join("counter"))
+        .unwrap();
+    let mut i = 0u64;
+    while !dir.join("stop").exists() {
+        let lock = match ls.lock(LockRequest::new(res("counter"), LockMode::Ex)) {
+            Ok(Outcome::Granted(l)) => l,
+            other => {
+                eprintln!(
+                    "worker {me} (pid {}): lock {i}: {other:?}; it holds {:?}",
+                    std::process::id(),
+                    ls.held()
+                );
+                std::process::exit(2);
+            }
+        };
+        if rustix::fs::flock(
+            &tracker,
+            rustix::fs::FlockOperation::NonBlockingLockExclusive,
+        )
+        .is_err()
+        {
+            eprintln!("worker {me}: iteration {i}: another holder is inside");
+            std::process::exit(3);
+        }
+        let mut s = String::new();
+        counter.rewind().unwrap();
+        counter.read_to_string(&mut s).unwrap();
+        let v: u64 = s.trim().parse().unwrap();
+        counter.rewind().unwrap();
+        counter.set_len(0).unwrap();
+        write!(counter, "{}", v + 1).unwrap();
+        rustix::fs::flock(&tracker, rustix::fs::FlockOperation::Unlock).unwrap();
+        if let Err(e) = lock.unlock() {
+            eprintln!("worker {me}: unlock {i}: {e}");
+            std::process::exit(2);
+        }
+        i += 1;
+    }
+    std::fs::write(dir.join(format!("count.{me}")), i.to_string()).unwrap();
+}
+
+#[test]
+fn eight_processes_count_exactly_while_the_daemon_is_killed_ten_times() {
+    const WORKERS: u32 = 8;
+    let mut d = Daemon::start_with(&["--user", "--grace-period", "10"]);
+    let dir = common::TempDir::new("counter");
+    std::fs::write(dir.0.join("counter"), "0").unwrap();
+    std::fs::write(dir.0.join("tracker"), "").unwrap();
+    let mut workers: Vec<_> = (0..WORKERS).map(|n| spawn_worker(&d, &dir.0, n)).collect();
+    let t = std::time::Instant::now();
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_millis(300));
+        for (n, w) in workers.iter_mut().enumerate() {
+            if let Ok(Some(st)) = w.0.try_wait() {
+                panic!("worker {n} ended early: {st}");
+            }
+        }
+        d.crash_and_restart(&["--user", "--grace-period", "10"]);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(dir.0.join("stop"), "").unwrap();
+    let mut done = 0u64;
+    for (n, w) in workers.iter_mut().enumerate() {
+        let st = w.0.wait().unwrap();
+        assert!(st.success(), "worker {n} ended {st}");
+        let c = std::fs::read_to_string(dir.0.join(format!("count.{n}"))).unwrap();
+        done += c.trim().parse::<u64>().unwrap();
+    }
+    let total: u64 = std::fs::read_to_string(dir.0.join("counter"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    eprintln!(
+        "{WORKERS} workers, 10 kills, {:.1} s: {done} increments",
+        t.elapsed().as_secs_f64()
+    );
+    assert_eq!(total, done, "every increment counted once");
+    assert!(done > 0);
+    let log = d.log_text();
+    let graces: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("grace period over"))
+        .collect();
+    assert_eq!(graces.len(), 10, "{log}");
+    for g in graces {
+        eprintln!("{g}");
+    }
+}

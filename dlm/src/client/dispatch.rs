@@ -270,6 +270,12 @@ impl Lockspace {
             );
             return After::Nothing;
         };
+        log::trace!(
+            "lockspace {}: record for slot {token:#x}: lock {:#x} status {}",
+            self.inner.name,
+            r.lkid(),
+            r.status()
+        );
         let Some((completion, ends)) = self.take_in(slot, r) else {
             return After::Nothing;
         };

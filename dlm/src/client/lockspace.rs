@@ -52,7 +52,9 @@ fn op_write(
     w.set_lvb(lvb.map_or(s.lvb.as_bytes(), ValueBlock::as_bytes));
     w.set_mode(mode.as_raw());
     w.set_flags(flags.bits());
-    w.set_lkid(id.lkid);
+    // The slot's id: a replay onto a restarted daemon may have sent the
+    // request again under a new one.
+    w.set_lkid(if s.lkid != 0 { s.lkid } else { id.lkid });
     Ok(Some(w))
 }
 
@@ -848,7 +850,7 @@ impl Lockspace {
         let timeout = req.timeout;
         let (mode, flags) = (req.mode, req.flags);
         let adopt = flags.contains(LockFlags::ORPHAN);
-        let (id, first) = self.submit(req, None, None, !adopt)?;
+        let (mut id, first) = self.submit(req, None, None, !adopt)?;
         if adopt {
             // Adoption is synchronous: the write's success is the grant,
             // and no completion follows.
@@ -863,7 +865,17 @@ impl Lockspace {
         }
         let completion = match first {
             Some(c) => c,
-            None => self.wait_for(id, timeout)?,
+            None => {
+                let c = self.wait_for(id, timeout)?;
+                // A replay onto a restarted daemon may have sent the
+                // request again, under a new lock id.
+                if let Some(s) = self.state().slot(id.token) {
+                    if s.lkid != 0 {
+                        id.lkid = s.lkid;
+                    }
+                }
+                c
+            }
         };
         if completion.status == Status::Granted {
             Ok(Outcome::Granted(Lock::new(

@@ -343,6 +343,17 @@ impl Lockspace {
                 token,
                 lkid: s.lkid,
             };
+            log::debug!(
+                "lockspace {}: replay: slot {token:#x} lock {:#x}: granted {:?}, requested {:?}, \
+                 writing {}, ending {}, cancel {}",
+                self.inner.name,
+                s.lkid,
+                s.granted,
+                s.requested,
+                s.writing,
+                s.ending,
+                s.cancel_sent
+            );
             let Some(resource) = s.resource else {
                 continue;
             };
