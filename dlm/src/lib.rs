@@ -107,8 +107,8 @@ pub mod query;
 
 pub use client::{
     kernel_control_device, kernel_device_node, Backend, BlockingFn, CompletionFn, Dlm, DlmBuilder,
-    HeldLock, Lock, LockId, LockRequest, Lockspace, LostFn, LostReason, Outcome, Sink,
-    DEFAULT_REPLAY_WAIT,
+    HeldLock, Lock, LockId, LockRequest, Lockspace, LostFn, LostReason, Outcome, ReplayReport,
+    Sink, DEFAULT_REPLAY_WAIT,
 };
 #[cfg(feature = "async")]
 pub use client::{ConvertFuture, LockFuture, UnlockFuture};

@@ -98,6 +98,8 @@ pub(crate) struct Inner {
     pub(crate) generation: AtomicU32,
     /// A replay failed: the locks are lost, and no other is tried.
     pub(crate) replay_gave_up: AtomicBool,
+    /// What the last replay did.
+    pub(crate) last_replay: Mutex<Option<super::replay::ReplayReport>>,
 }
 
 impl Inner {
@@ -197,6 +199,7 @@ impl Lockspace {
                 write_gate: RwLock::new(()),
                 generation: AtomicU32::new(1),
                 replay_gave_up: AtomicBool::new(false),
+                last_replay: Mutex::new(None),
                 backend,
                 transport,
                 fd,
@@ -330,7 +333,10 @@ impl Lockspace {
     /// replay sees every operation either done or not yet sent. If the
     /// connection fails on the write's way and the locks are replayed
     /// onto a new one, the write is sent again there.
-    fn gated_write(&self, bytes: &[u8]) -> (Result<i64, Errno>, RwLockReadGuard<'_, ()>) {
+    pub(crate) fn gated_write(
+        &self,
+        bytes: &[u8],
+    ) -> (Result<i64, Errno>, RwLockReadGuard<'_, ()>) {
         let mut tries = 0;
         loop {
             let gate = self.write_gate();

@@ -24,6 +24,7 @@ mod lock;
 mod lockspace;
 mod raw;
 mod replay;
+pub use replay::ReplayReport;
 mod request;
 mod sink;
 mod slots;

@@ -164,16 +164,37 @@ fn replay_of(
     }
 }
 
-/// What one replay did.
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct ReplayReport {
-    pub(crate) replayed: usize,
-    pub(crate) refused: usize,
-    pub(crate) resent: usize,
-    pub(crate) completed: usize,
+/// What a lockspace's last replay onto a restarted daemon did: see
+/// [`Lockspace::last_replay`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReplayReport {
+    /// Granted locks the new daemon took back.
+    pub replayed: usize,
+    /// Granted locks it refused: they are lost.
+    pub refused: usize,
+    /// Requests and conversions in flight, sent again.
+    pub resent: usize,
+    /// Unlocks and cancels the old daemon had taken, completed.
+    pub completed: usize,
+    /// From meeting the failure to the end of the replay (the operations
+    /// sent again are answered later, after the daemon's grace period).
+    pub took: std::time::Duration,
+    /// The lockspace's generation after it.
+    pub generation: u32,
 }
 
 impl Lockspace {
+    /// What the last replay of this lockspace's locks onto a restarted
+    /// fallback daemon did; `None` if there was none.
+    pub fn last_replay(&self) -> Option<ReplayReport> {
+        *self
+            .inner
+            .last_replay
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
     /// The connection failed: replay onto a new one if this lockspace
     /// can. `true` if it is connected again (by this thread or another).
     #[cold]
@@ -217,8 +238,16 @@ impl Lockspace {
             self.run(a);
         }
         self.run_lost(later.lost);
+        self.send_again_later(later.again);
         match done {
-            Ok(rep) => {
+            Ok(mut rep) => {
+                rep.took = t.elapsed();
+                rep.generation = self.inner.generation.fetch_add(1, Ordering::SeqCst) + 1;
+                *self
+                    .inner
+                    .last_replay
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = Some(rep);
                 log::warn!(
                     "lockspace {}: replayed {} lock(s) in {:.1} ms ({} refused and lost, {} \
                      operation(s) sent again, {} completed); generation {}",
@@ -259,7 +288,6 @@ impl Lockspace {
         }
         // 2. What each slot needs.
         let plans = self.plan();
-        self.inner.generation.fetch_add(1, Ordering::SeqCst);
         // 3. A new connection in the old one's place.
         let control = reach_daemon(how)?;
         let req = records::encode_create(self.inner.name.as_bytes(), 0, records::VERSION)?;
@@ -317,17 +345,62 @@ impl Lockspace {
             return Err(Error::Os(Errno::EPROTO));
         }
         self.not_replayed(sock, &lost, later);
-        for (token, lkid, a) in again {
-            rep.resent += 1;
-            if let Err(e) = self.send_again(sock, token, lkid, &a) {
-                let id = LockId {
-                    token,
-                    lkid: lkid.unwrap_or(0),
-                };
-                self.not_replayed(sock, &[(id, e)], later);
+        // The operations to send again go out once the replay is over,
+        // from a thread of their own: the new daemon holds them until its
+        // grace period ends, which may wait for this very thread to
+        // replay another lockspace. Until each is written, its slot is
+        // marked as being written, so other operations on it wait.
+        {
+            let mut st = self.state();
+            for (token, lkid, _) in &again {
+                if let Some(s) = st.slot(*token) {
+                    s.writing = true;
+                    if lkid.is_none() {
+                        // Its record may come before the write returns:
+                        // the slot, with no id, takes it (see
+                        // `own_token_slow`).
+                        s.lkid = 0;
+                    }
+                }
             }
         }
+        rep.resent = again.len();
+        later.again = again;
         Ok(rep)
+    }
+
+    /// Send again what a replay left (see `replay_onto_new`), on a thread
+    /// of its own (on this one if no thread can be started).
+    fn send_again_later(&self, again: Vec<(u64, Option<u32>, Again)>) {
+        if again.is_empty() {
+            return;
+        }
+        let ls = self.clone();
+        let work = move || {
+            for (token, lkid, a) in again {
+                ls.send_again(token, lkid, &a);
+            }
+        };
+        let shared = std::sync::Arc::new(std::sync::Mutex::new(Some(work)));
+        let theirs = shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("dlm-replay-{}", self.inner.name))
+            .spawn(move || {
+                let w = theirs.lock().unwrap_or_else(|p| p.into_inner()).take();
+                if let Some(w) = w {
+                    w();
+                }
+            });
+        if let Err(e) = spawned {
+            log::warn!(
+                "lockspace {}: no thread to send operations again ({e}); sending them here",
+                self.inner.name
+            );
+            let w = shared.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(w) = w {
+                w();
+            }
+        }
     }
 
     /// What each live slot needs, decided under the state lock.
@@ -408,15 +481,10 @@ impl Lockspace {
         plans
     }
 
-    /// Send a request (`lkid` `None`) or conversion again; a request's
-    /// new lock id goes to its slot.
-    fn send_again(
-        &self,
-        sock: &Socket,
-        token: u64,
-        lkid: Option<u32>,
-        a: &Again,
-    ) -> Result<(), Errno> {
+    /// Send a request (`lkid` `None`) or conversion again (its slot marked
+    /// as being written); a request's new lock id goes to its slot. A
+    /// write that fails is a lost lock.
+    fn send_again(&self, token: u64, lkid: Option<u32>, a: &Again) {
         let mut w = lock_write(Command::Lock, token, a.has_bast);
         w.set_mode(a.mode.as_raw());
         w.set_flags(a.cmd_flags.bits());
@@ -426,22 +494,42 @@ impl Lockspace {
             None => {
                 let (name, len) = a.name.padded();
                 w.set_name_padded(name, len);
-                // Its record may come before the write returns: the
-                // slot, with no id, takes it (see `own_token_slow`).
-                if let Some(s) = self.state().slot(token) {
-                    s.lkid = 0;
-                }
             }
         }
-        let v = sock.write(w.as_bytes())?;
-        if lkid.is_none() {
-            if let Some(s) = self.state().slot(token) {
-                if s.lkid == 0 {
-                    s.lkid = u32::try_from(v).unwrap_or(0);
+        let (written, gate) = self.gated_write(w.as_bytes());
+        let waiter = {
+            let mut st = self.state();
+            match st.slot(token) {
+                Some(s) => {
+                    s.writing = false;
+                    if let (Ok(v), None, 0) = (&written, lkid, s.lkid) {
+                        s.lkid = u32::try_from(*v).unwrap_or(0);
+                    }
+                    std::mem::take(&mut s.write_waiter)
                 }
+                None => false,
+            }
+        };
+        drop(gate);
+        if waiter {
+            self.inner.cond.notify_all();
+        }
+        if let Err(e) = written {
+            log::warn!(
+                "lockspace {}: an operation in flight could not be sent again: {e}",
+                self.inner.name
+            );
+            if let Transport::Socket(sock) = &self.inner.transport {
+                let mut later = Later::default();
+                let id = LockId {
+                    token,
+                    lkid: lkid.unwrap_or(0),
+                };
+                self.not_replayed(sock, &[(id, e)], &mut later);
+                self.run_lost(later.lost);
             }
         }
-        Ok(())
+        self.after_io();
     }
 
     /// Locks the new daemon would not take back: their `on_lost`
@@ -484,6 +572,7 @@ impl Lockspace {
 struct Later {
     afters: Vec<super::dispatch::After>,
     lost: Vec<(Option<LostFn>, Option<SharedSink>, LockId, Errno)>,
+    again: Vec<(u64, Option<u32>, Again)>,
 }
 
 /// A completion record for `token`'s lock, as the daemon would send it.
