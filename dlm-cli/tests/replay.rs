@@ -505,3 +505,30 @@ fn every_mode_waiting_and_converting_survives_a_hundred_kills() {
         graces[99] * 1e3
     );
 }
+
+#[test]
+fn orphans_do_not_survive_a_daemon_death() {
+    let mut d = Daemon::start_with(&["--user", "--grace-period", "10"]);
+    let (_dlm, keeper) = space(&d, "orph");
+    let (_dlm2, other) = space(&d, "orph");
+    // A PERSISTENT lock stays, orphaned, when its handle goes.
+    let l = keeper
+        .lock(LockRequest::new(res("o"), LockMode::Ex).flags(LockFlags::PERSISTENT))
+        .unwrap()
+        .granted()
+        .unwrap();
+    let _ = l.into_id();
+    drop(keeper);
+    drop(_dlm);
+    assert!(
+        !grantable(&other, "o", LockMode::Ex),
+        "orphaned, still held"
+    );
+    d.crash_and_restart(&["--user", "--grace-period", "10"]);
+    other.dispatch().unwrap();
+    // No client holds it, so nobody replays it: it is gone.
+    assert!(
+        grantable(&other, "o", LockMode::Ex),
+        "the orphan did not survive"
+    );
+}
