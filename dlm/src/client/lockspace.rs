@@ -52,9 +52,10 @@ fn op_write(
     w.set_lvb(lvb.map_or(s.lvb.as_bytes(), ValueBlock::as_bytes));
     w.set_mode(mode.as_raw());
     w.set_flags(flags.bits());
-    // The slot's id: a replay onto a restarted daemon may have sent the
-    // request again under a new one.
-    w.set_lkid(if s.lkid != 0 { s.lkid } else { id.lkid });
+    // The slot's id, known once the request's write has returned: a
+    // replay onto a restarted daemon may have sent the request again
+    // under a new one.
+    w.set_lkid(s.lkid);
     Ok(Some(w))
 }
 

@@ -183,14 +183,7 @@ impl Lockspace {
             token,
             other,
         };
-        match self.inner.transport.read_visit(v) {
-            Ok(got) => Ok(got.flatten()),
-            // The caller waits, and meets (and recovers from) it there.
-            Err(e) if super::lockspace::is_conn_failure(e) && self.inner.reconnect.is_some() => {
-                Ok(None)
-            }
-            Err(e) => Err(e),
-        }
+        Ok(self.inner.transport.read_visit(v)?.flatten())
     }
 
     /// [`read_inline`](Self::read_inline) in a turn of the state lock of
