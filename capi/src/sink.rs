@@ -194,7 +194,7 @@ pub(crate) fn on_complete(
             s.timed_out = false;
             s.completions += 1;
             let ends = match status {
-                Status::Unlocked => true,
+                Status::Unlocked | Status::Lost => true,
                 Status::Granted => false,
                 _ => !s.granted_once,
             };

@@ -26,6 +26,7 @@ pub mod name;
 pub mod paths;
 pub mod query;
 pub mod records;
+pub mod replay;
 pub mod status;
 pub mod trust;
 pub mod wire;

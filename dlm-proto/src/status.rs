@@ -43,6 +43,12 @@ pub enum Status {
     /// `DLM_LKF_TIMEOUT` in 6.2. (Kernels up to 6.1 report it too for
     /// that deprecated kernel-side timeout, which dlm-rs never asks for.)
     TimedOut,
+    /// `ENOLCK`: the lock is lost, and has ended. Its master went away
+    /// (the fallback daemon died) and the lock could not be replayed onto
+    /// the one that took its place: another holder took a conflicting
+    /// lock meanwhile, or the new daemon refused it. dlm-rs's own status
+    /// (libdlm has no such case); the lock's id is no longer valid.
+    Lost,
 }
 
 impl Status {
@@ -75,6 +81,7 @@ impl Status {
             EUNLOCK => Status::Unlocked,
             ECANCEL => Status::Cancelled,
             libc::ETIMEDOUT => Status::TimedOut,
+            libc::ENOLCK => Status::Lost,
             _ => return Err(Errno::EPROTO),
         })
     }
@@ -88,6 +95,7 @@ impl Status {
             Status::Unlocked => EUNLOCK,
             Status::Cancelled => ECANCEL,
             Status::TimedOut => libc::ETIMEDOUT,
+            Status::Lost => libc::ENOLCK,
         }
     }
 
@@ -112,6 +120,7 @@ impl fmt::Display for Status {
             Status::Cancelled => "cancelled",
             Status::DeadlockCancelled => "deadlock-cancelled",
             Status::TimedOut => "timed out",
+            Status::Lost => "lost (not replayed after the daemon died)",
         })
     }
 }

@@ -19,13 +19,15 @@
 //!
 //! | kind | from | body | reply |
 //! |---|---|---|---|
-//! | `Hello` | client | role:u8 (0 control, 1 lockspace), flags:u8 (bit 0 pull mode), name | `Result`: 0, or the lockspace's minor, or `-errno` |
+//! | `Hello` | client | role:u8 (0 control, 1 lockspace), flags:u8 (bit 0 pull mode, bit 1 replay), name | `Result`: 0, or the lockspace's minor, or `-errno` |
 //! | `Write` | client | the bytes of one `write()` | `Result`: its return value |
 //! | `Read` | client | count:u32le (pull mode only) | `Ast`, or `Result` with `-EAGAIN` |
 //! | `Version` | client | empty | `Version`: 12 bytes |
 //! | `Chmod` | client | mode:u32le | `Result` (like `fchmod` on the device) |
 //! | `Query` | client | what:u8 (0 lockspaces, 1 locks), name; or what 2 (a page of locks), limit:u32le, after:u32le, name; or what 3 (the daemon itself), nothing | `QueryPart`s and a `QueryReply` (JSON), or `Result` with `-errno` |
 //! | `Bye` | client | empty | `Result` 0, sent once the connection's locks are released (a synchronous `close()`) |
+//! | `Replay` | client | one granted lock (see [`replay`](crate::replay)), on a lockspace connection whose `Hello` had [`HELLO_REPLAY`] | `Result`: 0, or `-errno` |
+//! | `ReplayDone` | client | empty, on such a connection | `Result` 0 |
 //! | `Result` | daemon | value:i64le | |
 //! | `Ast` | daemon | a `dlm_lock_result`, value block appended when present | |
 //! | `Version` | daemon | 12 bytes | |
@@ -159,6 +161,11 @@ pub enum Kind {
     /// Client: close now, as `close()` on the device: release this
     /// connection's locks, answer, then hang up.
     Bye = 7,
+    /// Client: one lock this connection held before the daemon restarted,
+    /// to be granted again (see [`replay`](crate::replay)).
+    Replay = 8,
+    /// Client: this connection has replayed all its locks.
+    ReplayDone = 9,
     /// Daemon: the return value of the request.
     Result = 0x81,
     /// Daemon: one callback record.
@@ -180,6 +187,8 @@ impl Kind {
             5 => Kind::Chmod,
             6 => Kind::Query,
             7 => Kind::Bye,
+            8 => Kind::Replay,
+            9 => Kind::ReplayDone,
             0x81 => Kind::Result,
             0x82 => Kind::Ast,
             0x84 => Kind::QueryReply,
@@ -195,6 +204,9 @@ pub const ROLE_CONTROL: u8 = 0;
 pub const ROLE_LOCKSPACE: u8 = 1;
 /// `Hello` flag: deliver callbacks only on `Read`.
 pub const HELLO_PULL: u8 = 1;
+/// `Hello` flag (lockspace role): this connection replays the locks it
+/// held before the daemon restarted ([`Kind::Replay`]).
+pub const HELLO_REPLAY: u8 = 2;
 /// `Query` subjects.
 pub const QUERY_LOCKSPACES: u8 = 0;
 /// `Query` subjects.

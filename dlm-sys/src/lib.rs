@@ -65,6 +65,9 @@ pub mod compat;
 #[cfg(feature = "std")]
 pub mod peer;
 
+#[cfg(feature = "std")]
+pub mod fdswap;
+
 /// `sizeof(struct dlm_write_request)` on 64-bit targets: the fixed part of
 /// every write to a DLM device, before the lock or lockspace name.
 #[cfg(target_pointer_width = "64")]

@@ -82,40 +82,50 @@ impl PrivateDaemon {
             .create(&dir)
             .map_err(|e| format!("cannot make {}: {e}", dir.display()))?;
         let socket = dir.join("dlmd.sock");
-        let log = dir.join("dlmd.log");
-        let child = Command::new(&dlmd)
-            .arg("--socket")
-            .arg(&socket)
-            .arg("--log-file")
-            .arg(&log)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot run {}: {e}", dlmd.display()))?;
+        let child = spawn_dlmd(&dlmd, &dir, &socket)?;
         let mut d = PrivateDaemon { child, dir, socket };
+        d.wait_listening(&dlmd)?;
+        std::env::set_var("DLM_SOCKET", &d.socket);
+        std::env::set_var("DLM_BACKEND", "fallback");
+        std::env::set_var("DLM_NO_AUTOSTART", "1");
+        Ok(d)
+    }
+
+    /// Kill the daemon (SIGKILL: no clean stop, as in a crash) and start
+    /// a new one on the same socket: the clients replay their locks onto
+    /// it. Panics if the new one does not come up.
+    pub fn crash_and_restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let restarted = dlmd_path().and_then(|dlmd| {
+            self.child = spawn_dlmd(&dlmd, &self.dir, &self.socket)?;
+            self.wait_listening(&dlmd)
+        });
+        if let Err(e) = restarted {
+            panic!("no private dlmd after the restart: {e}");
+        }
+    }
+
+    fn wait_listening(&mut self, dlmd: &Path) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::os::unix::net::UnixStream::connect(&d.socket).is_err() {
-            if let Ok(Some(st)) = d.child.try_wait() {
+        while std::os::unix::net::UnixStream::connect(&self.socket).is_err() {
+            if let Ok(Some(st)) = self.child.try_wait() {
                 return Err(format!(
                     "{} exited at once ({st}): {}",
                     dlmd.display(),
-                    d.log()
+                    self.log()
                 ));
             }
             if Instant::now() > deadline {
                 return Err(format!(
                     "{} did not listen within 10 s: {}",
                     dlmd.display(),
-                    d.log()
+                    self.log()
                 ));
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        std::env::set_var("DLM_SOCKET", &d.socket);
-        std::env::set_var("DLM_BACKEND", "fallback");
-        std::env::set_var("DLM_NO_AUTOSTART", "1");
-        Ok(d)
+        Ok(())
     }
 
     /// The daemon's socket.
@@ -132,6 +142,20 @@ impl PrivateDaemon {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("dlmd.log")).unwrap_or_default()
     }
+}
+
+/// Start `dlmd` on `socket`, logging to `dir/dlmd.log`.
+fn spawn_dlmd(dlmd: &Path, dir: &Path, socket: &Path) -> Result<std::process::Child, String> {
+    Command::new(dlmd)
+        .arg("--socket")
+        .arg(socket)
+        .arg("--log-file")
+        .arg(dir.join("dlmd.log"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", dlmd.display()))
 }
 
 impl Drop for PrivateDaemon {

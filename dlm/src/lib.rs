@@ -78,11 +78,35 @@
 //!
 //! # Lost locks
 //!
-//! A granted lock can end without its owner asking: the daemon connection
-//! closes (the fallback daemon exited), or another opener unlocks it. A
-//! request with [`LockRequest::on_lost`] is told at once, with a
-//! [`LostReason`], where its other callbacks run. Until recovery lets
-//! locks survive a daemon restart, a closed connection loses every lock.
+//! A granted lock can end without its owner asking: another opener
+//! unlocks it, or the fallback daemon died and its locks could not be
+//! replayed (below). A request with [`LockRequest::on_lost`] is told at
+//! once, with a [`LostReason`], where its other callbacks run.
+//!
+//! # When the fallback daemon dies: lock replay
+//!
+//! `dlmd` masters the locks, and its clients are the survivors: when a
+//! lockspace's connection fails (the daemon was killed or crashed), the
+//! first thread of this process that meets the failure (a call on the
+//! lockspace, its event loop, a [`dispatch`](Lockspace::dispatch) after
+//! its fd polled readable) reconnects, waiting up to
+//! [`DlmBuilder::replay_wait`] ([`DEFAULT_REPLAY_WAIT`]) for a daemon to
+//! answer (starting one if the handle auto-starts daemons), and replays
+//! every granted lock under its own id, in its mode, with its flags and
+//! value block (valid from a PW or EX holder; below PW it comes back
+//! flagged `VALNOTVALID`). The lockspace's fd and the locks' [`LockId`]s
+//! stay. Requests and conversions in flight are sent again (a request
+//! not yet granted gets a new lock id, which its completion and
+//! [`Lock::id`] carry); an unlock or cancel the old daemon had taken
+//! completes as [`Status::Unlocked`] or [`Status::Cancelled`]. The
+//! restarted daemon holds new requests for a grace period
+//! (`dlmd --grace-period`) while the clients replay. A lock it refuses is
+//! lost: [`LostReason::NotReplayed`], and a completion with
+//! [`Status::Lost`]. With no daemon back within the wait, every lock is
+//! lost ([`LostReason::ConnectionClosed`]). Orphaned `PERSISTENT` locks
+//! do not survive (no client holds them).
+//! [`Lockspace::generation`] counts the replays, and
+//! [`Lockspace::last_replay`] says what the last one did.
 //!
 //! The DLM reuses lock ids at once, and a cancel reaching it after the lock
 //! ended would cancel whichever lock has the id by then, even another
@@ -107,7 +131,8 @@ pub mod query;
 
 pub use client::{
     kernel_control_device, kernel_device_node, Backend, BlockingFn, CompletionFn, Dlm, DlmBuilder,
-    HeldLock, Lock, LockId, LockRequest, Lockspace, LostFn, LostReason, Outcome, Sink,
+    HeldLock, Lock, LockId, LockRequest, Lockspace, LostFn, LostReason, Outcome, ReplayReport,
+    Sink, DEFAULT_REPLAY_WAIT,
 };
 #[cfg(feature = "async")]
 pub use client::{ConvertFuture, LockFuture, UnlockFuture};

@@ -124,6 +124,14 @@ pub struct Args {
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs)]
     pub hello_timeout: Duration,
 
+    /// After an unclean stop (the previous daemon was killed or crashed
+    /// with lockspace connections open), hold new requests for at most
+    /// SECS seconds while the clients replay the locks they hold; 0 holds
+    /// nothing. The period ends sooner once every connection the previous
+    /// daemon had open has replayed.
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_grace)]
+    pub grace_period: Duration,
+
     /// Refuse to create lockspaces (with ENOSPC) while N exist.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_LOCKSPACES,
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -220,6 +228,18 @@ pub fn parse_secs(s: &str) -> Result<Duration, String> {
         .map_err(|_| format!("`{s}` is not a number of seconds"))?;
     if !(secs > 0.0 && secs <= 3600.0) {
         return Err(format!("{s} is not between 0 (exclusive) and 3600 seconds"));
+    }
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("`{s}`: {e}"))
+}
+
+/// Parse a grace period: seconds from 0 (none) to 600.
+pub fn parse_grace(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    if !(0.0..=600.0).contains(&secs) {
+        return Err(format!("{s} is not between 0 and 600 seconds"));
     }
     Duration::try_from_secs_f64(secs).map_err(|e| format!("`{s}`: {e}"))
 }

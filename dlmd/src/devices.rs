@@ -329,6 +329,54 @@ impl Devices {
         Vec::new()
     }
 
+    /// Grant again, under its own id, a lock that `owner` held before the
+    /// daemon restarted (see [`dlm_proto::replay`]); `pid` is the
+    /// replaying peer's. The engine refuses a lock id in use (`EEXIST`)
+    /// and a mode that conflicts with a lock granted now (`EAGAIN`).
+    pub fn replay(
+        &mut self,
+        id: LsId,
+        owner: OwnerId,
+        pid: u32,
+        r: &dlm_proto::replay::Replay,
+    ) -> Result<(), Errno> {
+        use dlm_proto::replay::ReplayLvb;
+        let engine = self.engine_mut(id).ok_or(Errno::ENOENT)?;
+        let args = dlm_engine::UserArgs {
+            castparam: r.castparam,
+            castaddr: r.castaddr,
+            bastparam: r.bastparam,
+            bastaddr: r.bastaddr,
+            lksb: r.lksb,
+            xid: 0,
+        };
+        let mut lock = dlm_engine::ReplayLock::new(r.lkid, r.mode, r.name.as_bytes(), args)
+            .flags(r.flags)
+            .pid(pid);
+        match r.lvb {
+            ReplayLvb::None => {}
+            ReplayLvb::Valid(v) => lock = lock.lvb(v, true),
+            ReplayLvb::NotValid(v) => lock = lock.lvb(v, false),
+        }
+        engine.replay_granted(owner, lock)
+    }
+
+    /// The replays are over: on every lockspace, grant what the replayed
+    /// locks let through and send the blocking callbacks they call for
+    /// (`dlm_recover_grant`). The lockspaces whose callbacks to deliver.
+    pub fn recover_grant_all(&mut self) -> Vec<LsId> {
+        let ids: Vec<LsId> = self.spaces.keys().copied().collect();
+        let mut touched = Vec::new();
+        for id in ids {
+            if let Some(e) = self.engine_mut(id) {
+                if e.recover_grant() > 0 {
+                    touched.push(id);
+                }
+            }
+        }
+        touched
+    }
+
     /// `fchmod` on the lockspace's device: its owner or root only.
     pub fn chmod(&mut self, cred: &Cred, id: LsId, mode: u32) -> Result<(), Errno> {
         let ls = self.spaces.get_mut(&id).ok_or(Errno::ENOENT)?;

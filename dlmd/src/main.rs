@@ -16,6 +16,7 @@
 mod activation;
 mod answer;
 mod devices;
+mod holders;
 mod logfile;
 mod quota;
 mod ratelimit;
@@ -177,6 +178,8 @@ fn run(
         max_connections_per_user,
         max_lockspaces: args.max_lockspaces as usize,
         hello_timeout: args.hello_timeout,
+        grace_period: args.grace_period,
+        holders_beside: Some(socket.clone()),
     };
     log::info!(
         "dlmd {} serving on {} ({}, Linux {} model ({}), max output {} bytes, at most {} \

@@ -184,6 +184,34 @@ impl Daemon {
         d
     }
 
+    /// Kill the daemon (SIGKILL: no clean stop) and start a new one on
+    /// the same socket with `args`, logging to the same file.
+    pub fn crash_and_restart(&mut self, args: &[&str]) {
+        let _ = self.proc.0.kill();
+        let _ = self.proc.0.wait();
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self._dir.0.join("dlmd.log"))
+            .expect("daemon log file");
+        let mut cmd = Command::new(dlmd_bin());
+        cmd.arg("--socket")
+            .arg(&self.socket)
+            .args(["--log-level", "debug"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        self.proc = spawn(cmd);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::os::unix::net::UnixStream::connect(&self.socket).is_err() {
+            if let Ok(Some(st)) = self.proc.0.try_wait() {
+                panic!("dlmd exited early ({st})");
+            }
+            assert!(Instant::now() < deadline, "dlmd did not start listening");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// The same as [`start`](Self::start): every daemon logs at debug
     /// level.
     pub fn start_debug_log() -> Daemon {
@@ -203,11 +231,20 @@ impl Daemon {
         c
     }
 
+    /// A handle on this daemon. Its lockspaces wait 2 s for a daemon to
+    /// come back after one dies (see [`client_replaying`](Self::client_replaying)).
     pub fn client(&self) -> Dlm {
+        self.client_replaying(Duration::from_secs(2))
+    }
+
+    /// A handle whose lockspaces wait up to `wait` for a daemon to answer
+    /// again after this one dies, to replay their locks onto it.
+    pub fn client_replaying(&self, wait: Duration) -> Dlm {
         Dlm::builder()
             .backend(Backend::Fallback)
             .socket(&self.socket)
             .autostart(false)
+            .replay_wait(wait)
             .open()
             .expect("connect to dlmd")
     }

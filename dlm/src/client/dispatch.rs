@@ -135,6 +135,13 @@ impl Lockspace {
         let mut recs = VecDeque::new();
         let read = self.inner.transport.read_available(&mut recs);
         if let Err(e) = read {
+            if super::lockspace::is_conn_failure(e) {
+                if self.connection_failed() {
+                    // Replayed onto a new daemon: nothing to hand out yet.
+                    return Ok(0);
+                }
+                return Err(e.into());
+            }
             self.after_io();
             return Err(e.into());
         }
@@ -263,6 +270,12 @@ impl Lockspace {
             );
             return After::Nothing;
         };
+        log::trace!(
+            "lockspace {}: record for slot {token:#x}: lock {:#x} status {}",
+            self.inner.name,
+            r.lkid(),
+            r.status()
+        );
         let Some((completion, ends)) = self.take_in(slot, r) else {
             return After::Nothing;
         };
@@ -331,7 +344,7 @@ impl Lockspace {
         let flags = StatusFlags::from_bits_retain(r.sb_flags());
         // Lock end of life, as the kernel decides it.
         let ends = match status {
-            Status::Unlocked => true,
+            Status::Unlocked | Status::Lost => true,
             Status::Granted => false,
             _ => !slot.ever_granted,
         };

@@ -11,6 +11,7 @@ use dlm_proto::wire;
 
 use super::kernel;
 use super::lockspace::Lockspace;
+use super::replay::Reconnect;
 use super::transport::{KernelDev, Socket, Transport};
 use super::{kernel_control_device, Backend};
 
@@ -20,7 +21,12 @@ pub struct DlmBuilder {
     backend: Option<Backend>,
     socket: Option<PathBuf>,
     autostart: Option<bool>,
+    replay_wait: Option<Duration>,
 }
+
+/// How long a lockspace whose daemon died waits for one to answer again,
+/// by default, before its locks are lost.
+pub const DEFAULT_REPLAY_WAIT: Duration = Duration::from_secs(10);
 
 impl DlmBuilder {
     /// Use this backend, whatever the environment says.
@@ -40,6 +46,17 @@ impl DlmBuilder {
     /// yes, unless `DLM_NO_AUTOSTART` is set).
     pub fn autostart(mut self, on: bool) -> Self {
         self.autostart = Some(on);
+        self
+    }
+
+    /// Fallback backend: when a lockspace's daemon dies, how long to wait
+    /// for a daemon to answer on the socket again (one is started at once
+    /// if auto-start is on) and replay the lockspace's locks onto it;
+    /// default [`DEFAULT_REPLAY_WAIT`]. `Duration::ZERO` turns replay off:
+    /// the locks are lost with the connection (`LostReason::ConnectionClosed`).
+    /// See the crate docs on lock replay.
+    pub fn replay_wait(mut self, wait: Duration) -> Self {
+        self.replay_wait = Some(wait);
         self
     }
 
@@ -77,6 +94,8 @@ impl DlmBuilder {
                 Conn::Daemon {
                     control: Box::new(control),
                     socket,
+                    autostart,
+                    replay_wait: self.replay_wait.unwrap_or(DEFAULT_REPLAY_WAIT),
                 }
             }
         };
@@ -101,7 +120,7 @@ pub(crate) fn lockspace_error(op: &'static str, name: &LockspaceName, e: Error) 
 ///
 /// A socket that fails the [`trust`](dlm_proto::trust) checks is refused at
 /// once, never retried, and no daemon is started for it.
-fn connect_or_start(socket: &Path, autostart: bool) -> Result<Socket> {
+pub(crate) fn connect_or_start(socket: &Path, autostart: bool) -> Result<Socket> {
     let hello = |_: ()| Socket::connect(socket, wire::ROLE_CONTROL, 0, b"");
     let unavailable = |e: Error| match e {
         Error::Os(errno) => Error::DaemonUnavailable(socket.to_path_buf(), errno),
@@ -139,6 +158,11 @@ enum Conn {
     Daemon {
         control: Box<Socket>,
         socket: PathBuf,
+        /// Whether this handle starts a per-user daemon when none answers
+        /// (also when a lockspace replays onto a new one).
+        autostart: bool,
+        /// See [`DlmBuilder::replay_wait`].
+        replay_wait: Duration,
     },
 }
 
@@ -236,8 +260,8 @@ impl Dlm {
         let minor = self
             .control_write(req.as_bytes())
             .map_err(|e| lockspace_error("create", name, e.into()))?;
-        let ls = self.open_lockspace(name)?;
         let mode = if mode == 0 { 0o600 } else { mode };
+        let ls = self.open_with_mode(name, Some(mode))?;
         ls.chmod(mode)?;
         debug_assert!(minor >= 0);
         Ok(ls)
@@ -260,8 +284,26 @@ impl Dlm {
     /// # Ok::<(), dlm::Error>(())
     /// ```
     pub fn open_lockspace(&self, name: &LockspaceName) -> Result<Lockspace> {
+        self.open_with_mode(name, None)
+    }
+
+    /// Open lockspace `name`; `mode`: the access mode this handle created
+    /// it with, for a replay onto a new daemon to create it again so.
+    fn open_with_mode(&self, name: &LockspaceName, mode: Option<u32>) -> Result<Lockspace> {
+        let mut reconnect = None;
         let (transport, minor) = match &self.conn {
-            Conn::Daemon { socket, .. } => {
+            Conn::Daemon {
+                socket,
+                autostart,
+                replay_wait,
+                ..
+            } => {
+                reconnect = (!replay_wait.is_zero()).then(|| Reconnect {
+                    socket: socket.clone(),
+                    autostart: *autostart,
+                    mode,
+                    wait: *replay_wait,
+                });
                 let (dev, minor) =
                     Socket::connect(socket, wire::ROLE_LOCKSPACE, 0, name.as_bytes())
                         .map_err(|e| lockspace_error("open", name, e))?;
@@ -280,7 +322,7 @@ impl Dlm {
                 (Transport::Kernel(dev), minor)
             }
         };
-        Lockspace::new(*name, minor, transport, self.backend())
+        Lockspace::new(*name, minor, transport, self.backend(), reconnect)
     }
 
     /// `dlm_release_lockspace()`: close `ls` and release the lockspace.

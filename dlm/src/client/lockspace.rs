@@ -1,8 +1,8 @@
 //! [`Lockspace`]: an open lockspace, and the operations on its locks.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
 use dlm_proto::error::{Errno, Error, Result};
@@ -16,11 +16,17 @@ use dlm_proto::status::{Completion, Status};
 use super::dispatch::Done;
 use super::event_loop::EventLoop;
 use super::lock::Lock;
+use super::replay::Reconnect;
 use super::request::{granted_mode, unlock_flags, LockId, LockRequest, Outcome};
 use super::sink::Sink;
 use super::slots::{Callbacks, HeldLock, State};
 use super::transport::Transport;
 use super::Backend;
+
+/// A failure of the daemon connection itself (not of a request).
+pub(crate) fn is_conn_failure(e: Errno) -> bool {
+    e == Errno::EPIPE || e == Errno::from_raw(libc::ECONNRESET)
+}
 
 /// The write of an operation on the lock of slot `s`: `None` for a
 /// cancel with nothing to cancel (the outcome is decided or on its way),
@@ -46,13 +52,18 @@ fn op_write(
     w.set_lvb(lvb.map_or(s.lvb.as_bytes(), ValueBlock::as_bytes));
     w.set_mode(mode.as_raw());
     w.set_flags(flags.bits());
-    w.set_lkid(id.lkid);
+    // The slot's id, known once the request's write has returned: a
+    // replay onto a restarted daemon may have sent the request again
+    // under a new one.
+    w.set_lkid(s.lkid);
     Ok(Some(w))
 }
 
 pub(crate) struct Inner {
     pub(crate) name: LockspaceName,
-    pub(crate) minor: u32,
+    /// Its minor; on the fallback it can change when the lockspace is
+    /// replayed onto a restarted daemon.
+    pub(crate) minor: AtomicU32,
     pub(crate) backend: Backend,
     pub(crate) transport: Transport,
     /// The pollable fd's number (for logs and `AsRawFd`).
@@ -76,6 +87,20 @@ pub(crate) struct Inner {
     pub(crate) state: Mutex<State>,
     pub(crate) cond: Condvar,
     pub(crate) event_loop: Mutex<Option<Arc<EventLoop>>>,
+    /// How to replay this lockspace's locks onto a new daemon (fallback
+    /// only; see `replay`).
+    pub(crate) reconnect: Option<Reconnect>,
+    /// Held by the one thread that replays.
+    pub(crate) recovery: Mutex<()>,
+    /// Held shared by every write on the daemon connection until what it
+    /// did is recorded, and exclusively by a replay.
+    pub(crate) write_gate: RwLock<()>,
+    /// 1, plus one for every replay onto a new daemon.
+    pub(crate) generation: AtomicU32,
+    /// A replay failed: the locks are lost, and no other is tried.
+    pub(crate) replay_gave_up: AtomicBool,
+    /// What the last replay did.
+    pub(crate) last_replay: Mutex<Option<super::replay::ReplayReport>>,
 }
 
 impl Inner {
@@ -144,13 +169,13 @@ impl std::fmt::Debug for Lockspace {
     }
 }
 
-const CASTADDR: u64 = 1;
-const BASTADDR: u64 = 2;
+pub(crate) const CASTADDR: u64 = 1;
+pub(crate) const BASTADDR: u64 = 2;
 
 /// A request carrying the user arguments every request has: the token
 /// everywhere a pointer would go, and fixed non-zero "addresses".
 #[inline]
-fn lock_write(cmd: Command, token: u64, has_bast: bool) -> LockWrite {
+pub(crate) fn lock_write(cmd: Command, token: u64, has_bast: bool) -> LockWrite {
     let mut w = LockWrite::new(cmd, records::VERSION);
     let bastaddr = if has_bast { BASTADDR } else { 0 };
     w.set_user_args(token, CASTADDR, token, bastaddr, token);
@@ -163,12 +188,19 @@ impl Lockspace {
         minor: u32,
         transport: Transport,
         backend: Backend,
+        reconnect: Option<Reconnect>,
     ) -> Result<Lockspace> {
         let fd = transport.poll_fd().as_raw_fd();
         Ok(Lockspace {
             inner: Arc::new(Inner {
                 name,
-                minor,
+                minor: AtomicU32::new(minor),
+                reconnect,
+                recovery: Mutex::new(()),
+                write_gate: RwLock::new(()),
+                generation: AtomicU32::new(1),
+                replay_gave_up: AtomicBool::new(false),
+                last_replay: Mutex::new(None),
                 backend,
                 transport,
                 fd,
@@ -192,7 +224,14 @@ impl Lockspace {
 
     /// The lockspace's minor (device number or daemon id).
     pub fn minor(&self) -> u32 {
-        self.inner.minor
+        self.inner.minor.load(Ordering::SeqCst)
+    }
+
+    /// The lockspace's generation as this handle knows it: 1 when it was
+    /// opened, and one more each time its locks were replayed onto a
+    /// restarted fallback daemon (see the crate docs on lock replay).
+    pub fn generation(&self) -> u32 {
+        self.inner.generation.load(Ordering::SeqCst)
     }
 
     /// The backend this lockspace lives on.
@@ -274,8 +313,54 @@ impl Lockspace {
     #[inline(always)]
     pub(crate) fn after_io(&self) {
         if self.inner.transport.settle() {
-            self.tell_closed();
+            self.connection_failed();
         }
+    }
+
+    /// The daemon connection failed: replay onto a new one, or tell that
+    /// the locks are lost.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn connection_failed(&self) -> bool {
+        if self.recover() {
+            return true;
+        }
+        self.tell_closed();
+        false
+    }
+
+    /// A write on the daemon connection, made with `write_gate` held
+    /// (shared) until the caller has recorded what the write did, so a
+    /// replay sees every operation either done or not yet sent. If the
+    /// connection fails on the write's way and the locks are replayed
+    /// onto a new one, the write is sent again there.
+    pub(crate) fn gated_write(
+        &self,
+        bytes: &[u8],
+    ) -> (Result<i64, Errno>, RwLockReadGuard<'_, ()>) {
+        let mut tries = 0;
+        loop {
+            let gate = self.write_gate();
+            let r = self.inner.transport.write(bytes);
+            match r {
+                Err(e) if is_conn_failure(e) && tries < 3 && self.inner.reconnect.is_some() => {
+                    drop(gate);
+                    if !self.recover() {
+                        return (r, self.write_gate());
+                    }
+                    tries += 1;
+                }
+                r => return (r, gate),
+            }
+        }
+    }
+
+    #[inline]
+    fn write_gate(&self) -> RwLockReadGuard<'_, ()> {
+        self.inner
+            .write_gate
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// `dlm_ls_lock()`: ask for a lock; `on_complete` runs for this and
@@ -398,24 +483,26 @@ impl Lockspace {
             return self.submit_locked(st, token, &w, read);
         }
         drop(st);
-        let written = self
-            .inner
-            .transport
-            .write(w.as_bytes())
-            .and_then(|lkid| u32::try_from(lkid).map_err(|_| Errno::EPROTO));
+        let (written, gate) = self.gated_write(w.as_bytes());
+        let written = written.and_then(|lkid| u32::try_from(lkid).map_err(|_| Errno::EPROTO));
         match written {
             // The first look ends with the stashed-record check.
-            Ok(lkid) if read => Ok((LockId { token, lkid }, self.first_look(token, lkid)?)),
+            Ok(lkid) if read => {
+                let got = self.first_look(token, lkid, gate);
+                Ok((LockId { token, lkid }, got?))
+            }
             Ok(lkid) => {
                 if let Some(s) = self.state().slot(token) {
                     s.lkid = lkid;
                 }
+                drop(gate);
                 self.after_io();
                 Ok((LockId { token, lkid }, None))
             }
             Err(e) => {
-                self.after_io();
                 self.state().free_slot(token);
+                drop(gate);
+                self.after_io();
                 Err(e.into())
             }
         }
@@ -592,10 +679,11 @@ impl Lockspace {
         s.waiting |= wait;
         s.writing = true;
         drop(st);
-        let written = self.inner.transport.write(w.as_bytes());
+        let (written, gate) = self.gated_write(w.as_bytes());
         let mut st = self.state();
         let Some(s) = st.slot(id.token) else {
             drop(st);
+            drop(gate);
             self.after_io();
             // The slot went while the write was on its way: another thread
             // took in the operation's end (an unlock's completion, say)
@@ -608,6 +696,7 @@ impl Lockspace {
             // Nothing was sent: nothing will come.
             undo.apply(s, cancel, unlock);
             drop(st);
+            drop(gate);
             self.written(waiter);
             self.after_io();
             return Err(e);
@@ -619,6 +708,7 @@ impl Lockspace {
             Ok(None)
         };
         drop(st);
+        drop(gate);
         self.written(waiter);
         self.after_read(other);
         got
@@ -767,7 +857,7 @@ impl Lockspace {
         let timeout = req.timeout;
         let (mode, flags) = (req.mode, req.flags);
         let adopt = flags.contains(LockFlags::ORPHAN);
-        let (id, first) = self.submit(req, None, None, !adopt)?;
+        let (mut id, first) = self.submit(req, None, None, !adopt)?;
         if adopt {
             // Adoption is synchronous: the write's success is the grant,
             // and no completion follows.
@@ -782,7 +872,17 @@ impl Lockspace {
         }
         let completion = match first {
             Some(c) => c,
-            None => self.wait_for(id, timeout)?,
+            None => {
+                let c = self.wait_for(id, timeout)?;
+                // A replay onto a restarted daemon may have sent the
+                // request again, under a new lock id.
+                if let Some(s) = self.state().slot(id.token) {
+                    if s.lkid != 0 {
+                        id.lkid = s.lkid;
+                    }
+                }
+                c
+            }
         };
         if completion.status == Status::Granted {
             Ok(Outcome::Granted(Lock::new(

@@ -23,6 +23,8 @@ mod kernel;
 mod lock;
 mod lockspace;
 mod raw;
+mod replay;
+pub use replay::ReplayReport;
 mod request;
 mod sink;
 mod slots;
@@ -33,7 +35,7 @@ use std::path::PathBuf;
 
 use dlm_proto::error::{Error, Result};
 
-pub use self::dlm::{Dlm, DlmBuilder};
+pub use self::dlm::{Dlm, DlmBuilder, DEFAULT_REPLAY_WAIT};
 pub use lock::Lock;
 pub use lockspace::Lockspace;
 pub use raw::RawDevice;

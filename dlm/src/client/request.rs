@@ -27,6 +27,11 @@ pub enum LostReason {
     ConnectionClosed,
     /// Another opener of the lockspace unlocked the lock by its lock id.
     UnlockedByOther,
+    /// The fallback daemon died, and the one that took its place refused
+    /// the lock's replay with this errno (`EAGAIN`: a conflicting lock
+    /// was granted meanwhile; `EEXIST`: its lock id was taken). See the
+    /// `replay` module of the client.
+    NotReplayed(dlm_proto::error::Errno),
 }
 
 impl std::fmt::Display for LostReason {
@@ -36,6 +41,9 @@ impl std::fmt::Display for LostReason {
                 "the connection to the DLM closed (the dlm daemon exited or dropped this client)"
             }
             LostReason::UnlockedByOther => "another opener of the lockspace unlocked it",
+            LostReason::NotReplayed(_) => {
+                "the dlm daemon died and its successor refused the lock's replay"
+            }
         })
     }
 }

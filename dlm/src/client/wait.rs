@@ -89,8 +89,13 @@ impl Lockspace {
             // A caller's own `dispatch()` on another thread may take our
             // record; the bounded poll makes the loop look again.
             let rec = self.read_record(Some(left.map_or(READER_POLL, |l| l.min(READER_POLL))));
-            if let Some(c) = self.take_record(rec, token)? {
-                return Ok(Some(c));
+            match self.take_record(rec, token) {
+                Ok(Some(c)) => return Ok(Some(c)),
+                Ok(None) => {}
+                // Replayed onto a new daemon: this lock's completion (or
+                // its resent request's) comes from there.
+                Err(e) if super::lockspace::is_conn_failure(e) && self.recover() => {}
+                Err(e) => return Err(e),
             }
         }
     }
@@ -185,7 +190,12 @@ impl Lockspace {
     /// its own (a new request is written without the lock), which first
     /// records the lock id the write returned.
     #[inline(always)]
-    pub(crate) fn first_look(&self, token: u64, lkid: u32) -> Result<Option<Done>, Errno> {
+    pub(crate) fn first_look(
+        &self,
+        token: u64,
+        lkid: u32,
+        gate: std::sync::RwLockReadGuard<'_, ()>,
+    ) -> Result<Option<Done>, Errno> {
         let mut other = None;
         let mut st = self.state();
         if let Some(s) = st.slot(token) {
@@ -193,6 +203,7 @@ impl Lockspace {
         }
         let got = self.read_inline(&mut st, token, &mut other);
         drop(st);
+        drop(gate);
         self.after_read(other);
         got
     }

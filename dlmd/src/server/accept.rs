@@ -153,6 +153,8 @@ impl Server {
             out_pos: 0,
             answer: None,
             waiting_remove: None,
+            replay: ReplayState::No,
+            held_write: None,
             in_ready: false,
             dirty: false,
             dead: false,
@@ -204,6 +206,7 @@ impl Server {
         let _ = conn.flush();
         match conn.role {
             Role::Lockspace { ls, owner } => {
+                self.record_holders(false);
                 let removers = self.devices.close(ls, idx, owner);
                 self.deliver(ls);
                 for r in removers {

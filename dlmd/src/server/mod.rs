@@ -59,7 +59,10 @@ use crate::startup::Scope;
 
 mod accept;
 mod output;
+mod replay;
 mod requests;
+
+use replay::{Grace, ReplayState};
 
 const LISTENER: Token = Token(0);
 const SIGNALS: Token = Token(1);
@@ -114,6 +117,12 @@ pub struct Config {
     /// A connection without a completed `Hello` this long after it was
     /// accepted is closed.
     pub hello_timeout: Duration,
+    /// After an unclean stop, new requests wait at most this long for the
+    /// clients' lock replay (0: not at all).
+    pub grace_period: Duration,
+    /// The socket's path, next to which the holders file is kept (see
+    /// [`crate::holders`]); `None` keeps none.
+    pub holders_beside: Option<std::path::PathBuf>,
 }
 
 /// Turn a connection away: one `Result` frame carrying `errno` (what the
@@ -170,6 +179,10 @@ struct Conn {
     answer: Option<Answer>,
     /// Waiting for a deferred remove of this lockspace to complete.
     waiting_remove: Option<LsId>,
+    /// Where it is with a lock replay.
+    replay: ReplayState,
+    /// A device write held for the end of the grace period.
+    held_write: Option<Vec<u8>>,
     in_ready: bool,
     dirty: bool,
     /// Doomed: no more input is handled and no more output queued.
@@ -184,7 +197,7 @@ impl Conn {
     }
 
     fn paused(&self) -> bool {
-        self.waiting_remove.is_some() || self.answer.is_some()
+        self.waiting_remove.is_some() || self.answer.is_some() || self.held_write.is_some()
     }
 
     /// Write what the socket takes.
@@ -256,6 +269,12 @@ pub struct Server {
     scratch: Vec<u8>,
     targets: Vec<ConnId>,
     read_buf: Vec<u8>,
+    /// The holders file, kept up to date.
+    holders: Option<crate::holders::Holders>,
+    /// Lockspace connections open (what the holders file says).
+    ls_conns: usize,
+    /// The grace period after an unclean stop, while it lasts.
+    grace: Option<Grace>,
 }
 
 impl Server {
@@ -275,7 +294,11 @@ impl Server {
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
-        Ok(Server {
+        let holders = config
+            .holders_beside
+            .as_deref()
+            .map(crate::holders::Holders::for_socket);
+        let mut server = Server {
             poll,
             listener,
             signals,
@@ -301,7 +324,13 @@ impl Server {
             scratch: Vec::new(),
             targets: Vec::new(),
             read_buf: vec![0; READ_CHUNK],
-        })
+            holders,
+            ls_conns: 0,
+            grace: None,
+        };
+        server.open_grace(Instant::now());
+        server.sync_holders();
+        Ok(server)
     }
 
     /// Serve until SIGTERM or SIGINT.
@@ -332,6 +361,10 @@ impl Server {
                                 "{name}: shutting down ({} connection(s) dropped)",
                                 self.conns.iter().flatten().count()
                             );
+                            // A clean stop: the locks go with the daemon.
+                            if let Some(h) = &self.holders {
+                                h.remove();
+                            }
                             return Ok(());
                         }
                     }
@@ -378,6 +411,7 @@ impl Server {
         let due = [
             self.limiter.due(),
             self.hello_deadlines.front().map(|d| d.at),
+            self.grace_due(),
         ];
         for t in due.into_iter().flatten() {
             // Rounded up: a wake-up a little late beats a spin just before.
@@ -391,6 +425,9 @@ impl Server {
     fn timers(&mut self, now: Instant) {
         if let Some(s) = self.limiter.summary_due(now) {
             log::warn!("{s}");
+        }
+        if self.grace_due().is_some_and(|t| t <= now) {
+            self.end_grace("--grace-period is up");
         }
         while let Some(d) = self.hello_deadlines.front().copied() {
             if d.at > now {

@@ -114,6 +114,9 @@ impl Server {
                 let r = self.hello(idx, body);
                 self.send_result(idx, result_of(r));
             }
+            Kind::Write if self.in_grace() && self.is_lockspace_conn(idx) => {
+                self.hold_write(idx, body);
+            }
             Kind::Write => {
                 let (reply, deliver) = self.write(idx, body);
                 if let Some(v) = reply {
@@ -147,6 +150,14 @@ impl Server {
                 self.send_result(idx, 0);
                 self.doom(idx, Level::Debug, "said goodbye".into());
             }
+            Kind::Replay => {
+                let r = self.replay(idx, body);
+                self.send_result(idx, result_of(r));
+            }
+            Kind::ReplayDone => {
+                let r = self.replay_done(idx, body);
+                self.send_result(idx, result_of(r));
+            }
             Kind::Result | Kind::Ast | Kind::QueryReply | Kind::QueryPart => {
                 self.misuse(idx, format!("sent a daemon-only frame ({kind:?})"));
                 self.send_errno(idx, Errno::EPROTO);
@@ -167,11 +178,18 @@ impl Server {
             self.misuse(idx, format!("Hello with a {}-byte body", body.len()));
             return Err(Errno::EINVAL);
         };
-        if flags & !wire::HELLO_PULL != 0 {
+        if flags & !(wire::HELLO_PULL | wire::HELLO_REPLAY) != 0
+            || (flags & wire::HELLO_REPLAY != 0 && *role != wire::ROLE_LOCKSPACE)
+        {
             self.misuse(idx, format!("Hello with unknown flags {flags:#x}"));
             return Err(Errno::EINVAL);
         }
         let pull = flags & wire::HELLO_PULL != 0;
+        let replay = if flags & wire::HELLO_REPLAY != 0 {
+            ReplayState::Replaying
+        } else {
+            ReplayState::No
+        };
         let (role, value) = match *role {
             wire::ROLE_CONTROL => {
                 if !name.is_empty() {
@@ -215,8 +233,18 @@ impl Server {
         if let Some(conn) = self.conn_mut(idx) {
             conn.role = role;
             conn.pull = pull;
+            conn.replay = replay;
+        }
+        if matches!(role, Role::Lockspace { .. }) {
+            self.record_holders(true);
         }
         Ok(value)
+    }
+
+    /// Whether connection `idx` plays a lockspace device.
+    pub(super) fn is_lockspace_conn(&self, idx: usize) -> bool {
+        self.conn(idx)
+            .is_some_and(|c| matches!(c.role, Role::Lockspace { .. }))
     }
 
     /// A `Write`: the reply (none while a remove is deferred) and the

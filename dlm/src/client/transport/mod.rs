@@ -98,8 +98,15 @@ impl Transport {
     }
 
     #[inline(never)]
+    /// On a daemon connection that failed, nothing is read now: the
+    /// caller's next wait meets the failure, and replays or reports it
+    /// there with no lock held (see the client's `replay`).
     fn visit_socket<V: Visit>(s: &Socket, v: V) -> Result<Option<V::Out>, Errno> {
-        Ok(s.read_next()?.map(|r| v.visit(&r)))
+        match s.read_next() {
+            Ok(r) => Ok(r.map(|r| v.visit(&r))),
+            Err(e) if e == Errno::EPIPE || e == Errno::from_raw(libc::ECONNRESET) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Every record that can be read without blocking, into `out`.

@@ -99,8 +99,13 @@ struct Rx {
     /// `nudge` was written and not read back.
     nudged: bool,
     /// The connection failed (end of file, reset, broken framing): every
-    /// later read and write fails the same way.
+    /// later read and write fails the same way, until a new connection is
+    /// adopted (see [`Socket::adopt`]).
     failed: Option<Errno>,
+    /// The first sequence number of the connection now in place: a
+    /// request sent before it went to a connection that failed, and gets
+    /// no answer.
+    first_live_seq: u64,
 }
 
 /// The longest the poller waits before it looks again (a safety net: it is
@@ -404,6 +409,68 @@ impl Socket {
         rx.signalled = false;
     }
 
+    /// Put `fresh`, a new connection to the daemon whose `Hello` was
+    /// answered, in the place of this failed one: the socket's descriptor
+    /// number (and with it the pollable fd's registration) now refers to
+    /// the new connection, and requests start over. Records of the old
+    /// connection still in the stash stay there. A request still waiting
+    /// for an answer from the old connection gets `EPIPE`.
+    pub(crate) fn adopt(&self, fresh: Socket) -> Result<(), Errno> {
+        use rustix::event::epoll::{self, EventData, EventFlags};
+        // Its own descriptor closes with it, and sends no goodbye.
+        fresh.share_with_children();
+        let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner());
+        let mut rx = self.rx();
+        // The old connection leaves the epoll set first: a child process
+        // may still hold a copy of it (see `share_with_children`), which
+        // would keep it registered, and readable at its end, for ever.
+        let _ = epoll::delete(&self.epoll, &self.stream);
+        dlm_sys::fdswap::replace_fd(self.stream.as_fd(), fresh.stream.as_fd())
+            .map_err(Errno::from)?;
+        match epoll::add(
+            &self.epoll,
+            &self.stream,
+            EventData::new_u64(0),
+            EventFlags::IN,
+        ) {
+            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+            Err(e) => return Err(sys(e)),
+        }
+        // The new connection is this process's alone.
+        self.shared.store(false, Ordering::SeqCst);
+        rx.decoder = wire::Decoder::new();
+        rx.answers.clear();
+        rx.parts.clear();
+        rx.next_answer = tx.next_seq;
+        rx.first_live_seq = tx.next_seq;
+        rx.failed = None;
+        self.wake_sleepers(&rx);
+        drop(rx);
+        drop(tx);
+        drop(fresh);
+        Ok(())
+    }
+
+    /// Every record waiting in the stash, taken out.
+    pub(crate) fn take_stash(&self) -> VecDeque<LockResult> {
+        let mut rx = self.rx();
+        let out = std::mem::take(&mut rx.stash);
+        if rx.signalled {
+            self.unsignal(&mut rx);
+        }
+        out
+    }
+
+    /// Put a record in the stash, as if the daemon had sent it (the
+    /// outcome of an operation that a replaced connection took with it).
+    pub(crate) fn inject(&self, r: LockResult) {
+        let mut rx = self.rx();
+        rx.stash.push_back(r);
+        if !rx.signalled {
+            self.signal(&mut rx);
+        }
+    }
+
     /// Wait for the answer numbered `seq`.
     fn wait_answer(&self, seq: u64) -> Result<(Kind, Body), Errno> {
         let mut rx = self.rx();
@@ -414,6 +481,10 @@ impl Socket {
             }
             if let Some(e) = rx.failed {
                 return Err(e);
+            }
+            if seq < rx.first_live_seq {
+                // Sent on a connection that failed and was replaced.
+                return Err(Errno::EPIPE);
             }
             // Whatever is there already, without a wait.
             if matches!(self.fill(&mut rx), Ok(true) | Err(_)) {
