@@ -532,3 +532,59 @@ fn orphans_do_not_survive_a_daemon_death() {
         "the orphan did not survive"
     );
 }
+
+/// Recovery callbacks, as they come.
+#[derive(Default)]
+struct Heard(std::sync::Mutex<Vec<String>>);
+
+impl dlm::Recovery for Heard {
+    fn recover_prep(&self) {
+        self.0.lock().unwrap().push("prep".into());
+    }
+    fn recover_slot(&self, m: dlm::Member) {
+        self.0.lock().unwrap().push(format!("slot {m:?}"));
+    }
+    fn recover_done(&self, members: &[dlm::Member], ours: u32, generation: u32) {
+        let m: Vec<(u32, u32)> = members.iter().map(|m| (m.nodeid, m.slot)).collect();
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("done {m:?} ours {ours} gen {generation}"));
+    }
+}
+
+#[test]
+fn recovery_callbacks_fire_at_join_and_in_order_around_each_replay() {
+    let mut d = Daemon::start_with(&["--user", "--grace-period", "10"]);
+    let heard = std::sync::Arc::new(Heard::default());
+    let dlm = d.client_replaying(dlm::DEFAULT_REPLAY_WAIT);
+    let name = LockspaceName::new("rc").unwrap();
+    let ls = dlm
+        .create_lockspace_with(&name, dlm::LockspaceOptions::new().recovery(heard.clone()))
+        .unwrap();
+    assert_eq!(ls.recovery_status(), Ok(()));
+    let held = ls.lock(LockRequest::new(res("r"), LockMode::Ex)).unwrap().granted().unwrap();
+    // Another handle opens it with callbacks too: told at join as well.
+    let other_heard = std::sync::Arc::new(Heard::default());
+    let other = dlm
+        .open_lockspace_with(&name, dlm::LockspaceOptions::new().recovery(other_heard.clone()))
+        .unwrap();
+    for round in 0..3u32 {
+        d.crash_and_restart(&["--user", "--grace-period", "10"]);
+        ls.dispatch().unwrap();
+        other.dispatch().unwrap();
+        assert!(!grantable(&other, "r", LockMode::Pr), "round {round}: still held");
+    }
+    let want = [
+        "done [(1, 1)] ours 1 gen 1",
+        "prep",
+        "done [(1, 1)] ours 1 gen 2",
+        "prep",
+        "done [(1, 1)] ours 1 gen 3",
+        "prep",
+        "done [(1, 1)] ours 1 gen 4",
+    ];
+    assert_eq!(*heard.0.lock().unwrap(), want);
+    assert_eq!(*other_heard.0.lock().unwrap(), want);
+    held.unlock().unwrap();
+}

@@ -131,8 +131,8 @@ pub mod query;
 
 pub use client::{
     kernel_control_device, kernel_device_node, Backend, BlockingFn, CompletionFn, Dlm, DlmBuilder,
-    HeldLock, Lock, LockId, LockRequest, Lockspace, LostFn, LostReason, Outcome, ReplayReport,
-    Sink, DEFAULT_REPLAY_WAIT,
+    HeldLock, Lock, LockId, LockRequest, Lockspace, LockspaceOptions, LostFn, LostReason, Member,
+    Outcome, Recovery, ReplayReport, Sink, DEFAULT_REPLAY_WAIT,
 };
 #[cfg(feature = "async")]
 pub use client::{ConvertFuture, LockFuture, UnlockFuture};

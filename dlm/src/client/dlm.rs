@@ -1,6 +1,7 @@
 //! [`Dlm`]: the control device, and the one place the backend is chosen.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dlm_proto::error::{Errno, Error, Result};
@@ -11,6 +12,7 @@ use dlm_proto::wire;
 
 use super::kernel;
 use super::lockspace::Lockspace;
+use super::recovery::{Recovery, SharedRecovery};
 use super::replay::Reconnect;
 use super::transport::{KernelDev, Socket, Transport};
 use super::{kernel_control_device, Backend};
@@ -22,6 +24,50 @@ pub struct DlmBuilder {
     socket: Option<PathBuf>,
     autostart: Option<bool>,
     replay_wait: Option<Duration>,
+}
+
+/// How a lockspace is created or opened: see
+/// [`Dlm::create_lockspace_with`] and [`Dlm::open_lockspace_with`].
+#[derive(Clone, Default)]
+pub struct LockspaceOptions {
+    flags: LockspaceFlags,
+    mode: u32,
+    recovery: Option<SharedRecovery>,
+}
+
+impl std::fmt::Debug for LockspaceOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LockspaceOptions")
+            .field("flags", &self.flags)
+            .field("mode", &format_args!("{:o}", self.mode))
+            .field("recovery", &self.recovery.is_some())
+            .finish()
+    }
+}
+
+impl LockspaceOptions {
+    /// No flags, the default mode (0600), no recovery callbacks.
+    pub fn new() -> LockspaceOptions {
+        LockspaceOptions::default()
+    }
+
+    /// Lockspace flags (creation only).
+    pub fn flags(mut self, flags: LockspaceFlags) -> Self {
+        self.flags = flags;
+        self
+    }
+
+    /// The access mode (creation only; 0 is the default, 0600).
+    pub fn mode(mut self, mode: u32) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Recovery callbacks for the lockspace (see [`Recovery`]).
+    pub fn recovery(mut self, r: Arc<dyn Recovery>) -> Self {
+        self.recovery = Some(r);
+        self
+    }
 }
 
 /// How long a lockspace whose daemon died waits for one to answer again,
@@ -255,15 +301,57 @@ impl Dlm {
         flags: LockspaceFlags,
         mode: u32,
     ) -> Result<Lockspace> {
-        let flags = flags - LockspaceFlags::TIMEWARN;
+        self.create_lockspace_with(name, LockspaceOptions::new().flags(flags).mode(mode))
+    }
+
+    /// [`create_lockspace`](Self::create_lockspace) with options: flags,
+    /// mode and recovery callbacks (the kernel's `dlm_new_lockspace` with
+    /// `ops`; see [`Recovery`] for when they run).
+    ///
+    /// ```
+    /// # let _daemon = dlm_testkit::PrivateDaemon::start();
+    /// use std::sync::{Arc, Mutex};
+    /// use dlm::{Dlm, LockspaceName, LockspaceOptions, Member, Recovery};
+    ///
+    /// #[derive(Default)]
+    /// struct Journal(Mutex<Vec<(Vec<Member>, u32, u32)>>);
+    /// impl Recovery for Journal {
+    ///     fn recover_done(&self, members: &[Member], our_slot: u32, generation: u32) {
+    ///         self.0.lock().unwrap().push((members.to_vec(), our_slot, generation));
+    ///     }
+    /// }
+    ///
+    /// let j = Arc::new(Journal::default());
+    /// let dlm = Dlm::open()?;
+    /// let ls = dlm.create_lockspace_with(
+    ///     &LockspaceName::new("fs0")?,
+    ///     LockspaceOptions::new().recovery(j.clone()),
+    /// )?;
+    /// // At join: this host alone, in slot 1, generation 1.
+    /// let one = Member { nodeid: 1, slot: 1 };
+    /// assert_eq!(*j.0.lock().unwrap(), [(vec![one], 1, 1)]);
+    /// assert!(ls.recovery_status().is_ok());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn create_lockspace_with(
+        &self,
+        name: &LockspaceName,
+        options: LockspaceOptions,
+    ) -> Result<Lockspace> {
+        let flags = options.flags - LockspaceFlags::TIMEWARN;
         let req = records::encode_create(name.as_bytes(), flags.bits(), records::VERSION)?;
         let minor = self
             .control_write(req.as_bytes())
             .map_err(|e| lockspace_error("create", name, e.into()))?;
-        let mode = if mode == 0 { 0o600 } else { mode };
+        let mode = if options.mode == 0 {
+            0o600
+        } else {
+            options.mode
+        };
         let ls = self.open_with_mode(name, Some(mode))?;
         ls.chmod(mode)?;
         debug_assert!(minor >= 0);
+        ls.joined(options.recovery);
         Ok(ls)
     }
 
@@ -285,6 +373,18 @@ impl Dlm {
     /// ```
     pub fn open_lockspace(&self, name: &LockspaceName) -> Result<Lockspace> {
         self.open_with_mode(name, None)
+    }
+
+    /// [`open_lockspace`](Self::open_lockspace) with options: of these,
+    /// only the recovery callbacks count (see [`Recovery`]).
+    pub fn open_lockspace_with(
+        &self,
+        name: &LockspaceName,
+        options: LockspaceOptions,
+    ) -> Result<Lockspace> {
+        let ls = self.open_with_mode(name, None)?;
+        ls.joined(options.recovery);
+        Ok(ls)
     }
 
     /// Open lockspace `name`; `mode`: the access mode this handle created

@@ -101,6 +101,10 @@ pub(crate) struct Inner {
     pub(crate) replay_gave_up: AtomicBool,
     /// What the last replay did.
     pub(crate) last_replay: Mutex<Option<super::replay::ReplayReport>>,
+    /// The recovery callbacks, if the lockspace was opened with them.
+    pub(crate) recovery_ops: std::sync::OnceLock<super::recovery::SharedRecovery>,
+    /// `recover_prep` was called for the failure being replayed.
+    pub(crate) prep_told: AtomicBool,
 }
 
 impl Inner {
@@ -201,6 +205,8 @@ impl Lockspace {
                 generation: AtomicU32::new(1),
                 replay_gave_up: AtomicBool::new(false),
                 last_replay: Mutex::new(None),
+                recovery_ops: std::sync::OnceLock::new(),
+                prep_told: AtomicBool::new(false),
                 backend,
                 transport,
                 fd,
@@ -232,6 +238,31 @@ impl Lockspace {
     /// restarted fallback daemon (see the crate docs on lock replay).
     pub fn generation(&self) -> u32 {
         self.inner.generation.load(Ordering::SeqCst)
+    }
+
+    /// Whether this lockspace's backend delivers every recovery callback
+    /// (see [`Recovery`](super::recovery::Recovery)): `Ok` on the
+    /// fallback; `EOPNOTSUPP` on the kernel, where only the `recover_done`
+    /// at join comes (the kernel's `ops_result`).
+    pub fn recovery_status(&self) -> std::result::Result<(), Errno> {
+        super::recovery::status_for(self.inner.backend == Backend::Kernel)
+    }
+
+    /// Joined: keep the recovery callbacks, and call `recover_done` with
+    /// the members as they are now (see [`Recovery`](super::recovery::Recovery)).
+    pub(crate) fn joined(&self, ops: Option<super::recovery::SharedRecovery>) {
+        let Some(ops) = ops else {
+            return;
+        };
+        let _ = self.inner.recovery_ops.set(ops.clone());
+        let (members, ours) = match self.inner.backend {
+            Backend::Kernel => super::recovery::kernel_members(&self.inner.name),
+            Backend::Fallback => (
+                vec![super::recovery::FALLBACK_MEMBER],
+                super::recovery::FALLBACK_MEMBER.slot,
+            ),
+        };
+        ops.recover_done(&members, ours, self.generation());
     }
 
     /// The backend this lockspace lives on.

@@ -23,7 +23,9 @@ mod kernel;
 mod lock;
 mod lockspace;
 mod raw;
+mod recovery;
 mod replay;
+pub use recovery::{Member, Recovery};
 pub use replay::ReplayReport;
 mod request;
 mod sink;
@@ -35,7 +37,7 @@ use std::path::PathBuf;
 
 use dlm_proto::error::{Error, Result};
 
-pub use self::dlm::{Dlm, DlmBuilder, DEFAULT_REPLAY_WAIT};
+pub use self::dlm::{Dlm, DlmBuilder, LockspaceOptions, DEFAULT_REPLAY_WAIT};
 pub use lock::Lock;
 pub use lockspace::Lockspace;
 pub use raw::RawDevice;

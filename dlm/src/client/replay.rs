@@ -206,7 +206,21 @@ impl Lockspace {
         let Transport::Socket(sock) = &self.inner.transport else {
             return false;
         };
-        let _one = self
+        if !sock.closed() {
+            // Another thread did it already.
+            return true;
+        }
+        // Told once a failure, by whichever thread meets it first, with no
+        // lock held: the callback may use the lockspace (its operations
+        // then replay, here).
+        if !self.inner.replay_gave_up.load(Ordering::SeqCst)
+            && !self.inner.prep_told.swap(true, Ordering::SeqCst)
+        {
+            if let Some(r) = self.inner.recovery_ops.get() {
+                r.recover_prep();
+            }
+        }
+        let one = self
             .inner
             .recovery
             .lock()
@@ -260,6 +274,15 @@ impl Lockspace {
                     self.inner.generation.load(Ordering::SeqCst)
                 );
                 self.inner.wake_waiters();
+                self.inner.prep_told.store(false, Ordering::SeqCst);
+                drop(one);
+                if let Some(r) = self.inner.recovery_ops.get() {
+                    r.recover_done(
+                        &[super::recovery::FALLBACK_MEMBER],
+                        super::recovery::FALLBACK_MEMBER.slot,
+                        rep.generation,
+                    );
+                }
                 true
             }
             Err(e) => {
