@@ -10,16 +10,16 @@
 use std::os::raw::{c_char, c_int, c_uint, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use dlm::{Completion, LockId, ResourceName, ValueBlock};
 use dlm::{LockFlags, LockMode, LockRequest, Lockspace, LockspaceFlags, LockspaceName};
-use dlm::{ResourceName, ValueBlock};
 
 use crate::ffi::{self, Addr};
 use crate::registry::{self, Handle};
 use crate::seam::Dispatchable;
-use crate::sink::{self, Sink, SinkRef};
+use crate::sink::{self, LockSink, Sink, SinkRef};
 use crate::{AstFn, DlmLksb, Flavor, DLM_LOCKSPACE_LEN, DLM_RESNAME_MAXLEN, EINPROG, EUNLOCK};
 use crate::{DLM_LVB_LEN, LKF_WAIT};
 
@@ -334,7 +334,15 @@ unsafe fn lock_on(flavor: Flavor, h: &Arc<Handle>, a: &LockArgs, wait: bool) -> 
     // libdlm reads it, and not used.
     // SAFETY: as above.
     let _xid = unsafe { ffi::get(a.xid) };
-    let waiter = wait.then(|| Arc::new(AtomicBool::new(false)));
+    // A waiting call that may read on this thread waits in the `dlm`
+    // crate's own waiting call (see `reads_inline`), unless it needs what
+    // only this crate's waiter does: a userspace timeout, or the
+    // synchronous adoption of an orphan.
+    let fast = wait
+        && !(timed && timeout_cs > 0)
+        && !lflags.contains(LockFlags::ORPHAN)
+        && reads_inline(flavor, h);
+    let waiter = (wait && !fast).then(|| Arc::new(AtomicBool::new(false)));
     let (ast, astarg) = if wait {
         (None, Addr(0))
     } else {
@@ -360,6 +368,12 @@ unsafe fn lock_on(flavor: Flavor, h: &Arc<Handle>, a: &LockArgs, wait: bool) -> 
         } else {
             None
         };
+        if fast {
+            let c = ls
+                .convert_wait(id, mode, lflags - LockFlags::CONVERT, lvb.as_ref())
+                .map_err(errno)?;
+            return waited(flavor, h, &sink, id, &c);
+        }
         if let Err(e) = ls.convert(id, mode, lflags - LockFlags::CONVERT, lvb.as_ref()) {
             sink::lock(&sink).waiter = None;
             return Err(errno(e));
@@ -379,13 +393,13 @@ unsafe fn lock_on(flavor: Flavor, h: &Arc<Handle>, a: &LockArgs, wait: bool) -> 
         s.bast = a.bastaddr;
         s.bastarg = Addr::of(a.astarg);
         s.waiter.clone_from(&waiter);
-        let sink: SinkRef = Arc::new(Mutex::new(s));
-        let req = LockRequest::new(res, mode)
-            .flags(lflags)
-            .on_blocking(sink::on_blocking(sink.clone(), h.shared.clone()));
-        let id = ls
-            .request(req, sink::on_complete(sink.clone(), h.shared.clone()))
-            .map_err(errno)?;
+        let sink = LockSink::new(s, &h.shared);
+        let req = LockRequest::new(res, mode).flags(lflags);
+        if fast {
+            let (id, c) = ls.request_wait(req, sink.clone()).map_err(errno)?;
+            return waited(flavor, h, &sink, id, &c);
+        }
+        let id = ls.request_with_sink(req, sink.clone()).map_err(errno)?;
         // SAFETY: as above.
         unsafe { ffi::set_lkid(lksb, id.lkid()) };
         // In the table before the id is in the sink: a completion on the
@@ -418,6 +432,22 @@ unsafe fn lock_on(flavor: Flavor, h: &Arc<Handle>, a: &LockArgs, wait: bool) -> 
             wait_result(flavor, unsafe { ffi::status(lksb) })
         }
     }
+}
+
+/// Whether a waiting call on `h` reads its completion on this thread:
+/// always in the lite library; in the threaded one when no AST thread
+/// runs (libdlm would wait forever), or on the AST thread itself.
+fn reads_inline(flavor: Flavor, h: &Handle) -> bool {
+    flavor == Flavor::Lite || !h.seam.has_thread() || h.seam.on_thread()
+}
+
+/// A waiting call's completion, got back from the `dlm` crate's own
+/// waiting call on this thread: into the sink and the lksb; then the ASTs
+/// of other locks that the call took in, as a dispatch would run them.
+fn waited(flavor: Flavor, h: &Handle, sink: &SinkRef, id: LockId, c: &Completion) -> R<c_int> {
+    let st = sink::waited(sink, &h.shared, id, c);
+    h.shared.run_due();
+    wait_result(flavor, st)
 }
 
 /// What a waiting call returns for status `st`: lite, -1 with errno =
@@ -570,7 +600,8 @@ unsafe fn unlock_on(
     unsafe { ffi::set_status(lksb, EINPROG) };
     let ls = h.lockspace_or(libc::ENOTCONN)?;
     let sink = h.shared.find(lkid).ok_or(libc::ENOENT)?;
-    let waiter = wait.then(|| Arc::new(AtomicBool::new(false)));
+    let fast = wait && !lflags.contains(LockFlags::CANCEL) && reads_inline(flavor, h);
+    let waiter = (wait && !fast).then(|| Arc::new(AtomicBool::new(false)));
     let id = {
         let mut s = sink::lock(&sink);
         s.lksb = lksb;
@@ -587,6 +618,12 @@ unsafe fn unlock_on(
         // the lksb's, or zeros (libdlm sends uninitialised stack bytes).
         // SAFETY: as above.
         let v = unsafe { ffi::lvb(lksb) }.unwrap_or([0; DLM_LVB_LEN]);
+        if fast {
+            let c = ls
+                .unlock_wait(id, lflags, Some(&ValueBlock::new(v)))
+                .map_err(errno)?;
+            return waited(flavor, h, &sink, id, &c);
+        }
         ls.unlock(id, lflags, Some(&ValueBlock::new(v)))
     };
     if let Err(e) = sent {

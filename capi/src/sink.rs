@@ -3,9 +3,10 @@
 //! the completion and blocking closures given to the `dlm` crate.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::os::raw::c_int;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 
 use dlm::{Completion, LockId, Status};
 
@@ -35,10 +36,35 @@ pub(crate) struct Sink {
     pub(crate) completions: u64,
 }
 
-pub(crate) type SinkRef = Arc<Mutex<Sink>>;
+/// A lock's sink as the `dlm` crate delivers to it (one allocation per
+/// lock): the sink and the handle's shared state (weak: the handle's
+/// table holds its live locks' sinks).
+#[derive(Debug)]
+pub(crate) struct LockSink {
+    s: Mutex<Sink>,
+    shared: Weak<Shared>,
+    /// Itself, for the handle's table.
+    me: Weak<LockSink>,
+}
+
+pub(crate) type SinkRef = Arc<LockSink>;
+
+impl LockSink {
+    pub(crate) fn new(s: Sink, shared: &Arc<Shared>) -> SinkRef {
+        Arc::new_cyclic(|me| LockSink {
+            s: Mutex::new(s),
+            shared: Arc::downgrade(shared),
+            me: me.clone(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Sink> {
+        self.s.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
 
 pub(crate) fn lock(s: &SinkRef) -> MutexGuard<'_, Sink> {
-    s.lock().unwrap_or_else(|p| p.into_inner())
+    s.lock()
 }
 
 impl Sink {
@@ -59,17 +85,40 @@ impl Sink {
     }
 }
 
+/// The lock table's hash of a lock id: the kernel's ids are a counter
+/// and an index, not chosen by whoever calls, so one multiply spreads
+/// them well enough (SipHash, the default, costs more than the rest of a
+/// lookup).
+#[derive(Debug, Default)]
+pub(crate) struct LkidHasher(u64);
+
+impl Hasher for LkidHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.0 = (self.0 ^ u64::from(n)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
 /// What a handle's locks share with their closures: the lock table and
 /// the waiters' wake-up.
 #[derive(Debug, Default)]
 pub(crate) struct Shared {
     /// The handle's live locks by lock id.
-    locks: Mutex<HashMap<u32, SinkRef>>,
+    locks: Mutex<HashMap<u32, SinkRef, BuildHasherDefault<LkidHasher>>>,
     /// The thread whose waiting call reads the lockspace for everybody.
     pub(crate) reader: Mutex<Option<u64>>,
     pub(crate) cv: Condvar,
     /// ASTs taken in and not yet run.
     due: Mutex<VecDeque<Due>>,
+    /// How many: read without the lock, so that running none is cheap.
+    due_n: AtomicUsize,
 }
 
 impl Shared {
@@ -90,9 +139,9 @@ impl Shared {
         }
     }
 
-    fn forget(&self, lkid: u32, sink: &SinkRef) {
+    pub(crate) fn forget(&self, lkid: u32, sink: &LockSink) {
         let mut t = self.locks.lock().unwrap_or_else(|p| p.into_inner());
-        if t.get(&lkid).is_some_and(|s| Arc::ptr_eq(s, sink)) {
+        if t.get(&lkid).is_some_and(|s| std::ptr::eq(&**s, sink)) {
             t.remove(&lkid);
         }
     }
@@ -126,10 +175,9 @@ enum Due {
 
 impl Shared {
     fn push(&self, d: Due) {
-        self.due
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push_back(d);
+        let mut q = self.due.lock().unwrap_or_else(|p| p.into_inner());
+        q.push_back(d);
+        self.due_n.store(q.len(), Ordering::SeqCst);
     }
 
     /// Run the ASTs that are due, in the order they came: fill the lksb
@@ -140,7 +188,17 @@ impl Shared {
     /// only once that callback is back).
     pub(crate) fn run_due(&self) {
         loop {
-            let batch = std::mem::take(&mut *self.due.lock().unwrap_or_else(|p| p.into_inner()));
+            // Pushed on this thread, or by another whose push this
+            // thread's run was told of (the lockspace's state lock orders
+            // a record's take-in before the run that follows it).
+            if self.due_n.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            let batch = {
+                let mut q = self.due.lock().unwrap_or_else(|p| p.into_inner());
+                self.due_n.store(0, Ordering::SeqCst);
+                std::mem::take(&mut *q)
+            };
             if batch.is_empty() {
                 return;
             }
@@ -178,32 +236,41 @@ impl Shared {
     }
 }
 
-/// The completion closure of a lock: the lock's bookkeeping at once, and
-/// its AST (or waiter) due.
-pub(crate) fn on_complete(
-    sink: SinkRef,
-    shared: Arc<Shared>,
-) -> impl FnMut(LockId, &Completion) + Send + 'static {
-    move |id, c| {
+/// A completion's bookkeeping in the lock's sink: its status as C sees
+/// it, whether the lock ended with it, and whether it is the lock's first
+/// (the id was not in the sink yet).
+fn note(s: &mut Sink, id: LockId, c: &Completion) -> (Status, bool, bool) {
+    let mut status = c.status;
+    if status == Status::Cancelled && s.timed_out {
+        status = Status::TimedOut;
+    }
+    s.timed_out = false;
+    s.completions += 1;
+    let ends = match status {
+        Status::Unlocked | Status::Lost => true,
+        Status::Granted => false,
+        _ => !s.granted_once,
+    };
+    if status == Status::Granted {
+        s.granted_once = true;
+    }
+    s.ended |= ends;
+    let first = s.id.is_none();
+    s.id = Some(id);
+    (status, ends, first)
+}
+
+impl dlm::Sink for LockSink {
+    /// A completion: the lock's bookkeeping at once, and its AST (or
+    /// waiter) due.
+    fn completion(&self, id: LockId, c: &Completion) {
+        // Once its handle is gone, nothing runs a lock's ASTs.
+        let Some(shared) = self.shared.upgrade() else {
+            return;
+        };
         let (due, ended, first) = {
-            let mut s = lock(&sink);
-            let mut status = c.status;
-            if status == Status::Cancelled && s.timed_out {
-                status = Status::TimedOut;
-            }
-            s.timed_out = false;
-            s.completions += 1;
-            let ends = match status {
-                Status::Unlocked | Status::Lost => true,
-                Status::Granted => false,
-                _ => !s.granted_once,
-            };
-            if status == Status::Granted {
-                s.granted_once = true;
-            }
-            s.ended |= ends;
-            let first = s.id.is_none();
-            s.id = Some(id);
+            let mut s = self.lock();
+            let (status, ends, first) = note(&mut s, id, c);
             let due = Due::Completion {
                 lksb: s.lksb,
                 status: status.to_user(),
@@ -217,28 +284,64 @@ pub(crate) fn on_complete(
             (due, ends, first)
         };
         if ended {
-            shared.forget(id.lkid(), &sink);
+            shared.forget(id.lkid(), self);
         } else if first {
             // The completion came before the request's write returned (on
             // the AST thread): the AST may already operate on the lock.
-            shared.insert(id.lkid(), &sink);
+            if let Some(me) = self.me.upgrade() {
+                shared.insert(id.lkid(), &me);
+            }
         }
         shared.push(due);
     }
-}
 
-/// The blocking closure: the lock's blocking AST routine with its
-/// argument, due. libdlm also copies the kernel's status block into the
-/// lksb here; this library leaves the lksb alone (see libdlm.h).
-pub(crate) fn on_blocking(
-    sink: SinkRef,
-    shared: Arc<Shared>,
-) -> impl FnMut(LockId, dlm::LockMode) + Send + 'static {
-    move |_, _| {
+    /// A blocking callback: the lock's blocking AST routine with its
+    /// argument, due. libdlm also copies the kernel's status block into
+    /// the lksb here; this library leaves the lksb alone (see libdlm.h).
+    fn blocking(&self, _: LockId, _: dlm::LockMode) {
+        let Some(shared) = self.shared.upgrade() else {
+            return;
+        };
         let (bast, arg) = {
-            let s = lock(&sink);
+            let s = self.lock();
             (s.bast, s.bastarg)
         };
         shared.push(Due::Blocking { bast, arg });
     }
+
+    /// libdlm has no such callback: the lock's later operations fail with
+    /// the kernel's error.
+    fn lost(&self, id: LockId, reason: dlm::LostReason) {
+        log::warn!("libdlm: lock {:#x} was lost ({reason:?})", id.lkid());
+    }
+
+    /// Always: a conversion may give the lock a blocking AST routine.
+    fn wants_blocking(&self) -> bool {
+        true
+    }
+}
+
+/// The completion a waiting call waited for and got back from the `dlm`
+/// crate itself (`Lockspace::request_wait` and the like), on the calling
+/// thread: the bookkeeping a completion does in the sink, the lock kept in
+/// (or dropped from) the handle's table, and the lksb filled. Its status.
+pub(crate) fn waited(sink: &SinkRef, shared: &Shared, id: LockId, c: &Completion) -> c_int {
+    let (lksb, status, ended, first) = {
+        let mut s = sink.lock();
+        let (status, ends, first) = note(&mut s, id, c);
+        (s.lksb, status.to_user(), ends, first)
+    };
+    if ended {
+        shared.forget(id.lkid(), sink);
+    } else if first {
+        shared.insert(id.lkid(), sink);
+    }
+    let value = c.value_block.as_ref().map(|v| *v.as_bytes());
+    // SAFETY: the caller gave this lksb for this operation and keeps it
+    // valid until the operation is over (libdlm.h); it is over now.
+    #[allow(unsafe_code)]
+    unsafe {
+        ffi::complete(lksb, status, id.lkid(), c.flags.bits(), value.as_ref())
+    };
+    status
 }

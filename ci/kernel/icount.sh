@@ -8,6 +8,14 @@
 #   ci/kernel/icount.sh [--kernel 6.1|6.12] 100,000 pairs a row (kernel
 #                                           series: DLM_KERNEL's, default 6.1)
 #   DLM_ICOUNT_PAIRS=N ci/kernel/icount.sh
+#   DLM_ICOUNT_FLOOD=N ci/kernel/icount.sh   requests a flood row (default 10,000)
+#   DLM_ICOUNT_ROWS="ours-lt libdlm_lt" ci/kernel/icount.sh   only these rows
+#
+# The C ABI's rows run the same C binaries (bench-libdlm.c, bench-flood.c,
+# built against Debian's libdlm-dev) on Debian's libraries and on dlm-rs's
+# (LD_LIBRARY_PATH=/opt/dlm-rs/lib, which bench.sh puts into the
+# initramfs); a flood row's count is per request (lock, its AST, the
+# unlock from the AST, its AST).
 #
 # Needs ci/out/linux-<series>/initramfs-bench.cpio, which ci/kernel/bench.sh builds (and
 # bench.sh runs this script after its timed table). Each row boots twice,
@@ -42,8 +50,11 @@ pairs_run() { echo $(($1 + $1 / 100 + 1)); }
 # count LABEL CMD...: boots with the command's ITERATIONS placeholder
 # (@N@) set to the base and to base+pairs; prints "LABEL user kernel".
 count() {
-    local label=$1 n u k u1 k1
+    local label=$1 n u k u1 k1 pairs=${ROW_PAIRS:-$pairs}
     shift
+    if [ -n "${DLM_ICOUNT_ROWS:-}" ] && [[ " $DLM_ICOUNT_ROWS " != *" $label "* ]]; then
+        return 0
+    fi
     local -a got=()
     for n in "$base" $((base + pairs)); do
         local cmd=${*//@N@/$n}
@@ -74,8 +85,17 @@ count rust-api 'dlm-guest-bench api @N@' >>"$results" || fail=1
 count libdlm_lt 'bench-libdlm-lt libdlm_lt bench-lt @N@' >>"$results" || fail=1
 count libdlm 'bench-libdlm libdlm bench-thr @N@' >>"$results" || fail=1
 count rust-api-fallback "$dlmd_cmd" >>"$results" || fail=1
+ours=LD_LIBRARY_PATH=/opt/dlm-rs/lib
+count ours-lt "$ours bench-libdlm-lt ours-lt bench-olt @N@" >>"$results" || fail=1
+count ours-thr "$ours bench-libdlm ours-thr bench-othr @N@" >>"$results" || fail=1
+flood=${DLM_ICOUNT_FLOOD:-10000}
+case "$flood" in '' | *[!0-9]*) die "DLM_ICOUNT_FLOOD must be a number" 2 ;; esac
+ROW_PAIRS=$flood count flood-lt 'bench-flood-lt flood-lt flood-lt @N@' >>"$results" || fail=1
+ROW_PAIRS=$flood count flood-thr 'bench-flood flood-thr flood-thr @N@' >>"$results" || fail=1
+ROW_PAIRS=$flood count flood-ours-lt "$ours bench-flood-lt flood-ours-lt flood-olt @N@" >>"$results" || fail=1
+ROW_PAIRS=$flood count flood-ours-thr "$ours bench-flood flood-ours-thr flood-othr @N@" >>"$results" || fail=1
 
-awk -v pairs="$pairs" '
+awk -v pairs="$pairs" -v flood="$flood" '
 { user[$1] = $2; kern[$1] = $3; tot[$1] = $2 + $3 }
 function row(key, what) {
     if (!(key in tot)) { printf "| %-58s | %9s | %9s | %9s | %6s |\n", what, "-", "-", "(failed)", "-"; return }
@@ -98,6 +118,28 @@ END {
         printf "  Rust API against threaded libdlm:      %.3fx (target 4x)\n", tot["libdlm"] / tot["rust-api"]
     if (("raw" in tot) && ("libdlm" in tot))
         printf "  the raw floor against threaded libdlm: %.3fx (the most any library can reach)\n", tot["libdlm"] / tot["raw"]
+    printf "\nThe C ABI, the same C binaries: guest instructions per pair (flood: per request, %d a row)\n\n", flood
+    printf "| %-44s | %9s | %9s | %9s | %9s | %9s | %9s | %11s |\n", "row", "Deb. user", "Deb. kern", "Deb. tot", "ours user", "ours kern", "ours tot", "speed o/D"
+    printf "|%s|%s|%s|%s|%s|%s|%s|%s|\n", "----------------------------------------------", "-----------", "-----------", "-----------", "-----------", "-----------", "-----------", "-------------"
+    crow("libdlm_lt", "ours-lt", "lite: dlm_ls_lock_wait + dlm_ls_unlock_wait")
+    crow("libdlm", "ours-thr", "threaded: the same")
+    crow("flood-lt", "flood-ours-lt", "lite flood, unlock from the AST")
+    crow("flood-thr", "flood-ours-thr", "threaded flood, the AST thread")
+    printf "\nTargets of the C ABI by instruction count (issue 11 §4; printed, not asserted):\n"
+    if (("ours-lt" in tot) && ("libdlm_lt" in tot))
+        printf "  lite _wait: user %d against Debian'"'"'s %d (target: at most Debian'"'"'s)  %s; total %.3fx  %s\n", user["ours-lt"], user["libdlm_lt"], (user["ours-lt"] <= user["libdlm_lt"]) ? "met" : "NOT met", tot["libdlm_lt"] / tot["ours-lt"], (tot["ours-lt"] <= tot["libdlm_lt"]) ? "met" : "NOT met"
+    if (("ours-thr" in tot) && ("libdlm" in tot))
+        printf "  threaded _wait: %.3fx Debian'"'"'s (target 3x)  %s\n", tot["libdlm"] / tot["ours-thr"], (3 * tot["ours-thr"] <= tot["libdlm"]) ? "met" : "NOT met"
+    if (("flood-ours-lt" in tot) && ("flood-lt" in tot))
+        printf "  lite flood: %.3fx Debian'"'"'s (target 1x)  %s\n", tot["flood-lt"] / tot["flood-ours-lt"], (tot["flood-ours-lt"] <= tot["flood-lt"]) ? "met" : "NOT met"
+    if (("flood-ours-thr" in tot) && ("flood-thr" in tot))
+        printf "  threaded flood: %.3fx Debian'"'"'s (target 1x)  %s\n", tot["flood-thr"] / tot["flood-ours-thr"], (tot["flood-ours-thr"] <= tot["flood-thr"]) ? "met" : "NOT met"
+}
+function crow(deb, ours, what) {
+    printf "| %-44s | %9s | %9s | %9s | %9s | %9s | %9s | %11s |\n", what,
+        (deb in tot) ? user[deb] : "-", (deb in tot) ? kern[deb] : "-", (deb in tot) ? tot[deb] : "(failed)",
+        (ours in tot) ? user[ours] : "-", (ours in tot) ? kern[ours] : "-", (ours in tot) ? tot[ours] : "(failed)",
+        ((deb in tot) && (ours in tot)) ? sprintf("%.3fx", tot[deb] / tot[ours]) : "-"
 }' "$results"
 echo
 echo "icount.sh: counts in $results"

@@ -563,17 +563,27 @@ fn recovery_callbacks_fire_at_join_and_in_order_around_each_replay() {
         .create_lockspace_with(&name, dlm::LockspaceOptions::new().recovery(heard.clone()))
         .unwrap();
     assert_eq!(ls.recovery_status(), Ok(()));
-    let held = ls.lock(LockRequest::new(res("r"), LockMode::Ex)).unwrap().granted().unwrap();
+    let held = ls
+        .lock(LockRequest::new(res("r"), LockMode::Ex))
+        .unwrap()
+        .granted()
+        .unwrap();
     // Another handle opens it with callbacks too: told at join as well.
     let other_heard = std::sync::Arc::new(Heard::default());
     let other = dlm
-        .open_lockspace_with(&name, dlm::LockspaceOptions::new().recovery(other_heard.clone()))
+        .open_lockspace_with(
+            &name,
+            dlm::LockspaceOptions::new().recovery(other_heard.clone()),
+        )
         .unwrap();
     for round in 0..3u32 {
         d.crash_and_restart(&["--user", "--grace-period", "10"]);
         ls.dispatch().unwrap();
         other.dispatch().unwrap();
-        assert!(!grantable(&other, "r", LockMode::Pr), "round {round}: still held");
+        assert!(
+            !grantable(&other, "r", LockMode::Pr),
+            "round {round}: still held"
+        );
     }
     let want = [
         "done [(1, 1)] ours 1 gen 1",

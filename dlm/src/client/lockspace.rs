@@ -471,7 +471,9 @@ impl Lockspace {
         sink: Option<Arc<dyn Sink>>,
         read: bool,
     ) -> Result<(LockId, Option<Done>)> {
-        let waiting = on_complete.is_none() && sink.is_none();
+        // A waiting call (`read`) collects the completion it waits for,
+        // callbacks or not (the C ABI's waiting calls keep theirs).
+        let waiting = read || (on_complete.is_none() && sink.is_none());
         if req.flags.intersects(LockFlags::CONVERT | LockFlags::CANCEL) {
             return Err(Error::InvalidArgument(
                 "CONVERT and CANCEL are not request flags",

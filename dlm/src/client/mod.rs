@@ -16,6 +16,7 @@
 //! | `lock` | [`Lock`], a granted lock |
 //! | `kernel` | finding the kernel's device nodes; its best-effort queries |
 
+mod cwait;
 mod dispatch;
 mod dlm;
 mod event_loop;

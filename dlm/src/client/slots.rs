@@ -170,6 +170,9 @@ impl State {
     fn own_token_slow(&mut self, token: u64, lkid: u32, status: i32) -> Option<u64> {
         if let Some(s) = self.slot(token) {
             if s.lkid == 0 && (s.ending || status != -dlm_proto::status::EUNLOCK) {
+                // The id is known from now on, to whoever acts on the
+                // record (an AST's unlock, say) before the write returns.
+                s.lkid = lkid;
                 return Some(token);
             }
         }
