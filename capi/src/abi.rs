@@ -16,6 +16,7 @@ use std::time::Duration;
 use dlm::{Completion, LockId, ResourceName, ValueBlock};
 use dlm::{LockFlags, LockMode, LockRequest, Lockspace, LockspaceFlags, LockspaceName};
 
+use crate::direct::{self, Direct};
 use crate::ffi::{self, Addr};
 use crate::registry::{self, Handle};
 use crate::seam::Dispatchable;
@@ -323,6 +324,11 @@ unsafe fn lock_on(flavor: Flavor, h: &Arc<Handle>, a: &LockArgs, wait: bool) -> 
     // EINPROG into the lksb).
     // SAFETY: as above.
     unsafe { ffi::set_status(lksb, EINPROG) };
+    if let Some(d) = h.direct() {
+        // The kernel checks the rest, as it does for libdlm.
+        // SAFETY: the caller's contract, passed on.
+        return unsafe { lock_direct(flavor, h, d, a, lflags, timed, wait) };
+    }
     let ls = h.lockspace_or(libc::ENOTCONN)?;
     if !wait && a.astaddr.is_none() {
         return Err(libc::EINVAL);
@@ -432,6 +438,54 @@ unsafe fn lock_on(flavor: Flavor, h: &Arc<Handle>, a: &LockArgs, wait: bool) -> 
             wait_result(flavor, unsafe { ffi::status(lksb) })
         }
     }
+}
+
+/// A lock request or conversion on a kernel handle: straight to the
+/// device (see [`crate::direct`]).
+///
+/// # Safety
+/// As [`ls_lock`]; `a.lksb` checked non-NULL.
+unsafe fn lock_direct(
+    flavor: Flavor,
+    h: &Arc<Handle>,
+    d: &Direct,
+    a: &LockArgs,
+    lflags: LockFlags,
+    timed: bool,
+    wait: bool,
+) -> R<c_int> {
+    if !wait && a.astaddr.is_none() {
+        return Err(libc::EINVAL);
+    }
+    let mode = LockMode::try_from(a.mode).map_err(|e| e.raw())?;
+    // SAFETY: NULL or valid by the caller's contract.
+    let timeout_cs = unsafe { ffi::get(a.timeout) }.unwrap_or(0);
+    // SAFETY: as above (read as libdlm reads it; see lock_on).
+    let _xid = unsafe { ffi::get(a.xid) };
+    let convert = lflags.contains(LockFlags::CONVERT);
+    let namelen = a.namelen as usize;
+    let name: &[u8] = if convert || namelen == 0 {
+        &[]
+    } else {
+        // SAFETY: non-NULL (checked) with namelen bytes by contract.
+        unsafe { ffi::bytes(a.name, namelen) }
+    };
+    let op = direct::Op {
+        mode: mode as u8,
+        flags: lflags.bits(),
+        lksb: Addr::of(a.lksb),
+        name,
+        ast: a.astaddr.map_or(0, |f| f as usize as u64),
+        astarg: a.astarg as usize as u64,
+        bast: a.bastaddr.map_or(0, |f| f as usize as u64),
+        timeout_cs: if timed { timeout_cs } else { 0 },
+    };
+    d.lock(h, &op, wait)?;
+    if !wait {
+        return Ok(0);
+    }
+    // SAFETY: as above.
+    wait_result(flavor, unsafe { ffi::status(op.lksb) })
 }
 
 /// Whether a waiting call on `h` reads its completion on this thread:
@@ -598,6 +652,14 @@ unsafe fn unlock_on(
     let lflags = LockFlags::from_bits_retain(flags & !LKF_WAIT);
     // SAFETY: non-NULL, valid by the caller's contract.
     unsafe { ffi::set_status(lksb, EINPROG) };
+    if let Some(d) = h.direct() {
+        d.unlock(h, lkid, lflags.bits(), lksb, astarg as usize as u64, wait)?;
+        if !wait {
+            return Ok(0);
+        }
+        // SAFETY: as above.
+        return wait_result(flavor, unsafe { ffi::status(lksb) });
+    }
     let ls = h.lockspace_or(libc::ENOTCONN)?;
     let sink = h.shared.find(lkid).ok_or(libc::ENOENT)?;
     let fast = wait && !lflags.contains(LockFlags::CANCEL) && reads_inline(flavor, h);
@@ -641,7 +703,7 @@ unsafe fn unlock_on(
 }
 
 /// `dlm_ls_deadlock_cancel`.
-pub fn ls_deadlock_cancel(ls: *mut c_void, lkid: u32, _flags: u32) -> c_int {
+pub fn ls_deadlock_cancel(ls: *mut c_void, lkid: u32, flags: u32) -> c_int {
     guard(-1, || {
         if !registry::opened() {
             // libdlm knows no kernel version yet: "too old".
@@ -654,6 +716,10 @@ pub fn ls_deadlock_cancel(ls: *mut c_void, lkid: u32, _flags: u32) -> c_int {
         })?;
         if lkid == 0 {
             return Err(libc::EINVAL);
+        }
+        if let Some(d) = h.direct() {
+            d.deadlock_cancel(lkid, flags)?;
+            return Ok(0);
         }
         let l = h.lockspace_or(libc::ENOTCONN)?;
         let sink = h.shared.find(lkid).ok_or(libc::ENOENT)?;

@@ -180,14 +180,14 @@ pub(crate) unsafe fn get<T: Copy>(p: *const T) -> Option<T> {
     }
 }
 
-/// poll(2) on up to two fds (read interest) for up to `timeout_ms`.
+/// poll(2) on up to three fds (read interest) for up to `timeout_ms`.
 /// Allocates nothing (see [`spawn`]).
 pub(crate) fn poll_in(fds: &[c_int], timeout_ms: c_int) -> Result<(), c_int> {
     let mut p = [libc::pollfd {
         fd: -1,
         events: libc::POLLIN,
         revents: 0,
-    }; 2];
+    }; 3];
     let n = fds.len().min(p.len());
     for (slot, &fd) in p.iter_mut().zip(fds) {
         slot.fd = fd;
@@ -242,6 +242,12 @@ pub(crate) fn spawn<F: FnOnce() + Send + 'static>(body: F) -> Result<RawThread, 
 }
 
 impl RawThread {
+    /// The thread, as [`thread_self`] gives it there.
+    #[allow(clippy::unnecessary_cast)] // pthread_t is c_ulong
+    pub(crate) fn id(&self) -> u64 {
+        self.0 as u64
+    }
+
     /// Whether the calling thread is this one.
     pub(crate) fn is_current(&self) -> bool {
         // SAFETY: pthread_self() and pthread_equal() have no preconditions.

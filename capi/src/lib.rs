@@ -32,6 +32,7 @@
 #![deny(unsafe_code)]
 
 pub mod abi;
+mod direct;
 mod ffi;
 mod registry;
 mod seam;

@@ -2,12 +2,14 @@
 //! handles (a `dlm_lshandle_t` is a key here, never dereferenced), and
 //! the default lockspace.
 
+use std::os::fd::RawFd;
 use std::os::raw::{c_int, c_void};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
-use dlm::{Dlm, Lockspace};
+use dlm::{Backend, Dlm, Lockspace};
 
+use crate::direct::Direct;
 use crate::seam::{Dispatchable, Seam};
 use crate::sink::Shared;
 
@@ -20,6 +22,8 @@ pub(crate) struct Handle {
     ls: Mutex<Option<Lockspace>>,
     pub(crate) shared: Arc<Shared>,
     pub(crate) seam: Seam,
+    /// The kernel path (kernel lockspaces only; see [`crate::direct`]).
+    direct: Option<Direct>,
 }
 
 impl Dispatchable for Handle {
@@ -27,17 +31,46 @@ impl Dispatchable for Handle {
         self.ls.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
     fn dispatch(&self, ls: &Lockspace) -> Result<usize, c_int> {
+        if let Some(d) = &self.direct {
+            return d.dispatch(self.seam.has_thread());
+        }
         let r = self.seam.dispatch(ls);
         self.shared.run_due();
         r
     }
+    fn ast_wait(&self, fd: RawFd, stop: RawFd) -> Result<(), c_int> {
+        match &self.direct {
+            Some(d) => d.ast_wait(stop),
+            None => crate::seam::poll_two(fd, stop),
+        }
+    }
+    fn ast_dispatch(&self, ls: &Lockspace) -> Result<usize, c_int> {
+        match &self.direct {
+            Some(d) => d.ast_run(),
+            None => self.dispatch(ls),
+        }
+    }
+    fn ast_started(&self, tid: u64) {
+        if let Some(d) = &self.direct {
+            d.set_ast_thread(tid);
+        }
+    }
 }
 
 impl Handle {
+    /// The kernel path, on a kernel lockspace.
+    #[inline]
+    pub(crate) fn direct(&self) -> Option<&Direct> {
+        self.direct.as_ref()
+    }
+
     /// Close: stop the AST thread and give the lockspace back (the last
     /// clone, for a release); `None` if closed already.
     fn close(&self) -> Option<Lockspace> {
         self.seam.stop_thread();
+        if let Some(d) = &self.direct {
+            d.set_ast_thread(0);
+        }
         let ls = self.ls.lock().unwrap_or_else(|p| p.into_inner()).take()?;
         if self.pid != std::process::id() {
             // The parent's handle, inherited by fork(): as with a kernel
@@ -64,7 +97,7 @@ static INHERITED: Mutex<Vec<Arc<Dlm>>> = Mutex::new(Vec::new());
 /// Lockspaces of the parent process closed in a child (see [`Handle::close`]).
 static INHERITED_LS: Mutex<Vec<Lockspace>> = Mutex::new(Vec::new());
 static OPENED: AtomicBool = AtomicBool::new(false);
-static HANDLES: Mutex<Vec<(usize, Arc<Handle>)>> = Mutex::new(Vec::new());
+static HANDLES: RwLock<Vec<(usize, Arc<Handle>)>> = RwLock::new(Vec::new());
 static DEFAULT: Mutex<Option<usize>> = Mutex::new(None);
 
 /// The connection to the DLM (the kernel's control device or `dlmd`),
@@ -101,15 +134,20 @@ pub(crate) fn opened() -> bool {
 /// A new handle for `ls`; its key.
 pub(crate) fn add(ls: Lockspace) -> Result<usize, c_int> {
     let seam = Seam::new(&ls)?;
+    let direct = match ls.backend() {
+        Backend::Kernel => Some(Direct::new(seam.fd())?),
+        Backend::Fallback => None,
+    };
     let h = Arc::new(Handle {
         pid: std::process::id(),
         ls: Mutex::new(Some(ls)),
         shared: Arc::new(Shared::default()),
         seam,
+        direct,
     });
     let key = Arc::as_ptr(&h) as usize;
     HANDLES
-        .lock()
+        .write()
         .unwrap_or_else(|p| p.into_inner())
         .push((key, h));
     Ok(key)
@@ -122,7 +160,7 @@ pub(crate) fn get(key: *mut c_void) -> Option<Arc<Handle>> {
         return None;
     }
     HANDLES
-        .lock()
+        .read()
         .unwrap_or_else(|p| p.into_inner())
         .iter()
         .find(|(k, _)| *k == key)
@@ -132,7 +170,7 @@ pub(crate) fn get(key: *mut c_void) -> Option<Arc<Handle>> {
 /// The handle whose fd is `fd`.
 pub(crate) fn by_fd(fd: c_int) -> Option<Arc<Handle>> {
     HANDLES
-        .lock()
+        .read()
         .unwrap_or_else(|p| p.into_inner())
         .iter()
         .find(|(_, h)| h.seam.fd() == fd)
@@ -144,7 +182,7 @@ pub(crate) fn by_fd(fd: c_int) -> Option<Arc<Handle>> {
 pub(crate) fn remove(key: *mut c_void) -> Option<Option<Lockspace>> {
     let k = key as usize;
     let h = {
-        let mut t = HANDLES.lock().unwrap_or_else(|p| p.into_inner());
+        let mut t = HANDLES.write().unwrap_or_else(|p| p.into_inner());
         let i = t.iter().position(|(x, _)| *x == k)?;
         t.swap_remove(i).1
     };

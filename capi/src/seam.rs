@@ -47,6 +47,20 @@ pub(crate) trait Dispatchable: Send + Sync + 'static {
     fn lockspace(&self) -> Option<Lockspace>;
     /// Read and run everything due on `ls` now (never blocks).
     fn dispatch(&self, ls: &Lockspace) -> Result<usize, c_int>;
+    /// The AST thread's wait for work on `fd` (or `stop`).
+    fn ast_wait(&self, fd: RawFd, stop: RawFd) -> Result<(), c_int>;
+    /// The AST thread's work, once its wait is over (never blocks).
+    fn ast_dispatch(&self, ls: &Lockspace) -> Result<usize, c_int>;
+    /// The AST thread `tid` has started.
+    fn ast_started(&self, tid: u64);
+}
+
+/// Wait until `fd` or `stop` is readable (at most a second).
+pub(crate) fn poll_two(fd: RawFd, stop: RawFd) -> Result<(), c_int> {
+    match ffi::poll_in(&[fd, stop], 1000) {
+        Ok(_) | Err(libc::EINTR) => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 impl Seam {
@@ -104,7 +118,11 @@ impl Seam {
         let fd = self.fd;
         let stop_r = Arc::new(stop_r);
         let stop_r2 = stop_r.clone();
-        let thread = ffi::spawn(move || ast_thread(owner, fd, stop_r2, stop2))?;
+        let owner2 = owner.clone();
+        let thread = ffi::spawn(move || ast_thread(owner2, fd, stop_r2, stop2))?;
+        if let Some(o) = owner.upgrade() {
+            o.ast_started(thread.id());
+        }
         *t = Some(AstThread {
             stop,
             stop_w,
@@ -144,29 +162,25 @@ fn ast_thread<D: Dispatchable>(
     stop_r: Arc<OwnedFd>,
     stop: Arc<AtomicBool>,
 ) {
-    let fds = [fd, stop_r.as_raw_fd()];
     loop {
-        if stop.load(Ordering::SeqCst) {
-            return;
-        }
-        match ffi::poll_in(&fds, 1000) {
-            Ok(_) | Err(libc::EINTR) => {}
-            Err(e) => {
-                log::error!("libdlm AST thread: poll failed (errno {e}); it stops");
-                return;
-            }
-        }
         if stop.load(Ordering::SeqCst) {
             return;
         }
         let Some(h) = owner.upgrade() else {
             return;
         };
+        if let Err(e) = h.ast_wait(fd, stop_r.as_raw_fd()) {
+            log::error!("libdlm AST thread: poll failed (errno {e}); it stops");
+            return;
+        }
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
         let Some(ls) = h.lockspace() else {
             return;
         };
         gate_enter();
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h.dispatch(&ls)));
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h.ast_dispatch(&ls)));
         gate_leave();
         match r {
             Ok(Ok(_)) => {}

@@ -1,0 +1,777 @@
+//! The kernel path: on a handle whose lockspace is the kernel's, this
+//! library does with the lockspace device what libdlm does, and nothing
+//! more. A request is one `write()` of `struct dlm_write_request` whose
+//! `castaddr`, `castparam`, `bastaddr`, `bastparam` and `lksb` are the
+//! caller's own; the kernel keeps them with the lock and echoes them in
+//! each callback record, so a record says by itself which status block to
+//! fill and which routine to call. No table of locks, no allocation per
+//! lock.
+//!
+//! # Who reads the device
+//!
+//! One thread at a time reads (the *reader*): a waiting call, a
+//! `dlm_dispatch()`, or the AST thread. A waiting call that finds no
+//! reader becomes it, writes its request, and reads until its own
+//! completion has come, running what else it reads as a dispatch would
+//! (lite; threaded without an AST thread), or handing it to the AST
+//! thread (threaded). Its completion is known by the status block: the
+//! kernel echoes the `lksb` of the operation in progress, and a waiting
+//! call's `lksb` is its own until it returns. Its `castaddr` is
+//! [`wait_mark`], so that later operations of the lock, whose completions
+//! the kernel delivers to the lock's last `castaddr`, run no routine. A
+//! waiting call made while another thread reads registers its status
+//! block before its write; the reader marks it done and wakes it.
+//!
+//! # The AST thread
+//!
+//! A waiting call takes in its own completion, so the AST thread has work
+//! only while an asynchronous operation is in flight or a lock has a
+//! blocking AST routine (`interest`). Only then does it poll the device;
+//! otherwise it sleeps on an eventfd that the first such operation
+//! writes. A thread blocked in `dlm_ls_lock_wait()` thus costs no thread
+//! hand-off per operation, as it does in libdlm.
+#![allow(unsafe_code)]
+
+use std::collections::VecDeque;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::raw::{c_int, c_void};
+use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use dlm_proto::records::{Command, LockWrite, ResultView, RESULT_WITH_LVB_SIZE, VERSION};
+
+use crate::ffi::{self, Addr};
+use crate::registry::Handle;
+use crate::{DLM_LVB_LEN, EUNLOCK};
+
+type R<T> = Result<T, c_int>;
+
+const LKF_CONVERT: u32 = dlm_proto::flags::LockFlags::CONVERT.bits();
+const LKF_CANCEL: u32 = dlm_proto::flags::LockFlags::CANCEL.bits();
+const LKF_ORPHAN: u32 = dlm_proto::flags::LockFlags::ORPHAN.bits();
+const LKF_VALBLK: u32 = dlm_proto::flags::LockFlags::VALBLK.bits();
+/// How deep waiting calls nest on the reading thread (an AST that waits,
+/// from a wait) before the rest register as other threads' do.
+const NEST: usize = 8;
+
+/// The completion routine of a waiting call's operations. The kernel
+/// needs one; nothing calls it (the dispatch knows this address).
+extern "C" fn wait_mark(_: *mut c_void) {
+    log::error!("libdlm: the waiting calls' completion mark was called");
+}
+
+#[inline(always)]
+fn mark() -> u64 {
+    wait_mark as *const () as usize as u64
+}
+
+/// A kernel handle's device and the state of its readers.
+#[derive(Debug)]
+pub(crate) struct Direct {
+    /// The lockspace device: a duplicate of the lockspace's own fd (the
+    /// same open file), closed only when the last user of the handle is
+    /// done with it.
+    fd: OwnedFd,
+    /// The thread reading the device (`pthread_self()`), 0 for none.
+    reader: AtomicU64,
+    /// The reader's own waiting calls, innermost last: their status
+    /// blocks and whether each is done. Only the reader touches them.
+    own: [AtomicUsize; NEST],
+    own_done: [AtomicBool; NEST],
+    depth: AtomicUsize,
+    /// Waiting calls of threads that are not the reader.
+    waits: Mutex<Vec<(usize, bool)>>,
+    nwaits: AtomicUsize,
+    cv: Condvar,
+    /// Asynchronous operations in flight (their completions are the AST
+    /// thread's to run).
+    interest: AtomicIsize,
+    /// Locks with a blocking AST routine.
+    basts: Mutex<Vec<u32>>,
+    nbasts: AtomicUsize,
+    /// Operations under a userspace timeout.
+    timers: Mutex<Vec<Timer>>,
+    ntimers: AtomicUsize,
+    /// ASTs a waiting call read for the AST thread to run.
+    due: Mutex<VecDeque<Rec>>,
+    ndue: AtomicUsize,
+    /// Wakes the AST thread.
+    wake: OwnedFd,
+    /// The AST thread waits for the reader to finish.
+    ast_wants: AtomicBool,
+    /// The AST thread (`pthread_self()`), 0 for none.
+    ast_tid: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Timer {
+    lksb: usize,
+    seq: u64,
+    lkid: u32,
+    fired: bool,
+}
+
+/// A callback record, decoded.
+#[derive(Debug)]
+struct Rec {
+    bast: bool,
+    astaddr: u64,
+    astparam: u64,
+    lksb: usize,
+    status: c_int,
+    lkid: u32,
+    flags: u8,
+    lvb: Option<[u8; DLM_LVB_LEN]>,
+}
+
+impl Rec {
+    /// Fill the status block (completions), then call the routine.
+    fn run(&self) {
+        if !self.bast {
+            // SAFETY: the kernel echoes the lksb the caller gave for this
+            // operation, valid until its AST (libdlm.h).
+            unsafe {
+                ffi::complete(
+                    Addr(self.lksb),
+                    self.status,
+                    self.lkid,
+                    self.flags,
+                    self.lvb.as_ref(),
+                )
+            };
+        }
+        call(self.astaddr, self.astparam);
+    }
+}
+
+/// Call the routine at `addr` with `arg`, unless it is NULL or the mark.
+fn call(addr: u64, arg: u64) {
+    if addr == 0 || addr == mark() {
+        return;
+    }
+    // SAFETY: the kernel echoes the castaddr/bastaddr the caller gave for
+    // this lock, a `void (*)(void *)` (libdlm.h).
+    let f: unsafe extern "C" fn(*mut c_void) = unsafe { std::mem::transmute(addr as usize) };
+    ffi::call_ast(Some(f), Addr(arg as usize));
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn last_errno() -> c_int {
+    std::io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
+}
+
+/// The role a thread has for the device.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// It became the reader.
+    Own,
+    /// It was the reader already (a call nested in an AST it runs).
+    Nested,
+    /// Another thread reads.
+    Other,
+}
+
+/// What a lock call asks of the device, after the checks libdlm makes.
+pub(crate) struct Op<'a> {
+    pub(crate) mode: u8,
+    pub(crate) flags: u32,
+    pub(crate) lksb: Addr,
+    pub(crate) name: &'a [u8],
+    pub(crate) ast: u64,
+    pub(crate) astarg: u64,
+    pub(crate) bast: u64,
+    pub(crate) timeout_cs: u64,
+}
+
+static TIMER_SEQ: AtomicU64 = AtomicU64::new(1);
+
+impl Direct {
+    /// The kernel path over the lockspace device `fd`.
+    pub(crate) fn new(fd: RawFd) -> R<Direct> {
+        // SAFETY: fd is the lockspace's open device (borrowed); the
+        // duplicate is a new fd that only this value owns.
+        let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+        if dup < 0 {
+            return Err(last_errno());
+        }
+        // SAFETY: as above.
+        let dup = unsafe { OwnedFd::from_raw_fd(dup) };
+        // SAFETY: no pointers; a new fd or -1.
+        let efd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if efd < 0 {
+            return Err(last_errno());
+        }
+        // SAFETY: a new fd that only this value owns.
+        let wake = unsafe { OwnedFd::from_raw_fd(efd) };
+        Ok(Direct {
+            fd: dup,
+            reader: AtomicU64::new(0),
+            own: Default::default(),
+            own_done: Default::default(),
+            depth: AtomicUsize::new(0),
+            waits: Mutex::new(Vec::new()),
+            nwaits: AtomicUsize::new(0),
+            cv: Condvar::new(),
+            interest: AtomicIsize::new(0),
+            basts: Mutex::new(Vec::new()),
+            nbasts: AtomicUsize::new(0),
+            timers: Mutex::new(Vec::new()),
+            ntimers: AtomicUsize::new(0),
+            due: Mutex::new(VecDeque::new()),
+            ndue: AtomicUsize::new(0),
+            wake,
+            ast_wants: AtomicBool::new(false),
+            ast_tid: AtomicU64::new(0),
+        })
+    }
+
+    fn write(&self, w: &LockWrite) -> R<i64> {
+        let b = w.as_bytes();
+        // SAFETY: b is readable for its length; fd is open (owned).
+        let n = unsafe { libc::write(self.fd.as_raw_fd(), b.as_ptr().cast(), b.len()) };
+        if n < 0 {
+            return Err(last_errno());
+        }
+        Ok(n as i64)
+    }
+
+    /// One record, if there is one now.
+    fn read_one(&self) -> R<Option<Rec>> {
+        let mut buf = [0u8; RESULT_WITH_LVB_SIZE];
+        // SAFETY: buf is writable for its length; fd is open (owned).
+        let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n < 0 {
+            let e = last_errno();
+            return if e == libc::EAGAIN || e == libc::EINTR {
+                Ok(None)
+            } else {
+                Err(e)
+            };
+        }
+        let v = ResultView::parse(&buf[..n as usize]).map_err(|e| e.raw())?;
+        Ok(Some(Rec {
+            bast: v.bast_mode() != 0,
+            astaddr: v.astaddr(),
+            astparam: v.astparam(),
+            lksb: v.user_lksb() as usize,
+            status: v.status().wrapping_neg(),
+            lkid: v.lkid(),
+            flags: v.sb_flags(),
+            lvb: v.lvb().copied(),
+        }))
+    }
+
+    fn claim(&self, me: u64) -> Role {
+        match self.reader.compare_exchange(0, me, SeqCst, SeqCst) {
+            Ok(_) => Role::Own,
+            Err(x) if x == me => Role::Nested,
+            Err(_) => Role::Other,
+        }
+    }
+
+    fn release(&self) {
+        self.reader.store(0, SeqCst);
+        if self.nwaits.load(SeqCst) > 0 {
+            let _g = lock(&self.waits);
+            self.cv.notify_all();
+        }
+        if self.ast_wants.swap(false, SeqCst) {
+            self.wake_ast();
+        }
+    }
+
+    fn wake_ast(&self) {
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: 8 readable bytes, as an eventfd write wants; the fd is
+        // open (owned).
+        let _ = unsafe { libc::write(self.wake.as_raw_fd(), one.as_ptr().cast(), 8) };
+    }
+
+    /// Whether the calling thread is the AST thread.
+    fn on_ast_thread(&self, me: u64) -> bool {
+        self.ast_tid.load(SeqCst) == me
+    }
+
+    /// Take in one record (on the reading thread). `inline`: run its AST
+    /// here; otherwise hand it to the AST thread.
+    fn take(&self, mut r: Rec, inline: bool) {
+        if !r.bast {
+            if self.ntimers.load(SeqCst) > 0 {
+                self.timer_done(&mut r);
+            }
+            if r.status == EUNLOCK && self.nbasts.load(SeqCst) > 0 {
+                self.forget_bast(r.lkid);
+            }
+            // A waiting call's completion: the reader's own, or another
+            // thread's.
+            let depth = self.depth.load(SeqCst);
+            for i in (0..depth).rev() {
+                if self.own[i].load(SeqCst) == r.lksb && !self.own_done[i].load(SeqCst) {
+                    r.run_fill_only();
+                    self.own_done[i].store(true, SeqCst);
+                    return;
+                }
+            }
+            if self.nwaits.load(SeqCst) > 0 {
+                let mut w = lock(&self.waits);
+                if let Some(e) = w.iter_mut().find(|e| e.0 == r.lksb && !e.1) {
+                    r.run_fill_only();
+                    e.1 = true;
+                    self.cv.notify_all();
+                    return;
+                }
+            }
+            self.interest.fetch_sub(1, SeqCst);
+        }
+        if inline {
+            r.run();
+        } else {
+            lock(&self.due).push_back(r);
+            self.ndue.fetch_add(1, SeqCst);
+            self.wake_ast();
+        }
+    }
+
+    /// Run the ASTs handed to the AST thread.
+    fn run_due(&self) {
+        while self.ndue.load(SeqCst) > 0 {
+            let batch = std::mem::take(&mut *lock(&self.due));
+            self.ndue.fetch_sub(batch.len(), SeqCst);
+            for r in batch {
+                r.run();
+            }
+        }
+    }
+
+    /// Read and take in every record there is now.
+    fn drain(&self, inline: bool) -> R<usize> {
+        let mut n = 0;
+        while let Some(r) = self.read_one()? {
+            self.take(r, inline);
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Whether ASTs read on this thread run here: always without an AST
+    /// thread (lite; threaded before `dlm_ls_pthread_init()`), else on it.
+    fn inline(&self, has_thread: bool, me: u64) -> bool {
+        !has_thread || self.on_ast_thread(me)
+    }
+
+    /// `dlm_dispatch()`: run the ASTs of every record there is now. When
+    /// another thread reads, it runs them.
+    pub(crate) fn dispatch(&self, has_thread: bool) -> R<usize> {
+        let me = ffi::thread_self();
+        let role = self.claim(me);
+        if role == Role::Other {
+            return Ok(0);
+        }
+        let r = self.drain(self.inline(has_thread, me));
+        if role == Role::Own {
+            self.release();
+        }
+        r
+    }
+
+    /// Write `w` as a waiting call's operation on status block `lksb`
+    /// and wait for its completion (in the lksb when this returns).
+    fn write_wait(&self, w: &LockWrite, lksb: Addr, has_thread: bool) -> R<i64> {
+        let me = ffi::thread_self();
+        let role = self.claim(me);
+        let depth = self.depth.load(SeqCst);
+        if role == Role::Other || depth >= NEST {
+            return self.write_wait_other(w, lksb, role, has_thread, me);
+        }
+        self.own[depth].store(lksb.0, SeqCst);
+        self.own_done[depth].store(false, SeqCst);
+        self.depth.store(depth + 1, SeqCst);
+        let inline = self.inline(has_thread, me);
+        let r = self.write(w).and_then(|n| {
+            while !self.own_done[depth].load(SeqCst) {
+                match self.read_one()? {
+                    Some(r) => self.take(r, inline),
+                    None => self.poll(1000)?,
+                }
+            }
+            Ok(n)
+        });
+        self.depth.store(depth, SeqCst);
+        if role == Role::Own {
+            self.release();
+        }
+        r
+    }
+
+    /// A waiting call while another thread reads (or nested too deep).
+    fn write_wait_other(
+        &self,
+        w: &LockWrite,
+        lksb: Addr,
+        role: Role,
+        has_thread: bool,
+        me: u64,
+    ) -> R<i64> {
+        {
+            let mut g = lock(&self.waits);
+            g.push((lksb.0, false));
+            self.nwaits.fetch_add(1, SeqCst);
+        }
+        let r = self
+            .write(w)
+            .and_then(|n| self.wait_registered(lksb, role, has_thread, me).map(|()| n));
+        let mut g = lock(&self.waits);
+        if let Some(i) = g.iter().position(|e| e.0 == lksb.0) {
+            g.swap_remove(i);
+        }
+        self.nwaits.fetch_sub(1, SeqCst);
+        r
+    }
+
+    fn wait_registered(&self, lksb: Addr, role: Role, has_thread: bool, me: u64) -> R<()> {
+        let inline = self.inline(has_thread, me);
+        loop {
+            let mut g = lock(&self.waits);
+            if g.iter().any(|e| e.0 == lksb.0 && e.1) {
+                return Ok(());
+            }
+            // The reader (this thread, nested too deep, or another) or,
+            // with none, this thread.
+            let mine = match role {
+                Role::Nested => Role::Nested,
+                _ => self.claim(me),
+            };
+            if mine == Role::Other {
+                g = self
+                    .cv
+                    .wait_timeout(g, Duration::from_millis(200))
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+                drop(g);
+                continue;
+            }
+            drop(g);
+            let r = match self.drain(inline) {
+                Ok(0) => self.poll(200),
+                Ok(_) => Ok(()),
+                Err(e) => Err(e),
+            };
+            if mine == Role::Own {
+                self.release();
+            }
+            r?;
+        }
+    }
+
+    fn poll(&self, ms: c_int) -> R<()> {
+        match ffi::poll_in(&[self.fd.as_raw_fd()], ms) {
+            Ok(()) | Err(libc::EINTR) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// An asynchronous operation is about to be written: the AST thread
+    /// has work.
+    fn async_begin(&self, has_thread: bool) {
+        if self.interest.fetch_add(1, SeqCst) == 0 && has_thread {
+            self.wake_ast();
+        }
+    }
+
+    fn note_bast(&self, lkid: u32, bast: bool, has_thread: bool) {
+        if !bast && self.nbasts.load(SeqCst) == 0 {
+            return;
+        }
+        let mut b = lock(&self.basts);
+        let at = b.iter().position(|&x| x == lkid);
+        match (bast, at) {
+            (true, None) => b.push(lkid),
+            (false, Some(i)) => {
+                b.swap_remove(i);
+            }
+            _ => {}
+        }
+        let was = self.nbasts.swap(b.len(), SeqCst);
+        if was == 0 && !b.is_empty() && has_thread {
+            self.wake_ast();
+        }
+    }
+
+    fn forget_bast(&self, lkid: u32) {
+        let mut b = lock(&self.basts);
+        if let Some(i) = b.iter().position(|&x| x == lkid) {
+            b.swap_remove(i);
+        }
+        self.nbasts.store(b.len(), SeqCst);
+    }
+
+    fn timer_done(&self, r: &mut Rec) {
+        let mut t = lock(&self.timers);
+        if let Some(i) = t.iter().position(|x| x.lksb == r.lksb) {
+            let x = t.swap_remove(i);
+            self.ntimers.store(t.len(), SeqCst);
+            if x.fired && r.status == crate::ECANCEL {
+                r.status = libc::ETIMEDOUT;
+            }
+        }
+    }
+
+    /// A lock request or conversion (`wait`: a waiting call). Its result
+    /// as the call returns it (lite: -1 with errno = status).
+    pub(crate) fn lock(&self, h: &Arc<Handle>, op: &Op<'_>, wait: bool) -> R<()> {
+        let has_thread = h.seam.has_thread();
+        let convert = op.flags & LKF_CONVERT != 0;
+        let mut w = LockWrite::new(Command::Lock, VERSION);
+        w.set_mode(op.mode);
+        w.set_flags(op.flags);
+        let (cast, castarg) = if wait {
+            (mark(), 0)
+        } else {
+            (op.ast, op.astarg)
+        };
+        w.set_user_args(castarg, cast, op.astarg, op.bast, op.lksb.0 as u64);
+        if convert {
+            // SAFETY: lksb is valid by the caller's contract (checked
+            // non-NULL).
+            w.set_lkid(unsafe { ffi::lkid(op.lksb) });
+            if op.flags & LKF_VALBLK != 0 {
+                // SAFETY: as above; VALBLK with a value block was checked.
+                if let Some(v) = unsafe { ffi::lvb(op.lksb) } {
+                    w.set_lvb(&v);
+                }
+            }
+        } else {
+            w.set_name(op.name).map_err(|e| e.raw())?;
+        }
+        let timer = (op.timeout_cs > 0).then(|| self.timer_arm(op.lksb));
+        let orphan = !convert && op.flags & LKF_ORPHAN != 0;
+        let r = if wait && !orphan {
+            self.write_wait(&w, op.lksb, has_thread)
+        } else {
+            if !orphan {
+                self.async_begin(has_thread);
+            }
+            let r = self.write(&w);
+            if r.is_err() && !orphan {
+                self.interest.fetch_sub(1, SeqCst);
+            }
+            r
+        };
+        let n = match r {
+            Ok(n) => n,
+            Err(e) => {
+                if let Some(seq) = timer {
+                    self.timer_cancel(op.lksb, seq);
+                }
+                return Err(e);
+            }
+        };
+        let lkid = if convert {
+            // SAFETY: as above.
+            unsafe { ffi::lkid(op.lksb) }
+        } else {
+            n as u32
+        };
+        if !wait || orphan {
+            // SAFETY: as above.
+            unsafe { ffi::set_lkid(op.lksb, lkid) };
+        }
+        if orphan && wait {
+            // Adoption is decided in the write: no AST follows.
+            // SAFETY: as above.
+            unsafe { ffi::set_status(op.lksb, 0) };
+        }
+        if op.bast != 0 || self.nbasts.load(SeqCst) > 0 {
+            self.note_bast(lkid, op.bast != 0, has_thread);
+        }
+        if let Some(seq) = timer {
+            self.timer_start(h, op.lksb, seq, lkid, op.timeout_cs);
+        }
+        Ok(())
+    }
+
+    /// An unlock or cancel (`wait`: a waiting call).
+    pub(crate) fn unlock(
+        &self,
+        h: &Handle,
+        lkid: u32,
+        flags: u32,
+        lksb: Addr,
+        astarg: u64,
+        wait: bool,
+    ) -> R<()> {
+        let has_thread = h.seam.has_thread();
+        let mut w = LockWrite::new(Command::Unlock, VERSION);
+        w.set_flags(flags);
+        w.set_lkid(lkid);
+        w.set_user_args(if wait { 0 } else { astarg }, 0, 0, 0, lksb.0 as u64);
+        // The value block an unlock from PW/EX with VALBLK writes: the
+        // lksb's, or zeros (libdlm sends uninitialised stack bytes).
+        // SAFETY: lksb is valid by the caller's contract (non-NULL).
+        if let Some(v) = unsafe { ffi::lvb(lksb) } {
+            w.set_lvb(&v);
+        }
+        if wait {
+            self.write_wait(&w, lksb, has_thread)?;
+            return Ok(());
+        }
+        let counts = flags & LKF_CANCEL == 0;
+        if counts {
+            self.async_begin(has_thread);
+        }
+        let r = self.write(&w);
+        if r.is_err() && counts {
+            self.interest.fetch_sub(1, SeqCst);
+        }
+        r.map(|_| ())
+    }
+
+    /// `dlm_ls_deadlock_cancel()`.
+    pub(crate) fn deadlock_cancel(&self, lkid: u32, flags: u32) -> R<()> {
+        let mut w = LockWrite::new(Command::Deadlock, VERSION);
+        w.set_lkid(lkid);
+        w.set_flags(flags);
+        self.write(&w).map(|_| ())
+    }
+
+    fn timer_arm(&self, lksb: Addr) -> u64 {
+        let seq = TIMER_SEQ.fetch_add(1, SeqCst);
+        let mut t = lock(&self.timers);
+        t.retain(|x| x.lksb != lksb.0);
+        t.push(Timer {
+            lksb: lksb.0,
+            seq,
+            lkid: 0,
+            fired: false,
+        });
+        self.ntimers.store(t.len(), SeqCst);
+        seq
+    }
+
+    fn timer_cancel(&self, lksb: Addr, seq: u64) {
+        let mut t = lock(&self.timers);
+        t.retain(|x| !(x.lksb == lksb.0 && x.seq == seq));
+        self.ntimers.store(t.len(), SeqCst);
+    }
+
+    /// The userspace lock timeout (the kernel dropped `LKF_TIMEOUT`;
+    /// libdlm 4.2 ignores it): after `cs` centiseconds an operation still
+    /// in progress is cancelled, and completes with `ETIMEDOUT`.
+    fn timer_start(&self, h: &Arc<Handle>, lksb: Addr, seq: u64, lkid: u32, cs: u64) {
+        {
+            let mut t = lock(&self.timers);
+            match t.iter_mut().find(|x| x.lksb == lksb.0 && x.seq == seq) {
+                Some(x) => x.lkid = lkid,
+                // Completed already.
+                None => return,
+            }
+        }
+        let weak: Weak<Handle> = Arc::downgrade(h);
+        let spawned = std::thread::Builder::new()
+            .name("dlm-timeout".into())
+            .spawn(move || {
+                std::thread::sleep(Duration::from_millis(cs.saturating_mul(10)));
+                let Some(h) = weak.upgrade() else { return };
+                let Some(d) = h.direct() else { return };
+                let lkid = {
+                    let mut t = lock(&d.timers);
+                    let Some(x) = t.iter_mut().find(|x| x.lksb == lksb.0 && x.seq == seq) else {
+                        return;
+                    };
+                    x.fired = true;
+                    x.lkid
+                };
+                let mut w = LockWrite::new(Command::Unlock, VERSION);
+                w.set_flags(LKF_CANCEL);
+                w.set_lkid(lkid);
+                w.set_user_args(0, 0, 0, 0, lksb.0 as u64);
+                if let Err(e) = d.write(&w) {
+                    log::debug!("libdlm: timeout cancel of {lkid:#x}: errno {e}");
+                }
+            });
+        if let Err(e) = spawned {
+            log::warn!("libdlm: no thread for a lock timeout: {e}");
+        }
+    }
+
+    /// The AST thread starts (`tid`) or stops (0).
+    pub(crate) fn set_ast_thread(&self, tid: u64) {
+        self.ast_tid.store(tid, SeqCst);
+    }
+
+    fn watching(&self) -> bool {
+        self.interest.load(SeqCst) > 0 || self.nbasts.load(SeqCst) > 0
+    }
+
+    /// The AST thread's wait: for the device while it has work and no
+    /// other thread reads, else for a wake-up; and for `stop`.
+    pub(crate) fn ast_wait(&self, stop: RawFd) -> R<()> {
+        if self.ndue.load(SeqCst) > 0 {
+            return Ok(());
+        }
+        let fds = [self.wake.as_raw_fd(), stop, self.fd.as_raw_fd()];
+        let mut n = 2;
+        if self.watching() {
+            if self.reader.load(SeqCst) == 0 {
+                n = 3;
+            } else {
+                self.ast_wants.store(true, SeqCst);
+                if self.reader.load(SeqCst) == 0 {
+                    return Ok(());
+                }
+            }
+        }
+        match ffi::poll_in(&fds[..n], 1000) {
+            Ok(()) | Err(libc::EINTR) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The AST thread's work: the ASTs handed to it, then the device.
+    pub(crate) fn ast_run(&self) -> R<usize> {
+        let mut buf = [0u8; 8];
+        // SAFETY: 8 writable bytes, as an eventfd read wants; fd open.
+        let _ = unsafe { libc::read(self.wake.as_raw_fd(), buf.as_mut_ptr().cast(), 8) };
+        self.run_due();
+        if !self.watching() {
+            return Ok(0);
+        }
+        let me = ffi::thread_self();
+        match self.claim(me) {
+            Role::Other => {
+                self.ast_wants.store(true, SeqCst);
+                Ok(0)
+            }
+            role => {
+                let r = self.drain(true);
+                if role == Role::Own {
+                    self.release();
+                }
+                self.run_due();
+                r
+            }
+        }
+    }
+}
+
+impl Rec {
+    /// A waiting call's completion: the status block only.
+    fn run_fill_only(&self) {
+        // SAFETY: the waiting call's own lksb, valid while it waits.
+        unsafe {
+            ffi::complete(
+                Addr(self.lksb),
+                self.status,
+                self.lkid,
+                self.flags,
+                self.lvb.as_ref(),
+            )
+        };
+    }
+}
