@@ -35,7 +35,8 @@
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::raw::{c_int, c_void};
-use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, AtomicUsize};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -156,6 +157,20 @@ fn call(addr: u64, arg: u64) {
     ffi::call_ast(Some(f), Addr(arg as usize));
 }
 
+/// A record as read: the result and its value block.
+type Buf = std::mem::MaybeUninit<[u8; RECORD_MAX]>;
+const RECORD_MAX: usize = RESULT_WITH_LVB_SIZE;
+
+/// Fill the status block the kernel echoed with a completion, as
+/// libdlm's dispatch does (positive status; the value block copied when
+/// the record carries one).
+#[inline(always)]
+fn fill(v: &ResultView<'_>, lksb: usize, status: c_int) {
+    // SAFETY: the kernel echoes the lksb the caller gave for this
+    // operation, valid until its AST (libdlm.h).
+    unsafe { ffi::complete(Addr(lksb), status, v.lkid(), v.sb_flags(), v.lvb()) };
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -231,6 +246,7 @@ impl Direct {
         })
     }
 
+    #[inline]
     fn write(&self, w: &LockWrite) -> R<i64> {
         let b = w.as_bytes();
         // SAFETY: b is readable for its length; fd is open (owned).
@@ -241,32 +257,37 @@ impl Direct {
         Ok(n as i64)
     }
 
-    /// One record, if there is one now.
-    fn read_one(&self) -> R<Option<Rec>> {
-        let mut buf = [0u8; RESULT_WITH_LVB_SIZE];
+    /// One `read()` of a record into `buf`: its length, 0 for none now.
+    #[inline(always)]
+    fn read_raw(&self, buf: &mut Buf) -> R<usize> {
         // SAFETY: buf is writable for its length; fd is open (owned).
-        let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), RECORD_MAX) };
         if n < 0 {
             let e = last_errno();
             return if e == libc::EAGAIN || e == libc::EINTR {
-                Ok(None)
+                Ok(0)
             } else {
                 Err(e)
             };
         }
-        let v = ResultView::parse(&buf[..n as usize]).map_err(|e| e.raw())?;
-        Ok(Some(Rec {
-            bast: v.bast_mode() != 0,
-            astaddr: v.astaddr(),
-            astparam: v.astparam(),
-            lksb: v.user_lksb() as usize,
-            status: v.status().wrapping_neg(),
-            lkid: v.lkid(),
-            flags: v.sb_flags(),
-            lvb: v.lvb().copied(),
-        }))
+        Ok(n as usize)
     }
 
+    /// Read one record and take it in: whether there was one.
+    #[inline(always)]
+    fn read_take(&self, buf: &mut Buf, inline: bool) -> R<bool> {
+        let n = self.read_raw(buf)?;
+        if n == 0 {
+            return Ok(false);
+        }
+        // SAFETY: read() wrote n (at most RECORD_MAX) bytes of buf.
+        let bytes = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n) };
+        let v = ResultView::parse(bytes).map_err(|e| e.raw())?;
+        self.take(&v, inline);
+        Ok(true)
+    }
+
+    #[inline]
     fn claim(&self, me: u64) -> Role {
         match self.reader.compare_exchange(0, me, SeqCst, SeqCst) {
             Ok(_) => Role::Own,
@@ -275,6 +296,7 @@ impl Direct {
         }
     }
 
+    #[inline]
     fn release(&self) {
         self.reader.store(0, SeqCst);
         if self.nwaits.load(SeqCst) > 0 {
@@ -300,42 +322,80 @@ impl Direct {
 
     /// Take in one record (on the reading thread). `inline`: run its AST
     /// here; otherwise hand it to the AST thread.
-    fn take(&self, mut r: Rec, inline: bool) {
-        if !r.bast {
-            if self.ntimers.load(SeqCst) > 0 {
-                self.timer_done(&mut r);
+    #[inline(always)]
+    fn take(&self, v: &ResultView<'_>, inline: bool) {
+        let bast = v.bast_mode() != 0;
+        let mut status = v.status().wrapping_neg();
+        let lksb = v.user_lksb() as usize;
+        if !bast {
+            if (self.ntimers.load(Relaxed) | self.nbasts.load(Relaxed)) != 0 {
+                status = self.take_slow(v, lksb, status);
             }
-            if r.status == EUNLOCK && self.nbasts.load(SeqCst) > 0 {
-                self.forget_bast(r.lkid);
-            }
-            // A waiting call's completion: the reader's own, or another
-            // thread's.
-            let depth = self.depth.load(SeqCst);
-            for i in (0..depth).rev() {
-                if self.own[i].load(SeqCst) == r.lksb && !self.own_done[i].load(SeqCst) {
-                    r.run_fill_only();
-                    self.own_done[i].store(true, SeqCst);
+            // A waiting call's completion: the reader's own (innermost
+            // first), or another thread's.
+            let mut i = self.depth.load(Relaxed);
+            while i > 0 {
+                i -= 1;
+                if self.own[i].load(Relaxed) == lksb && !self.own_done[i].load(Relaxed) {
+                    fill(v, lksb, status);
+                    self.own_done[i].store(true, Relaxed);
                     return;
                 }
             }
-            if self.nwaits.load(SeqCst) > 0 {
-                let mut w = lock(&self.waits);
-                if let Some(e) = w.iter_mut().find(|e| e.0 == r.lksb && !e.1) {
-                    r.run_fill_only();
-                    e.1 = true;
-                    self.cv.notify_all();
-                    return;
-                }
+            if self.nwaits.load(SeqCst) > 0 && self.take_registered(v, lksb, status) {
+                return;
             }
             self.interest.fetch_sub(1, SeqCst);
         }
         if inline {
-            r.run();
+            if !bast {
+                fill(v, lksb, status);
+            }
+            call(v.astaddr(), v.astparam());
         } else {
-            lock(&self.due).push_back(r);
-            self.ndue.fetch_add(1, SeqCst);
-            self.wake_ast();
+            self.hand_over(Rec {
+                bast,
+                astaddr: v.astaddr(),
+                astparam: v.astparam(),
+                lksb,
+                status,
+                lkid: v.lkid(),
+                flags: v.sb_flags(),
+                lvb: v.lvb().copied(),
+            });
         }
+    }
+
+    /// Timers and blocking-AST bookkeeping of a completion.
+    #[cold]
+    fn take_slow(&self, v: &ResultView<'_>, lksb: usize, mut status: c_int) -> c_int {
+        if self.ntimers.load(SeqCst) > 0 {
+            status = self.timer_done(lksb, status);
+        }
+        if status == EUNLOCK && self.nbasts.load(SeqCst) > 0 {
+            self.forget_bast(v.lkid());
+        }
+        status
+    }
+
+    /// Another thread's waiting call's completion, if it is one.
+    #[cold]
+    fn take_registered(&self, v: &ResultView<'_>, lksb: usize, status: c_int) -> bool {
+        let mut w = lock(&self.waits);
+        let Some(e) = w.iter_mut().find(|e| e.0 == lksb && !e.1) else {
+            return false;
+        };
+        fill(v, lksb, status);
+        e.1 = true;
+        self.cv.notify_all();
+        true
+    }
+
+    #[cold]
+    fn hand_over(&self, r: Rec) {
+        lock(&self.due).push_back(r);
+        self.ndue.fetch_add(1, SeqCst);
+        self.wake_ast();
     }
 
     /// Run the ASTs handed to the AST thread.
@@ -351,9 +411,9 @@ impl Direct {
 
     /// Read and take in every record there is now.
     fn drain(&self, inline: bool) -> R<usize> {
+        let mut buf = Buf::uninit();
         let mut n = 0;
-        while let Some(r) = self.read_one()? {
-            self.take(r, inline);
+        while self.read_take(&mut buf, inline)? {
             n += 1;
         }
         Ok(n)
@@ -382,27 +442,28 @@ impl Direct {
 
     /// Write `w` as a waiting call's operation on status block `lksb`
     /// and wait for its completion (in the lksb when this returns).
+    #[inline]
     fn write_wait(&self, w: &LockWrite, lksb: Addr, has_thread: bool) -> R<i64> {
         let me = ffi::thread_self();
         let role = self.claim(me);
-        let depth = self.depth.load(SeqCst);
+        let depth = self.depth.load(Relaxed);
         if role == Role::Other || depth >= NEST {
             return self.write_wait_other(w, lksb, role, has_thread, me);
         }
-        self.own[depth].store(lksb.0, SeqCst);
-        self.own_done[depth].store(false, SeqCst);
-        self.depth.store(depth + 1, SeqCst);
+        self.own[depth].store(lksb.0, Relaxed);
+        self.own_done[depth].store(false, Relaxed);
+        self.depth.store(depth + 1, Relaxed);
         let inline = self.inline(has_thread, me);
         let r = self.write(w).and_then(|n| {
-            while !self.own_done[depth].load(SeqCst) {
-                match self.read_one()? {
-                    Some(r) => self.take(r, inline),
-                    None => self.poll(1000)?,
+            let mut buf = Buf::uninit();
+            while !self.own_done[depth].load(Relaxed) {
+                if !self.read_take(&mut buf, inline)? {
+                    self.poll(1000)?;
                 }
             }
             Ok(n)
         });
-        self.depth.store(depth, SeqCst);
+        self.depth.store(depth, Relaxed);
         if role == Role::Own {
             self.release();
         }
@@ -511,19 +572,21 @@ impl Direct {
         self.nbasts.store(b.len(), SeqCst);
     }
 
-    fn timer_done(&self, r: &mut Rec) {
+    fn timer_done(&self, lksb: usize, status: c_int) -> c_int {
         let mut t = lock(&self.timers);
-        if let Some(i) = t.iter().position(|x| x.lksb == r.lksb) {
+        if let Some(i) = t.iter().position(|x| x.lksb == lksb) {
             let x = t.swap_remove(i);
             self.ntimers.store(t.len(), SeqCst);
-            if x.fired && r.status == crate::ECANCEL {
-                r.status = libc::ETIMEDOUT;
+            if x.fired && status == crate::ECANCEL {
+                return libc::ETIMEDOUT;
             }
         }
+        status
     }
 
     /// A lock request or conversion (`wait`: a waiting call). Its result
     /// as the call returns it (lite: -1 with errno = status).
+    #[inline]
     pub(crate) fn lock(&self, h: &Arc<Handle>, op: &Op<'_>, wait: bool) -> R<()> {
         let has_thread = h.seam.has_thread();
         let convert = op.flags & LKF_CONVERT != 0;
@@ -597,6 +660,7 @@ impl Direct {
     }
 
     /// An unlock or cancel (`wait`: a waiting call).
+    #[inline]
     pub(crate) fn unlock(
         &self,
         h: &Handle,
@@ -760,18 +824,3 @@ impl Direct {
     }
 }
 
-impl Rec {
-    /// A waiting call's completion: the status block only.
-    fn run_fill_only(&self) {
-        // SAFETY: the waiting call's own lksb, valid while it waits.
-        unsafe {
-            ffi::complete(
-                Addr(self.lksb),
-                self.status,
-                self.lkid,
-                self.flags,
-                self.lvb.as_ref(),
-            )
-        };
-    }
-}

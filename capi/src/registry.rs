@@ -154,6 +154,7 @@ pub(crate) fn add(ls: Lockspace) -> Result<usize, c_int> {
 }
 
 /// The handle `key` names, if it is open.
+#[inline]
 pub(crate) fn get(key: *mut c_void) -> Option<Arc<Handle>> {
     let key = key as usize;
     if key == 0 {
