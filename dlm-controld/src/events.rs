@@ -12,7 +12,9 @@
 //! connecting needs write permission and any local user of a lockspace
 //! may subscribe. A client trusts the socket only if every check holds:
 //! - `/run` and the directory are real directories (not symlinks), owned
-//!   by root or by the client's own uid, not writable by group or others;
+//!   by root or by the client's own uid, not writable by group or others
+//!   (`/run` may be if it is sticky, as `/tmp`: others can then neither
+//!   replace the directory nor make one that passes the owner check);
 //! - the socket is a socket owned by the directory's owner;
 //! - the peer's credentials (`SO_PEERCRED`) once connected are that uid;
 //! - the first line is the greeting of a version it speaks.
@@ -177,9 +179,10 @@ fn refuse(why: String) -> io::Error {
     io::Error::new(io::ErrorKind::PermissionDenied, why)
 }
 
-/// Check that `dir` is a directory (not a symlink) owned by `owner` and
-/// not writable by group or others.
-fn check_private_dir(dir: &Path, owners: &[u32]) -> io::Result<u32> {
+/// Check that `dir` is a directory (not a symlink) owned by one of
+/// `owners` and not writable by group or others (unless `sticky_ok` and
+/// it has the sticky bit, as `/tmp`).
+fn check_private_dir(dir: &Path, owners: &[u32], sticky_ok: bool) -> io::Result<u32> {
     let m = std::fs::symlink_metadata(dir)?;
     if !m.file_type().is_dir() {
         return Err(refuse(format!("{} is not a directory", dir.display())));
@@ -191,7 +194,7 @@ fn check_private_dir(dir: &Path, owners: &[u32]) -> io::Result<u32> {
             m.uid()
         )));
     }
-    if m.mode() & 0o022 != 0 {
+    if m.mode() & 0o022 != 0 && !(sticky_ok && m.mode() & 0o1000 != 0) {
         return Err(refuse(format!(
             "{} is writable by others (mode {:o})",
             dir.display(),
@@ -211,7 +214,7 @@ impl EventServer {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(e),
         }
-        check_private_dir(dir, &[uid_of_self()])?;
+        check_private_dir(dir, &[uid_of_self()], false)?;
         let path = dir.join(SOCKET_NAME);
         match std::fs::symlink_metadata(&path) {
             Ok(m) if m.file_type().is_socket() => {
@@ -580,10 +583,11 @@ pub fn connect(dir: &Path, timeout: Duration) -> Result<UnixStream, ClientError>
     };
     let trusted = [0, me];
     if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        check_private_dir(parent, &trusted).map_err(|e| ClientError::Untrusted(e.to_string()))?;
+        check_private_dir(parent, &trusted, true)
+            .map_err(|e| ClientError::Untrusted(e.to_string()))?;
     }
-    let owner =
-        check_private_dir(dir, &trusted).map_err(|e| ClientError::Untrusted(e.to_string()))?;
+    let owner = check_private_dir(dir, &trusted, false)
+        .map_err(|e| ClientError::Untrusted(e.to_string()))?;
     if !meta.file_type().is_socket() || meta.uid() != owner {
         return Err(ClientError::Untrusted(format!(
             "{} is not a socket owned by uid {owner}",

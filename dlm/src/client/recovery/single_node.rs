@@ -6,7 +6,9 @@
 //! user cannot feed a lockspace's users false recovery events:
 //! - `/run` and `/run/dlm-controld` are real directories (not symlinks),
 //!   owned by root or by this process's uid, not writable by group or
-//!   others;
+//!   others (`/run` may be, if it is sticky like `/tmp`: others cannot
+//!   replace `dlm-controld` in it, and one they made fails the owner
+//!   check);
 //! - the socket is a socket owned by the directory's owner;
 //! - the connected peer's credentials (`SO_PEERCRED`) are that uid;
 //! - the greeting is `dlm-controld 1`, and the subscription is answered
@@ -60,8 +62,9 @@ fn hex(name: &[u8]) -> String {
 }
 
 /// Check that `dir` is a real directory owned by one of `owners` and not
-/// writable by group or others; its owner.
-fn private_dir(dir: &Path, owners: &[u32]) -> Result<u32, String> {
+/// writable by group or others (unless `sticky_ok` and it has the sticky
+/// bit: then others cannot remove or rename what is in it); its owner.
+fn private_dir(dir: &Path, owners: &[u32], sticky_ok: bool) -> Result<u32, String> {
     let m = std::fs::symlink_metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     if !m.file_type().is_dir() {
         return Err(format!("{} is not a directory", dir.display()));
@@ -69,7 +72,7 @@ fn private_dir(dir: &Path, owners: &[u32]) -> Result<u32, String> {
     if !owners.contains(&m.uid()) {
         return Err(format!("{} is owned by uid {}", dir.display(), m.uid()));
     }
-    if m.mode() & 0o022 != 0 {
+    if m.mode() & 0o022 != 0 && !(sticky_ok && m.mode() & 0o1000 != 0) {
         return Err(format!(
             "{} is writable by others (mode {:o})",
             dir.display(),
@@ -110,9 +113,9 @@ impl Provider for SingleNode {
         };
         let trusted = [0, rustix::process::geteuid().as_raw()];
         if let Some(parent) = self.dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-            private_dir(parent, &trusted)?;
+            private_dir(parent, &trusted, true)?;
         }
-        let owner = private_dir(&self.dir, &trusted)?;
+        let owner = private_dir(&self.dir, &trusted, false)?;
         if !meta.file_type().is_socket() || meta.uid() != owner {
             return Err(format!(
                 "{} is not a socket owned by uid {owner}",
