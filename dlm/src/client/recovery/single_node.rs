@@ -4,13 +4,14 @@
 //!
 //! The socket is trusted only if every check holds, so that another local
 //! user cannot feed a lockspace's users false recovery events:
-//! - `/run` and `/run/dlm-controld` are real directories (not symlinks),
-//!   owned by root or by this process's uid, not writable by group or
-//!   others (`/run` may be, if it is sticky like `/tmp`: others cannot
-//!   replace `dlm-controld` in it, and one they made fails the owner
-//!   check);
+//! - `/run/dlm-controld` passes the checks of every socket dlm-rs trusts
+//!   (`dlm_proto::trust::check_socket_dir`, as for dlmd's): a real
+//!   directory owned by root or by this process's uid, writable by nobody
+//!   else, and each directory above it root's or ours, writable by others
+//!   only with the sticky bit;
 //! - the socket is a socket owned by the directory's owner;
-//! - the connected peer's credentials (`SO_PEERCRED`) are that uid;
+//! - the connected peer's credentials (`SO_PEERCRED`) are root's or ours
+//!   (`dlm_proto::trust::check_peer`);
 //! - the greeting is `dlm-controld 1`, and the subscription is answered
 //!   `ok GEN`.
 //!
@@ -23,10 +24,11 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::Shutdown;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use dlm_proto::name::LockspaceName;
+use dlm_proto::trust::{check_peer, check_socket_dir};
 
 use super::{Closer, Event, EventStream, Member, Provider};
 
@@ -61,27 +63,6 @@ fn hex(name: &[u8]) -> String {
     name.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Check that `dir` is a real directory owned by one of `owners` and not
-/// writable by group or others (unless `sticky_ok` and it has the sticky
-/// bit: then others cannot remove or rename what is in it); its owner.
-fn private_dir(dir: &Path, owners: &[u32], sticky_ok: bool) -> Result<u32, String> {
-    let m = std::fs::symlink_metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    if !m.file_type().is_dir() {
-        return Err(format!("{} is not a directory", dir.display()));
-    }
-    if !owners.contains(&m.uid()) {
-        return Err(format!("{} is owned by uid {}", dir.display(), m.uid()));
-    }
-    if m.mode() & 0o022 != 0 && !(sticky_ok && m.mode() & 0o1000 != 0) {
-        return Err(format!(
-            "{} is writable by others (mode {:o})",
-            dir.display(),
-            m.mode() & 0o7777
-        ));
-    }
-    Ok(m.uid())
-}
-
 /// Read one line, without its `\n`; `None` at the end or on an error.
 fn read_line(r: &mut BufReader<UnixStream>) -> io::Result<Option<String>> {
     let mut line = Vec::new();
@@ -111,11 +92,13 @@ impl Provider for SingleNode {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(format!("{}: {e}", path.display())),
         };
-        let trusted = [0, rustix::process::geteuid().as_raw()];
-        if let Some(parent) = self.dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-            private_dir(parent, &trusted, true)?;
-        }
-        let owner = private_dir(&self.dir, &trusted, false)?;
+        // The rules of every socket dlm-rs trusts (`dlm_proto::trust`):
+        // the directory and each one above it.
+        let me = rustix::process::geteuid().as_raw();
+        check_socket_dir(&self.dir, me).map_err(|e| e.to_string())?;
+        let owner = std::fs::symlink_metadata(&self.dir)
+            .map_err(|e| format!("{}: {e}", self.dir.display()))?
+            .uid();
         if !meta.file_type().is_socket() || meta.uid() != owner {
             return Err(format!(
                 "{} is not a socket owned by uid {owner}",
@@ -128,14 +111,7 @@ impl Provider for SingleNode {
             Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => return Ok(None),
             Err(e) => return Err(format!("connect {}: {e}", path.display())),
         };
-        let peer = rustix::net::sockopt::socket_peercred(&sock)
-            .map_err(|e| format!("no peer credentials: {e}"))?;
-        if peer.uid.as_raw() != owner {
-            return Err(format!(
-                "the peer is uid {}, not {owner}",
-                peer.uid.as_raw()
-            ));
-        }
+        check_peer(&sock, &path, me).map_err(|e| e.to_string())?;
         let err = |e: io::Error| e.to_string();
         sock.set_read_timeout(Some(ANSWER_TIMEOUT)).map_err(err)?;
         sock.set_write_timeout(Some(ANSWER_TIMEOUT)).map_err(err)?;
@@ -270,7 +246,7 @@ mod tests {
         let _l = UnixListener::bind(d.join("run").join(SOCKET_NAME)).unwrap();
         std::fs::set_permissions(d.join("run"), std::fs::Permissions::from_mode(0o777)).unwrap();
         let e = p.subscribe(&name).err().unwrap();
-        assert!(e.contains("writable by others"), "{e}");
+        assert!(e.contains("other users can write"), "{e}");
         std::fs::set_permissions(d.join("run"), std::fs::Permissions::from_mode(0o755)).unwrap();
         // A peer that speaks something else.
         let srv = std::thread::spawn({
