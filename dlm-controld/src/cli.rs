@@ -1,9 +1,10 @@
 //! `dlm-controld`'s command line: the clap definition the program parses
 //! and the man page and shell completions are made from.
 
+use std::ffi::OsString;
 use std::net::IpAddr;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 use crate::Config;
 
@@ -23,7 +24,28 @@ each lockspace's online and offline uevents.
 SIGTERM or SIGINT stop it, but never while a lockspace exists: then it says
 so and keeps serving, and exits as soon as the last lockspace is removed
 (exiting earlier would stop every lockspace). SIGKILL remains the way to
-force it, with exactly those consequences.";
+force it, with exactly those consequences.
+
+It listens on /run/dlm-controld/events.sock, where the users of a
+lockspace (dlm-rs's kernel backend, for a lockspace opened with recovery
+callbacks) subscribe to hear when the controller stops it (they call
+recover_prep) and starts it again (recover_done, with the generation one
+higher). `dlm-controld recover LOCKSPACE` asks the running controller for
+such a stop and restart.";
+
+/// The text after `dlm-controld recover --help`.
+pub const RECOVER_AFTER_HELP: &str = "\
+The running controller writes control = 0 to /sys/kernel/dlm/LOCKSPACE
+(the kernel stops the lockspace: lock requests wait), tells the
+lockspace's subscribers \"stop\", writes control = 1 (the kernel runs its
+recovery, which this node alone finishes at once), waits for that recovery
+to be done (recover_status, at most 10 s), and tells them \"start\" with the
+generation one higher. Granted locks stay granted.
+
+Root only (the controller checks the caller's credentials). It prints the
+new generation and exits 0; it exits 1 with a message when no controller
+runs, the lockspace was not joined by it, or the caller is not root, and 2
+on a bad command line.";
 
 /// `dlm-controld`'s command line.
 #[derive(Debug, Parser)]
@@ -32,9 +54,13 @@ force it, with exactly those consequences.";
     version,
     about = "Controller for the kernel DLM on a single host (no corosync): joins every \
              lockspace with this node as its only member",
-    after_help = AFTER_HELP
+    after_help = AFTER_HELP,
+    args_conflicts_with_subcommands = true
 )]
 pub struct Args {
+    /// A request to the running controller instead of running one.
+    #[command(subcommand)]
+    pub command: Option<Cmd>,
     /// Required: the only mode implemented (a cluster needs dlm_controld
     /// with corosync).
     #[arg(long)]
@@ -58,6 +84,18 @@ pub struct Args {
     /// Log every write (same as RUST_LOG=debug).
     #[arg(short, long)]
     pub verbose: bool,
+}
+
+/// Requests to the running controller.
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Stop and restart a lockspace, as a membership change would: its
+    /// users' recover_prep, then recover_done with the next generation.
+    #[command(after_help = RECOVER_AFTER_HELP)]
+    Recover {
+        /// The lockspace's name.
+        lockspace: OsString,
+    },
 }
 
 impl Args {

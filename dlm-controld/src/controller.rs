@@ -33,12 +33,13 @@
 //! with the devices; existing entries that are not our links (udev's) are
 //! never touched.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use crate::addr::{addr_list_contains, sockaddr_storage};
 use crate::crc::lockspace_global_id;
@@ -142,7 +143,9 @@ pub struct Controller<F: Fs> {
     fs: F,
     layout: Layout,
     cfg: Config,
-    joined: BTreeSet<OsString>,
+    /// Each joined lockspace's generation: 1 at join, one more for each
+    /// restart ([`start`](Self::start)).
+    joined: BTreeMap<OsString, u32>,
 }
 
 impl<F: Fs> Controller<F> {
@@ -152,7 +155,7 @@ impl<F: Fs> Controller<F> {
             fs,
             layout,
             cfg,
-            joined: BTreeSet::new(),
+            joined: BTreeMap::new(),
         }
     }
 
@@ -178,7 +181,24 @@ impl<F: Fs> Controller<F> {
 
     /// The lockspaces this controller has joined and not yet left.
     pub fn joined(&self) -> impl Iterator<Item = &OsStr> {
-        self.joined.iter().map(OsString::as_os_str)
+        self.joined.keys().map(OsString::as_os_str)
+    }
+
+    /// The generation of joined lockspace `name`: 1 at join, one more for
+    /// each restart. `None` if this controller has not joined it.
+    pub fn generation(&self, name: &OsStr) -> Option<u32> {
+        self.joined.get(name).copied()
+    }
+
+    /// The members of every lockspace this controller joins, with their
+    /// slots: this node alone, in slot 1.
+    pub fn members(&self) -> Vec<(u32, u32)> {
+        vec![(self.cfg.nodeid, 1)]
+    }
+
+    /// This node's slot in every lockspace: 1.
+    pub fn our_slot(&self) -> u32 {
+        1
     }
 
     fn mkdir(&mut self, path: &Path) -> Result<()> {
@@ -216,7 +236,7 @@ impl<F: Fs> Controller<F> {
         // for names with a '/', which are never joined.
         Ok(all
             .into_iter()
-            .filter(|k| !self.joined.contains(k))
+            .filter(|k| !self.joined.contains_key(k))
             .collect())
     }
 
@@ -299,7 +319,7 @@ impl<F: Fs> Controller<F> {
     /// docs, ending with `event_done` = 0; on failure, `event_done` =
     /// `-errno` and the error is returned.
     pub fn join(&mut self, ls: &LockspaceRef) -> Result<()> {
-        if self.joined.contains(&ls.name) {
+        if self.joined.contains_key(&ls.name) {
             log::warn!(
                 "online event for {:?}, which is already joined: ignored",
                 ls.name
@@ -315,7 +335,7 @@ impl<F: Fs> Controller<F> {
         match steps {
             Ok(id) => {
                 self.write(&event_done, b"0")?;
-                self.joined.insert(ls.name.clone());
+                self.joined.insert(ls.name.clone(), 1);
                 log::info!("joined lockspace {:?} (global id {id:#010x})", ls.name);
                 Ok(())
             }
@@ -388,6 +408,66 @@ impl<F: Fs> Controller<F> {
         self.write(&self.layout.ls_attr(&ls.kobj, "event_done"), b"0")?;
         log::info!("left lockspace {:?}", ls.name);
         Ok(())
+    }
+
+    /// Stop joined lockspace `name` for a restart: `control` = 0 (the
+    /// kernel's `dlm_ls_stop`, where it calls `recover_prep` for its own
+    /// users). Returns the generation that ends. [`Error::NotJoined`] if
+    /// this controller did not join it.
+    pub fn stop(&mut self, name: &OsStr) -> Result<u32> {
+        let generation = self
+            .generation(name)
+            .ok_or_else(|| Error::NotJoined(name.to_os_string()))?;
+        self.write(&self.layout.ls_attr(name, "control"), b"0")?;
+        log::info!("stopped lockspace {name:?} (generation {generation})");
+        Ok(generation)
+    }
+
+    /// Start stopped lockspace `name` again: `control` = 1 (the kernel's
+    /// `dlm_ls_start`: it reads the members from configfs and runs
+    /// recovery), then wait up to `wait` for that recovery to finish
+    /// (`recover_status` shows `DLM_RS_DONE_ALL`, 0x80). No `event_done`:
+    /// the kernel waits for one only after its own uevents. Returns the
+    /// new generation (one more), whether or not the wait saw the end of
+    /// recovery (a wait that ran out is logged).
+    pub fn start(&mut self, name: &OsStr, wait: Duration) -> Result<u32> {
+        let generation = self
+            .generation(name)
+            .ok_or_else(|| Error::NotJoined(name.to_os_string()))?;
+        self.write(&self.layout.ls_attr(name, "control"), b"1")?;
+        let generation = generation.wrapping_add(1).max(1);
+        self.joined.insert(name.to_os_string(), generation);
+        if !self.wait_recovered(name, wait) {
+            log::warn!(
+                "lockspace {name:?}: recovery not seen done within {} ms of the start",
+                wait.as_millis()
+            );
+        }
+        log::info!("started lockspace {name:?} (generation {generation})");
+        Ok(generation)
+    }
+
+    /// Poll `/sys/kernel/dlm/<ls>/recover_status` until it shows
+    /// `DLM_RS_DONE_ALL` (set at the end of the kernel's `ls_recover`,
+    /// cleared by the next stop), for at most `wait`.
+    fn wait_recovered(&mut self, name: &OsStr, wait: Duration) -> bool {
+        const DLM_RS_DONE_ALL: u32 = 0x80;
+        let path = self.layout.ls_attr(name, "recover_status");
+        let deadline = Instant::now() + wait;
+        loop {
+            let status = self
+                .fs
+                .read(&path)
+                .ok()
+                .and_then(|b| u32::from_str_radix(String::from_utf8_lossy(&b).trim(), 16).ok());
+            if status.is_some_and(|s| s & DLM_RS_DONE_ALL != 0) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
     }
 
     /// Answer an `online` event with an error without joining (used while
@@ -661,6 +741,52 @@ mod tests {
         );
         assert_eq!(c.joined().collect::<Vec<_>>(), vec![OsStr::new("smoke")]);
         assert!(c.foreign_lockspaces().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_restart_stops_and_starts_and_counts_generations() {
+        let mut c = configured();
+        create(c.fs_mut(), "smoke");
+        c.fs_mut()
+            .add_file("/sys/kernel/dlm/smoke/recover_status", "c0\n");
+        c.join(&LockspaceRef::new("smoke")).unwrap();
+        assert_eq!(c.generation(OsStr::new("smoke")), Some(1));
+        c.fs_mut().ops.clear();
+        assert_eq!(c.stop(OsStr::new("smoke")).unwrap(), 1);
+        let g = c.start(OsStr::new("smoke"), Duration::ZERO).unwrap();
+        assert_eq!(g, 2);
+        assert_eq!(c.generation(OsStr::new("smoke")), Some(2));
+        // No event_done: the kernel waits for none after a start of ours.
+        assert_eq!(
+            c.fs().ops,
+            vec![
+                w("/sys/kernel/dlm/smoke/control", b"0"),
+                w("/sys/kernel/dlm/smoke/control", b"1"),
+            ]
+        );
+        assert_eq!(c.members(), vec![(1, 1)]);
+        assert!(matches!(
+            c.stop(OsStr::new("other")),
+            Err(Error::NotJoined(_))
+        ));
+        assert!(matches!(
+            c.start(OsStr::new("other"), Duration::ZERO),
+            Err(Error::NotJoined(_))
+        ));
+        // A recovery never seen done: the start is still reported, after
+        // the wait.
+        c.fs_mut()
+            .add_file("/sys/kernel/dlm/smoke/recover_status", "0\n");
+        let t = Instant::now();
+        assert_eq!(
+            c.start(OsStr::new("smoke"), Duration::from_millis(50))
+                .unwrap(),
+            3
+        );
+        assert!(t.elapsed() >= Duration::from_millis(50));
+        // Leaving forgets the generation.
+        c.leave(&LockspaceRef::new("smoke")).unwrap();
+        assert_eq!(c.generation(OsStr::new("smoke")), None);
     }
 
     #[test]

@@ -43,6 +43,8 @@ pub enum Error {
     InvalidName(OsString),
     /// Bad command line.
     Usage(String),
+    /// A lockspace this controller has not joined.
+    NotJoined(OsString),
 }
 
 impl Error {
@@ -61,6 +63,7 @@ impl Error {
         match self {
             Error::Io { source, .. } | Error::Netlink(source) => source.raw_os_error().unwrap_or(5),
             Error::InvalidName(_) => 22, // EINVAL
+            Error::NotJoined(_) => 2,    // ENOENT
             _ => 5,                      // EIO
         }
     }
@@ -93,6 +96,7 @@ impl fmt::Display for Error {
             Error::Config(why) => write!(f, "{why}"),
             Error::InvalidName(n) => write!(f, "lockspace name {n:?} cannot be configured"),
             Error::Usage(why) => write!(f, "{why}"),
+            Error::NotJoined(n) => write!(f, "no lockspace {:?} joined by this controller", n),
         }
     }
 }

@@ -7,6 +7,9 @@
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
+/// The controller's run directory on the real system.
+pub const RUN_DIR: &str = "/run/dlm-controld";
+
 /// The roots of the kernel interfaces the controller uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout {
@@ -20,6 +23,9 @@ pub struct Layout {
     pub proc: PathBuf,
     /// Misc device classes: `/sys/class/misc`.
     pub sys_class_misc: PathBuf,
+    /// The controller's run directory, `/run/dlm-controld`: its event
+    /// socket (see [`events`](crate::events)).
+    pub run: PathBuf,
 }
 
 impl Default for Layout {
@@ -42,6 +48,7 @@ impl Layout {
             dev: root.join("dev"),
             proc: root.join("proc"),
             sys_class_misc: root.join("sys/class/misc"),
+            run: root.join(RUN_DIR.trim_start_matches('/')),
         }
     }
 
@@ -161,6 +168,8 @@ mod tests {
         let t = Layout::under(Path::new("/tmp/x"));
         assert_eq!(t.sysfs_dlm, Path::new("/tmp/x/sys/kernel/dlm"));
         assert_eq!(t.proc, Path::new("/tmp/x/proc"));
+        assert_eq!(t.run, Path::new("/tmp/x/run/dlm-controld"));
+        assert_eq!(l.run, Path::new(RUN_DIR));
     }
 
     #[test]

@@ -16,7 +16,9 @@
 //! - [`crc`]: the lockspace global id, as dlm_controld computes it;
 //! - [`addr`]: the 128-byte `sockaddr_storage` configfs takes;
 //! - [`layout`]: every path under configfs, sysfs and `/dev`;
-//! - [`controller`]: the start-up, join, leave and teardown steps;
+//! - [`controller`]: the start-up, join, leave, restart and teardown steps;
+//! - [`events`]: the event socket, where users of a lockspace hear of its
+//!   stops and starts (their recovery callbacks), and its protocol;
 //! - [`cli`]: the command line.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
@@ -26,6 +28,7 @@ pub mod cli;
 pub mod controller;
 pub mod crc;
 pub mod error;
+pub mod events;
 pub mod layout;
 pub mod sys;
 pub mod uevent;

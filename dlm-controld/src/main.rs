@@ -23,6 +23,11 @@
 //! does that when the monitor device closes) and leave later joins and
 //! leaves waiting for an answer forever. SIGKILL remains the way to force
 //! it, with exactly those consequences.
+//!
+//! It serves the event socket `/run/dlm-controld/events.sock`
+//! (`dlm_controld::events`): subscribers hear each lockspace's stops and
+//! starts. `dlm-controld recover LOCKSPACE` is a client of that socket:
+//! it asks the running controller to stop and restart a lockspace.
 
 #![forbid(unsafe_code)]
 
@@ -37,9 +42,10 @@ use std::time::{Duration, Instant};
 use dlm_controld::cli;
 use dlm_controld::controller::find_other_controller;
 use dlm_controld::error::{Error, Result};
-use dlm_controld::layout::{misc_minor, parse_dev};
+use dlm_controld::events::{self, EventServer, Request, RequestKind};
+use dlm_controld::layout::{misc_minor, parse_dev, RUN_DIR};
 use dlm_controld::sys::RealFs;
-use dlm_controld::uevent::{classify, DlmEvent, LockspaceRef, Uevent};
+use dlm_controld::uevent::{classify, valid_lockspace_name, DlmEvent, LockspaceRef, Uevent};
 use dlm_controld::{Config, Controller, Layout};
 use rustix::event::{poll, PollFd, PollFlags};
 use rustix::io::Errno;
@@ -57,8 +63,17 @@ const UEVENT_GROUP_KERNEL: u32 = 1;
 /// overflow it).
 const UEVENT_RCVBUF: usize = 4 << 20;
 
+/// How long the controller waits for the kernel's recovery after
+/// restarting a lockspace before it publishes the start anyway.
+const RECOVERY_WAIT: Duration = Duration::from_secs(10);
+
+/// How long `dlm-controld recover` waits for the controller's answer.
+const RECOVER_COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+
 #[derive(Debug)]
 struct Args {
+    /// `recover LOCKSPACE`: a request to the running controller.
+    recover: Option<OsString>,
     foreground: bool,
     verbose: bool,
     cfg: Config,
@@ -77,12 +92,21 @@ fn parse_args(it: impl Iterator<Item = String>) -> Result<Option<Args>> {
         }
         Err(e) => return Err(Error::Usage(e.render().to_string().trim_end().to_string())),
     };
+    if let Some(cli::Cmd::Recover { lockspace }) = a.command {
+        return Ok(Some(Args {
+            recover: Some(lockspace),
+            foreground: true,
+            verbose: a.verbose,
+            cfg: Config::default(),
+        }));
+    }
     if !a.single_node {
         return Err(Error::Usage(
             "only --single-node is implemented; a cluster needs dlm_controld with corosync".into(),
         ));
     }
     Ok(Some(Args {
+        recover: None,
         foreground: a.foreground,
         verbose: a.verbose,
         cfg: a.config(),
@@ -124,6 +148,9 @@ fn main() -> ExitCode {
         }
     };
     init_logging(args.verbose);
+    if let Some(name) = args.recover {
+        return recover_command(&name);
+    }
     if !args.foreground {
         return start_in_background(raw);
     }
@@ -131,6 +158,30 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `dlm-controld recover LOCKSPACE`: ask the running controller to stop
+/// and restart the lockspace.
+fn recover_command(name: &std::ffi::OsStr) -> ExitCode {
+    let shown = name.to_string_lossy();
+    if !valid_lockspace_name(name) {
+        eprintln!("dlm-controld recover: {shown:?} is not a lockspace name");
+        return ExitCode::from(2);
+    }
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("dlm-controld recover {shown}: only root may restart a lockspace");
+        return ExitCode::FAILURE;
+    }
+    match events::recover(Path::new(RUN_DIR), name, RECOVER_COMMAND_TIMEOUT) {
+        Ok(generation) => {
+            println!("lockspace {shown} stopped and restarted: generation {generation}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("dlm-controld recover {shown}: {e}");
             ExitCode::FAILURE
         }
     }
@@ -227,6 +278,19 @@ fn run(args: Args) -> Result<()> {
         }
         return Err(e);
     }
+    // The event socket is a service to the lockspaces' users, not a
+    // condition of serving the kernel: without it the controller runs on.
+    let mut events = match EventServer::bind(&layout.run) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            log::error!(
+                "no event socket in {}: {e}; recovery events and `dlm-controld recover` \
+                 are unavailable",
+                layout.run.display()
+            );
+            None
+        }
+    };
     log::info!(
         "ready: single node {} at {}",
         ctl.config().nodeid,
@@ -235,7 +299,8 @@ fn run(args: Args) -> Result<()> {
     if notify {
         report_ready();
     }
-    serve(&mut ctl, &nl, &sig_rx);
+    serve(&mut ctl, &nl, &sig_rx, &mut events);
+    drop(events);
 
     // Stop. First close the monitor: from now on the kernel refuses new
     // lockspaces at once (EUNATCH; ENOTCONN once the local comm is gone)
@@ -431,7 +496,12 @@ fn drain_uevents(
 /// The main loop: uevents until a stop signal arrives and no lockspace is
 /// left. It never returns earlier, whatever fails: leaving would stop the
 /// lockspaces that exist.
-fn serve(ctl: &mut Controller<RealFs>, nl: &rustix::fd::OwnedFd, sig_rx: &UnixStream) {
+fn serve(
+    ctl: &mut Controller<RealFs>,
+    nl: &rustix::fd::OwnedFd,
+    sig_rx: &UnixStream,
+    events: &mut Option<EventServer>,
+) {
     let mut stopping = false;
     let mut last_refusal: Vec<OsString> = Vec::new();
     // While a stop waits for lockspaces to go, look again every 100 ms:
@@ -444,25 +514,39 @@ fn serve(ctl: &mut Controller<RealFs>, nl: &rustix::fd::OwnedFd, sig_rx: &UnixSt
     };
     let mut backoff = false;
     loop {
-        let mut fds = [
-            PollFd::new(nl, PollFlags::IN),
-            PollFd::new(sig_rx, PollFlags::IN),
-        ];
-        let timeout = (stopping || backoff).then_some(&tick);
-        backoff = false;
-        match poll(&mut fds, timeout) {
-            Ok(_) | Err(Errno::INTR) => {}
-            Err(e) => {
-                log::error!("poll: {e}");
-                backoff = true;
-                continue;
+        let (ids, revents) = {
+            let (ids, ev_fds) = events.as_ref().map(|e| e.poll_fds()).unwrap_or_default();
+            let mut fds = vec![
+                PollFd::new(nl, PollFlags::IN),
+                PollFd::new(sig_rx, PollFlags::IN),
+            ];
+            fds.extend(ev_fds);
+            let timeout = (stopping || backoff).then_some(&tick);
+            backoff = false;
+            match poll(&mut fds, timeout) {
+                Ok(_) | Err(Errno::INTR) => {}
+                Err(e) => {
+                    log::error!("poll: {e}");
+                    backoff = true;
+                    continue;
+                }
+            }
+            let revents: Vec<PollFlags> = fds.iter().map(|f| f.revents()).collect();
+            (ids, revents)
+        };
+        let (nl_ready, sig_ready) = (!revents[0].is_empty(), !revents[1].is_empty());
+        if let Some(ev) = events.as_mut() {
+            for req in ev.handle(&ids, &revents[2..]) {
+                answer(ctl, ev, req);
             }
         }
-        let (nl_ready, sig_ready) = (!fds[0].revents().is_empty(), !fds[1].revents().is_empty());
         if nl_ready {
             let r = drain_uevents(nl, ctl, |ctl, ev| {
                 if let Err(e) = ctl.handle(&ev) {
                     log::error!("{e}");
+                }
+                if let (DlmEvent::Offline(ls), Some(events)) = (&ev, events.as_mut()) {
+                    events.publish_gone(&ls.name);
                 }
             });
             // Never give up while lockspaces may depend on us.
@@ -504,6 +588,47 @@ fn serve(ctl: &mut Controller<RealFs>, nl: &rustix::fd::OwnedFd, sig_rx: &UnixSt
     }
 }
 
+/// Answer one request on the event socket.
+fn answer(ctl: &mut Controller<RealFs>, events: &mut EventServer, req: Request) {
+    match req.kind {
+        RequestKind::Subscribe(name) => match ctl.generation(&name) {
+            Some(generation) => events.subscribed(req.conn, &name, generation),
+            None => events.fail(req.conn, 2, "no such lockspace joined by this controller"),
+        },
+        RequestKind::Recover(name) => {
+            if req.uid != 0 {
+                log::warn!(
+                    "refusing to restart lockspace {name:?} for uid {}: root only",
+                    req.uid
+                );
+                events.fail(req.conn, 1, "only root may restart a lockspace");
+                return;
+            }
+            log::info!("restarting lockspace {name:?} (asked by uid 0)");
+            let ended = match ctl.stop(&name) {
+                Ok(g) => g,
+                Err(e) => {
+                    log::error!("{e}");
+                    events.fail(req.conn, e.errno(), &e.to_string());
+                    return;
+                }
+            };
+            events.publish_stop(&name, ended);
+            match ctl.start(&name, RECOVERY_WAIT) {
+                Ok(generation) => {
+                    let (ours, members) = (ctl.our_slot(), ctl.members());
+                    events.publish_start(&name, generation, ours, &members);
+                    events.finish(req.conn, generation);
+                }
+                Err(e) => {
+                    log::error!("lockspace {name:?} stays stopped: {e}");
+                    events.fail(req.conn, e.errno(), &e.to_string());
+                }
+            }
+        }
+    }
+}
+
 /// After the monitor is closed: for a short while, answer any online
 /// event that was sent before the close with EUNATCH (what the kernel
 /// itself returns once no controller is available), and complete any
@@ -540,6 +665,17 @@ fn drain_after_close(ctl: &mut Controller<RealFs>, nl: &rustix::fd::OwnedFd) {
 mod tests {
     use super::*;
     use std::net::IpAddr;
+
+    #[test]
+    fn the_recover_command() {
+        let a = parse(&["recover", "fs0"]).unwrap().unwrap();
+        assert_eq!(a.recover.as_deref(), Some(std::ffi::OsStr::new("fs0")));
+        assert!(matches!(parse(&["recover"]), Err(Error::Usage(_))));
+        assert!(matches!(
+            parse(&["--single-node", "recover", "fs0"]),
+            Err(Error::Usage(_))
+        ));
+    }
 
     fn parse(a: &[&str]) -> Result<Option<Args>> {
         parse_args(a.iter().map(|s| s.to_string()))

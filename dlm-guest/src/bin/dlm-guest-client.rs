@@ -29,8 +29,19 @@
 //!    and a grant pushed later wakes a caller's own `mio::Poll`;
 //! 10. `release_lockspace` (EBUSY-free once the handles are gone), and the
 //!     lockspace is gone.
+//! 11. Recovery callbacks from `dlm-controld --single-node`: a lockspace
+//!     opened with callbacks gets `recover_done` at join (generation 1)
+//!     and `recovery_status` Ok; with an EX lock held, `dlm-controld
+//!     recover` stops and restarts it: `recover_prep`, then
+//!     `recover_done` with generation 2, in that order, on the recovery
+//!     thread; the lock is still held (a NOQUEUE request of another
+//!     handle is refused) and new requests are granted. The command's
+//!     errors: an unknown lockspace, a bad name, a caller that is not
+//!     root (refused by the CLI, and by the controller from its
+//!     `SO_PEERCRED`). A handle without callbacks says `EOPNOTSUPP`.
 //!
-//! Exits 0 when every check passes, 1 with a message otherwise.
+//! `dlm-guest-client recovery` runs step 11 alone. Exits 0 when every
+//! check passes, 1 with a message otherwise.
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;
@@ -337,7 +348,246 @@ fn run() -> R<()> {
         }
     }
     println!("client: lockspace released; opening it again is ENOENT");
+
+    // 11. Recovery callbacks.
+    recovery_callbacks(&dlm)
+}
+
+/// What the recovery callbacks saw, in order, with the thread each ran on.
+#[derive(Default)]
+struct Journal {
+    events: std::sync::Mutex<Vec<(String, Option<String>)>>,
+    cond: std::sync::Condvar,
+}
+
+impl dlm::Recovery for Journal {
+    fn recover_prep(&self) {
+        self.push("prep".into());
+    }
+    fn recover_done(&self, members: &[dlm::Member], our_slot: u32, generation: u32) {
+        let m: Vec<String> = members
+            .iter()
+            .map(|m| format!("{}:{}", m.nodeid, m.slot))
+            .collect();
+        self.push(format!(
+            "done [{}] slot {our_slot} gen {generation}",
+            m.join(",")
+        ));
+    }
+}
+
+impl Journal {
+    fn push(&self, what: String) {
+        let thread = std::thread::current().name().map(str::to_string);
+        if let Ok(mut e) = self.events.lock() {
+            e.push((what, thread));
+        }
+        self.cond.notify_all();
+    }
+
+    /// The events once there are `n` (or what there is after 20 s).
+    fn wait_for(&self, n: usize) -> Vec<(String, Option<String>)> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut e = match self.events.lock() {
+            Ok(e) => e,
+            Err(p) => p.into_inner(),
+        };
+        while e.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            e = match self.cond.wait_timeout(e, left) {
+                Ok((e, _)) => e,
+                Err(p) => p.into_inner().0,
+            };
+        }
+        e.clone()
+    }
+}
+
+/// `dlm-controld recover ARGS` as `uid` (None: ourselves): (status, stdout
+/// + stderr).
+fn controld_recover(args: &[&str], uid: Option<u32>) -> R<(i32, String)> {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = std::process::Command::new("dlm-controld");
+    cmd.arg("recover").args(args);
+    if let Some(uid) = uid {
+        cmd.uid(uid).gid(uid);
+    }
+    let out = cmd.output().map_err(ctx("run dlm-controld recover"))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok((out.status.code().unwrap_or(-1), text.trim().to_string()))
+}
+
+fn recovery_callbacks(dlm: &Dlm) -> R<()> {
+    use std::sync::Arc;
+    let name = LockspaceName::new("recov").map_err(ctx("name"))?;
+    let journal = Arc::new(Journal::default());
+    let ls = dlm
+        .create_lockspace_with(
+            &name,
+            dlm::LockspaceOptions::new()
+                .mode(0o600)
+                .recovery(journal.clone()),
+        )
+        .map_err(ctx("create lockspace recov with callbacks"))?;
+    let me = std::thread::current().name().map(str::to_string);
+    let first = journal.wait_for(1);
+    check(
+        first == [("done [1:1] slot 1 gen 1".to_string(), me.clone())],
+        || format!("at join: {first:?}"),
+    )?;
+    check(ls.recovery_status().is_ok(), || {
+        format!(
+            "recovery_status with dlm-controld's events: {:?}",
+            ls.recovery_status()
+        )
+    })?;
+    let plain = dlm
+        .open_lockspace(&name)
+        .map_err(ctx("open recov without callbacks"))?;
+    check(
+        plain.recovery_status() == Err(Errno::from_raw(EOPNOTSUPP)),
+        || {
+            format!(
+                "recovery_status without callbacks: {:?}",
+                plain.recovery_status()
+            )
+        },
+    )?;
+    println!(
+        "client: recovery: recover_done at join (members 1:1, slot 1, generation 1), status Ok"
+    );
+
+    let held = granted(
+        &ls,
+        LockRequest::new(res("r-recov")?, LockMode::Ex),
+        "lock EX before the restart",
+    )?;
+
+    // The command's errors first: none of them stops anything.
+    let (st, text) = controld_recover(&["no-such-ls"], None)?;
+    check(st == 1 && text.contains("no lockspace"), || {
+        format!("recover of an unknown lockspace: status {st}: {text}")
+    })?;
+    let (st, text) = controld_recover(&["a/b"], None)?;
+    check(st == 2, || {
+        format!("recover of a bad name: status {st}: {text}")
+    })?;
+    let (st, text) = controld_recover(&["recov"], Some(65534))?;
+    check(st == 1 && text.contains("root"), || {
+        format!("recover as uid 65534: status {st}: {text}")
+    })?;
+    // The controller's own check, past the command's.
+    let exe = std::env::current_exe().map_err(ctx("current_exe"))?;
+    let out = {
+        use std::os::unix::process::CommandExt;
+        std::process::Command::new(exe)
+            .args(["as-nobody-recover", "recov"])
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .map_err(ctx("run as-nobody-recover"))?
+    };
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    check(
+        text.contains("only root") && text.contains("os error 1"),
+        || format!("the controller's answer to uid 65534: {text}"),
+    )?;
+    check(journal.wait_for(1).len() == 1, || {
+        format!("refused restarts ran callbacks: {:?}", journal.wait_for(1))
+    })?;
+    println!("client: recovery: dlm-controld recover refuses an unknown lockspace, a bad name, and uid 65534 (the CLI and the controller)");
+
+    let t = Instant::now();
+    let (st, text) = controld_recover(&["recov"], None)?;
+    check(st == 0 && text.contains("generation 2"), || {
+        format!("dlm-controld recover recov: status {st}: {text}")
+    })?;
+    let all = journal.wait_for(3);
+    let thread = Some("dlm-recovery".to_string());
+    let want = [
+        ("done [1:1] slot 1 gen 1".to_string(), me),
+        ("prep".to_string(), thread.clone()),
+        ("done [1:1] slot 1 gen 2".to_string(), thread),
+    ];
+    check(all == want, || {
+        format!("callbacks: {all:?}, expected {want:?}")
+    })?;
+    check(ls.generation() == 2, || {
+        format!("generation after the restart: {}", ls.generation())
+    })?;
+    println!(
+        "client: recovery: dlm-controld recover: recover_prep, then recover_done generation 2, on thread dlm-recovery ({:?})",
+        t.elapsed()
+    );
+
+    // The lock survived, and the lockspace takes requests.
+    let h = ls.held();
+    check(
+        h.iter()
+            .any(|l| l.id == held.id() && l.granted == Some(LockMode::Ex)),
+        || format!("held after the restart: {h:?}"),
+    )?;
+    match plain
+        .lock(LockRequest::new(res("r-recov")?, LockMode::Pr).flags(LockFlags::NOQUEUE))
+        .map_err(ctx("NOQUEUE PR after the restart"))?
+    {
+        Outcome::NotGranted(c) if c.status == Status::WouldBlock => {}
+        other => {
+            return Err(format!(
+                "NOQUEUE PR against the EX held across the restart: {other:?}"
+            ))
+        }
+    }
+    let fresh = granted(
+        &ls,
+        LockRequest::new(res("r-after")?, LockMode::Ex),
+        "a new EX after the restart",
+    )?;
+    fresh.unlock().map_err(ctx("unlock the new lock"))?;
+    held.unlock().map_err(ctx("unlock the lock held across"))?;
+    let pr = granted(
+        &plain,
+        LockRequest::new(res("r-recov")?, LockMode::Pr),
+        "PR once the EX is unlocked",
+    )?;
+    pr.unlock().map_err(ctx("unlock PR"))?;
+    println!(
+        "client: recovery: the EX lock was held across the restart; new requests granted after"
+    );
+
+    drop(plain);
+    dlm.release_lockspace(ls, false)
+        .map_err(ctx("release recov"))?;
+    check(journal.wait_for(3).len() == 3, || {
+        format!("callbacks after the release: {:?}", journal.wait_for(3))
+    })?;
+    println!("client: recovery: lockspace released");
     Ok(())
+}
+
+/// Linux's `EOPNOTSUPP`, what the kernel's `ops_result` says.
+const EOPNOTSUPP: i32 = 95;
+
+/// Child mode: ask the controller for a restart directly (past the
+/// CLI's own root check), print its answer.
+fn as_nobody_recover(name: &str) -> ExitCode {
+    let r = dlm_controld::events::recover(
+        std::path::Path::new(dlm_controld::layout::RUN_DIR),
+        std::ffi::OsStr::new(name),
+        Duration::from_secs(10),
+    );
+    match r {
+        Ok(g) => println!("restarted: generation {g}"),
+        Err(e) => println!("{e}"),
+    }
+    ExitCode::SUCCESS
 }
 
 fn threads_take_turns(ls: &Lockspace) -> R<()> {
@@ -514,8 +764,24 @@ fn lock_query(dlm: &Dlm, ls: &Lockspace, name: &LockspaceName) -> R<()> {
 }
 
 fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let [mode, name] = args.as_slice() {
+        if mode == "as-nobody-recover" {
+            return as_nobody_recover(name);
+        }
+    }
     let t = Instant::now();
-    match run() {
+    let only_recovery = args.first().map(String::as_str) == Some("recovery");
+    let r = if only_recovery {
+        Dlm::builder()
+            .backend(Backend::Kernel)
+            .open()
+            .map_err(ctx("open the kernel backend"))
+            .and_then(|d| recovery_callbacks(&d))
+    } else {
+        run()
+    };
+    match r {
         Ok(()) => {
             println!("client: PASS ({:?})", t.elapsed());
             ExitCode::SUCCESS

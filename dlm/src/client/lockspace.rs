@@ -95,8 +95,9 @@ pub(crate) struct Inner {
     /// Held shared by every write on the daemon connection until what it
     /// did is recorded, and exclusively by a replay.
     pub(crate) write_gate: RwLock<()>,
-    /// 1, plus one for every replay onto a new daemon.
-    pub(crate) generation: AtomicU32,
+    /// 1, plus one for every replay onto a new daemon; on the kernel, the
+    /// controller's count when it publishes one (`recovery`).
+    pub(crate) generation: Arc<AtomicU32>,
     /// A replay failed: the locks are lost, and no other is tried.
     pub(crate) replay_gave_up: AtomicBool,
     /// What the last replay did.
@@ -105,6 +106,9 @@ pub(crate) struct Inner {
     pub(crate) recovery_ops: std::sync::OnceLock<super::recovery::SharedRecovery>,
     /// `recover_prep` was called for the failure being replayed.
     pub(crate) prep_told: AtomicBool,
+    /// The kernel lockspace's recovery events, when opened with callbacks
+    /// and a provider is there (`recovery`).
+    pub(crate) subscription: std::sync::OnceLock<super::recovery::Subscription>,
 }
 
 impl Inner {
@@ -202,11 +206,12 @@ impl Lockspace {
                 reconnect,
                 recovery: Mutex::new(()),
                 write_gate: RwLock::new(()),
-                generation: AtomicU32::new(1),
+                generation: Arc::new(AtomicU32::new(1)),
                 replay_gave_up: AtomicBool::new(false),
                 last_replay: Mutex::new(None),
                 recovery_ops: std::sync::OnceLock::new(),
                 prep_told: AtomicBool::new(false),
+                subscription: std::sync::OnceLock::new(),
                 backend,
                 transport,
                 fd,
@@ -235,17 +240,25 @@ impl Lockspace {
 
     /// The lockspace's generation as this handle knows it: 1 when it was
     /// opened, and one more each time its locks were replayed onto a
-    /// restarted fallback daemon (see the crate docs on lock replay).
+    /// restarted fallback daemon (see the crate docs on lock replay). On
+    /// the kernel with recovery events (see
+    /// [`Recovery`](super::recovery::Recovery)), the controller's: at
+    /// open, then at each start it reports.
     pub fn generation(&self) -> u32 {
         self.inner.generation.load(Ordering::SeqCst)
     }
 
     /// Whether this lockspace's backend delivers every recovery callback
     /// (see [`Recovery`](super::recovery::Recovery)): `Ok` on the
-    /// fallback; `EOPNOTSUPP` on the kernel, where only the `recover_done`
-    /// at join comes (the kernel's `ops_result`).
+    /// fallback, and on the kernel while this handle receives
+    /// `dlm-controld --single-node`'s events; otherwise `EOPNOTSUPP` on
+    /// the kernel, where only the `recover_done` at join comes (the
+    /// kernel's `ops_result`): no such controller, its socket not
+    /// trusted, the handle opened without callbacks, or the controller
+    /// gone since.
     pub fn recovery_status(&self) -> std::result::Result<(), Errno> {
-        super::recovery::status_for(self.inner.backend == Backend::Kernel)
+        let subscribed = self.inner.subscription.get().is_some_and(|s| s.live());
+        super::recovery::status_for(self.inner.backend == Backend::Kernel, subscribed)
     }
 
     /// Joined: keep the recovery callbacks, and call `recover_done` with
@@ -255,6 +268,17 @@ impl Lockspace {
             return;
         };
         let _ = self.inner.recovery_ops.set(ops.clone());
+        // Subscribe before reading the members: a restart in between is
+        // then reported after the join's recover_done, not lost.
+        let pending = match self.inner.backend {
+            Backend::Kernel => super::recovery::subscribe(&self.inner.name),
+            Backend::Fallback => None,
+        };
+        if let Some(p) = &pending {
+            self.inner
+                .generation
+                .store(p.generation(), Ordering::SeqCst);
+        }
         let (members, ours) = match self.inner.backend {
             Backend::Kernel => super::recovery::kernel_members(&self.inner.name),
             Backend::Fallback => (
@@ -263,6 +287,17 @@ impl Lockspace {
             ),
         };
         ops.recover_done(&members, ours, self.generation());
+        if let Some(p) = pending {
+            let sub = super::recovery::Subscription::start(
+                p,
+                self.inner.name,
+                ops,
+                self.inner.generation.clone(),
+            );
+            if let Some(sub) = sub {
+                let _ = self.inner.subscription.set(sub);
+            }
+        }
     }
 
     /// The backend this lockspace lives on.

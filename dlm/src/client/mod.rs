@@ -15,6 +15,8 @@
 //! | `event_loop` | the event-loop thread and the `mio` [`Source`](mio::event::Source) |
 //! | `lock` | [`Lock`], a granted lock |
 //! | `kernel` | finding the kernel's device nodes; its best-effort queries |
+//! | `replay` | lock replay onto a restarted fallback daemon |
+//! | `recovery` | the [`Recovery`] callbacks; the providers of a kernel lockspace's recovery events (`single_node`: `dlm-controld --single-node`'s event socket) and the thread that calls the callbacks |
 
 mod cwait;
 mod dispatch;
