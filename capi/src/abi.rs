@@ -31,7 +31,6 @@ const LIBRARY_VERSION: [u32; 3] = [6, 0, 2];
 type R<T> = Result<T, c_int>;
 
 /// Run `f`; its error, or a panic, becomes `errno` and `fail`.
-#[inline]
 fn guard<T>(fail: T, f: impl FnOnce() -> R<T>) -> T {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(v)) => v,
@@ -204,7 +203,6 @@ impl Handle {
 /// As libdlm.h: `lksb` (and its value block) valid until the lock's last
 /// AST; `name` holds `namelen` bytes; `xid`, `timeout` NULL or valid.
 #[allow(clippy::too_many_arguments)]
-#[inline]
 pub unsafe fn ls_lock(
     flavor: Flavor,
     ls: *mut c_void,
@@ -298,7 +296,6 @@ struct LockArgs {
 ///
 /// # Safety
 /// As [`ls_lock`].
-#[inline]
 unsafe fn lock_on(flavor: Flavor, h: &Arc<Handle>, a: &LockArgs, wait: bool) -> R<c_int> {
     // The library's own checks, in libdlm's order.
     if !a.range.is_null() {
@@ -448,7 +445,6 @@ unsafe fn lock_on(flavor: Flavor, h: &Arc<Handle>, a: &LockArgs, wait: bool) -> 
 ///
 /// # Safety
 /// As [`ls_lock`]; `a.lksb` checked non-NULL.
-#[inline]
 unsafe fn lock_direct(
     flavor: Flavor,
     h: &Arc<Handle>,
@@ -511,7 +507,6 @@ fn waited(flavor: Flavor, h: &Handle, sink: &SinkRef, id: LockId, c: &Completion
 /// What a waiting call returns for status `st`: lite, -1 with errno =
 /// status unless it is 0 or `EUNLOCK`; threaded, 0 (the status is in the
 /// lksb).
-#[inline]
 fn wait_result(flavor: Flavor, st: c_int) -> R<c_int> {
     if flavor == Flavor::Lite {
         ffi::set_errno(st);
@@ -597,7 +592,6 @@ fn wait_done(flavor: Flavor, h: &Handle, ls: &Lockspace, done: &AtomicBool) -> R
 ///
 /// # Safety
 /// `lksb` valid until the unlock's AST.
-#[inline]
 pub unsafe fn ls_unlock(
     flavor: Flavor,
     ls: *mut c_void,
@@ -642,7 +636,6 @@ pub unsafe fn unlock_default(
 ///
 /// # Safety
 /// As [`ls_unlock`].
-#[inline]
 unsafe fn unlock_on(
     flavor: Flavor,
     h: &Handle,

@@ -77,9 +77,9 @@ pub(crate) struct Direct {
     /// The thread reading the device (`pthread_self()`), 0 for none.
     reader: AtomicU64,
     /// The reader's own waiting calls, innermost last: their status
-    /// blocks and whether each is done. Only the reader touches them.
+    /// blocks, 0 once done (an lksb is never NULL). Only the reader
+    /// touches them.
     own: [AtomicUsize; NEST],
-    own_done: [AtomicBool; NEST],
     depth: AtomicUsize,
     /// Waiting calls of threads that are not the reader.
     waits: Mutex<Vec<(usize, bool)>>,
@@ -228,7 +228,6 @@ impl Direct {
             fd: dup,
             reader: AtomicU64::new(0),
             own: Default::default(),
-            own_done: Default::default(),
             depth: AtomicUsize::new(0),
             waits: Mutex::new(Vec::new()),
             nwaits: AtomicUsize::new(0),
@@ -303,7 +302,7 @@ impl Direct {
             let _g = lock(&self.waits);
             self.cv.notify_all();
         }
-        if self.ast_wants.swap(false, SeqCst) {
+        if self.ast_wants.load(SeqCst) && self.ast_wants.swap(false, SeqCst) {
             self.wake_ast();
         }
     }
@@ -336,9 +335,9 @@ impl Direct {
             let mut i = self.depth.load(Relaxed);
             while i > 0 {
                 i -= 1;
-                if self.own[i].load(Relaxed) == lksb && !self.own_done[i].load(Relaxed) {
+                if self.own[i].load(Relaxed) == lksb {
                     fill(v, lksb, status);
-                    self.own_done[i].store(true, Relaxed);
+                    self.own[i].store(0, Relaxed);
                     return;
                 }
             }
@@ -451,12 +450,11 @@ impl Direct {
             return self.write_wait_other(w, lksb, role, has_thread, me);
         }
         self.own[depth].store(lksb.0, Relaxed);
-        self.own_done[depth].store(false, Relaxed);
         self.depth.store(depth + 1, Relaxed);
         let inline = self.inline(has_thread, me);
         let r = self.write(w).and_then(|n| {
             let mut buf = Buf::uninit();
-            while !self.own_done[depth].load(Relaxed) {
+            while self.own[depth].load(Relaxed) == lksb.0 {
                 if !self.read_take(&mut buf, inline)? {
                     self.poll(1000)?;
                 }

@@ -6,7 +6,9 @@
  * dlm_ls_pthread_init twice -> EEXIST; several threads in _wait calls at
  * once, contending for one EX lock that guards a plain counter (mutual
  * exclusion is checked: no update is lost); a _wait call made from inside
- * an AST (in the AST thread, where libdlm reads the fd itself); closing a
+ * an AST (in the AST thread, where libdlm reads the fd itself); waiting
+ * calls in two threads while the AST thread delivers asynchronous
+ * completions and blocking ASTs, whose routine unlocks; closing a
  * handle whose AST thread runs; the default lockspace's AST thread with
  * lock_resource / unlock_resource, and dlm_pthread_init twice -> EEXIST.
  */
@@ -126,6 +128,96 @@ static void wait_in_ast(void)
 	ct_eq_str("its AST", ct_take(&outer), "cast:EUNLOCK");
 }
 
+/* ---- waiting calls while the AST thread runs asynchronous ASTs ---- */
+
+#define NMIXED 50
+#define NMIXED_WAITERS 2
+
+static volatile int mixed_stop;
+static int mixed_fail[NMIXED_WAITERS];
+static long mixed_pairs[NMIXED_WAITERS];
+static struct ct_lock holder, taker;
+
+static void *mixed_waiter(void *arg)
+{
+	int id = (int)(long)arg;
+	char name[16];
+
+	snprintf(name, sizeof(name), "mw%d", id);
+	while (!mixed_stop) {
+		struct dlm_lksb lksb;
+
+		memset(&lksb, 0, sizeof(lksb));
+		if (dlm_ls_lock_wait(ls, LKM_PRMODE, &lksb, 0, name, strlen(name), 0, NULL, NULL,
+				     NULL) != 0 || lksb.sb_status != 0) {
+			mixed_fail[id]++;
+			continue;
+		}
+		if (dlm_ls_unlock_wait(ls, lksb.sb_lkid, 0, &lksb) != 0 ||
+		    lksb.sb_status != EUNLOCK)
+			mixed_fail[id]++;
+		mixed_pairs[id]++;
+	}
+	return NULL;
+}
+
+/* The holder's blocking AST: give the lock up, asynchronously. */
+static void holder_bast(void *arg)
+{
+	struct ct_lock *l = arg;
+
+	ct_bast(arg);
+	if (dlm_ls_unlock(ls, l->lksb.sb_lkid, 0, &l->lksb, l) != 0)
+		mixed_fail[0]++;
+}
+
+static void mixed(void)
+{
+	pthread_t t[NMIXED_WAITERS];
+	int i, started = 0, good = 0, fails = 0;
+	long pairs = 0;
+
+	ct_section("_wait calls in %d threads while the AST thread runs ASTs", NMIXED_WAITERS);
+	mixed_stop = 0;
+	for (i = 0; i < NMIXED_WAITERS; i++)
+		if (pthread_create(&t[i], NULL, mixed_waiter, (void *)(long)i) == 0)
+			started++;
+	ct_eq("threads started", started, NMIXED_WAITERS);
+	for (i = 0; i < NMIXED; i++) {
+		const char *h, *k;
+
+		ct_lock_init(&holder, "holder");
+		ct_lock_init(&taker, "taker");
+		if (dlm_ls_lock(ls, LKM_PRMODE, &holder.lksb, 0, "mixed", 5, 0, ct_cast, &holder,
+				holder_bast, NULL) != 0 || ct_wait(ls, &holder, 1) != 0)
+			break;
+		h = ct_take(&holder);
+		if (dlm_ls_lock(ls, LKM_EXMODE, &taker.lksb, 0, "mixed", 5, 0, ct_cast, &taker, NULL,
+				NULL) != 0 || ct_wait(ls, &taker, 1) != 0 || ct_wait(ls, &holder, 2) != 0)
+			break;
+		k = ct_take(&taker);
+		if (strcmp(h, "cast:0") || strcmp(k, "cast:0") ||
+		    strcmp(ct_take(&holder), "bast cast:EUNLOCK"))
+			continue;
+		if (dlm_ls_unlock(ls, taker.lksb.sb_lkid, 0, &taker.lksb, &taker) != 0 ||
+		    ct_wait(ls, &taker, 1) != 0)
+			break;
+		if (!strcmp(ct_take(&taker), "cast:EUNLOCK"))
+			good++;
+	}
+	mixed_stop = 1;
+	for (i = 0; i < started; i++)
+		pthread_join(t[i], NULL);
+	for (i = 0; i < NMIXED_WAITERS; i++) {
+		fails += mixed_fail[i];
+		pairs += mixed_pairs[i];
+	}
+	ct_eq("rounds of PR held, EX asked, blocking AST, unlock from it, EX granted", good,
+	      NMIXED);
+	ct_eq("failed calls", fails, 0);
+	ct_true("the waiting threads made progress", pairs > 0);
+}
+
 /* ---- closing a handle whose AST thread runs ---- */
 
 static void close_with_thread(void)
@@ -225,6 +317,7 @@ int main(void)
 
 	many_waiters();
 	wait_in_ast();
+	mixed();
 	close_with_thread();
 	ct_release(LS, ls);
 	default_thread();
