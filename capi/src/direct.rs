@@ -101,6 +101,9 @@ pub(crate) struct Direct {
     wake: OwnedFd,
     /// The AST thread waits for the reader to finish.
     ast_wants: AtomicBool,
+    /// The AST thread's last wait saw the eventfd readable (only that
+    /// thread touches this).
+    woken: AtomicBool,
     /// The AST thread (`pthread_self()`), 0 for none.
     ast_tid: AtomicU64,
 }
@@ -241,6 +244,7 @@ impl Direct {
             ndue: AtomicUsize::new(0),
             wake,
             ast_wants: AtomicBool::new(false),
+            woken: AtomicBool::new(false),
             ast_tid: AtomicU64::new(0),
         })
     }
@@ -530,7 +534,7 @@ impl Direct {
 
     fn poll(&self, ms: c_int) -> R<()> {
         match ffi::poll_in(&[self.fd.as_raw_fd()], ms) {
-            Ok(()) | Err(libc::EINTR) => Ok(()),
+            Ok(_) | Err(libc::EINTR) => Ok(()),
             Err(e) => Err(e),
         }
     }
@@ -790,16 +794,22 @@ impl Direct {
             }
         }
         match ffi::poll_in(&fds[..n], 1000) {
-            Ok(()) | Err(libc::EINTR) => Ok(()),
+            Ok(ready) => {
+                self.woken.store(ready & 1 != 0, Relaxed);
+                Ok(())
+            }
+            Err(libc::EINTR) => Ok(()),
             Err(e) => Err(e),
         }
     }
 
     /// The AST thread's work: the ASTs handed to it, then the device.
     pub(crate) fn ast_run(&self) -> R<usize> {
-        let mut buf = [0u8; 8];
-        // SAFETY: 8 writable bytes, as an eventfd read wants; fd open.
-        let _ = unsafe { libc::read(self.wake.as_raw_fd(), buf.as_mut_ptr().cast(), 8) };
+        if self.woken.swap(false, Relaxed) {
+            let mut buf = [0u8; 8];
+            // SAFETY: 8 writable bytes, as an eventfd read wants; fd open.
+            let _ = unsafe { libc::read(self.wake.as_raw_fd(), buf.as_mut_ptr().cast(), 8) };
+        }
         self.run_due();
         if !self.watching() {
             return Ok(0);
@@ -821,4 +831,3 @@ impl Direct {
         }
     }
 }
-

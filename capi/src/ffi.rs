@@ -180,9 +180,10 @@ pub(crate) unsafe fn get<T: Copy>(p: *const T) -> Option<T> {
     }
 }
 
-/// poll(2) on up to three fds (read interest) for up to `timeout_ms`.
-/// Allocates nothing (see [`spawn`]).
-pub(crate) fn poll_in(fds: &[c_int], timeout_ms: c_int) -> Result<(), c_int> {
+/// poll(2) on up to three fds (read interest) for up to `timeout_ms`:
+/// which are readable (bit i for `fds[i]`). Allocates nothing (see
+/// [`spawn`]).
+pub(crate) fn poll_in(fds: &[c_int], timeout_ms: c_int) -> Result<u32, c_int> {
     let mut p = [libc::pollfd {
         fd: -1,
         events: libc::POLLIN,
@@ -199,7 +200,13 @@ pub(crate) fn poll_in(fds: &[c_int], timeout_ms: c_int) -> Result<(), c_int> {
             .raw_os_error()
             .unwrap_or(libc::EIO));
     }
-    Ok(())
+    let mut ready = 0;
+    for (i, slot) in p[..n].iter().enumerate() {
+        if slot.revents != 0 {
+            ready |= 1 << i;
+        }
+    }
+    Ok(ready)
 }
 
 /// A thread started with pthread_create() itself rather than

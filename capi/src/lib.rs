@@ -6,26 +6,43 @@
 //! function ([`abi`]), and [`export_libdlm!`], which the thin cdylib crates
 //! `capi/libdlm` and `capi/libdlm_lt` invoke to define the exported
 //! symbols (26 threaded, 21 lite). All of the C ABI's `unsafe` is written
-//! here, in [`abi`], the module `ffi` and the macro, each block with its `SAFETY`
+//! here, in [`abi`], the modules `ffi` and `direct` and the macro, each block with its `SAFETY`
 //! comment.
 //!
 //! # How a C call becomes a Rust one
 //!
 //! A `dlm_lshandle_t` is a key into a table of open handles (never
 //! dereferenced, so a stale or forged handle is `EINVAL`, not a crash);
-//! each handle owns a [`dlm::Lockspace`]. A lock request is
-//! [`dlm::Lockspace::request`] with a completion closure and a blocking
-//! closure that share the lock's *sink*: the C AST routine, its argument
-//! and the `struct dlm_lksb *`, which later conversions and unlocks of
-//! the lock replace as the kernel replaces them. A completion is queued
-//! on its handle; once the dispatch that read it has returned, it fills
-//! the lksb (status, lock id, flags, value block) and calls the AST (so
-//! an AST may wait for its own lock's next completion). The
-//! waiting calls (`*_wait`) put a waiter in the sink instead, and wait for
-//! it: the lite library reads and dispatches the lockspace on the calling
-//! thread, as libdlm_lt does; the threaded one sleeps while the AST thread
-//! delivers, and reads inline when no AST thread runs (libdlm would block
-//! forever) or when it is called from the AST thread itself.
+//! each handle owns a [`dlm::Lockspace`]. What a lock call does next
+//! depends on the backend.
+//!
+//! **On the kernel** the handle does what libdlm does with the lockspace
+//! device, and nothing more (module `direct`): a request is one `write()`
+//! whose `castaddr`, `castparam`, `bastaddr`, `bastparam` and `lksb` are
+//! the caller's, which the kernel keeps with the lock and echoes in every
+//! callback record; a record fills the lksb it names and calls the routine
+//! it names. There is no table of locks and no allocation per lock. One
+//! thread reads the device at a time: a waiting call (`*_wait`) becomes the
+//! reader, writes, and reads until its own completion came (known by its
+//! lksb), running the ASTs of other records as a dispatch would (lite, or
+//! threaded with no AST thread) or handing them to the AST thread. The AST
+//! thread polls the device only while asynchronous operations are in
+//! flight or a lock has a blocking AST routine, so a threaded `_wait`
+//! costs no thread hand-off, where libdlm's costs one per operation.
+//!
+//! **On the fallback** a lock request is [`dlm::Lockspace::request`] with
+//! the lock's *sink* (module `sink`): the C AST routine, its argument and
+//! the `struct dlm_lksb *`, which later conversions and unlocks of the
+//! lock replace as the kernel replaces them, and which lock replay keeps
+//! across a daemon restart. A completion is queued on its handle; once the
+//! dispatch that read it has returned, it fills the lksb (status, lock id,
+//! flags, value block) and calls the AST (so an AST may wait for its own
+//! lock's next completion). The waiting calls put a waiter in the sink
+//! instead, and wait for it: the lite library reads and dispatches the
+//! lockspace on the calling thread, as libdlm_lt does; the threaded one
+//! sleeps while the AST thread delivers, and reads inline when no AST
+//! thread runs (libdlm would block forever) or when it is called from the
+//! AST thread itself.
 //!
 //! What depends on the client's internals (the one pollable fd of a
 //! handle, the AST thread's loop) is in one module, `seam`.

@@ -44,10 +44,10 @@ impl Dispatchable for Handle {
             None => crate::seam::poll_two(fd, stop),
         }
     }
-    fn ast_dispatch(&self, ls: &Lockspace) -> Result<usize, c_int> {
+    fn ast_dispatch(&self) -> Option<Result<usize, c_int>> {
         match &self.direct {
-            Some(d) => d.ast_run(),
-            None => self.dispatch(ls),
+            Some(d) => Some(d.ast_run()),
+            None => Some(self.dispatch(&self.lockspace()?)),
         }
     }
     fn ast_started(&self, tid: u64) {

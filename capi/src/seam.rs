@@ -49,8 +49,9 @@ pub(crate) trait Dispatchable: Send + Sync + 'static {
     fn dispatch(&self, ls: &Lockspace) -> Result<usize, c_int>;
     /// The AST thread's wait for work on `fd` (or `stop`).
     fn ast_wait(&self, fd: RawFd, stop: RawFd) -> Result<(), c_int>;
-    /// The AST thread's work, once its wait is over (never blocks).
-    fn ast_dispatch(&self, ls: &Lockspace) -> Result<usize, c_int>;
+    /// The AST thread's work, once its wait is over (never blocks);
+    /// `None` once the lockspace is closed.
+    fn ast_dispatch(&self) -> Option<Result<usize, c_int>>;
     /// The AST thread `tid` has started.
     fn ast_started(&self, tid: u64);
 }
@@ -176,19 +177,14 @@ fn ast_thread<D: Dispatchable>(
         if stop.load(Ordering::SeqCst) {
             return;
         }
-        let Some(ls) = h.lockspace() else {
-            return;
-        };
         gate_enter();
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h.ast_dispatch(&ls)));
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h.ast_dispatch()));
         gate_leave();
         match r {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
-                log::error!(
-                    "libdlm AST thread: lockspace {}: dispatch failed (errno {e}); it stops",
-                    ls.name()
-                );
+            Ok(Some(Ok(_))) => {}
+            Ok(None) => return,
+            Ok(Some(Err(e))) => {
+                log::error!("libdlm AST thread: dispatch failed (errno {e}); it stops");
                 return;
             }
             Err(_) => {
