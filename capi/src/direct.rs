@@ -766,6 +766,23 @@ impl Direct {
         }
     }
 
+    /// In a child after fork(): only the forking thread is left. It may
+    /// have been the reader (a fork from an AST during a wait): then it
+    /// still is; any other reader, waiter or AST thread is gone.
+    pub(crate) fn after_fork_child(&self) {
+        let me = ffi::thread_self();
+        if self.reader.load(SeqCst) != me {
+            self.reader.store(0, SeqCst);
+            self.depth.store(0, SeqCst);
+        }
+        if let Ok(mut w) = self.waits.try_lock() {
+            w.clear();
+            self.nwaits.store(0, SeqCst);
+        }
+        self.ast_tid.store(0, SeqCst);
+        self.ast_wants.store(false, SeqCst);
+    }
+
     /// The AST thread starts (`tid`) or stops (0).
     pub(crate) fn set_ast_thread(&self, tid: u64) {
         self.ast_tid.store(tid, SeqCst);

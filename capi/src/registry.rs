@@ -135,7 +135,10 @@ pub(crate) fn opened() -> bool {
 pub(crate) fn add(ls: Lockspace) -> Result<usize, c_int> {
     let seam = Seam::new(&ls)?;
     let direct = match ls.backend() {
-        Backend::Kernel => Some(Direct::new(seam.fd())?),
+        Backend::Kernel => {
+            crate::seam::install_fork_hooks();
+            Some(Direct::new(seam.fd())?)
+        }
         Backend::Fallback => None,
     };
     let h = Arc::new(Handle {
@@ -166,6 +169,20 @@ pub(crate) fn get(key: *mut c_void) -> Option<Arc<Handle>> {
         .iter()
         .find(|(k, _)| *k == key)
         .map(|(_, h)| h.clone())
+}
+
+/// In a child after fork(): the kernel handles' readers and waiters were
+/// threads of the parent. (If another thread held the table's lock at
+/// the fork, it stays as it was.)
+pub(crate) fn after_fork_child() {
+    let Ok(t) = HANDLES.try_read() else {
+        return;
+    };
+    for (_, h) in t.iter() {
+        if let Some(d) = h.direct() {
+            d.after_fork_child();
+        }
+    }
 }
 
 /// The handle whose fd is `fd`.

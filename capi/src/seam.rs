@@ -112,7 +112,7 @@ impl Seam {
         if t.is_some() {
             return Err(libc::EEXIST);
         }
-        ffi::at_fork(fork_prepare, fork_done, fork_done);
+        install_fork_hooks();
         let (stop_r, stop_w) = pipe()?;
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
@@ -247,6 +247,18 @@ extern "C" fn fork_prepare() {
             .unwrap_or_else(|p| p.into_inner())
             .0;
     }
+}
+
+/// Have the fork hooks run around every fork() (once per process).
+pub(crate) fn install_fork_hooks() {
+    ffi::at_fork(fork_prepare, fork_done, fork_child);
+}
+
+/// In the child only the forking thread is left: what the others were
+/// doing with a lockspace (reading its device, waiting) is forgotten.
+extern "C" fn fork_child() {
+    fork_done();
+    crate::registry::after_fork_child();
 }
 
 extern "C" fn fork_done() {
