@@ -33,6 +33,7 @@ PROGRAMS=(
     "ct_thread: thr"
     "ct_crash: lt thr"
     "ct_flood: lt thr"
+    "ct_timeout: lt thr"
 )
 
 out="$root_dir/ci/out/ctests/bin"
