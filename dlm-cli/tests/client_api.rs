@@ -660,3 +660,56 @@ fn lock_queries_take_a_limit_and_page_by_lock_id() {
     assert_eq!(e.errno(), dlm::Errno::ENOENT);
     drop(held);
 }
+
+/// A lock's completion closure is still running when another thread
+/// dispatching the same lockspace takes in the lock's next completion (here
+/// the unlock the closure itself asked for): that completion is delivered
+/// to the closure after it returns, in order, not dropped.
+#[test]
+fn a_completion_taken_in_while_its_closure_runs_is_delivered_after_it() {
+    let d = Daemon::start();
+    let (_dlm, ls) = space(&d, "deferred");
+    let (tx, rx) = mpsc::channel();
+    let me = ls.clone();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = calls.clone();
+    ls.request(LockRequest::new(res("a"), LockMode::Ex), move |id, c| {
+        let n = seen.fetch_add(1, Ordering::SeqCst);
+        let _ = tx.send(c.status);
+        if n == 0 {
+            me.unlock(id, LockFlags::empty(), None).unwrap();
+            // Long enough for the other thread to read the unlock's
+            // completion while this closure has not returned.
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    })
+    .unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let threads: Vec<_> = (0..2)
+        .map(|_| {
+            let ls = ls.clone();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    ls.dispatch().unwrap();
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            })
+        })
+        .collect();
+    let first = rx.recv_timeout(Duration::from_secs(10));
+    let second = rx.recv_timeout(Duration::from_secs(10));
+    stop.store(true, Ordering::SeqCst);
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(first, Ok(Status::Granted), "dlmd's log:\n{}", d.log_text());
+    assert_eq!(
+        second,
+        Ok(Status::Unlocked),
+        "dlmd's log:\n{}",
+        d.log_text()
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(lock_count(&_dlm, "deferred"), 0);
+}

@@ -302,8 +302,24 @@ impl Lockspace {
             }
             return After::Sink(sink, id, SinkEvent::Completion(completion));
         }
-        match slot.cbs.as_mut().and_then(|c| c.on_complete.take()) {
-            Some(cb) => After::Complete(cb, id, completion, ends),
+        if let Some(q) = slot.cbs.as_mut().and_then(|c| c.deferred.as_mut()) {
+            // The closure is running: its thread delivers this next.
+            q.push_back((completion, ends));
+            return After::Nothing;
+        }
+        match slot.cbs.as_mut() {
+            Some(c) => match c.on_complete.take() {
+                Some(cb) => {
+                    c.deferred = Some(std::collections::VecDeque::new());
+                    After::Complete(cb, id, completion, ends)
+                }
+                None => {
+                    if ends {
+                        st.free_slot(token);
+                    }
+                    After::Nothing
+                }
+            },
             None => {
                 if ends {
                     st.free_slot(token);
@@ -394,6 +410,38 @@ impl Lockspace {
         );
     }
 
+    /// Run a lock's completion closure for `completion`, then for those
+    /// taken in while it ran, in order; then give the closure back to the
+    /// lock, or free the lock's slot if one of them ended it.
+    fn complete(&self, mut cb: CompletionFn, id: LockId, first: Completion, mut ended: bool) {
+        let mut next = Some(first);
+        while let Some(c) = next.take() {
+            cb(id, &c);
+            let mut st = self.state();
+            let Some(s) = st.slot(id.token) else {
+                return;
+            };
+            let Some(cbs) = s.cbs.as_mut() else {
+                return;
+            };
+            match cbs.deferred.as_mut().and_then(|q| q.pop_front()) {
+                Some((c, ends)) => {
+                    ended |= ends;
+                    next = Some(c);
+                }
+                None => {
+                    cbs.deferred = None;
+                    if ended {
+                        st.free_slot(id.token);
+                    } else {
+                        cbs.on_complete.get_or_insert(cb);
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
     /// Do what [`absorb`](Self::absorb) left, with no lock held.
     pub(crate) fn run(&self, after: After) {
         match after {
@@ -406,17 +454,7 @@ impl Lockspace {
                     }
                 }
             }
-            After::Complete(mut cb, id, completion, ends) => {
-                cb(id, &completion);
-                let mut st = self.state();
-                if ends {
-                    st.free_slot(id.token);
-                } else if let Some(s) = st.slot(id.token) {
-                    if let Some(c) = s.cbs.as_mut() {
-                        c.on_complete.get_or_insert(cb);
-                    }
-                }
-            }
+            After::Complete(cb, id, completion, ends) => self.complete(cb, id, completion, ends),
             After::Sink(sink, id, event) => match event {
                 SinkEvent::Completion(c) => sink.completion(id, &c),
                 SinkEvent::Blocking(m) => sink.blocking(id, m),

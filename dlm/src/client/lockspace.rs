@@ -525,6 +525,7 @@ impl Lockspace {
                 on_blocking,
                 on_lost,
                 sink: None,
+                deferred: None,
             })),
         };
         // A waiting call delivers its own completion, and its caller may

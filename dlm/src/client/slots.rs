@@ -124,6 +124,11 @@ pub(crate) struct Callbacks {
     pub(crate) on_blocking: Option<BlockingFn>,
     pub(crate) on_lost: Option<LostFn>,
     pub(crate) sink: Option<SharedSink>,
+    /// `on_complete` is out, running on some thread: completions taken in
+    /// meanwhile (on another thread, or by a waiting call it makes) wait
+    /// here, and that thread delivers them in order once it returns, with
+    /// whether each ended the lock.
+    pub(crate) deferred: Option<std::collections::VecDeque<(Completion, bool)>>,
 }
 
 impl State {
