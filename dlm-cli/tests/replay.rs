@@ -409,7 +409,22 @@ fn every_mode_round(d: &mut Daemon, round: u32) -> (Duration, usize) {
             .unwrap()
             .granted()
     });
-    std::thread::sleep(Duration::from_millis(50));
+    // Both wait at the daemon before it dies (a fixed sleep was not
+    // always enough on a loaded machine).
+    let ls_name = LockspaceName::new(&name).unwrap();
+    common::wait_for(
+        "A's conversion and C's request queued",
+        Duration::from_secs(20),
+        || {
+            let locks = _h.locks(&ls_name).unwrap_or_default();
+            let queued = |r: &str, q: &str| {
+                locks
+                    .iter()
+                    .any(|l| l.resource == r && l.queue.as_deref() == Some(q))
+            };
+            queued("conv", "converting") && queued("wait", "waiting")
+        },
+    );
 
     d.crash_and_restart(&["--user", "--grace-period", "30"]);
     // Each handle replays when something of it meets the failure: here
