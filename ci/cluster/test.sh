@@ -8,11 +8,12 @@
 #                   each on Debian's libdlm, and exclusion handoff pairs
 #                   failure lvmlockd through ours too: NAME-ours on
 #                   dlm-rs's libdlm, NAME-rust on the Rust API (exclusion,
-#                   handoff, failure)
+#                   handoff, failure); about 12.5 minutes warm on 2 cores
 #   --short         exclusion exclusion-ours exclusion-rust failure: join,
 #                   exclusion with its blocking callback (on Debian's
 #                   libdlm, ours and the Rust API), one node killed with
-#                   the survivors' grants (what .ci/run runs)
+#                   the survivors' grants (what .ci/run runs; about 4.5
+#                   minutes warm)
 #   TEST...         just these (ci/cluster/run.sh --list)
 #
 # Prints each step's time, the figures (ci/out/cluster/run/figures.txt)
