@@ -17,6 +17,7 @@ set +e
 #           (LD_LIBRARY_PATH; T_ENV is the prefix for a program's command)
 #   rust    the Rust API: dlm-locksh in place of cl_locksh
 T_LIB=${DLM_CLUSTER_LIB:-debian}
+# shellcheck disable=SC2034 # T_ENV is used by the tests that source this
 case "$T_LIB" in
 debian) T_ENV="" ;;
 ours) T_ENV="env LD_LIBRARY_PATH=/usr/local/lib/dlm-rs " ;;
