@@ -4,11 +4,16 @@
 #
 #   ci/cluster/test.sh [--short] [--kernel 6.1|6.12] [TEST...]
 #
-#   full (default)  exclusion handoff pairs failure rejoin leave lvmlockd
-#                   (about 8 minutes warm on 2 cores)
-#   --short         exclusion failure: join, exclusion with its blocking
-#                   callback, one node killed with the survivors' grants
-#                   (what .ci/run runs; about 4 minutes warm)
+#   full (default)  exclusion handoff pairs failure rejoin leave lvmlockd,
+#                   each on Debian's libdlm, and exclusion handoff pairs
+#                   failure lvmlockd through ours too: NAME-ours on
+#                   dlm-rs's libdlm, NAME-rust on the Rust API (exclusion,
+#                   handoff, failure); about 12.5 minutes warm on 2 cores
+#   --short         exclusion exclusion-ours exclusion-rust failure: join,
+#                   exclusion with its blocking callback (on Debian's
+#                   libdlm, ours and the Rust API), one node killed with
+#                   the survivors' grants (what .ci/run runs; about 4.5
+#                   minutes warm)
 #   TEST...         just these (ci/cluster/run.sh --list)
 #
 # Prints each step's time, the figures (ci/out/cluster/run/figures.txt)
@@ -18,12 +23,13 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 . ci/lib.sh
 . ci/cluster/lib.sh
-tests=(exclusion handoff pairs failure rejoin leave lvmlockd)
+tests=(exclusion exclusion-ours exclusion-rust handoff handoff-ours handoff-rust
+    pairs pairs-ours failure failure-ours failure-rust rejoin leave lvmlockd lvmlockd-ours)
 up_args=()
 picked=()
 while [ $# -gt 0 ]; do
     case "$1" in
-    --short) tests=(exclusion failure); shift ;;
+    --short) tests=(exclusion exclusion-ours exclusion-rust failure); shift ;;
     --kernel) up_args+=(--kernel "$2"); shift 2 ;;
     -h | --help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     -*) die "unknown option $1 (see --help)" 2 ;;

@@ -16,9 +16,11 @@
 #   --timeout   how long the guests may take to be ready (default 120)
 #   --keep      on a failure, leave the guests running (to look at them)
 #
-# Builds (cached) the rootfs (rootfs.sh), the initramfs (initramfs.sh) and
-# the C test programs (c/build.sh); adds this run's files (the guests'
-# init and agent, the programs) to the initramfs as /overlay; starts the
+# Builds (cached) the rootfs (rootfs.sh), the initramfs (initramfs.sh),
+# the C test programs (c/build.sh) and ours (build-ours.sh: dlm-rs's
+# libdlm and libdlm_lt, the Rust lock shell); adds this run's files (the
+# guests' init and agent, the programs, our libraries in
+# /usr/local/lib/dlm-rs) to the initramfs as /overlay; starts the
 # hub and the guests (TCG, SMP 1); waits until every guest printed
 # DLMCI-READY, its agent answers, and corosync on node 1 counts all K
 # members with quorum; then returns, leaving the cluster running. State,
@@ -76,6 +78,8 @@ progs=()
 if [ -f ci/cluster/c/build.sh ]; then
     mapfile -t progs < <(ci/cluster/c/build.sh)
 fi
+# Ours: dlm-rs's libdlm/libdlm_lt and the Rust API's lock shell.
+mapfile -t ours < <(ci/cluster/build-ours.sh)
 echo "up.sh: built in $(cl_since "$t_build") s"
 
 rm -rf "$CL_STATE"
@@ -118,6 +122,11 @@ install -m 0755 ci/cluster/guest/cl-sh ci/cluster/guest/cl-events "$stage/overla
 for p in ${progs[@]+"${progs[@]}"}; do
     install -m 0755 "$p" "$stage/overlay/usr/local/bin/"
 done
+# /usr/local/lib/dlm-rs: only a program started with LD_LIBRARY_PATH
+# there (DLM_CLUSTER_LIB=ours) uses our libdlm; the rest keep Debian's.
+mkdir -p "$stage/overlay/usr/local/lib/dlm-rs"
+cp -a "${ours[0]}"/libdlm*.so* "$stage/overlay/usr/local/lib/dlm-rs/"
+install -m 0755 "${ours[1]}" "$stage/overlay/usr/local/bin/"
 (cd "$stage" && find overlay | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) >"$stage/overlay.cpio"
 cat "ci/out/cluster/linux-$DLM_KERNEL/initramfs.cpio" "$stage/overlay.cpio" >"$CL_STATE/initramfs.cpio"
 truncate -s 256M "$CL_STATE/shared.img"

@@ -10,7 +10,24 @@ cl_load_config
 trap - ERR
 set +e
 
+# Which library the test's programs use (DLM_CLUSTER_LIB; the tests
+# NAME-ours.sh and NAME-rust.sh set it and run NAME.sh):
+#   debian  Debian's libdlm3 (the default)
+#   ours    dlm-rs's libdlm_lt.so.3 / libdlm.so.3 from /usr/local/lib/dlm-rs
+#           (LD_LIBRARY_PATH; T_ENV is the prefix for a program's command)
+#   rust    the Rust API: dlm-locksh in place of cl_locksh
+T_LIB=${DLM_CLUSTER_LIB:-debian}
+# shellcheck disable=SC2034 # T_ENV is used by the tests that source this
+case "$T_LIB" in
+debian) T_ENV="" ;;
+ours) T_ENV="env LD_LIBRARY_PATH=/usr/local/lib/dlm-rs " ;;
+rust) T_ENV="" ;;
+*) die "DLM_CLUSTER_LIB must be debian, ours or rust, not '$T_LIB'" 2 ;;
+esac
+T_SUFFIX=""
+[ "$T_LIB" = debian ] || T_SUFFIX="_$T_LIB"
 T_NAME=$(basename "$0" .sh)
+[ "$T_LIB" = debian ] || T_NAME="$T_NAME-$T_LIB"
 T_PASS=0
 T_FAIL=0
 T_START=$(cl_now)
@@ -43,17 +60,39 @@ t_match() {
 }
 
 # t_figure KEY VALUE [UNIT]: a measured figure, printed and kept in
-# $CL_STATE/figures.txt.
+# $CL_STATE/figures.txt; KEY gets _ours or _rust when not on Debian's
+# libdlm.
 t_figure() {
-    printf '%s %s %s\n' "$1" "$2" "${3:-}" >>"$T_FIGURES"
-    t_log "figure: $1 = $2 ${3:-}"
+    printf '%s %s %s\n' "$1$T_SUFFIX" "$2" "${3:-}" >>"$T_FIGURES"
+    t_log "figure: $1$T_SUFFIX = $2 ${3:-}"
 }
 
-# on N CMD: cl_on with the command echoed into the test's log.
+# on N [-t S] [-q] CMD: cl_on, with CL_LIB (the lock shell cl-sh starts)
+# exported to CMD.
 on() {
-    local n=$1
+    local n=$1 opts=()
     shift
-    cl_on "$n" "$@"
+    while [ $# -gt 1 ]; do
+        case "$1" in
+        -t) opts+=(-t "$2"); shift 2 ;;
+        -q) opts+=(-q); shift ;;
+        *) break ;;
+        esac
+    done
+    cl_on "$n" "${opts[@]}" "export CL_LIB=$T_LIB; $*"
+}
+
+# t_lib N SHELL: lock shell SHELL on node N runs on the library the test
+# asked for (its mapped libdlm files: Debian's /usr/lib one, ours from
+# /usr/local/lib/dlm-rs, none for the Rust shell).
+t_lib() {
+    local libs
+    libs=$(on "$1" "cl-sh libs $2" | tr '\n' ' ')
+    case "$T_LIB" in
+    debian) t_match "node$1: $2 runs on Debian's libdlm" "$libs" "^exe=/usr/local/bin/cl_locksh /usr/lib/[^ ]*libdlm_lt[^ ]* $" ;;
+    ours) t_match "node$1: $2 runs on dlm-rs's libdlm_lt" "$libs" "^exe=/usr/local/bin/cl_locksh /usr/local/lib/dlm-rs/libdlm_lt[^ ]* $" ;;
+    rust) t_match "node$1: $2 is the Rust API's shell (no libdlm mapped)" "$libs" "^exe=/usr/local/bin/dlm-locksh $" ;;
+    esac
 }
 
 # t_running N: node N's QEMU is alive.

@@ -36,7 +36,10 @@ observe() {
 }
 
 t_join "$ls" 1 2 3
-for n in 1 2 3; do on "$n" -q "cl-sh start f$n $ls"; done
+for n in 1 2 3; do
+    on "$n" -q "cl-sh start f$n $ls"
+    t_lib "$n" "f$n"
+done
 ast_ok() { # N SHELL H [K]: the Kth AST of handle H is a grant
     local out
     out=$(on "$1" "cl-sh wait $2 '^AST $3 ' ${4:-1}")

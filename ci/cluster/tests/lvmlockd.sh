@@ -13,10 +13,22 @@
 t_ensure_up
 vg=vg$$
 lv=lv0
+# An lvmlockd left by an earlier run of this test (on the other library)
+# is stopped first: lvmlockctl --quit, then its PID is signalled.
 start_lvmlockd() {
-    on "$1" -t 30 -q "pidof lvmlockd >/dev/null && exit 0; mkdir -p /run/lvm /run/lock/lvm; setsid lvmlockd -f -g dlm >/tmp/lvmlockd.log 2>&1 </dev/null & for i in \$(seq 1 100); do [ -S /run/lvm/lvmlockd.socket ] && exit 0; sleep 0.1; done; cat /tmp/lvmlockd.log; exit 1"
+    on "$1" -t 40 -q "p=\$(pidof lvmlockd); if [ -n \"\$p\" ]; then lvmlockctl --quit >/dev/null 2>&1; for i in \$(seq 1 50); do kill -0 \$p 2>/dev/null || break; sleep 0.1; done; kill -TERM \$p 2>/dev/null; for i in \$(seq 1 50); do kill -0 \$p 2>/dev/null || break; sleep 0.1; done; kill -KILL \$p 2>/dev/null; sleep 0.2; fi; rm -f /run/lvm/lvmlockd.socket; mkdir -p /run/lvm /run/lock/lvm; setsid ${T_ENV}lvmlockd -f -g dlm >/tmp/lvmlockd.log 2>&1 </dev/null & for i in \$(seq 1 100); do [ -S /run/lvm/lvmlockd.socket ] && exit 0; sleep 0.1; done; cat /tmp/lvmlockd.log; exit 1"
 }
 for n in 1 2 3; do t_check "node$n: lvmlockd -g dlm started" start_lvmlockd "$n"; done
+# The library lvmlockd mapped (Debian builds it on libdlm_lt).
+for n in 1 2 3; do
+    lib=$(on "$n" "grep -o '/[^ ]*libdlm[^ ]*' /proc/\$(pidof lvmlockd)/maps | sort -u | tr '\n' ' '")
+    t_log "node$n: lvmlockd maps $lib"
+    if [ "$T_LIB" = ours ]; then
+        t_match "node$n: lvmlockd runs on dlm-rs's libdlm" "$lib" "^/usr/local/lib/dlm-rs/libdlm"
+    else
+        t_match "node$n: lvmlockd runs on Debian's libdlm" "$lib" "^/usr/lib/.*libdlm"
+    fi
+done
 # A disk with no old label: this run's VG is the only one.
 on 1 -q "dd if=/dev/zero of=/dev/vdb bs=1M count=8 oflag=direct status=none"
 t_check "node1: vgcreate --shared $vg /dev/vdb" on 1 -t 120 "lvm vgcreate --shared $vg /dev/vdb"

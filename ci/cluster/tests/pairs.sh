@@ -25,14 +25,21 @@ t_match "node1: NL on r_remote" "$(on 1 "cl-sh wait p1 '^AST 2 '")" "status=0\(0
 dbg=$(on 1 "cat /sys/kernel/debug/dlm/$ls")
 t_match "node1 masters r_local" "$(printf '%s\n' "$dbg" | grep -A1 '"r_local"')" "Master Copy"
 t_match "node2 masters r_remote (node1's debugfs)" "$(printf '%s\n' "$dbg" | grep -A1 '"r_remote"')" "Master is node 2"
+lib=$(on 1 "${T_ENV}ldd /usr/local/bin/cl_pairs | grep libdlm_lt")
+t_log "node1: cl_pairs loads $lib"
+if [ "$T_LIB" = ours ]; then
+    t_match "node1: cl_pairs resolves libdlm_lt to dlm-rs's" "$lib" "=> /usr/local/lib/dlm-rs/libdlm_lt"
+else
+    t_match "node1: cl_pairs resolves libdlm_lt to Debian's" "$lib" "=> /(usr/)?lib/x86_64-linux-gnu/libdlm_lt"
+fi
 for res in r_local r_remote; do
     n=$pairs
     [ "$res" = r_remote ] && n=$((pairs / 10))
-    out=$(on 1 -t 600 "cl_pairs $ls $res $n")
+    out=$(on 1 -t 600 "${T_ENV}cl_pairs $ls $res $n")
     t_log "node1: $out"
     t_match "node1: $n pairs on $res" "$out" "^PAIRS res=$res n=$n "
     rate=$(printf '%s\n' "$out" | sed -n 's/.* per_s=\([0-9]*\).*/\1/p')
-    t_figure "pairs_per_s_${res#r_}_master" "${rate:-?}" "/s (node1, $n pairs, libdlm_lt lock_wait+unlock_wait)"
+    t_figure "pairs_per_s_${res#r_}_master" "${rate:-?}" "/s (node1, $n pairs, $T_LIB libdlm_lt lock_wait+unlock_wait)"
 done
 on 1 -q "cl-sh stop p1"
 on 2 -q "cl-sh stop p2"

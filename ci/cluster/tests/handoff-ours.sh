@@ -1,0 +1,3 @@
+#!/usr/bin/env bash
+# The handoff test through dlm-rs's libdlm (libdlm_lt.so.3 / libdlm.so.3): DLM_CLUSTER_LIB=ours (tests/common.sh).
+DLM_CLUSTER_LIB=ours exec bash "$(dirname "$0")/handoff.sh"

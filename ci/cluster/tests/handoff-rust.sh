@@ -1,0 +1,3 @@
+#!/usr/bin/env bash
+# The handoff test through the Rust API (dlm-locksh on the dlm crate): DLM_CLUSTER_LIB=rust (tests/common.sh).
+DLM_CLUSTER_LIB=rust exec bash "$(dirname "$0")/handoff.sh"
