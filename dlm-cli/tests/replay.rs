@@ -9,7 +9,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use common::Daemon;
-use dlm::{LockFlags, LockMode, LockspaceFlags, LockspaceName, ResourceName, Status};
+use dlm::{LockFlags, LockMode, LockspaceFlags, LockspaceName, ResourceName, Status, StatusFlags};
 use dlm::{LockRequest, Lockspace, Outcome, ValueBlock};
 
 /// The client's log on the test's stderr (shown when a test fails).
@@ -474,6 +474,10 @@ fn every_mode_round(d: &mut Daemon, round: u32) -> (Duration, usize) {
         .granted()
         .unwrap();
     assert_eq!(r.value_block(), Some(&vb));
+    assert!(
+        !r.status_flags().contains(StatusFlags::VALNOTVALID),
+        "the PW writer's block is valid"
+    );
     drop(r);
     let r2 = probe
         .lock(LockRequest::new(res("lvb-r"), Pr).flags(LockFlags::VALBLK))
@@ -481,6 +485,10 @@ fn every_mode_round(d: &mut Daemon, round: u32) -> (Duration, usize) {
     let Outcome::Granted(r2) = r2 else {
         panic!("PR next to CR")
     };
+    assert!(
+        r2.status_flags().contains(StatusFlags::VALNOTVALID),
+        "a block replayed from below PW is flagged"
+    );
     drop(r2);
     drop((got, a_conv, writer, reader, held));
     (took, 11)

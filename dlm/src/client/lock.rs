@@ -1,7 +1,7 @@
 //! [`Lock`]: a granted lock, unlocked when dropped.
 
 use dlm_proto::error::{Error, Result};
-use dlm_proto::flags::LockFlags;
+use dlm_proto::flags::{LockFlags, StatusFlags};
 use dlm_proto::lvb::ValueBlock;
 use dlm_proto::mode::LockMode;
 use dlm_proto::records::Command;
@@ -21,6 +21,8 @@ pub struct Lock {
     pub(super) mode: LockMode,
     /// Boxed: few locks have one, and a `Lock` is moved around.
     pub(super) value_block: Option<Box<ValueBlock>>,
+    /// The status flags of the last grant.
+    pub(super) status_flags: StatusFlags,
     pub(super) held: bool,
     /// A conversion was given up while in flight (a dropped
     /// `ConvertFuture`) and cancelled: its completion is still owed, and
@@ -35,12 +37,14 @@ impl Lock {
         id: LockId,
         mode: LockMode,
         value_block: Option<Box<ValueBlock>>,
+        status_flags: StatusFlags,
     ) -> Lock {
         Lock {
             ls,
             id,
             mode,
             value_block,
+            status_flags,
             held: true,
             owed: false,
         }
@@ -78,11 +82,22 @@ impl Lock {
         self.value_block.as_deref()
     }
 
+    /// The status flags of the last grant (the request's, or a later
+    /// conversion's): `VALNOTVALID` when the value block may be stale (its
+    /// last writer's lock was lost: a node failed while holding it in PW
+    /// or EX, or a lock replay onto a restarted `dlmd` could only bring it
+    /// back from a holder below PW), `DEMOTED` and `ALTMODE` as the DLM
+    /// sets them.
+    pub fn status_flags(&self) -> StatusFlags {
+        self.status_flags
+    }
+
     /// A conversion to `mode` with `flags` completed with `c`: on a grant
     /// the lock's mode, and its value block if the grant brought one.
     pub(super) fn take_conversion(&mut self, mode: LockMode, flags: LockFlags, c: &Completion) {
         if c.status == Status::Granted {
             self.mode = granted_mode(mode, flags, c.flags);
+            self.status_flags = c.flags;
             if let Some(v) = &c.value_block {
                 self.value_block = Some(Box::new(*v));
             }

@@ -937,7 +937,13 @@ impl Lockspace {
                 s.granted = Some(mode);
                 s.requested = None;
             }
-            return Ok(Outcome::Granted(Lock::new(self.clone(), id, mode, None)));
+            return Ok(Outcome::Granted(Lock::new(
+                self.clone(),
+                id,
+                mode,
+                None,
+                dlm_proto::flags::StatusFlags::empty(),
+            )));
         }
         let completion = match first {
             Some(c) => c,
@@ -959,6 +965,7 @@ impl Lockspace {
                 id,
                 granted_mode(mode, flags, completion.flags),
                 completion.value_block,
+                completion.flags,
             )))
         } else {
             Ok(Outcome::NotGranted(completion.completion()))
