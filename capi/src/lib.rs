@@ -27,12 +27,16 @@
 //! delivers, and reads inline when no AST thread runs (libdlm would block
 //! forever) or when it is called from the AST thread itself.
 //!
+//! dlm-rs's own extension, `dlm_rs.h` (recovery callbacks, outside
+//! libdlm's ABI), is in [`recovery`], exported by [`export_dlm_rs!`].
+//!
 //! What depends on the client's internals (the one pollable fd of a
 //! handle, the AST thread's loop) is in one module, `seam`.
 #![deny(unsafe_code)]
 
 pub mod abi;
 mod ffi;
+pub mod recovery;
 mod registry;
 mod seam;
 mod sink;
