@@ -28,7 +28,8 @@
 //! forever) or when it is called from the AST thread itself.
 //!
 //! dlm-rs's own extension, `dlm_rs.h` (recovery callbacks, outside
-//! libdlm's ABI), is in [`recovery`], exported by [`export_dlm_rs!`].
+//! libdlm's ABI), is in [`recovery`], exported by
+//! [`export_dlm_rs!`](crate::export_dlm_rs).
 //!
 //! What depends on the client's internals (the one pollable fd of a
 //! handle, the AST thread's loop) is in one module, `seam`.

@@ -4,10 +4,10 @@
 //! [`new_lockspace_ops`] is `dlm_new_lockspace_ops()`: the kernel's
 //! `dlm_new_lockspace()` arguments adapted to userspace, over
 //! [`dlm::Dlm::create_lockspace_with`] with a [`dlm::Recovery`] that calls
-//! the C callbacks ([`COps`]). The symbol is exported, under the version
-//! node `DLM_RS_1` of both libraries' export maps, by [`export_dlm_rs!`]
-//! (crate::export_dlm_rs), which the cdylibs invoke beside
-//! [`export_libdlm!`](crate::export_libdlm).
+//! the C callbacks (a private `COps`). The symbol is exported, under the
+//! version node `DLM_RS_1` (`capi/dlm_rs.map`), by
+//! [`export_dlm_rs!`](crate::export_dlm_rs), which the cdylibs invoke
+//! beside [`export_libdlm!`](crate::export_libdlm).
 #![allow(unsafe_code)]
 
 use std::os::raw::{c_char, c_int, c_void};
@@ -174,8 +174,9 @@ pub unsafe fn new_lockspace_ops(
     }
 }
 
-/// The C-ABI body of `dlm_new_lockspace_ops`, for [`export_dlm_rs!`]
-/// (crate::export_dlm_rs) to export under its versioned name.
+/// The C-ABI body of `dlm_new_lockspace_ops`, for
+/// [`export_dlm_rs!`](crate::export_dlm_rs) to export under its versioned
+/// name.
 ///
 /// # Safety
 /// As [`new_lockspace_ops`].
