@@ -63,12 +63,20 @@ const TIMEOUT: u32 = 0x40000;
 /// Status blocks and value blocks: process-wide and never freed, since
 /// the library keeps a lock's status block until the lock's last AST; a
 /// leaked lock must not leave it pointing at freed memory.
-const NLKSB: usize = 8;
+///
+/// Each request of an input gets a status block of its own (a C program
+/// that gave one block to two outstanding locks would see either lock's
+/// completion in it, as with the kernel); conversions and unlocks of a
+/// lock use the lock's. Calls on lock ids never issued use `scratch`.
+const NLKSB: usize = 24;
 struct Pool {
     lksb: [DlmLksb; NLKSB],
     lvb: [[u8; 32]; NLKSB],
     /// The status block of the unlocks after each input.
     cleanup: DlmLksb,
+    /// The status block of calls on lock ids that were never issued.
+    scratch: DlmLksb,
+    scratch_lvb: [u8; 32],
 }
 
 static ASTS: [AtomicUsize; NLKSB + 1] = [const { AtomicUsize::new(0) }; NLKSB + 1];
@@ -203,6 +211,13 @@ fn global() -> &'static Global {
                 sb_flags: 0,
                 sb_lvbptr: null_mut(),
             },
+            scratch: DlmLksb {
+                sb_status: 0,
+                sb_lkid: 0,
+                sb_flags: 0,
+                sb_lvbptr: null_mut(),
+            },
+            scratch_lvb: [0; 32],
         }));
         // SAFETY: a NUL-terminated name.
         let base = unsafe { dlm_create_lockspace(c"fz".as_ptr(), 0o600) };
@@ -312,6 +327,10 @@ struct Run {
     taken: Vec<Taken>,
     /// Every lock id any call reported (for "never issued").
     issued: Vec<u32>,
+    /// The status block of each lock taken: (handle, lock id, slot).
+    slot_of: Vec<(Option<usize>, u32, usize)>,
+    /// The slots given to a request in this input.
+    used: [bool; NLKSB],
     default_used: bool,
     /// Lockspaces closed, not released: released at the end.
     late_release: Vec<Vec<u8>>,
@@ -352,6 +371,33 @@ impl Run {
     fn lvb(&self, i: usize) -> *mut c_char {
         // SAFETY: as above.
         unsafe { (&raw mut (*self.pool).lvb[i]).cast() }
+    }
+
+    /// A slot no request of this input has had, from `sel` on.
+    fn fresh_slot(&mut self, sel: u8) -> Option<usize> {
+        let k = (0..NLKSB)
+            .map(|i| (usize::from(sel) + i) % NLKSB)
+            .find(|&k| !self.used[k])?;
+        self.used[k] = true;
+        Some(k)
+    }
+
+    /// The slot of lock `lkid` on handle `h`, if this input took it.
+    fn slot_for(&self, h: Option<usize>, lkid: u32) -> Option<usize> {
+        self.slot_of
+            .iter()
+            .find(|(hh, l, _)| *hh == h && *l == lkid)
+            .map(|(_, _, k)| *k)
+    }
+
+    /// The scratch status block (with its value block).
+    fn scratch(&self) -> *mut DlmLksb {
+        // SAFETY: the pool lives for ever.
+        unsafe {
+            let p = &raw mut (*self.pool).scratch;
+            (*p).sb_lvbptr = (&raw mut (*self.pool).scratch_lvb).cast();
+            p
+        }
     }
 
     fn handle(&mut self, inp: &mut Input) -> H {
@@ -537,8 +583,32 @@ impl Run {
         let mode = Self::mode(inp);
         let mut flags = Self::flags(inp);
         let sel = inp.u8();
-        let k = usize::from(sel) % NLKSB;
-        let lksb = if sel >= 248 { null_mut() } else { self.lksb(k) };
+        let convert_req = flags & CONVERT != 0;
+        let key = match h {
+            H::Open(k) => Some(k),
+            _ => None,
+        };
+        // (slot, lksb): NULL; a conversion's: its lock's (or the scratch
+        // block for a lock id never taken); a request's: a fresh one.
+        let (k, lksb) = if sel >= 248 {
+            (0, null_mut())
+        } else if convert_req {
+            let lk = self.lkid(inp);
+            match key.and_then(|h| self.slot_for(Some(h), lk)) {
+                Some(k) => (k, self.lksb(k)),
+                None => {
+                    let p = self.scratch();
+                    // SAFETY: ours.
+                    unsafe { (*p).sb_lkid = lk };
+                    (NLKSB, p)
+                }
+            }
+        } else {
+            match self.fresh_slot(sel) {
+                Some(k) => (k, self.lksb(k)),
+                None => return,
+            }
+        };
         let opts = inp.u8();
         let wait = opts & 1 != 0;
         let with_ast = opts & 2 != 0 || wait;
@@ -571,7 +641,7 @@ impl Run {
         } else {
             self.name.as_ptr().cast()
         };
-        if !lksb.is_null() {
+        if !lksb.is_null() && k < NLKSB {
             // SAFETY: ours.
             unsafe {
                 (*lksb).sb_lvbptr = if opts & 128 != 0 {
@@ -579,9 +649,6 @@ impl Run {
                 } else {
                     self.lvb(k)
                 };
-                if flags & CONVERT != 0 && inp.u8() & 1 == 0 {
-                    (*lksb).sb_lkid = self.lkid(inp);
-                }
             }
         }
         if wait {
@@ -647,8 +714,9 @@ impl Run {
             let (lkid, st) = unsafe { ((*lksb).sb_lkid, (*lksb).sb_status) };
             let sent = rv == 0 || (self.lite && wait && st != EINPROG);
             trace!("  lksb {k}: lkid {lkid:#x} status {st} sent {sent}");
-            if sent && lkid != 0 && !convert {
+            if sent && lkid != 0 && !convert && k < NLKSB {
                 self.issued.push(lkid);
+                self.slot_of.push((Some(key), lkid, k));
                 self.taken.push(Taken {
                     handle: Some(key),
                     lkid,
@@ -723,8 +791,19 @@ impl Run {
         let lkid = self.lkid(inp);
         let mut flags = Self::flags(inp) & (CANCEL | VALBLK | FORCEUNLOCK | 0x8000_0000);
         let sel = inp.u8();
-        let k = usize::from(sel) % NLKSB;
-        let lksb = if sel >= 248 { null_mut() } else { self.lksb(k) };
+        let key = match h {
+            H::Open(k) => Some(k),
+            _ => None,
+        };
+        // The lock's own status block, or the scratch one.
+        let (k, lksb) = if sel >= 248 {
+            (0, null_mut())
+        } else {
+            match key.and_then(|h| self.slot_for(Some(h), lkid)) {
+                Some(k) => (k, self.lksb(k)),
+                None => (NLKSB, self.scratch()),
+            }
+        };
         let wait = inp.u8() & 1 != 0;
         if wait && flags & CANCEL != 0 {
             // A waiting cancel of a lock that is granted waits for a
@@ -1071,6 +1150,7 @@ impl Run {
                     )
                 };
                 self.default_used = true;
+                trace!("lock_resource(mode {mode}, flags {flags:#x}) = {rv} errno {} lockid {lockid:#x}", errno());
                 if null_id || res.is_null() {
                     expect("lock_resource(NULL)", rv, Some(libc::EINVAL));
                 } else if rv == 0 && lockid != 0 {
@@ -1095,7 +1175,9 @@ impl Run {
             }
             7 => {
                 // dlm_lock / dlm_unlock on the default lockspace.
-                let k = usize::from(inp.u8()) % NLKSB;
+                let Some(k) = self.fresh_slot(inp.u8()) else {
+                    return;
+                };
                 let lksb = self.lksb(k);
                 let (len, _) = self.fill_name(inp);
                 let len = len.min(64);
@@ -1149,9 +1231,11 @@ impl Run {
                 self.default_used = true;
                 // SAFETY: ours.
                 let (lkid, st) = unsafe { ((*lksb).sb_lkid, (*lksb).sb_status) };
+                trace!("dlm_lock(default, mode {mode}, flags {flags:#x}, wait {wait}) = {rv} errno {} lkid {lkid:#x} status {st}", errno());
                 let sent = rv == 0 || (self.lite && wait && st != EINPROG);
                 if sent && lkid != 0 {
                     self.issued.push(lkid);
+                    self.slot_of.push((None, lkid, k));
                     self.taken.push(Taken { handle: None, lkid });
                 }
             }
@@ -1190,6 +1274,8 @@ fuzz_target!(|data: &[u8]| {
         closed: Vec::new(),
         taken: Vec::new(),
         issued: Vec::new(),
+        slot_of: Vec::new(),
+        used: [false; NLKSB],
         default_used: false,
         name: [0; 100],
         late_release: Vec::new(),
