@@ -614,27 +614,25 @@ impl Run {
         let with_ast = opts & 2 != 0 || wait;
         let with_bast = opts & 4 != 0;
         let range = if opts & 8 != 0 && inp.u8() < 16 {
-            1usize as *mut c_void
+            std::ptr::dangling_mut::<c_void>()
         } else {
             null_mut()
         };
         let lockx = opts & 16 != 0 && !wait;
         let mut xid = u64::from(inp.u8());
         let mut tmo = u64::from(inp.u8() % 4);
-        let x = lockx.then(|| {
-            (
-                if opts & 32 != 0 {
-                    null_mut()
-                } else {
-                    &raw mut xid
-                },
-                if opts & 64 != 0 {
-                    null_mut()
-                } else {
-                    &raw mut tmo
-                },
-            )
-        });
+        let x = lockx.then_some((
+            if opts & 32 != 0 {
+                null_mut()
+            } else {
+                &raw mut xid
+            },
+            if opts & 64 != 0 {
+                null_mut()
+            } else {
+                &raw mut tmo
+            },
+        ));
         let (len, null_name) = self.fill_name(inp);
         let name: *const c_void = if null_name {
             null()
@@ -904,15 +902,12 @@ impl Run {
                 let mut result: c_int = 0;
                 let o = inp.u8();
                 let lvblen = [0, 32, 16, -1][usize::from(o % 4)];
-                let want = if cstr.is_null() || o & 4 != 0 || o & 8 != 0 {
-                    Some(libc::EINVAL)
-                } else if lvblen != 0 && lvblen != 32 {
-                    Some(libc::EINVAL)
-                } else if slen > 64 {
-                    Some(libc::EINVAL)
-                } else {
-                    None
-                };
+                let bad = cstr.is_null()
+                    || o & 4 != 0
+                    || o & 8 != 0
+                    || (lvblen != 0 && lvblen != 32)
+                    || slen > 64;
+                let want = bad.then_some(libc::EINVAL);
                 let before = RECOVERY.load(Ordering::SeqCst);
                 // SAFETY: ours or NULL.
                 let p = unsafe {
