@@ -39,6 +39,9 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
     cargo install --locked --quiet cargo-fuzz || skip "cargo install cargo-fuzz failed (see above)"
 fi
 
+# capi_args drives the C ABI against a private dlmd: the release build.
+cargo build --release -p dlmd >&2 || skip "cargo build --release -p dlmd failed (see above)"
+
 cd fuzz
 targets=$(cargo "${tc[@]}" fuzz list)
 [ -n "$only" ] && targets="$only"

@@ -44,6 +44,10 @@
 //! thread runs (libdlm would block forever) or when it is called from the
 //! AST thread itself.
 //!
+//! dlm-rs's own extension, `dlm_rs.h` (recovery callbacks, outside
+//! libdlm's ABI), is in [`recovery`], exported by
+//! [`export_dlm_rs!`](crate::export_dlm_rs).
+//!
 //! What depends on the client's internals (the one pollable fd of a
 //! handle, the AST thread's loop) is in one module, `seam`.
 #![deny(unsafe_code)]
@@ -51,6 +55,7 @@
 pub mod abi;
 mod direct;
 mod ffi;
+pub mod recovery;
 mod registry;
 mod seam;
 mod sink;

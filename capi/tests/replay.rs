@@ -116,6 +116,14 @@ fn a_lite_program_keeps_its_lock_and_its_lkid_across_a_daemon_kill() {
     assert_eq!((rv, other.sb_status), (0, EUNLOCK));
     // SAFETY: the handle is not used again.
     assert_eq!(unsafe { abi::release_lockspace(name.as_ptr(), ls, 1) }, 0);
+    // The release reached the new daemon: the library's control
+    // connection followed the lockspace there (it went to the dead one).
+    let left = dlm::Dlm::open().unwrap().lockspaces().unwrap();
+    assert!(
+        !left.iter().any(|l| l.name == "capi_replay"),
+        "the lockspace outlived its release: {left:?}\n{}",
+        d.log()
+    );
     assert!(
         d.log().contains("1 of 1 connection(s) replayed 1 lock(s)"),
         "{}",

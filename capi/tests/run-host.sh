@@ -22,6 +22,12 @@
 # the end, whatever happened; its log is printed when something failed.
 # Results: ci/out/ctests/host/ (host-valgrind/ with --valgrind, -ourh
 # appended with --include).
+#
+# The programs of dlm-rs's own extension (dlm_rs.h; build.sh --ours) are
+# built against DIR and run too, with CT_KILL_CMD: a command that kills
+# dlmd with SIGKILL and starts it again on the same socket, for the
+# recovery callbacks around a lock replay. Their references are
+# expected/ours/host/<name>.out where the host's differ from the guest's.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . ci/lib.sh
@@ -58,32 +64,53 @@ expected=capi/tests/expected
 rm -rf "$res"
 mkdir -p "$res"
 
-capi/tests/c/build.sh -o "$out/$name-bin" ${include[@]+"${include[@]}"} >"$out/$name-programs.txt"
+capi/tests/c/build.sh -o "$out/$name-bin" ${include[@]+"${include[@]}"} --ours "$lib" >"$out/$name-programs.txt"
 mapfile -t progs <"$out/$name-programs.txt"
 cargo build --release -p dlmd -p dlm-cli >&2
 dlmd_bin=$PWD/target/release/dlmd
 dlm_bin=$PWD/target/release/dlm
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/dlm-host-ctests.XXXXXX")
-dlmd_pid=""
+# dlmd's pid is in $tmp/dlmd.pid: CT_KILL_CMD (below) replaces the daemon.
+gone() { [ ! -e "/proc/$1" ] || [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" = Z ]; }
 stop_dlmd() {
-    if [ -n "$dlmd_pid" ]; then
-        kill -TERM "$dlmd_pid" 2>/dev/null || true
-        wait "$dlmd_pid" 2>/dev/null || true
-        dlmd_pid=""
-    fi
+    local pid
+    pid=$(cat "$tmp/dlmd.pid" 2>/dev/null) || return 0
+    rm -f "$tmp/dlmd.pid"
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 100); do gone "$pid" && break; sleep 0.1; done
+    wait "$pid" 2>/dev/null || true
 }
 trap 'stop_dlmd; rm -rf "$tmp"' EXIT
-"$dlmd_bin" --socket "$tmp/dlmd.sock" --log-level info >"$tmp/dlmd.log" 2>&1 &
-dlmd_pid=$!
-for _ in $(seq 100); do
-    [ -S "$tmp/dlmd.sock" ] && break
-    kill -0 "$dlmd_pid" 2>/dev/null || break
+# start_dlmd: a dlmd on $tmp/dlmd.sock, its pid in $tmp/dlmd.pid.
+cat >"$tmp/start-dlmd.sh" <<SH
+#!/usr/bin/env bash
+setsid "$dlmd_bin" --socket "$tmp/dlmd.sock" --log-level info >>"$tmp/dlmd.log" 2>&1 </dev/null &
+echo \$! >"$tmp/dlmd.pid"
+for _ in \$(seq 100); do
+    [ -S "$tmp/dlmd.sock" ] && [ -n "\$(ss -xl 2>/dev/null | grep -F "$tmp/dlmd.sock")" ] && exit 0
+    kill -0 \$! 2>/dev/null || exit 1
     sleep 0.1
 done
-[ -S "$tmp/dlmd.sock" ] || { echo "run-host.sh: dlmd did not start:" >&2; cat "$tmp/dlmd.log" >&2; exit 1; }
+exit 1
+SH
+# kill-dlmd.sh (CT_KILL_CMD): SIGKILL, wait until it is gone, start again.
+cat >"$tmp/kill-dlmd.sh" <<SH
+#!/usr/bin/env bash
+pid=\$(cat "$tmp/dlmd.pid")
+kill -KILL "\$pid"
+for _ in \$(seq 100); do
+    { [ ! -e "/proc/\$pid" ] || [ "\$(awk '{print \$3}' "/proc/\$pid/stat" 2>/dev/null)" = Z ]; } && break
+    sleep 0.05
+done
+echo "run-host.sh: dlmd killed (SIGKILL) and started again" >>"$tmp/dlmd.log"
+exec "$tmp/start-dlmd.sh"
+SH
+chmod +x "$tmp/start-dlmd.sh" "$tmp/kill-dlmd.sh"
+"$tmp/start-dlmd.sh" || { echo "run-host.sh: dlmd did not start:" >&2; cat "$tmp/dlmd.log" >&2; exit 1; }
 
 export DLM_BACKEND=fallback DLM_SOCKET="$tmp/dlmd.sock" DLM_NO_AUTOSTART=1
+export CT_KILL_CMD="$tmp/kill-dlmd.sh"
 lockspaces() { "$dlm_bin" ls | awk 'NR > 1 { printf "%s ", $1 }'; }
 
 # run NAME CMD...: stdout, stderr and status into $res/NAME.*
@@ -138,6 +165,8 @@ for f in "$res"/*.rc; do
     want_rc="$expected/$b.rc"
     [ -f "$expected/ours/$b.out" ] && want_out="$expected/ours/$b.out"
     [ -f "$expected/ours/$b.rc" ] && want_rc="$expected/ours/$b.rc"
+    [ -f "$expected/ours/host/$b.out" ] && want_out="$expected/ours/host/$b.out"
+    [ -f "$expected/ours/host/$b.rc" ] && want_rc="$expected/ours/host/$b.rc"
     if [ ! -f "$want_out" ]; then
         echo "run-host.sh: $b: no reference ($want_out)" >&2
         bad=1

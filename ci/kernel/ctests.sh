@@ -76,7 +76,10 @@ ci/kernel/fetch.sh
 ci/kernel/build.sh >"$out/static-bins.txt"
 controller=$(head -n 1 "$out/static-bins.txt")
 
-capi/tests/c/build.sh -o "$out/bin" ${include[@]+"${include[@]}"} >"$out/programs.txt"
+# With --lib, dlm-rs's own extension's programs too (build.sh --ours).
+ours=()
+[ -n "$lib" ] && ours=(--ours "$lib")
+capi/tests/c/build.sh -o "$out/bin" ${include[@]+"${include[@]}"} ${ours[@]+"${ours[@]}"} >"$out/programs.txt"
 mapfile -t progs <"$out/programs.txt"
 
 # Every export of both libraries must be called by some program of its

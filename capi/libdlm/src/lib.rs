@@ -6,3 +6,4 @@
 #![deny(unsafe_code)]
 
 dlm_capi::export_libdlm!(threaded);
+dlm_capi::export_dlm_rs!();

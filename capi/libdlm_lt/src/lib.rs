@@ -6,3 +6,4 @@
 #![deny(unsafe_code)]
 
 dlm_capi::export_libdlm!(lite);
+dlm_capi::export_dlm_rs!();

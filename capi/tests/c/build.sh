@@ -2,7 +2,7 @@
 # Build the libdlm C test programs, dynamically linked, so that the library
 # can be swapped at run time with LD_LIBRARY_PATH:
 #
-#   capi/tests/c/build.sh [-o OUTDIR] [--include DIR] [--libdir DIR] [--list] [NAME...]
+#   capi/tests/c/build.sh [-o OUTDIR] [--include DIR] [--libdir DIR] [--ours DIR] [--list] [NAME...]
 #
 #   -o OUTDIR       where the programs go (default ci/out/ctests/bin)
 #   --include DIR   compile against DIR/libdlm.h instead of /usr/include's
@@ -10,7 +10,11 @@
 #   --libdir DIR    link against DIR's libdlm.so / libdlm_lt.so instead of
 #                   the system's (the programs still load whatever
 #                   libdlm.so.3 / libdlm_lt.so.3 the loader finds)
-#   --list          print the program names and exit
+#   --ours DIR      also build the programs of dlm-rs's own extension
+#                   (OURS below: they use capi/include/dlm_rs.h, whose
+#                   DLM_RS_1 symbols no other libdlm has), against
+#                   capi/include and DIR's libdlm.so / libdlm_lt.so
+#   --list          print the program names and exit (with --ours, OURS too)
 #   NAME...         only these programs (e.g. ct_lock); default all
 #
 # Each program is built as <name>-lt (cc ... -ldlm_lt) and, where the
@@ -35,17 +39,23 @@ PROGRAMS=(
     "ct_flood: lt thr"
     "ct_timeout: lt thr"
 )
+# dlm-rs's libraries only (built with --ours).
+OURS=(
+    "ct_recovery: lt thr"
+)
 
 out="$root_dir/ci/out/ctests/bin"
 inc=()
 libdir=()
 list=0
+ours=""
 only=()
 while [ $# -gt 0 ]; do
     case "$1" in
     -o) out=$2; shift 2 ;;
     --include) inc=(-I "$2"); shift 2 ;;
     --libdir) libdir=(-L "$2" "-Wl,-rpath-link=$2"); shift 2 ;;
+    --ours) ours=$(cd "$2" && pwd); shift 2 ;;
     --list) list=1; shift ;;
     -h | --help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "build.sh: unknown option $1" >&2; exit 2 ;;
@@ -53,8 +63,10 @@ while [ $# -gt 0 ]; do
     esac
 done
 
+all=("${PROGRAMS[@]}")
+[ -n "$ours" ] && all+=("${OURS[@]}")
 if [ "$list" = 1 ]; then
-    for p in "${PROGRAMS[@]}"; do
+    for p in "${all[@]}"; do
         name=${p%%:*}
         for v in ${p#*:}; do echo "$name-$v"; done
     done
@@ -70,15 +82,26 @@ wanted() {
     for o in "${only[@]}"; do [ "$o" = "$1" ] && return 0; done
     return 1
 }
-for p in "${PROGRAMS[@]}"; do
+is_ours() {
+    local o
+    for o in "${OURS[@]}"; do [ "${o%%:*}" = "$1" ] && return 0; done
+    return 1
+}
+for p in "${all[@]}"; do
     name=${p%%:*}
     wanted "$name" || continue
+    fl=("${cflags[@]}")
+    ld=(${libdir[@]+"${libdir[@]}"})
+    if is_ours "$name"; then
+        fl+=(-I "$root_dir/capi/include")
+        ld=(-L "$ours" "-Wl,-rpath-link=$ours")
+    fi
     for v in ${p#*:}; do
         case "$v" in
-        lt) "$cc" "${cflags[@]}" -o "$out/$name-lt" "$here/$name.c" \
-            ${libdir[@]+"${libdir[@]}"} -ldlm_lt -lpthread ;;
-        thr) "$cc" "${cflags[@]}" -D_REENTRANT -o "$out/$name-thr" "$here/$name.c" \
-            ${libdir[@]+"${libdir[@]}"} -ldlm -lpthread ;;
+        lt) "$cc" "${fl[@]}" -o "$out/$name-lt" "$here/$name.c" \
+            ${ld[@]+"${ld[@]}"} -ldlm_lt -lpthread ;;
+        thr) "$cc" "${fl[@]}" -D_REENTRANT -o "$out/$name-thr" "$here/$name.c" \
+            ${ld[@]+"${ld[@]}"} -ldlm -lpthread ;;
         *) echo "build.sh: unknown variant $v of $name" >&2; exit 1 ;;
         esac
         echo "$out/$name-$v"

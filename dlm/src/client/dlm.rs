@@ -277,7 +277,43 @@ impl Dlm {
     fn control_write(&self, bytes: &[u8]) -> std::result::Result<i64, Errno> {
         match &self.conn {
             Conn::Kernel { control } => control.write(bytes),
-            Conn::Daemon { control, .. } => control.write(bytes),
+            Conn::Daemon { .. } => self.on_daemon(|c| c.write(bytes)),
+        }
+    }
+
+    /// `f` on the daemon's control connection. If the daemon has gone
+    /// since (killed, restarted: the connection says `EPIPE` or
+    /// `ECONNRESET`), connect again, starting a per-user daemon if this
+    /// handle does so, and try `f` once more on the new connection: the
+    /// lockspaces replay onto the new daemon by themselves, and the
+    /// control side (creating, releasing lockspaces, queries) must follow
+    /// them there. A request the old daemon took and did not answer is
+    /// sent again.
+    fn on_daemon<T>(
+        &self,
+        f: impl Fn(&Socket) -> std::result::Result<T, Errno>,
+    ) -> std::result::Result<T, Errno> {
+        let Conn::Daemon {
+            control,
+            socket,
+            autostart,
+            ..
+        } = &self.conn
+        else {
+            return Err(Errno::from_raw(libc::ENOTCONN));
+        };
+        let gone = |e: Errno| e == Errno::EPIPE || e == Errno::from_raw(libc::ECONNRESET);
+        match f(control) {
+            Err(e) if gone(e) => {
+                let fresh = connect_or_start(socket, *autostart).map_err(|e2| {
+                    log::debug!("dlm: the daemon's control connection is gone ({e}): {e2}");
+                    e
+                })?;
+                control.adopt(fresh)?;
+                log::debug!("dlm: control connection to {} made again", socket.display());
+                f(control)
+            }
+            r => r,
         }
     }
 
@@ -285,7 +321,7 @@ impl Dlm {
     pub fn version(&self) -> Result<(u32, u32, u32)> {
         let v = match &self.conn {
             Conn::Kernel { control } => control.version(),
-            Conn::Daemon { control, .. } => control.version(),
+            Conn::Daemon { .. } => self.on_daemon(|c| c.version()),
         }?;
         Ok((v[0], v[1], v[2]))
     }
@@ -452,7 +488,16 @@ impl Dlm {
     pub fn lockspaces(&self) -> Result<Vec<dlm_proto::query::LockspaceInfo>> {
         match &self.conn {
             Conn::Kernel { .. } => kernel::lockspaces(),
-            Conn::Daemon { control, .. } => query_lockspaces(control),
+            Conn::Daemon { .. } => {
+                let body = self.on_daemon(|c| {
+                    c.request(
+                        wire::Kind::Query,
+                        &[wire::QUERY_LOCKSPACES],
+                        wire::Kind::QueryReply,
+                    )
+                })?;
+                dlm_proto::query::parse(&body).map_err(Error::Os)
+            }
         }
     }
 
@@ -500,11 +545,11 @@ impl Dlm {
     pub fn locks(&self, name: &LockspaceName) -> Result<Vec<dlm_proto::query::LockInfo>> {
         match &self.conn {
             Conn::Kernel { .. } => kernel::locks(&name.to_string()),
-            Conn::Daemon { control, .. } => {
+            Conn::Daemon { .. } => {
                 let mut q = vec![wire::QUERY_LOCKS];
                 q.extend_from_slice(name.as_bytes());
-                let body = control
-                    .request(wire::Kind::Query, &q, wire::Kind::QueryReply)
+                let body = self
+                    .on_daemon(|c| c.request(wire::Kind::Query, &q, wire::Kind::QueryReply))
                     .map_err(|e| lockspace_error("list the locks of", name, e.into()))?;
                 dlm_proto::query::parse(&body).map_err(Error::Os)
             }
