@@ -54,7 +54,12 @@
  *    failure first. A replay that fails (no daemon came back) ends with no
  *    recover_done: the locks are lost, and each lock's AST says so
  *    (sb_status ENOLCK).
- *  - On the kernel, only the recover_done at join comes, and *ops_result
+ *  - On the kernel, with dlm-controld --single-node (its event socket
+ *    /run/dlm-controld/events.sock, root's), recover_prep when it stops
+ *    the lockspace and recover_done with the generation one higher when
+ *    it starts it again, on a thread of the library's own; *ops_result is
+ *    0. Without such a controller (the cluster's dlm_controld is not a
+ *    source yet) only the recover_done at join comes, and *ops_result
  *    says -EOPNOTSUPP, as the kernel's does when it cannot deliver the
  *    callbacks (the kernel then delivers none, not even at join).
  *
@@ -108,8 +113,9 @@ struct dlm_lockspace_ops {
  *              the library copies the struct
  *   ops_arg    passed, as is, to every callback
  *   ops_result set to 0 when the backend delivers every callback (the
- *              fallback daemon), to -EOPNOTSUPP where it delivers only
- *              the recover_done at join (the kernel)
+ *              fallback daemon; the kernel with dlm-controld
+ *              --single-node's events), to -EOPNOTSUPP where it delivers
+ *              only the recover_done at join
  *
  * Errors (NULL, errno): EINVAL for a NULL or over-long name, a NULL ops
  * or ops_result, a bad lvblen; otherwise dlm_new_lockspace()'s. On error
