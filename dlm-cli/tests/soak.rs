@@ -1095,8 +1095,10 @@ impl Worker {
                 Ok(ls) => ls,
                 // The handle's control connection does not outlive its
                 // daemon (documented: EPIPE); a new handle, once.
-                Err(e) if e.errno() == Errno::EPIPE => {
-                    self.count("lockspace: EPIPE from a killed daemon's handle, reopened");
+                Err(e) if conn_failure(e.errno()) => {
+                    self.count(
+                        "lockspace: control call failed with a killed daemon, handle reopened",
+                    );
                     self.dlm = open_handle(&self.socket)?;
                     self.dlm
                         .create_lockspace(&name, LockspaceFlags::empty(), 0o600)
@@ -1110,12 +1112,12 @@ impl Worker {
                 Outcome::NotGranted(c) => return err(format!("own lockspace: {c:?}")),
             }
             if let Err(e) = self.dlm.release_lockspace(ls, false) {
-                if e.errno() != Errno::EPIPE {
+                if !conn_failure(e.errno()) {
                     return err(format!("release a lockspace: {e:?}"));
                 }
                 // As above; the new daemon may not have it (no handle
                 // was open to replay it).
-                self.count("lockspace: EPIPE from a killed daemon's handle, reopened");
+                self.count("lockspace: control call failed with a killed daemon, handle reopened");
                 self.dlm = open_handle(&self.socket)?;
                 match self.dlm.open_lockspace(&name) {
                     Ok(ls) => self.dlm.release_lockspace(ls, false).ctx("release")?,
@@ -1125,8 +1127,27 @@ impl Worker {
             }
             self.count("lockspace: created, used, released");
         } else {
-            let other = open_handle(&self.socket)?;
-            let ls = other.open_lockspace(&lsn("soak")).ctx("open soak again")?;
+            let mut tries = 0;
+            let (_other, ls) = loop {
+                let r = open_handle(&self.socket).and_then(|d| {
+                    let ls = d.open_lockspace(&lsn("soak")).ctx("open soak again")?;
+                    Ok((d, ls))
+                });
+                match r {
+                    Ok(x) => break x,
+                    // As for the orphan lockspace: a control call meets a
+                    // kill.
+                    Err(Fail::Error(e)) if tries < 50 => {
+                        tries += 1;
+                        if tries == 1 {
+                            self.count("control call failed with the daemon, tried again");
+                        }
+                        log::warn!("worker {}: {e}; again", self.me);
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                    Err(e) => return Err(e),
+                }
+            };
             let req = LockRequest::new(rn("r0"), LockMode::Nl).flags(LockFlags::NOQUEUE);
             // NOQUEUE fails even for NL while requests wait (the kernel's
             // rule 6-4: no new request passes the waiting ones).
@@ -1178,6 +1199,17 @@ impl Worker {
         std::fs::write(self.dir.join(format!("report.{}", self.me)), out).ctx("report")?;
         Ok(())
     }
+}
+
+/// The daemon connection itself failed (the daemon died under the call).
+fn conn_failure(e: Errno) -> bool {
+    [
+        libc::EPIPE,
+        libc::ECONNRESET,
+        libc::ECONNREFUSED,
+        libc::ENOENT,
+    ]
+    .contains(&e.raw())
 }
 
 fn open_handle(socket: &Path) -> R<Dlm> {
@@ -1352,7 +1384,7 @@ fn soak() {
     // that did not would hold every grace period to its end).
     obs_ls.start_event_loop().unwrap();
     std::thread::sleep(Duration::from_secs(1));
-    let baseline = d.rss_kib();
+    let (baseline, baseline_anon) = (d.rss_kib(), d.rss_anon_kib());
 
     let t0 = Instant::now();
     let seed_s = seed.to_string();
@@ -1485,7 +1517,7 @@ fn soak() {
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_secs(2));
-    let after = d.rss_kib();
+    let (after, after_anon) = (d.rss_kib(), d.rss_anon_kib());
 
     let mut table = String::new();
     for (k, v) in &sums {
@@ -1506,7 +1538,8 @@ fn soak() {
          counter {counter}, increments reported {increments}\n  \
          daemon VmRSS: baseline {baseline} KiB (fresh, one idle client), \
          under load up to {peak} KiB, after {after} KiB (last daemon, workers gone, \
-         2 s settle): {:+.1} %",
+         2 s settle): {:+.1} %; of which anonymous (RssAnon, not checked): \
+         {baseline_anon} KiB and {after_anon} KiB",
         ran.as_secs_f64(),
         graces.len(),
         graces.get(graces.len() / 2).map_or(0.0, |g| g * 1e3),

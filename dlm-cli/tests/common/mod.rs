@@ -255,6 +255,11 @@ impl Daemon {
         rss_kib(self.proc.0.id()).expect("the daemon's VmRSS")
     }
 
+    /// Of that, the anonymous part (`RssAnon`: heap and stacks), in KiB.
+    pub fn rss_anon_kib(&self) -> u64 {
+        status_kib(self.proc.0.id(), "RssAnon").expect("the daemon's RssAnon")
+    }
+
     pub fn dlm(&self) -> Command {
         let mut c = Command::new(DLM);
         c.env("DLM_SOCKET", &self.socket)
@@ -302,8 +307,15 @@ impl Drop for Daemon {
 
 /// `VmRSS` of process `pid`, in KiB; `None` if it has gone.
 pub fn rss_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmRSS")
+}
+
+/// A `/proc/<pid>/status` field in kB (`VmRSS`, `RssAnon`, …).
+pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let line = status
+        .lines()
+        .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
