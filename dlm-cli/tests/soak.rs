@@ -233,7 +233,7 @@ fn anomaly_kind(e: &str) -> String {
     let varies = |w: &str| {
         let w = w.trim_end_matches([':', ',']);
         let digits = |p: &str| w.strip_prefix(p).is_some_and(|n| n.parse::<u32>().is_ok());
-        digits("r") || digits("lvb") || w.starts_with("LockId")
+        digits("r") || digits("lvb") || digits("orph") || w.starts_with("LockId")
     };
     e.split(' ')
         .filter(|w| !varies(w))
