@@ -150,19 +150,15 @@ fn a_waiting_request_is_sent_again_and_granted_after_the_restart() {
 
 /// This binary run again as a counter worker (see [`counter_worker`]).
 fn spawn_worker(d: &Daemon, dir: &std::path::Path, n: u32) -> common::Reaped {
-    let mut c = std::process::Command::new(std::env::current_exe().expect("test binary"));
-    c.args([
+    let n = n.to_string();
+    common::spawn(common::worker_command(
         "counter_worker",
-        "--exact",
-        "--ignored",
-        "--nocapture",
-        "--test-threads=1",
-    ])
-    .env("DLM_REPLAY_WORKER", format!("{n}"))
-    .env("DLM_REPLAY_SOCKET", &d.socket)
-    .env("DLM_REPLAY_DIR", dir)
-    .stdin(std::process::Stdio::null());
-    common::spawn(c)
+        &[
+            ("DLM_REPLAY_WORKER", n.as_ref()),
+            ("DLM_REPLAY_SOCKET", d.socket.as_os_str()),
+            ("DLM_REPLAY_DIR", dir.as_os_str()),
+        ],
+    ))
 }
 
 /// A worker: until the file `stop` appears, take EX on "counter", check

@@ -147,6 +147,8 @@ pub fn spawn(mut c: Command) -> Reaped {
 pub struct Daemon {
     pub proc: Reaped,
     pub socket: PathBuf,
+    /// `--log-level` of this daemon and of those started in its place.
+    log_level: &'static str,
     _dir: TempDir,
 }
 
@@ -157,13 +159,19 @@ impl Daemon {
 
     /// A daemon started with `args` besides the test's own.
     pub fn start_with(args: &[&str]) -> Daemon {
+        Daemon::start_logging("debug", args)
+    }
+
+    /// [`start_with`](Self::start_with), logging at `level` (for long
+    /// runs, whose debug log would be large); restarts keep the level.
+    pub fn start_logging(level: &'static str, args: &[&str]) -> Daemon {
         let dir = TempDir::new("d");
         let socket = dir.0.join("dlmd.sock");
         let log = std::fs::File::create(dir.0.join("dlmd.log")).expect("daemon log file");
         let mut cmd = Command::new(dlmd_bin());
         cmd.arg("--socket")
             .arg(&socket)
-            .args(["--log-level", "debug"])
+            .args(["--log-level", level])
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -171,6 +179,7 @@ impl Daemon {
         let mut d = Daemon {
             proc: spawn(cmd),
             socket,
+            log_level: level,
             _dir: dir,
         };
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -196,7 +205,7 @@ impl Daemon {
         let mut cmd = Command::new(dlmd_bin());
         cmd.arg("--socket")
             .arg(&self.socket)
-            .args(["--log-level", "debug"])
+            .args(["--log-level", self.log_level])
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -221,6 +230,34 @@ impl Daemon {
     /// What the daemon logged so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(self._dir.0.join("dlmd.log")).unwrap_or_default()
+    }
+
+    /// The last `n` lines of the daemon's log, with a line saying how
+    /// many came before.
+    pub fn log_tail(&self, n: usize) -> String {
+        let text = self.log_text();
+        let lines: Vec<&str> = text.lines().collect();
+        let skip = lines.len().saturating_sub(n);
+        let mut out = String::new();
+        if skip > 0 {
+            out.push_str(&format!("[{skip} earlier lines left out]\n"));
+        }
+        for l in &lines[skip..] {
+            out.push_str(l);
+            out.push('\n');
+        }
+        out
+    }
+
+    /// The running daemon's resident set (`VmRSS` in
+    /// `/proc/<pid>/status`), in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        rss_kib(self.proc.0.id()).expect("the daemon's VmRSS")
+    }
+
+    /// Of that, the anonymous part (`RssAnon`: heap and stacks), in KiB.
+    pub fn rss_anon_kib(&self) -> u64 {
+        status_kib(self.proc.0.id(), "RssAnon").expect("the daemon's RssAnon")
     }
 
     pub fn dlm(&self) -> Command {
@@ -263,9 +300,42 @@ impl Drop for Daemon {
         };
         eprintln!(
             "--- dlmd pid {pid} {state}; its log: ---\n{}--- end of dlmd log ---",
-            self.log_text()
+            self.log_tail(400)
         );
     }
+}
+
+/// `VmRSS` of process `pid`, in KiB; `None` if it has gone.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmRSS")
+}
+
+/// A `/proc/<pid>/status` field in kB (`VmRSS`, `RssAnon`, …).
+pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status
+        .lines()
+        .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// This test binary run again to execute only the (ignored) test `name`,
+/// as a worker process of another test; `envs` tell it what to do (a
+/// worker test returns at once when they are not set).
+pub fn worker_command(name: &str, envs: &[(&str, &std::ffi::OsStr)]) -> Command {
+    let mut c = Command::new(std::env::current_exe().expect("test binary"));
+    c.args([
+        name,
+        "--exact",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .stdin(Stdio::null());
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    c
 }
 
 pub fn run(mut c: Command) -> Output {
