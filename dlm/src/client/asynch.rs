@@ -104,7 +104,6 @@ impl Future for LockFuture {
                 id,
                 granted_mode(self.mode, self.flags, completion.flags),
                 completion.value_block.map(Box::new),
-                completion.flags,
             ))
         } else {
             Outcome::NotGranted(completion)

@@ -366,6 +366,7 @@ impl Lockspace {
         };
         if status == Status::Granted {
             slot.ever_granted = true;
+            slot.sb_flags = flags;
             slot.granted = slot.requested;
             if flags.contains(StatusFlags::ALTMODE) {
                 self.alt_granted(slot);

@@ -21,8 +21,6 @@ pub struct Lock {
     pub(super) mode: LockMode,
     /// Boxed: few locks have one, and a `Lock` is moved around.
     pub(super) value_block: Option<Box<ValueBlock>>,
-    /// The status flags of the last grant.
-    pub(super) status_flags: StatusFlags,
     pub(super) held: bool,
     /// A conversion was given up while in flight (a dropped
     /// `ConvertFuture`) and cancelled: its completion is still owed, and
@@ -37,14 +35,12 @@ impl Lock {
         id: LockId,
         mode: LockMode,
         value_block: Option<Box<ValueBlock>>,
-        status_flags: StatusFlags,
     ) -> Lock {
         Lock {
             ls,
             id,
             mode,
             value_block,
-            status_flags,
             held: true,
             owed: false,
         }
@@ -89,7 +85,10 @@ impl Lock {
     /// back from a holder below PW), `DEMOTED` and `ALTMODE` as the DLM
     /// sets them.
     pub fn status_flags(&self) -> StatusFlags {
-        self.status_flags
+        self.ls
+            .state()
+            .slot(self.id.token)
+            .map_or(StatusFlags::empty(), |s| s.sb_flags)
     }
 
     /// A conversion to `mode` with `flags` completed with `c`: on a grant
@@ -97,7 +96,6 @@ impl Lock {
     pub(super) fn take_conversion(&mut self, mode: LockMode, flags: LockFlags, c: &Completion) {
         if c.status == Status::Granted {
             self.mode = granted_mode(mode, flags, c.flags);
-            self.status_flags = c.flags;
             if let Some(v) = &c.value_block {
                 self.value_block = Some(Box::new(*v));
             }

@@ -937,13 +937,7 @@ impl Lockspace {
                 s.granted = Some(mode);
                 s.requested = None;
             }
-            return Ok(Outcome::Granted(Lock::new(
-                self.clone(),
-                id,
-                mode,
-                None,
-                dlm_proto::flags::StatusFlags::empty(),
-            )));
+            return Ok(Outcome::Granted(Lock::new(self.clone(), id, mode, None)));
         }
         let completion = match first {
             Some(c) => c,
@@ -965,7 +959,6 @@ impl Lockspace {
                 id,
                 granted_mode(mode, flags, completion.flags),
                 completion.value_block,
-                completion.flags,
             )))
         } else {
             Ok(Outcome::NotGranted(completion.completion()))

@@ -50,6 +50,8 @@ pub(crate) struct Slot {
     /// the DLM never uses 0).
     pub(crate) lkid: u32,
     pub(crate) ever_granted: bool,
+    /// The status flags of the last grant (`Lock::status_flags`).
+    pub(crate) sb_flags: dlm_proto::flags::StatusFlags,
     /// The lock's callbacks; none for a waiting call's lock (boxed: one
     /// word to set and to check on the hot path).
     pub(crate) cbs: Option<Box<Callbacks>>,
