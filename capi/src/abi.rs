@@ -19,7 +19,6 @@ use dlm::{LockFlags, LockMode, LockRequest, Lockspace, LockspaceFlags, Lockspace
 use crate::direct::{self, Direct};
 use crate::ffi::{self, Addr};
 use crate::registry::{self, Handle};
-use crate::seam::Dispatchable;
 use crate::sink::{self, LockSink, Sink, SinkRef};
 use crate::{AstFn, DlmLksb, Flavor, DLM_LOCKSPACE_LEN, DLM_RESNAME_MAXLEN, EINPROG, EUNLOCK};
 use crate::{DLM_LVB_LEN, LKF_WAIT};
@@ -324,12 +323,6 @@ unsafe fn lock_on(flavor: Flavor, h: &Arc<Handle>, a: &LockArgs, wait: bool) -> 
     // EINPROG into the lksb).
     // SAFETY: as above.
     unsafe { ffi::set_status(lksb, EINPROG) };
-    if let Some(d) = h.direct() {
-        // The kernel checks the rest, as it does for libdlm.
-        // SAFETY: the caller's contract, passed on.
-        return unsafe { lock_direct(flavor, h, d, a, lflags, timed, wait) };
-    }
-    let ls = h.lockspace_or(libc::ENOTCONN)?;
     if !wait && a.astaddr.is_none() {
         return Err(libc::EINVAL);
     }
@@ -340,6 +333,13 @@ unsafe fn lock_on(flavor: Flavor, h: &Arc<Handle>, a: &LockArgs, wait: bool) -> 
     // libdlm reads it, and not used.
     // SAFETY: as above.
     let _xid = unsafe { ffi::get(a.xid) };
+    if let Some(d) = h.direct() {
+        // The kernel checks the rest, as it does for libdlm.
+        let timeout_cs = if timed { timeout_cs } else { 0 };
+        // SAFETY: the caller's contract, passed on.
+        return unsafe { lock_direct(flavor, h, d, a, lflags, mode, timeout_cs, wait) };
+    }
+    let ls = h.lockspace_or(libc::ENOTCONN)?;
     // A waiting call that may read on this thread waits in the `dlm`
     // crate's own waiting call (see `reads_inline`), unless it needs what
     // only this crate's waiter does: a userspace timeout, or the
@@ -445,23 +445,17 @@ unsafe fn lock_on(flavor: Flavor, h: &Arc<Handle>, a: &LockArgs, wait: bool) -> 
 ///
 /// # Safety
 /// As [`ls_lock`]; `a.lksb` checked non-NULL.
+#[allow(clippy::too_many_arguments)]
 unsafe fn lock_direct(
     flavor: Flavor,
     h: &Arc<Handle>,
     d: &Direct,
     a: &LockArgs,
     lflags: LockFlags,
-    timed: bool,
+    mode: LockMode,
+    timeout_cs: u64,
     wait: bool,
 ) -> R<c_int> {
-    if !wait && a.astaddr.is_none() {
-        return Err(libc::EINVAL);
-    }
-    let mode = LockMode::try_from(a.mode).map_err(|e| e.raw())?;
-    // SAFETY: NULL or valid by the caller's contract.
-    let timeout_cs = unsafe { ffi::get(a.timeout) }.unwrap_or(0);
-    // SAFETY: as above (read as libdlm reads it; see lock_on).
-    let _xid = unsafe { ffi::get(a.xid) };
     let convert = lflags.contains(LockFlags::CONVERT);
     let namelen = a.namelen as usize;
     let name: &[u8] = if convert || namelen == 0 {
@@ -478,7 +472,7 @@ unsafe fn lock_direct(
         ast: a.astaddr.map_or(0, |f| f as usize as u64),
         astarg: a.astarg as usize as u64,
         bast: a.bastaddr.map_or(0, |f| f as usize as u64),
-        timeout_cs: if timed { timeout_cs } else { 0 },
+        timeout_cs,
     };
     d.lock(h, &op, wait)?;
     if !wait {
@@ -802,9 +796,7 @@ pub unsafe fn lock_resource(
             Some((_, h)) => h,
             None => {
                 if pthread_init() != 0 {
-                    return Err(std::io::Error::last_os_error()
-                        .raw_os_error()
-                        .unwrap_or(libc::EINVAL));
+                    return Err(ffi::last_errno(libc::EINVAL));
                 }
                 registry::default_handle().ok_or(libc::ENOTCONN)?.1
             }

@@ -179,9 +179,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 fn last_errno() -> c_int {
-    std::io::Error::last_os_error()
-        .raw_os_error()
-        .unwrap_or(libc::EIO)
+    ffi::last_errno(libc::EIO)
 }
 
 /// The role a thread has for the device.
@@ -533,10 +531,7 @@ impl Direct {
     }
 
     fn poll(&self, ms: c_int) -> R<()> {
-        match ffi::poll_in(&[self.fd.as_raw_fd()], ms) {
-            Ok(_) | Err(libc::EINTR) => Ok(()),
-            Err(e) => Err(e),
-        }
+        ffi::poll_in(&[self.fd.as_raw_fd()], ms).map(|_| ())
     }
 
     /// An asynchronous operation is about to be written: the AST thread
@@ -810,14 +805,9 @@ impl Direct {
                 }
             }
         }
-        match ffi::poll_in(&fds[..n], 1000) {
-            Ok(ready) => {
-                self.woken.store(ready & 1 != 0, Relaxed);
-                Ok(())
-            }
-            Err(libc::EINTR) => Ok(()),
-            Err(e) => Err(e),
-        }
+        let ready = ffi::poll_in(&fds[..n], 1000)?;
+        self.woken.store(ready & 1 != 0, Relaxed);
+        Ok(())
     }
 
     /// The AST thread's work: the ASTs handed to it, then the device.

@@ -180,9 +180,14 @@ pub(crate) unsafe fn get<T: Copy>(p: *const T) -> Option<T> {
     }
 }
 
+/// The calling thread's `errno` after a failed call (`or` if it has none).
+pub(crate) fn last_errno(or: c_int) -> c_int {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(or)
+}
+
 /// poll(2) on up to three fds (read interest) for up to `timeout_ms`:
-/// which are readable (bit i for `fds[i]`). Allocates nothing (see
-/// [`spawn`]).
+/// which are readable (bit i for `fds[i]`; none when a signal
+/// interrupted it). Allocates nothing (see [`spawn`]).
 pub(crate) fn poll_in(fds: &[c_int], timeout_ms: c_int) -> Result<u32, c_int> {
     let mut p = [libc::pollfd {
         fd: -1,
@@ -196,9 +201,10 @@ pub(crate) fn poll_in(fds: &[c_int], timeout_ms: c_int) -> Result<u32, c_int> {
     // SAFETY: p holds n valid pollfd structs.
     let rc = unsafe { libc::poll(p.as_mut_ptr(), n as libc::nfds_t, timeout_ms) };
     if rc < 0 {
-        return Err(std::io::Error::last_os_error()
-            .raw_os_error()
-            .unwrap_or(libc::EIO));
+        return match last_errno(libc::EIO) {
+            libc::EINTR => Ok(0),
+            e => Err(e),
+        };
     }
     let mut ready = 0;
     for (i, slot) in p[..n].iter().enumerate() {
@@ -282,9 +288,7 @@ pub(crate) fn pipe() -> Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd), c_i
     // SAFETY: fds is an array of two ints, as pipe2() wants.
     let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
     if rc != 0 {
-        return Err(std::io::Error::last_os_error()
-            .raw_os_error()
-            .unwrap_or(libc::EIO));
+        return Err(last_errno(libc::EIO));
     }
     // SAFETY: pipe2() returned two new fds that nothing else owns.
     Ok(unsafe {

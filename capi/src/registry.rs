@@ -26,11 +26,14 @@ pub(crate) struct Handle {
     direct: Option<Direct>,
 }
 
-impl Dispatchable for Handle {
-    fn lockspace(&self) -> Option<Lockspace> {
+impl Handle {
+    /// The lockspace, while it is open.
+    pub(crate) fn lockspace(&self) -> Option<Lockspace> {
         self.ls.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
-    fn dispatch(&self, ls: &Lockspace) -> Result<usize, c_int> {
+
+    /// Read and run everything due on `ls` now (never blocks).
+    pub(crate) fn dispatch(&self, ls: &Lockspace) -> Result<usize, c_int> {
         if let Some(d) = &self.direct {
             return d.dispatch(self.seam.has_thread());
         }
@@ -38,6 +41,9 @@ impl Dispatchable for Handle {
         self.shared.run_due();
         r
     }
+}
+
+impl Dispatchable for Handle {
     fn ast_wait(&self, fd: RawFd, stop: RawFd) -> Result<(), c_int> {
         match &self.direct {
             Some(d) => d.ast_wait(stop),

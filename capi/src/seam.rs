@@ -43,10 +43,6 @@ struct AstThread {
 
 /// Whatever owns a lockspace that the AST thread can reach.
 pub(crate) trait Dispatchable: Send + Sync + 'static {
-    /// The lockspace, while it is open.
-    fn lockspace(&self) -> Option<Lockspace>;
-    /// Read and run everything due on `ls` now (never blocks).
-    fn dispatch(&self, ls: &Lockspace) -> Result<usize, c_int>;
     /// The AST thread's wait for work on `fd` (or `stop`).
     fn ast_wait(&self, fd: RawFd, stop: RawFd) -> Result<(), c_int>;
     /// The AST thread's work, once its wait is over (never blocks);
@@ -58,10 +54,7 @@ pub(crate) trait Dispatchable: Send + Sync + 'static {
 
 /// Wait until `fd` or `stop` is readable (at most a second).
 pub(crate) fn poll_two(fd: RawFd, stop: RawFd) -> Result<(), c_int> {
-    match ffi::poll_in(&[fd, stop], 1000) {
-        Ok(_) | Err(libc::EINTR) => Ok(()),
-        Err(e) => Err(e),
-    }
+    ffi::poll_in(&[fd, stop], 1000).map(|_| ())
 }
 
 impl Seam {
@@ -85,10 +78,7 @@ impl Seam {
 
     /// Wait up to `ms` for the fd to become readable.
     pub(crate) fn wait(&self, ms: c_int) -> Result<(), c_int> {
-        match ffi::poll_in(&[self.fd], ms) {
-            Ok(_) | Err(libc::EINTR) => Ok(()),
-            Err(e) => Err(e),
-        }
+        ffi::poll_in(&[self.fd], ms).map(|_| ())
     }
 
     /// Whether an AST thread runs.
