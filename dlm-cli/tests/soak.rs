@@ -1107,10 +1107,13 @@ impl Worker {
                 Err(e) => return err(format!("create a lockspace: {e:?}")),
             };
             let req = LockRequest::new(rn("x"), LockMode::Ex).flags(LockFlags::NOQUEUE);
-            match ls.lock(req).ctx("lock in a new lockspace")? {
-                Outcome::Granted(l) => l.unlock().ctx("unlock")?,
-                Outcome::NotGranted(c) => return err(format!("own lockspace: {c:?}")),
-            }
+            // Whatever the lock gave, the lockspace is released (a lock that
+            // met a kill must not leave the worker's lockspace behind).
+            let used = match ls.lock(req).ctx("lock in a new lockspace") {
+                Ok(Outcome::Granted(l)) => l.unlock().ctx("unlock"),
+                Ok(Outcome::NotGranted(c)) => err(format!("own lockspace: {c:?}")),
+                Err(e) => Err(e),
+            };
             if let Err(e) = self.dlm.release_lockspace(ls, false) {
                 if !conn_failure(e.errno()) {
                     return err(format!("release a lockspace: {e:?}"));
@@ -1125,6 +1128,7 @@ impl Worker {
                     Err(e) => return err(format!("open {name}: {e:?}")),
                 }
             }
+            used?;
             self.count("lockspace: created, used, released");
         } else {
             let mut tries = 0;
