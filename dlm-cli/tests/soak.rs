@@ -1464,6 +1464,8 @@ fn soak() {
     let mut sums: BTreeMap<String, u64> = BTreeMap::new();
     let mut max_replay_us = 0u64;
     for n in 0..WORKERS {
+        // DLM_SOAK_KEEP_LOGS: every worker's log kept, pass or fail.
+        worker_tail(&dir.0, n);
         let r = std::fs::read_to_string(dir.0.join(format!("report.{n}")))
             .unwrap_or_else(|e| fail(&d, format!("worker {n}'s report: {e}")));
         for line in r.lines() {

@@ -28,6 +28,21 @@ pub(crate) fn is_conn_failure(e: Errno) -> bool {
     e == Errno::EPIPE || e == Errno::from_raw(libc::ECONNRESET)
 }
 
+/// What [`Lockspace::gated_write`] does with a write that a connection
+/// failure took, once the locks are replayed onto a new connection.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Redo {
+    /// A request, of this token's slot: written again on the new
+    /// connection, unless a record of it came before the failure (the
+    /// replay then took it over: see `replay::plan`).
+    Request(u64),
+    /// An operation on a known lock, decided (under the state lock) in
+    /// this epoch of `Inner::plans`: the replay that planned after its
+    /// decision completes it or sends it again, so it is not written
+    /// again; nor at all, if such a replay came before the write.
+    Planned(u32),
+}
+
 /// The write of an operation on the lock of slot `s`: `None` for a
 /// cancel with nothing to cancel (the outcome is decided or on its way),
 /// `ENOENT` once the lock's unlock is sent. Shared by both paths of
@@ -100,6 +115,11 @@ pub(crate) struct Inner {
     pub(crate) generation: Arc<AtomicU32>,
     /// A replay failed: the locks are lost, and no other is tried.
     pub(crate) replay_gave_up: AtomicBool,
+    /// How many times a replay has read the slots to plan (moved under
+    /// the state lock, with `write_gate` held exclusively): an operation
+    /// decided in an earlier epoch and not yet written was planned by the
+    /// replay, which also decides what becomes of it (see [`Redo`]).
+    pub(crate) plans: AtomicU32,
     /// What the last replay did.
     pub(crate) last_replay: Mutex<Option<super::replay::ReplayReport>>,
     /// The recovery callbacks, if the lockspace was opened with them.
@@ -208,6 +228,7 @@ impl Lockspace {
                 write_gate: RwLock::new(()),
                 generation: Arc::new(AtomicU32::new(1)),
                 replay_gave_up: AtomicBool::new(false),
+                plans: AtomicU32::new(0),
                 last_replay: Mutex::new(None),
                 recovery_ops: std::sync::OnceLock::new(),
                 prep_told: AtomicBool::new(false),
@@ -398,23 +419,54 @@ impl Lockspace {
     /// A write on the daemon connection, made with `write_gate` held
     /// (shared) until the caller has recorded what the write did, so a
     /// replay sees every operation either done or not yet sent. If the
-    /// connection fails on the write's way and the locks are replayed
-    /// onto a new one, the write is sent again there.
+    /// connection fails on the write's way, the locks are replayed onto a
+    /// new one, and `redo` says what becomes of the write (see [`Redo`]).
     pub(crate) fn gated_write(
         &self,
         bytes: &[u8],
+        redo: Redo,
     ) -> (Result<i64, Errno>, RwLockReadGuard<'_, ()>) {
-        let mut tries = 0;
+        self.write_held(self.write_gate(), bytes, redo)
+    }
+
+    /// [`gated_write`](Self::gated_write) with the gate already held.
+    fn write_held<'a>(
+        &'a self,
+        held: RwLockReadGuard<'a, ()>,
+        bytes: &[u8],
+        redo: Redo,
+    ) -> (Result<i64, Errno>, RwLockReadGuard<'a, ()>) {
+        // Bounded: each turn is a replay that succeeded, onto a daemon
+        // that died again before this write reached it.
+        let mut turns = 0;
+        let mut held = Some(held);
         loop {
-            let gate = self.write_gate();
+            let gate = held.take().unwrap_or_else(|| self.write_gate());
+            if let Redo::Planned(epoch) = redo {
+                if self.inner.plans.load(Ordering::SeqCst) != epoch {
+                    // A replay planned it after it was decided: the replay
+                    // completes it or sends it again itself.
+                    return (Ok(0), gate);
+                }
+            }
             let r = self.inner.transport.write(bytes);
             match r {
-                Err(e) if is_conn_failure(e) && tries < 3 && self.inner.reconnect.is_some() => {
+                Err(e) if is_conn_failure(e) && turns < 20 && self.inner.reconnect.is_some() => {
                     drop(gate);
                     if !self.recover() {
                         return (r, self.write_gate());
                     }
-                    tries += 1;
+                    turns += 1;
+                    if let Redo::Request(token) = redo {
+                        let st = self.state();
+                        match st.index(token).map(|i| &st.slots[i]) {
+                            Some(s) if s.lkid == 0 && s.granted.is_none() => {}
+                            // A record of it came before the failure: the
+                            // replay took it over, as a lock or a request.
+                            Some(s) => return (Ok(i64::from(s.lkid)), self.write_gate()),
+                            None => return (Ok(0), self.write_gate()),
+                        }
+                    }
                 }
                 r => return (r, gate),
             }
@@ -552,7 +604,7 @@ impl Lockspace {
             return self.submit_locked(st, token, &w, read);
         }
         drop(st);
-        let (written, gate) = self.gated_write(w.as_bytes());
+        let (written, gate) = self.gated_write(w.as_bytes(), Redo::Request(token));
         let written = written.and_then(|lkid| u32::try_from(lkid).map_err(|_| Errno::EPROTO));
         match written {
             // The first look ends with the stashed-record check.
@@ -710,19 +762,25 @@ impl Lockspace {
         let cancel = cmd == Command::Deadlock
             || (cmd == Command::Unlock && flags.contains(LockFlags::CANCEL));
         let unlock = cmd == Command::Unlock && !cancel;
-        let mut st = self.state();
-        let Some(mut idx) = st.index(id.token) else {
-            // Its end was delivered: the id may be someone else's now.
-            return Err(Errno::ENOENT);
-        };
-        if st.slots[idx].writing {
-            drop(st);
-            st = self.wait_writing(id.token);
-            let Some(i) = st.index(id.token) else {
+        // Decided and written under the write gate: no replay reads the
+        // slots between the decision and the write (it would plan for an
+        // operation written afterwards under a lock id it has changed).
+        // The gate is taken first (the replay takes it, then the state),
+        // and never held while waiting for another write on the slot.
+        let (gate, mut st, idx) = loop {
+            let gate = self.write_gate();
+            let st = self.state();
+            let Some(idx) = st.index(id.token) else {
+                // Its end was delivered: the id may be someone else's now.
                 return Err(Errno::ENOENT);
             };
-            idx = i;
-        }
+            if st.slots[idx].writing == 0 {
+                break (gate, st, idx);
+            }
+            drop(st);
+            drop(gate);
+            drop(self.wait_writing(id.token));
+        };
         let s = &mut st.slots[idx];
         let Some(w) = op_write(s, cmd, id, mode, flags, lvb, cancel)? else {
             // The outcome is decided or on its way: nothing to cancel.
@@ -746,9 +804,13 @@ impl Lockspace {
             self.decide_convert(s, mode, flags, lvb);
         }
         s.waiting |= wait;
-        s.writing = true;
+        s.writing += 1;
+        // Read in the same turn of the state lock as the decision: a
+        // replay's plan, which moves it, sees the decision or comes
+        // before it.
+        let epoch = self.inner.plans.load(Ordering::SeqCst);
         drop(st);
-        let (written, gate) = self.gated_write(w.as_bytes());
+        let (written, gate) = self.write_held(gate, w.as_bytes(), Redo::Planned(epoch));
         let mut st = self.state();
         let Some(s) = st.slot(id.token) else {
             drop(st);
@@ -759,7 +821,7 @@ impl Lockspace {
             // first. Sent, then, and done; only a failed write is an error.
             return written.map(|_| None);
         };
-        s.writing = false;
+        s.writing = s.writing.saturating_sub(1);
         let waiter = std::mem::take(&mut s.write_waiter);
         if let Err(e) = written {
             // Nothing was sent: nothing will come.
@@ -823,7 +885,7 @@ impl Lockspace {
         let mut st = self.state();
         loop {
             match st.slot(token) {
-                Some(s) if s.writing => s.write_waiter = true,
+                Some(s) if s.writing > 0 => s.write_waiter = true,
                 _ => return st,
             }
             st = match self.inner.cond.wait_timeout(st, Duration::from_millis(100)) {

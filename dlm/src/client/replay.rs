@@ -26,8 +26,18 @@
 //!    - a cancel (or deadlock cancel) that the daemon had taken completes
 //!      as [`Status::Cancelled`] (or `DeadlockCancelled`): a request is
 //!      not sent again, a converting lock stays in its granted mode;
-//!    - an operation whose answer the failure took is written again on
-//!      the new connection, by the call that was making it.
+//!    - a request whose answer the failure took (no lock id known yet)
+//!      is written again on the new connection by the call that was
+//!      making it; any other operation whose answer it took counts as
+//!      sent, and is finished as above (operations on a lock are decided
+//!      and written with the replay held off, so the replay sees each one
+//!      either sent or not yet decided).
+//!
+//!    If the daemon dies again during the replay, the replay starts over
+//!    from the slots on the next one, for as long as the handle's
+//!    [`replay_wait`](crate::DlmBuilder::replay_wait); an operation sent
+//!    again by an earlier replay and not yet written is left to the
+//!    later one.
 //! 5. A lock that the new daemon refuses to replay (another holder took
 //!    a conflicting lock meanwhile, `EAGAIN`, or its id, `EEXIST`) is
 //!    lost: its `on_lost` callback runs with [`LostReason::NotReplayed`],
@@ -62,7 +72,7 @@ use dlm_proto::records::{self, Command, LockResult};
 use dlm_proto::replay::{Replay, ReplayLvb, REPLAY_FLAGS};
 use dlm_proto::wire::{self, Kind};
 
-use super::lockspace::{lock_write, Lockspace, BASTADDR, CASTADDR};
+use super::lockspace::{lock_write, Lockspace, Redo, BASTADDR, CASTADDR};
 use super::request::{LockId, LostFn, LostReason};
 use super::sink::SharedSink;
 use super::slots::make_token;
@@ -91,22 +101,25 @@ fn reach_daemon(how: &Reconnect) -> Result<Socket, Error> {
             Ok(c) => return Ok(c),
             // No daemon yet, or the dying one's socket (a connection it
             // took into its backlog is reset).
-            Err(Error::DaemonUnavailable(_, e) | Error::Os(e))
-                if [
-                    libc::ENOENT,
-                    libc::ECONNREFUSED,
-                    libc::ECONNRESET,
-                    libc::EPIPE,
-                ]
-                .contains(&e.raw())
-                    && Instant::now() < deadline =>
-            {
+            Err(e) if daemon_went(&e) && Instant::now() < deadline => {
                 std::thread::sleep(pause);
                 pause = (pause * 2).min(std::time::Duration::from_millis(100));
             }
             Err(e) => return Err(e),
         }
     }
+}
+
+/// Whether `e` says the daemon went away (or is not there yet): a replay
+/// that met it is tried again.
+fn daemon_went(e: &Error) -> bool {
+    let gone = [
+        libc::ENOENT,
+        libc::ECONNREFUSED,
+        libc::ECONNRESET,
+        libc::EPIPE,
+    ];
+    matches!(e, Error::DaemonUnavailable(_, e) | Error::Os(e) if gone.contains(&e.raw()))
 }
 
 /// What to do for one slot.
@@ -245,7 +258,7 @@ impl Lockspace {
                 .write_gate
                 .write()
                 .unwrap_or_else(|p| p.into_inner());
-            self.replay_onto_new(sock, how, &mut later)
+            self.replay_until(sock, how, &mut later)
         };
         // Callbacks run with no lock of the replay's held.
         for a in later.afters {
@@ -296,6 +309,35 @@ impl Lockspace {
         }
     }
 
+    /// [`replay_onto_new`](Self::replay_onto_new), again from the slots
+    /// while the daemon dies under it (a kill that lands during a replay),
+    /// until `how.wait` has passed. What a failed turn did is kept: the
+    /// records it completed stay in the stash (the next turn takes them
+    /// in first), and the locks it replayed are replayed again.
+    fn replay_until(
+        &self,
+        sock: &Socket,
+        how: &Reconnect,
+        later: &mut Later,
+    ) -> Result<ReplayReport, Error> {
+        let deadline = Instant::now() + how.wait;
+        let mut turn = 1u32;
+        loop {
+            match self.replay_onto_new(sock, how, later) {
+                Err(e) if daemon_went(&e) && sock.closed() && Instant::now() < deadline => {
+                    log::warn!(
+                        "lockspace {}: the dlm daemon went during replay turn {turn} ({e}); \
+                         replaying again",
+                        self.inner.name
+                    );
+                    turn += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                r => return r,
+            }
+        }
+    }
+
     fn replay_onto_new(
         &self,
         sock: &Socket,
@@ -310,7 +352,7 @@ impl Lockspace {
             }
         }
         // 2. What each slot needs.
-        let plans = self.plan();
+        let (plans, epoch) = self.plan();
         // 3. A new connection in the old one's place.
         let control = reach_daemon(how)?;
         let req = records::encode_create(self.inner.name.as_bytes(), 0, records::VERSION)?;
@@ -377,7 +419,7 @@ impl Lockspace {
             let mut st = self.state();
             for (token, lkid, _) in &again {
                 if let Some(s) = st.slot(*token) {
-                    s.writing = true;
+                    s.writing += 1;
                     if lkid.is_none() {
                         // Its record may come before the write returns:
                         // the slot, with no id, takes it (see
@@ -388,20 +430,23 @@ impl Lockspace {
             }
         }
         rep.resent = again.len();
-        later.again = again;
+        later.again = again
+            .into_iter()
+            .map(|(token, lkid, a)| (token, lkid, a, epoch))
+            .collect();
         Ok(rep)
     }
 
     /// Send again what a replay left (see `replay_onto_new`), on a thread
     /// of its own (on this one if no thread can be started).
-    fn send_again_later(&self, again: Vec<(u64, Option<u32>, Again)>) {
+    fn send_again_later(&self, again: Vec<(u64, Option<u32>, Again, u32)>) {
         if again.is_empty() {
             return;
         }
         let ls = self.clone();
         let work = move || {
-            for (token, lkid, a) in again {
-                ls.send_again(token, lkid, &a);
+            for (token, lkid, a, epoch) in again {
+                ls.send_again(token, lkid, &a, epoch);
             }
         };
         let shared = std::sync::Arc::new(std::sync::Mutex::new(Some(work)));
@@ -426,9 +471,15 @@ impl Lockspace {
         }
     }
 
-    /// What each live slot needs, decided under the state lock.
-    fn plan(&self) -> Vec<Plan> {
+    /// What each live slot needs, decided under the state lock; and the
+    /// epoch of `Inner::plans` that this plan opens.
+    fn plan(&self) -> (Vec<Plan>, u32) {
         let st = self.state();
+        let epoch = self
+            .inner
+            .plans
+            .fetch_add(1, Ordering::SeqCst)
+            .wrapping_add(1);
         let mut plans = Vec::new();
         for (idx, s) in st.slots.iter().enumerate() {
             if !s.live || s.ended {
@@ -465,14 +516,14 @@ impl Lockspace {
                 has_bast: s.has_bast,
                 name: resource,
             };
-            if s.writing || (s.lkid == 0 && s.granted.is_none()) {
-                // Its writer sends it again itself; a granted lock is
-                // replayed under it.
-                if let Some(g) = s.granted {
-                    plans.push(Plan::Replay(id, replay_of(s, id, g, resource), None));
-                }
+            if s.lkid == 0 {
+                // A request whose write has not returned, and of which no
+                // record came: its writer sends it again (`Redo::Request`).
                 continue;
             }
+            // An operation being written was decided before this plan:
+            // the plan finishes it from what the slot says, and its writer
+            // does not send it (`Redo::Planned`).
             if s.ending {
                 plans.push(Plan::Complete(token, s.lkid, -dlm_proto::status::EUNLOCK));
                 continue;
@@ -501,30 +552,36 @@ impl Lockspace {
                 (None, None) => {}
             }
         }
-        plans
+        (plans, epoch)
     }
 
     /// Send a request (`lkid` `None`) or conversion again (its slot marked
-    /// as being written); a request's new lock id goes to its slot. A
-    /// write that fails is a lost lock.
-    fn send_again(&self, token: u64, lkid: Option<u32>, a: &Again) {
+    /// as being written), as planned in `epoch`; a request's new lock id
+    /// goes to its slot. Should the daemon die again on the way, the next
+    /// replay takes it over (see [`Redo`]). A write the daemon refuses is
+    /// a lost lock.
+    fn send_again(&self, token: u64, lkid: Option<u32>, a: &Again, epoch: u32) {
         let mut w = lock_write(Command::Lock, token, a.has_bast);
         w.set_mode(a.mode.as_raw());
         w.set_flags(a.cmd_flags.bits());
         w.set_lvb(&a.lvb);
-        match lkid {
-            Some(id) => w.set_lkid(id),
+        let redo = match lkid {
+            Some(id) => {
+                w.set_lkid(id);
+                Redo::Planned(epoch)
+            }
             None => {
                 let (name, len) = a.name.padded();
                 w.set_name_padded(name, len);
+                Redo::Request(token)
             }
-        }
-        let (written, gate) = self.gated_write(w.as_bytes());
+        };
+        let (written, gate) = self.gated_write(w.as_bytes(), redo);
         let waiter = {
             let mut st = self.state();
             match st.slot(token) {
                 Some(s) => {
-                    s.writing = false;
+                    s.writing = s.writing.saturating_sub(1);
                     if let (Ok(v), None, 0) = (&written, lkid, s.lkid) {
                         s.lkid = u32::try_from(*v).unwrap_or(0);
                     }
@@ -595,7 +652,7 @@ impl Lockspace {
 struct Later {
     afters: Vec<super::dispatch::After>,
     lost: Vec<(Option<LostFn>, Option<SharedSink>, LockId, Errno)>,
-    again: Vec<(u64, Option<u32>, Again)>,
+    again: Vec<(u64, Option<u32>, Again, u32)>,
 }
 
 /// A completion record for `token`'s lock, as the daemon would send it.

@@ -71,9 +71,11 @@ pub(crate) struct Slot {
     pub(crate) ended: bool,
     /// Unlock as soon as it is granted (an abandoned request).
     pub(crate) abandoned: bool,
-    /// An operation on the lock is being written (without the state lock
-    /// held): the next one waits for it, so operations leave in order.
-    pub(crate) writing: bool,
+    /// Operations on the lock being written (without the state lock
+    /// held), or left by a replay to send again: the next one waits for
+    /// them, so operations leave in order. A count: a replay can mark a
+    /// slot whose writer is still on its way (see `Redo`).
+    pub(crate) writing: u32,
     /// A thread waits for `writing` to end.
     pub(crate) write_waiter: bool,
     /// The value block as last known.
@@ -227,7 +229,7 @@ impl State {
         s.ending = false;
         s.ended = false;
         s.abandoned = false;
-        s.writing = false;
+        s.writing = 0;
         s.write_waiter = false;
         s.lvb = ValueBlock::zeroed();
         s.resource = Some(*resource);
