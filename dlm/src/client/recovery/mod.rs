@@ -12,10 +12,13 @@
 //! controller that writes `control`. A [`Provider`] is such a source: it
 //! subscribes to one lockspace and yields an [`EventStream`] of
 //! [`Event`]s (stop; start with the generation, our slot and the members;
-//! gone). One provider exists today, `single_node`: the event socket of
-//! `dlm-controld --single-node`. Another (issue 14: the cluster's
-//! dlm_controld and its query socket) is one more entry in
-//! [`providers`]. The fallback's events need no provider: the library
+//! gone; and between a stop and its start, each member that failed).
+//! Two providers exist, tried in this order ([`providers`]):
+//! `single_node`, the event socket of `dlm-controld --single-node`; and
+//! `cluster`, for a lockspace under the cluster's `dlm_controld`, which
+//! polls the kernel's own files (`recover_status` in sysfs, the members
+//! and comms in configfs: see that module for what and how often). The
+//! fallback's events need no provider: the library
 //! itself meets the daemon's failure and replays (`replay.rs`).
 //!
 //! A [`Subscription`] turns a stream into callbacks on a thread of its
@@ -23,6 +26,7 @@
 //! lockspace is opened with callbacks on the kernel backend, and costs
 //! nothing per lock: the lock and unlock paths never look at it.
 
+mod cluster;
 mod single_node;
 
 use std::io;
@@ -51,8 +55,9 @@ pub struct Member {
 ///   recover the lockspace's locks; what the locks protect may not be
 ///   trusted until [`recover_done`](Self::recover_done).
 /// - [`recover_slot`](Self::recover_slot): a member failed (not a member
-///   that left cleanly). The fallback daemon has one member, this host,
-///   and never calls it.
+///   that left cleanly), with the slot it had, after `recover_prep` and
+///   before `recover_done`. The fallback daemon has one member, this
+///   host, and never calls it; nor does the single-node controller.
 /// - [`recover_done`](Self::recover_done): recovery is over, with every
 ///   member, this process's own slot and the lockspace's generation.
 ///
@@ -88,11 +93,22 @@ pub struct Member {
 ///   dropped, or when the controller goes (then
 ///   [`Lockspace::recovery_status`](super::Lockspace::recovery_status)
 ///   turns to `EOPNOTSUPP`).
-/// - **On the kernel otherwise** (no such controller, its socket fails
-///   a trust check, or the lockspace was opened without callbacks), only
-///   the one at join: `recovery_status` says `EOPNOTSUPP`, as the
-///   kernel's `ops_result` does when it cannot supply the callbacks. The
-///   cluster's dlm_controld is not a source yet.
+/// - **On the kernel under the cluster's `dlm_controld`** (corosync; the
+///   lockspace in configfs `spaces/`, no single-node controller's
+///   socket): the kernel's own recovery, polled every 50 ms in
+///   `/sys/kernel/dlm/<ls>/recover_status`. When the kernel stops the
+///   lockspace (a member failed, left or joined), `recover_prep`; once
+///   its recovery is over, `recover_slot` for each member that failed
+///   (not for one that left cleanly: the kernel's own rule, read from
+///   configfs `comms/`), then `recover_done` with the members now, our
+///   slot and the generation one higher. Same thread and rules as the
+///   single-node controller's. The generation is counted by this handle
+///   from 1 at join (the kernel does not export its own).
+/// - **On the kernel otherwise** (no controller, the single-node
+///   controller's socket fails a trust check, or the lockspace was
+///   opened without callbacks), only the one at join: `recovery_status`
+///   says `EOPNOTSUPP`, as the kernel's `ops_result` does when it cannot
+///   supply the callbacks.
 pub trait Recovery: Send + Sync + 'static {
     /// Recovery of the lockspace's locks begins (`recover_prep`).
     fn recover_prep(&self) {}
@@ -109,7 +125,14 @@ pub(crate) type SharedRecovery = Arc<dyn Recovery>;
 /// The members of a kernel lockspace and our slot, from configfs (best
 /// effort: what cannot be read gives no member).
 pub(crate) fn kernel_members(name: &LockspaceName) -> (Vec<Member>, u32) {
-    let base = Path::new("/sys/kernel/config/dlm/cluster");
+    members_in(Path::new(CONFIGFS), name)
+}
+
+/// The DLM's configfs directory.
+pub(crate) const CONFIGFS: &str = "/sys/kernel/config/dlm/cluster";
+
+/// [`kernel_members`] from the configfs directory `base`.
+pub(crate) fn members_in(base: &Path, name: &LockspaceName) -> (Vec<Member>, u32) {
     let mut ids: Vec<u32> = Vec::new();
     let nodes = base.join("spaces").join(name.to_string()).join("nodes");
     if let Ok(dir) = std::fs::read_dir(&nodes) {
@@ -175,6 +198,8 @@ pub(crate) enum Event {
         our_slot: u32,
         members: Vec<Member>,
     },
+    /// A member failed (between a stop and its start).
+    Failed(Member),
     /// It was removed: no more events.
     Gone,
 }
@@ -205,7 +230,10 @@ pub(crate) trait Provider {
 
 /// The providers, tried in order: the first one there is used.
 fn providers() -> Vec<Box<dyn Provider>> {
-    vec![Box::new(single_node::SingleNode::system())]
+    vec![
+        Box::new(single_node::SingleNode::system()),
+        Box::new(cluster::Cluster::system()),
+    ]
 }
 
 /// A subscription made, its thread not yet started (so that the join's
@@ -302,6 +330,10 @@ impl Subscription {
                                 stopped = false;
                                 generation.store(g, Ordering::SeqCst);
                                 ops.recover_done(&members, our_slot, g);
+                            }
+                            Event::Failed(m) => {
+                                log::debug!("lockspace {name}: member {} failed", m.nodeid);
+                                ops.recover_slot(m);
                             }
                             Event::Gone => break,
                         }
