@@ -68,6 +68,9 @@ pub mod peer;
 #[cfg(feature = "std")]
 pub mod fdswap;
 
+#[cfg(feature = "std")]
+pub mod heap;
+
 /// `sizeof(struct dlm_write_request)` on 64-bit targets: the fixed part of
 /// every write to a DLM device, before the lock or lockspace name.
 #[cfg(target_pointer_width = "64")]

@@ -132,6 +132,57 @@ t_join() {
     done
 }
 
+# The recovery callbacks (issue 14 §3) are watched through the Rust API
+# whatever library a test runs on: an observer, dlm-locksh --recovery,
+# its callbacks printed as RECOVER lines (see dlm-locksh's docs).
+#
+# t_recovery_watch N SHELL LS MEMBERS: start observer SHELL on node N;
+# its join gives recover_done with MEMBERS (e.g. 1:1,2:2,3:3), slot N,
+# generation 1, and recovery_status is Ok (the cluster provider is used).
+t_recovery_watch() {
+    local n=$1 sh=$2 ls=$3 members=$4
+    on "$n" -q "CL_LIB=rust cl-sh start $sh $ls --recovery"
+    t_match "node$n: recover_done at join (members $members, slot $n, generation 1)" \
+        "$(on "$n" "cl-sh wait $sh '^RECOVER done'")" "^RECOVER done members=$members our_slot=$n generation=1 "
+    t_match "node$n: recovery_status Ok (events from the cluster)" "$(on "$n" "cl-sh wait $sh '^RECOVERY'")" "status=ok"
+}
+
+# t_recovery_seen N SHELL LS SINCE MEMBERS FAILED: after a membership
+# change, observer SHELL on node N saw recover_prep, recover_slot for
+# FAILED (a node id, or - for none: a clean leave), then recover_done with
+# MEMBERS, its slot and a generation above 1; each within 2 s of the
+# kernel's own recovery of LS as node N's kernel log shows it (SINCE: a
+# moment on node N's clock, before the change). Sets T_DONE_LAG, the
+# time from the kernel's "dlm_recover ... done" to recover_done.
+t_recovery_seen() {
+    local n=$1 sh=$2 ls=$3 since=$4 members=$5 failed=$6 out seq want ev tk0 tk1 tp ts td
+    T_DONE_LAG=""
+    out=$(on "$n" -t 90 "cl-sh wait $sh '^RECOVER done members=$members ' 1 80")
+    t_match "node$n: recover_done with members $members, our slot $n, a higher generation" \
+        "$out" "^RECOVER done members=$members our_slot=$n generation=([2-9]|[1-9][0-9]+) "
+    seq=$(on "$n" "cl-sh out $sh | awk '/^RECOVER /' | sed 1d | awk '{ print \$2 }' | tr '\n' ' '")
+    if [ "$failed" = - ]; then want="^prep done( prep done)* $"; else want="^prep slot done( prep done)* $"; fi
+    t_match "node$n: the callbacks in order (prep, ${failed/-/no slot}, done)" "$seq" "$want"
+    if [ "$failed" != - ]; then
+        t_match "node$n: recover_slot for node $failed" "$(on "$n" "cl-sh wait $sh '^RECOVER slot'")" "^RECOVER slot nodeid=$failed slot=$failed "
+    fi
+    ev=$(on "$n" -t 60 "cl-events $since 'dlm_recover'")
+    tk0=$(printf '%s\n' "$ev" | awk -v ls="$ls" '$2 == "kernel" && index($0, ls ": dlm_recover ") && !/ done: / { print $1; exit }')
+    tk1=$(printf '%s\n' "$ev" | awk -v ls="$ls" '$2 == "kernel" && index($0, ls ": dlm_recover ") && / done: / { t = $1 } END { print t }')
+    t_check "node$n: its kernel logged $ls's recovery (start $tk0, done $tk1)" [ -n "$tk0" ] && [ -n "$tk1" ]
+    [ -n "$tk0" ] && [ -n "$tk1" ] || return 0
+    stamp() { on "$n" "cl-sh out $sh | awk '/^RECOVER $1/' | tail -n 1" | sed -n 's/.* t=\([0-9.]*\).*/\1/p'; }
+    tp=$(stamp prep) td=$(stamp done)
+    within() { awk -v a="$1" -v b="$2" 'BEGIN { d = a - b; exit !(d >= -2 && d <= 2) }'; }
+    t_check "node$n: recover_prep within 2 s of the kernel's recovery start ($tp vs $tk0)" within "$tp" "$tk0"
+    t_check "node$n: recover_done within 2 s of the kernel's recovery done ($td vs $tk1)" within "$td" "$tk1"
+    if [ "$failed" != - ]; then
+        ts=$(stamp slot)
+        t_check "node$n: recover_slot within 2 s of the kernel's recovery done ($ts vs $tk1)" within "$ts" "$tk1"
+    fi
+    T_DONE_LAG=$(awk -v a="$td" -v b="$tk1" 'BEGIN { printf "%.3f", a - b }')
+}
+
 # t_leave LS NODE...: stop the node's lock shells first (cl-sh stop).
 t_leave() {
     local ls=$1 n

@@ -16,8 +16,12 @@
 # silently. The test detects that case the way userspace can: every
 # writer stores a non-empty value, so a zero block without VALNOTVALID on
 # a resource that had one means the value was lost. New requests work
-# afterwards. Figures: kill -> corosync's new membership, -> the kernel's
-# recovery done, -> the survivors' grants (guest clocks moved onto the
+# afterwards. On nodes 1 and 2 a Rust API observer (dlm-locksh
+# --recovery) sees recover_prep, recover_slot for node 3 and recover_done
+# with members 1 and 2, each within 2 s of the kernel's own recovery.
+# Figures: kill -> corosync's new membership, -> the kernel's
+# recovery done, -> the survivors' grants, and the kernel's recovery done
+# -> recover_done (guest clocks moved onto the
 # host's by cl_offset). What the stack shows before and after is kept in
 # ci/out/cluster/run/observe-failure.txt. Node 3 stays down (the rejoin
 # test boots it).
@@ -40,6 +44,8 @@ for n in 1 2 3; do
     on "$n" -q "cl-sh start f$n $ls"
     t_lib "$n" "f$n"
 done
+# The survivors' recovery callbacks, through the Rust API's observers.
+for n in 1 2; do t_recovery_watch "$n" "r$n" "$ls" 1:1,2:2,3:3; done
 ast_ok() { # N SHELL H [K]: the Kth AST of handle H is a grant
     local out
     out=$(on "$1" "cl-sh wait $2 '^AST $3 ' ${4:-1}")
@@ -95,6 +101,7 @@ read -r off1 err1 < <(cl_offset 1)
 read -r off2 err2 < <(cl_offset 2)
 t_log "guest clocks minus the host's: node1 $off1 s (±$err1), node2 $off2 s (±$err2)"
 g1=$(on 1 "echo \$EPOCHREALTIME")
+g2=$(on 2 "echo \$EPOCHREALTIME")
 t_kill=$(cl_kill_node 3)
 t_log "node3 killed (SIGKILL of its QEMU)"
 
@@ -146,6 +153,15 @@ for a in m1 m2 m3 m3e; do
     [ -n "$t" ] && t_figure "kill_to_grant_${a}_s" "$(host "$t" "$off")" "s (node$node's waiter)"
 done
 
+# The recovery callbacks on both survivors: prep, slot for node 3, done
+# with the two of them, each within 2 s of the kernel's own recovery.
+for n in 1 2; do
+    g=g$n
+    t_recovery_seen "$n" "r$n" "$ls" "${!g}" 1:1,2:2 3
+    [ "$n" = 1 ] && [ -n "$T_DONE_LAG" ] &&
+        t_figure recovery_done_to_callback_s "$T_DONE_LAG" "s (node1: kernel's dlm_recover done -> recover_done in dlm-locksh, one clock)"
+done
+
 # New requests work: on m3e, and on a new resource.
 on 2 -q "cl-sh do f2 unlock 14"
 on 1 -q "cl-sh do f1 lock 20 m3e EX noqueue valblk"
@@ -155,6 +171,6 @@ on 1 -q "cl-sh do f1 lock 21 fresh EX"
 t_match "node1: EX on a new resource" "$(on 1 "cl-sh wait f1 '^AST 21 '")" "status=0\\(0\\)"
 on 2 -q "cl-sh do f2 lock 21 fresh EX noqueue"
 t_match "node2: NOQUEUE on it is refused" "$(on 2 "cl-sh wait f2 '^AST 21 '")" "status=EAGAIN"
-for n in 1 2; do on "$n" -q "cl-sh stop f$n"; done
+for n in 1 2; do on "$n" -q "cl-sh stop f$n; cl-sh stop r$n"; done
 t_leave "$ls" 1 2
 t_end

@@ -6,7 +6,8 @@
 # (dlm_controld stopped by SIGTERM, corosync by corosync-cfgtool -H), then
 # its QEMU (SIGTERM). Checks that nodes 1 and 2 keep working: members 1 2
 # in dlm_tool ls and configfs, corosync quorate with two, a lock node 3
-# held is free at once, without a recovery's wait.
+# held is free at once, without a recovery's wait; Rust API observers on
+# nodes 1 and 2 see recover_prep and recover_done, and no recover_slot.
 # shellcheck source=ci/cluster/tests/common.sh
 . "$(dirname "$0")/common.sh"
 t_ensure_up
@@ -14,16 +15,24 @@ ls=t_leave
 obs=$CL_STATE/observe-leave.txt
 : >"$obs"
 t_join "$ls" 1 2 3
+for n in 1 2; do t_recovery_watch "$n" "r$n" "$ls" 1:1,2:2,3:3; done
 on 3 -q "cl-sh start l3 $ls"
 on 3 -q "cl-sh do l3 lock 1 r_gone EX"
 t_match "node3: EX" "$(on 3 "cl-sh wait l3 '^AST 1 '")" "status=0\\(0\\)"
 g1=$(on 1 "echo \$EPOCHREALTIME")
+g2=$(on 2 "echo \$EPOCHREALTIME")
 on 3 -q "cl-sh stop l3"
 t0=$(cl_now)
 t_check "node3: dlm_tool leave" on 3 -t 30 -q "dlm_tool leave $ls"
 t_figure leave_lockspace_s "$(cl_since "$t0")" "s (dlm_tool leave on node3)"
 out=$(on 1 "dlm_tool ls $ls | grep '^members'")
 t_match "node1: dlm_tool ls members 1 2" "$out" "^members +1 2 *$"
+# A clean leave: recover_prep and recover_done, and no recover_slot.
+for n in 1 2; do
+    g=g$n
+    t_recovery_seen "$n" "r$n" "$ls" "${!g}" 1:1,2:2 -
+done
+for n in 1 2; do on "$n" -q "cl-sh stop r$n"; done
 t_match "node1: configfs nodes 1 2" "$(on 1 "ls /sys/kernel/config/dlm/cluster/spaces/$ls/nodes | tr '\n' ' '")" "^1 2 $"
 on 1 -q "cl-sh start l1 $ls"
 on 1 -q "cl-sh do l1 lock 1 r_gone EX noqueue"

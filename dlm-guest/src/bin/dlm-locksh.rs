@@ -5,7 +5,7 @@
 //! lockspace `dlm_tool join` made on every node).
 //!
 //! ```text
-//! dlm-locksh LOCKSPACE
+//! dlm-locksh LOCKSPACE [--recovery]
 //! ```
 //!
 //! It reads commands on standard input, one a line, and prints events on
@@ -39,6 +39,17 @@
 //! STATE H res=RES lkid=0xID mode=M pending=0|1 path=cb|wait|async lvb=...
 //! ```
 //!
+//! With `--recovery` the lockspace is opened with recovery callbacks
+//! ([`dlm::Recovery`]), and each one is an event (the first
+//! `RECOVER done` is the join's, before `READY`):
+//!
+//! ```text
+//! RECOVER prep t=T
+//! RECOVER slot nodeid=N slot=S t=T
+//! RECOVER done members=N:S,N:S our_slot=S generation=G t=T
+//! RECOVERY status=ok|errno=N    after READY: Lockspace::recovery_status
+//! ```
+//!
 //! Unlike libdlm's, the Rust API's blocking callback carries the blocked
 //! mode (`mode=`). A blocking or async grant is a [`dlm::Lock`], which
 //! keeps the granted mode and value block but not the status flags: its
@@ -56,7 +67,7 @@ use std::thread::{self, Thread};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use dlm::{Backend, Completion, Dlm, Errno, Error, Lock, LockFlags, LockId, LockMode};
-use dlm::{LockRequest, Lockspace, LockspaceFlags, LockspaceName, Outcome, ResourceName};
+use dlm::{LockRequest, Lockspace, LockspaceName, Outcome, ResourceName};
 use dlm::{Status, StatusFlags, ValueBlock};
 
 const MAX_LOCKS: usize = 64;
@@ -587,16 +598,48 @@ fn block_on<F: Future>(f: F) -> F::Output {
     }
 }
 
-fn run(name: &str) -> Result<(), String> {
+/// `--recovery`: each recovery callback printed as an event.
+struct Events;
+
+impl dlm::Recovery for Events {
+    fn recover_prep(&self) {
+        emit(&format!("RECOVER prep t={:.6}", now()));
+    }
+    fn recover_slot(&self, failed: dlm::Member) {
+        emit(&format!(
+            "RECOVER slot nodeid={} slot={} t={:.6}",
+            failed.nodeid,
+            failed.slot,
+            now()
+        ));
+    }
+    fn recover_done(&self, members: &[dlm::Member], our_slot: u32, generation: u32) {
+        let m: Vec<String> = members
+            .iter()
+            .map(|m| format!("{}:{}", m.nodeid, m.slot))
+            .collect();
+        emit(&format!(
+            "RECOVER done members={} our_slot={our_slot} generation={generation} t={:.6}",
+            m.join(","),
+            now()
+        ));
+    }
+}
+
+fn run(name: &str, recovery: bool) -> Result<(), String> {
     let lsname = LockspaceName::new(name).map_err(|e| format!("lockspace name {name}: {e}"))?;
     let dlm = Dlm::builder()
         .backend(Backend::Kernel)
         .open()
         .map_err(|e| format!("the kernel backend: {e}"))?;
-    let (ls, created) = match dlm.open_lockspace(&lsname) {
+    let mut opts = dlm::LockspaceOptions::new();
+    if recovery {
+        opts = opts.recovery(Arc::new(Events));
+    }
+    let (ls, created) = match dlm.open_lockspace_with(&lsname, opts.clone()) {
         Ok(ls) => (ls, false),
         Err(Error::Lockspace { errno, .. }) if errno == Errno::ENOENT => (
-            dlm.create_lockspace(&lsname, LockspaceFlags::empty(), 0o600)
+            dlm.create_lockspace_with(&lsname, opts.mode(0o600))
                 .map_err(|e| format!("create lockspace {name}: {e}"))?,
             true,
         ),
@@ -614,6 +657,12 @@ fn run(name: &str) -> Result<(), String> {
         "READY ls={name} created={} api=rust",
         u8::from(created)
     ));
+    if recovery {
+        emit(&match shell.ls.recovery_status() {
+            Ok(()) => "RECOVERY status=ok".to_string(),
+            Err(e) => format!("RECOVERY errno={}", e.raw()),
+        });
+    }
     let stdin = std::io::stdin();
     for line in stdin.lock().lines() {
         let Ok(line) = line else { break };
@@ -634,11 +683,15 @@ fn run(name: &str) -> Result<(), String> {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
-    let [_, name] = args.as_slice() else {
-        eprintln!("usage: dlm-locksh LOCKSPACE");
-        return ExitCode::from(2);
+    let (name, recovery) = match args.as_slice() {
+        [_, name] => (name, false),
+        [_, name, flag] if flag == "--recovery" => (name, true),
+        _ => {
+            eprintln!("usage: dlm-locksh LOCKSPACE [--recovery]");
+            return ExitCode::from(2);
+        }
     };
-    match run(name) {
+    match run(name, recovery) {
         Ok(()) => {
             // The lockspace's handles and threads end with the process.
             std::process::exit(0);

@@ -16,7 +16,7 @@
 //! | `lock` | [`Lock`], a granted lock |
 //! | `kernel` | finding the kernel's device nodes; its best-effort queries |
 //! | `replay` | lock replay onto a restarted fallback daemon |
-//! | `recovery` | the [`Recovery`] callbacks; the providers of a kernel lockspace's recovery events (`single_node`: `dlm-controld --single-node`'s event socket) and the thread that calls the callbacks |
+//! | `recovery` | the [`Recovery`] callbacks; the providers of a kernel lockspace's recovery events (`single_node`: `dlm-controld --single-node`'s event socket; `cluster`: the kernel's `recover_status` and configfs, under the cluster's dlm_controld) and the thread that calls the callbacks |
 
 mod cwait;
 mod dispatch;

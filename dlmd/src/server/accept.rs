@@ -188,6 +188,9 @@ impl Server {
         };
         self.free.push(idx);
         self.quotas.release(conn.cred.uid);
+        // What the connection held is freed here: once closes stop for a
+        // while, the heap gives it back.
+        self.trim_due = Some(Instant::now() + super::TRIM_AFTER);
         let _ = self.poll.registry().deregister(&mut conn.stream);
         let (level, reason) = conn
             .close_reason

@@ -55,6 +55,12 @@ use crate::answer::{Answer, Subject};
 use crate::devices::{ConnId, Cred, Devices, LsId, Removal};
 use crate::quota::{Quotas, Refusal};
 use crate::ratelimit::{self, LogLimiter, Verdict};
+
+/// How long after the last connection closed the daemon gives the heap's
+/// free pages back to the kernel: a burst of clients (or of replays after
+/// a restart) leaves the allocator holding what they used, and a daemon
+/// that lives for months should come back down to its idle size.
+const TRIM_AFTER: Duration = Duration::from_secs(1);
 use crate::startup::Scope;
 
 mod accept;
@@ -249,6 +255,8 @@ pub struct Server {
     doomed: Vec<usize>,
     dirty: Vec<usize>,
     accept_blocked: bool,
+    /// When to give freed heap memory back (see [`TRIM_AFTER`]).
+    trim_due: Option<Instant>,
     /// The current accept failure was logged.
     accept_warned: bool,
     /// A refusal at the connection cap was logged (until one is accepted).
@@ -317,6 +325,7 @@ impl Server {
             doomed: Vec::new(),
             dirty: Vec::new(),
             accept_blocked: false,
+            trim_due: None,
             accept_warned: false,
             cap_warned: false,
             spare_fd: open_spare_fd(),
@@ -409,6 +418,7 @@ impl Server {
             at(Duration::from_millis(100));
         }
         let due = [
+            self.trim_due,
             self.limiter.due(),
             self.hello_deadlines.front().map(|d| d.at),
             self.grace_due(),
@@ -425,6 +435,11 @@ impl Server {
     fn timers(&mut self, now: Instant) {
         if let Some(s) = self.limiter.summary_due(now) {
             log::warn!("{s}");
+        }
+        if self.trim_due.is_some_and(|t| t <= now) {
+            self.trim_due = None;
+            let gave = dlm_sys::heap::trim();
+            log::debug!("connections closed a while ago: free heap memory given back ({gave})");
         }
         if self.grace_due().is_some_and(|t| t <= now) {
             self.end_grace("--grace-period is up");

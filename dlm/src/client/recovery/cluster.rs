@@ -27,11 +27,14 @@
 //!   same rule is read here from the entry being gone (a node that
 //!   failed and came back within one poll is seen as having left).
 //!
-//! Why not dlm_controld's query socket (`dlmc_lockspace_info`): it
-//! answers root only, its state is the controller's (which leads and
-//! lags the kernel's own recovery), and the kernel's files say all the
-//! callbacks need. Everything read is in sysfs and configfs, which only
-//! root can change.
+//! Why not dlm_controld's query socket (`dlmc_lockspace_info` and
+//! `dlmc_lockspace_nodes`, which `dlm_tool ls` uses): its state is the
+//! controller's, which leads the kernel's stop and lags the end of its
+//! recovery; its per-node `fail_reason` is never reset, so a node that
+//! failed once and later left cleanly still reads as failed; and it is an
+//! abstract socket, which any local user may bind while dlm_controld is
+//! not running. The kernel's files say all the callbacks need, and only
+//! root can change them.
 //!
 //! A lockspace with no `spaces/<ls>` entry in configfs has no controller
 //! that runs recovery: no subscription. The stream ends (`Gone`) when
