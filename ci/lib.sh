@@ -21,8 +21,10 @@ apt_install() {
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
     done
     if [ "${#missing[@]}" -gt 0 ]; then
-        echo "ci: installing ${missing[*]}"
-        as_root apt-get update -qq
+        # On stderr, as apt-get's own words: scripts that print paths
+        # on stdout (ci/cluster/c/build.sh) call this.
+        echo "ci: installing ${missing[*]}" >&2
+        as_root apt-get update -qq >&2
         as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
     fi
 }

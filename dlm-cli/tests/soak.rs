@@ -392,10 +392,11 @@ impl Worker {
     /// One random operation. One that meets a daemon kill (the
     /// lockspace's generation moved while it ran), or starts less than
     /// [`AFTERMATH`] after a replay, and ends in an outcome the API does
-    /// not document is counted as an anomaly, by its message, and the run
-    /// goes on; the same outcome far from any kill fails the run, and so
-    /// does anything the tracker or the counter's flock sees, whenever it
-    /// happens.
+    /// not document is counted as an anomaly, by its message, and the
+    /// worker goes on, so that the run lists them all; the run then fails
+    /// at its end. The same outcome far from any kill fails the worker at
+    /// once, and so does anything the tracker or the counter's flock
+    /// sees, whenever it happens.
     fn step(&mut self) -> R<()> {
         let g0 = self.ls.generation();
         let recent = self.last_replay.is_some_and(|t| t.elapsed() < AFTERMATH);
@@ -1512,7 +1513,9 @@ fn soak() {
     let (mut opened, mut early, mut last_ended) = (0u32, 0u32, false);
     // The baseline's restart (before the workers) opened the first, and
     // the observer's replay ended it.
-    let mut lines = log.lines().skip_while(|l| !l.contains("grace period over after "));
+    let mut lines = log
+        .lines()
+        .skip_while(|l| !l.contains("grace period over after "));
     lines.next();
     for l in lines {
         if l.contains("stopped uncleanly") {
@@ -1578,6 +1581,19 @@ fn soak() {
         .collect();
     if !violations.is_empty() {
         fail(&d, format!("incompatible holders seen by {violations:?}"));
+    }
+    // Outcomes the API does not document, met around a replay: the
+    // workers went on (to list them all), and the run fails.
+    let anomalies: Vec<String> = sums
+        .iter()
+        .filter(|(k, _)| k.starts_with("anomaly"))
+        .map(|(k, v)| format!("{k}: {v}"))
+        .collect();
+    if !anomalies.is_empty() {
+        fail(
+            &d,
+            format!("outcomes the API does not document: {anomalies:?}"),
+        );
     }
     if counter != increments {
         fail(

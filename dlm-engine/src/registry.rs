@@ -148,6 +148,15 @@ impl Registry {
         self.spaces.iter().map(|(m, s)| (*m, s))
     }
 
+    /// [`Engine::compact`] every lockspace, and give back the name
+    /// table's spare capacity.
+    pub fn compact(&mut self) {
+        for s in self.spaces.values_mut() {
+            s.engine.compact();
+        }
+        self.by_name.shrink_to_fit();
+    }
+
     /// The lockspaces whose minor is `first` or more, by minor.
     pub fn iter_from(&self, first: u32) -> impl Iterator<Item = (u32, &Space)> {
         self.spaces.range(first..).map(|(m, s)| (*m, s))

@@ -157,6 +157,55 @@ impl Engine {
         }
     }
 
+    /// Give back what the arenas hold beyond their live entries: the
+    /// lock and resource slots past the last one in use, and the spare
+    /// capacity of every table. For a daemon once a burst is over; it
+    /// changes nothing that can be seen: a lock id still comes back
+    /// lowest free first (the ids dropped were free and above every id
+    /// in use, so the next one handed out is the same), and resource and
+    /// owner slots are internal.
+    pub fn compact(&mut self) {
+        while self.locks.len() > 1 && self.locks.last().is_some_and(Option::is_none) {
+            self.locks.pop();
+        }
+        self.next_id = self.locks.len() as u32;
+        let (locks, next) = (&self.locks, self.next_id);
+        // Duplicates (ids a replay took while free) and ids past the end
+        // go; each free id below the end is there once.
+        let mut seen = std::collections::HashSet::new();
+        self.free_ids
+            .retain(|&Reverse(id)| id < next && locks[id as usize].is_none() && seen.insert(id));
+        self.locks.shrink_to_fit();
+        self.free_ids.shrink_to_fit();
+
+        while self.rsbs.last().is_some_and(Option::is_none) {
+            self.rsbs.pop();
+        }
+        let n = self.rsbs.len() as u32;
+        self.free_rsbs.retain(|&r| r < n);
+        self.rsbs.shrink_to_fit();
+        self.free_rsbs.shrink_to_fit();
+        let (rsbs, hasher) = (&self.rsbs, &self.hasher);
+        self.index.shrink_to_fit(|&i| {
+            use std::hash::BuildHasher;
+            rsbs[i as usize]
+                .as_ref()
+                .map_or(0, |x| hasher.hash_one(x.name.as_bytes()))
+        });
+        self.toss.shrink_to_fit();
+
+        if self.free_cbs.len() == self.cbs.len() {
+            self.cbs = Vec::new();
+            self.free_cbs = Vec::new();
+        }
+        for p in self.procs.iter_mut().flatten() {
+            p.asts.shrink_to_fit();
+            p.records.shrink_to_fit();
+        }
+        self.procs.shrink_to_fit();
+        self.free_procs.shrink_to_fit();
+    }
+
     // Resources (`find_rsb`, `put_rsb`, the toss list).
 
     pub(crate) fn hash_name(&self, name: &[u8]) -> u64 {

@@ -169,6 +169,21 @@ impl Devices {
         }
     }
 
+    /// Give back what the lockspaces' tables hold beyond their live
+    /// entries (see [`Engine::compact`]): once a burst of clients is over.
+    pub fn compact(&mut self) {
+        self.registry.compact();
+        for ls in self.spaces.values_mut() {
+            if let State::Detached(e) = &mut ls.state {
+                e.compact();
+            }
+            ls.conns.shrink_to_fit();
+            ls.removers.shrink_to_fit();
+        }
+        self.spaces.shrink_to_fit();
+        self.by_minor.shrink_to_fit();
+    }
+
     /// The system daemon's stand-in for `capable(CAP_SYS_ADMIN)`.
     fn check_admin(&self, cred: &Cred) -> Result<(), Errno> {
         if self.scope == Scope::System && cred.uid != 0 {

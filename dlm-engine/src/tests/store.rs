@@ -38,3 +38,39 @@ fn locks_can_be_listed_from_a_lock_id_on() {
     let all: Vec<LockInfo> = t.e.locks_from(0).collect();
     assert_eq!(all, t.e.locks(), "the same snapshots as locks()");
 }
+
+#[test]
+fn compacting_after_a_burst_keeps_ids_lowest_free_first_and_the_locks_as_they_were() {
+    let mut t = T::new();
+    let a = t.owner();
+    let b = t.owner();
+    let keep = t.granted(a, Ex, "keep", vb());
+    let burst: Vec<u32> = (0..200)
+        .map(|i| t.granted(b, Pr, &format!("b{i}"), none()))
+        .collect();
+    // Some of the burst's locks stay, in the middle; the rest go.
+    for &id in &burst {
+        if id != 50 && id != 120 {
+            t.unlock(b, id, none()).unwrap();
+        }
+    }
+    t.drain(b);
+    let before = t.e.locks();
+    t.e.compact();
+    assert_eq!(t.e.locks(), before, "every lock as it was");
+    // The lowest free ids first, as without the compaction: 2..=49, then
+    // 51..=119, then 121 and up.
+    let next: Vec<u32> = (0..120)
+        .map(|i| t.granted(a, Nl, &format!("n{i}"), none()))
+        .collect();
+    let want: Vec<u32> = (2..50).chain(51..120).chain(121..124).collect();
+    assert_eq!(next, want);
+    assert_eq!(
+        t.lock(b, Ex, "keep", none()),
+        124,
+        "waits behind the kept EX"
+    );
+    t.unlock(a, keep, none()).unwrap();
+    let evs = t.drain(b);
+    assert!(!evs.is_empty(), "granted once the kept lock went");
+}

@@ -438,8 +438,7 @@ impl Server {
         }
         if self.trim_due.is_some_and(|t| t <= now) {
             self.trim_due = None;
-            let gave = dlm_sys::heap::trim();
-            log::debug!("connections closed a while ago: free heap memory given back ({gave})");
+            self.compact();
         }
         if self.grace_due().is_some_and(|t| t <= now) {
             self.end_grace("--grace-period is up");
@@ -462,6 +461,29 @@ impl Server {
                 );
             }
         }
+    }
+
+    /// Connections closed a while ago ([`TRIM_AFTER`]): what the burst
+    /// left in the tables and the allocator goes back to the kernel: the
+    /// connection slots past the last one open (every use of a slot looks
+    /// it up, so a missing one is a closed one), and every queue's spare
+    /// capacity.
+    fn compact(&mut self) {
+        while self.conns.last().is_some_and(Option::is_none) {
+            self.conns.pop();
+        }
+        let n = self.conns.len();
+        self.free.retain(|&i| i < n);
+        self.conns.shrink_to_fit();
+        self.free.shrink_to_fit();
+        self.ready.shrink_to_fit();
+        self.doomed.shrink_to_fit();
+        self.dirty.shrink_to_fit();
+        self.hello_deadlines.shrink_to_fit();
+        self.targets.shrink_to_fit();
+        self.devices.compact();
+        let gave = dlm_sys::heap::trim();
+        log::debug!("connections closed a while ago: tables compacted, heap trimmed ({gave})");
     }
 
     /// Log a line that a client's doing caused, within the shared rate

@@ -7,10 +7,12 @@
 //! Every [`POLL`] (50 ms), for each lockspace opened with callbacks:
 //! - `/sys/kernel/dlm/<ls>/recover_status`: the kernel's own recovery
 //!   state. `dlm_ls_stop` sets it to 0, and the end of the kernel's
-//!   `ls_recover` sets `DLM_RS_DONE_ALL` (0x80) in it. Losing 0x80 is the
-//!   stop (`recover_prep`); getting it back is the end of recovery
-//!   (`recover_done`). So the callbacks follow the kernel's recovery
-//!   itself, not the controller's view of it, within one poll.
+//!   `ls_recover` on this node sets `DLM_RS_DONE` (0x40) in it (only the
+//!   member with the lowest node id sets `DLM_RS_DONE_ALL`, 0x80, in its
+//!   own: the others ask it). Losing 0x40 is the stop (`recover_prep`);
+//!   getting it back is the end of recovery (`recover_done`). So the
+//!   callbacks follow the kernel's recovery itself, not the controller's
+//!   view of it, within one poll.
 //! - configfs `spaces/<ls>/nodes/`: the members, which `dlm_controld`
 //!   writes before it starts the lockspace again (the kernel reads them
 //!   there). Slots are their positions in node-id order, as at join (see
@@ -53,8 +55,9 @@ use super::{members_in, Closer, Event, EventStream, Member, Provider, CONFIGFS};
 /// How often the kernel's files are read.
 pub(crate) const POLL: Duration = Duration::from_millis(50);
 
-/// `DLM_RS_DONE_ALL` in `recover_status`.
-const DONE_ALL: u32 = 0x80;
+/// `DLM_RS_DONE` in `recover_status`: this node's part of the recovery
+/// is over.
+const DONE: u32 = 0x40;
 
 /// The kernel's files of every lockspace.
 pub(crate) struct Cluster {
@@ -96,7 +99,7 @@ impl Provider for Cluster {
             configfs: self.configfs.clone(),
             name: *name,
             poll: self.poll,
-            running: s & DONE_ALL != 0,
+            running: s & DONE != 0,
             members,
             generation: 1,
             pending: VecDeque::new(),
@@ -132,7 +135,7 @@ impl Stream {
             self.pending.push_back(Event::Gone);
             return false;
         };
-        let done = status & DONE_ALL != 0;
+        let done = status & DONE != 0;
         match (self.running, done) {
             (true, false) => {
                 self.running = false;
@@ -288,7 +291,9 @@ mod tests {
 
     fn three(tag: &str) -> (Fake, Box<dyn EventStream>) {
         let f = Fake::new(tag);
-        f.status("fe\n");
+        // Recovered, as a member other than the lowest sees it: NODES,
+        // DIR, LOCKS and DONE, no DONE_ALL.
+        f.status("55\n");
         for id in 1..=3 {
             f.member(id, true);
             f.comms(id, true, id == 1);
@@ -302,7 +307,7 @@ mod tests {
     #[test]
     fn no_configfs_space_is_no_provider() {
         let f = Fake::new("none");
-        f.status("fe\n");
+        f.status("55\n");
         let name = LockspaceName::new("other").unwrap();
         assert!(f.cluster().subscribe(&name).unwrap().is_none());
         std::fs::remove_dir_all(f.root.join("sys/ls1")).unwrap();
@@ -319,7 +324,7 @@ mod tests {
         // then the kernel recovers.
         f.comms(3, false, false);
         f.member(3, false);
-        f.status("fe\n");
+        f.status("55\n");
         assert_eq!(s.next_event(), Some(Event::Failed(m(3, 3))));
         assert_eq!(
             s.next_event(),
