@@ -21,8 +21,10 @@
  *    lockspace's locks. What the locks protect may not be trusted until
  *    recover_done. Once per stop of the lockspace.
  *  - recover_slot(ops_arg, slot): a member failed (one that left cleanly
- *    gets none), with its node id and slot. The fallback daemon has one
- *    member, this host, and never calls it; nor does the kernel backend
+ *    gets none), with its node id and slot, between recover_prep and
+ *    recover_done. The fallback daemon has one member, this host, and
+ *    never calls it; nor does dlm-controld --single-node. On the kernel
+ *    under the cluster's dlm_controld it comes for each failed member
  *    (see below).
  *  - recover_done(ops_arg, slots, num_slots, our_slot, generation):
  *    recovery is over. slots holds num_slots {nodeid, slot} pairs, every
@@ -58,10 +60,21 @@
  *    /run/dlm-controld/events.sock, root's), recover_prep when it stops
  *    the lockspace and recover_done with the generation one higher when
  *    it starts it again, on a thread of the library's own; *ops_result is
- *    0. Without such a controller (the cluster's dlm_controld is not a
- *    source yet) only the recover_done at join comes, and *ops_result
- *    says -EOPNOTSUPP, as the kernel's does when it cannot deliver the
- *    callbacks (the kernel then delivers none, not even at join).
+ *    0.
+ *  - On the kernel under the cluster's dlm_controld (corosync): the
+ *    kernel's own recovery, read every 50 ms from
+ *    /sys/kernel/dlm/<name>/recover_status and configfs. recover_prep
+ *    when the kernel stops the lockspace (a member failed, left or
+ *    joined); once this node's recovery is over, recover_slot for each
+ *    member that failed (not one that left cleanly, which keeps its
+ *    configfs comms entry: the kernel's own rule), then recover_done with
+ *    the members now and the generation one higher (counted from 1 at
+ *    join: the kernel does not export its own); on a thread of the
+ *    library's own; *ops_result is 0.
+ *  - Without either controller only the recover_done at join comes, and
+ *    *ops_result says -EOPNOTSUPP, as the kernel's does when it cannot
+ *    deliver the callbacks (the kernel then delivers none, not even at
+ *    join).
  *
  * A callback may be called from a thread the program did not create (the
  * AST thread); it must not longjmp out of the library. A NULL member of

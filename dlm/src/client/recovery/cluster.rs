@@ -289,6 +289,15 @@ mod tests {
         Member { nodeid, slot }
     }
 
+    /// The start once node 3 is gone, seen from node 1.
+    fn two_left() -> Event {
+        Event::Start {
+            generation: 2,
+            our_slot: 1,
+            members: vec![m(1, 1), m(2, 2)],
+        }
+    }
+
     fn three(tag: &str) -> (Fake, Box<dyn EventStream>) {
         let f = Fake::new(tag);
         // Recovered, as a member other than the lowest sees it: NODES,
@@ -326,14 +335,7 @@ mod tests {
         f.member(3, false);
         f.status("55\n");
         assert_eq!(s.next_event(), Some(Event::Failed(m(3, 3))));
-        assert_eq!(
-            s.next_event(),
-            Some(Event::Start {
-                generation: 2,
-                our_slot: 1,
-                members: vec![m(1, 1), m(2, 2)],
-            })
-        );
+        assert_eq!(s.next_event(), Some(two_left()));
     }
 
     #[test]
@@ -342,14 +344,7 @@ mod tests {
         // Stop and start between two polls: only the members changed.
         f.member(3, false);
         assert_eq!(s.next_event(), Some(Event::Stop { generation: 1 }));
-        assert_eq!(
-            s.next_event(),
-            Some(Event::Start {
-                generation: 2,
-                our_slot: 1,
-                members: vec![m(1, 1), m(2, 2)],
-            })
-        );
+        assert_eq!(s.next_event(), Some(two_left()));
         // The lockspace goes: the stream ends.
         std::fs::remove_dir_all(f.root.join("sys/ls1")).unwrap();
         assert_eq!(s.next_event(), Some(Event::Gone));
