@@ -8,7 +8,7 @@
 #                   each on Debian's libdlm, and exclusion handoff pairs
 #                   failure lvmlockd through ours too: NAME-ours on
 #                   dlm-rs's libdlm, NAME-rust on the Rust API (exclusion,
-#                   handoff, failure); about 12.5 minutes warm on 2 cores
+#                   handoff, failure); about 9.5 minutes warm on 2 cores
 #   --short         exclusion exclusion-ours exclusion-rust failure: join,
 #                   exclusion with its blocking callback (on Debian's
 #                   libdlm, ours and the Rust API), one node killed with
