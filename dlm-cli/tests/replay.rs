@@ -617,3 +617,41 @@ fn recovery_callbacks_fire_at_join_and_in_order_around_each_replay() {
     assert_eq!(*other_heard.0.lock().unwrap(), want);
     held.unlock().unwrap();
 }
+
+#[test]
+fn a_value_block_write_the_kill_took_is_written_on_the_restarted_daemon() {
+    log_to_stderr();
+    let args = ["--user", "--grace-period", "30"];
+    let mut d = Daemon::start_with(&args);
+    let (_dlm, ls) = space(&d, "rpv");
+    let mut ex = ls
+        .lock(LockRequest::new(res("v"), LockMode::Ex).flags(LockFlags::VALBLK))
+        .unwrap()
+        .granted()
+        .unwrap();
+    d.crash_and_restart(&args);
+    // The down-conversion that writes the block is what meets the kill:
+    // its write fails, the replay takes the EX back and sends the
+    // conversion again, with the block it writes (not the one last
+    // read, all zero).
+    let block = ValueBlock::new([0xa5; 32]);
+    let c = ex
+        .convert(LockMode::Pw, LockFlags::VALBLK, Some(&block))
+        .unwrap();
+    assert_eq!(c.status, Status::Granted, "{c:?}");
+    assert_eq!(ls.generation(), 2, "one replay");
+    assert_eq!(
+        ls.last_replay().map(|r| (r.replayed, r.resent)),
+        Some((1, 1))
+    );
+    ex.convert(LockMode::Nl, LockFlags::empty(), None).unwrap();
+    let (_dlm2, other) = space(&d, "rpv");
+    let reader = other
+        .lock(LockRequest::new(res("v"), LockMode::Pr).flags(LockFlags::VALBLK))
+        .unwrap()
+        .granted()
+        .unwrap();
+    assert_eq!(reader.value_block(), Some(&block), "{}", d.log_text());
+    drop(reader);
+    ex.unlock().unwrap();
+}

@@ -823,6 +823,30 @@ impl Worker {
         };
         let key = self.next_key();
         self.track(&res, &key, Some(LockMode::Ex))?;
+        match self.lvb_write_under(&res, &key, &mut l) {
+            Ok(mode) => {
+                self.held.push(Held {
+                    res,
+                    key,
+                    mode,
+                    h: Handle::Sync(l),
+                });
+                Ok(())
+            }
+            Err(e) => {
+                // Out of the tracker before the lock goes (dropped, so
+                // unlocked), as every holder does: else the next holder
+                // would see this one still inside.
+                let _ = self.tracker.set(&res, &key, None);
+                drop(l);
+                Err(e)
+            }
+        }
+    }
+
+    /// [`lvb_write`](Self::lvb_write) with EX held on `res`, tracked
+    /// under `key`: the mode it ends in.
+    fn lvb_write_under(&mut self, res: &str, key: &str, l: &mut Lock) -> R<LockMode> {
         if let Some(v) = l.value_block() {
             if !well_formed(v) {
                 return err(format!("value block of {res} garbled: {v:?}"));
@@ -830,7 +854,7 @@ impl Worker {
         }
         let seq = self.seq;
         let b = block(self.me, seq);
-        self.track(&res, &key, Some(LockMode::Pw))?;
+        self.track(res, key, Some(LockMode::Pw))?;
         let c = l
             .convert(LockMode::Pw, LockFlags::VALBLK, Some(&b))
             .ctx("lvb write")?;
@@ -840,9 +864,9 @@ impl Worker {
         let c = l
             .convert(LockMode::Ex, LockFlags::VALBLK | LockFlags::NOQUEUE, None)
             .ctx("lvb read back")?;
-        let mode = match c.status {
+        match c.status {
             Status::Granted => {
-                self.track(&res, &key, Some(LockMode::Ex))?;
+                self.track(res, key, Some(LockMode::Ex))?;
                 if c.flags.contains(StatusFlags::VALNOTVALID) {
                     self.count("value block read back: VALNOTVALID");
                 } else if l.value_block() != Some(&b) {
@@ -853,21 +877,14 @@ impl Worker {
                 } else {
                     self.count("value block written and read back exact");
                 }
-                LockMode::Ex
+                Ok(LockMode::Ex)
             }
             Status::WouldBlock => {
                 self.count("value block written (read back would block)");
-                LockMode::Pw
+                Ok(LockMode::Pw)
             }
-            _ => return err(format!("PW -> EX: {c:?}")),
-        };
-        self.held.push(Held {
-            res,
-            key,
-            mode,
-            h: Handle::Sync(l),
-        });
-        Ok(())
+            _ => err(format!("PW -> EX: {c:?}")),
+        }
     }
 
     /// Read a value block under PR or CR, asynchronously: well formed,

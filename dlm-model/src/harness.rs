@@ -433,6 +433,23 @@ pub fn check_case(case: &Case) -> Result<(), Failure> {
 
 /// [`check_case`] under one kernel model.
 pub fn check_case_on(case: &Case, kernel: KernelModel) -> Result<(), Failure> {
+    run_case(case, kernel, false)
+}
+
+/// [`check_case`] with the engine compacted ([`Engine::compact`], what
+/// `dlmd` does once a burst is over) after every step: compaction must
+/// change nothing the model can see, lock ids included.
+pub fn check_case_compacting(case: &Case) -> Result<(), Failure> {
+    for kernel in KernelModel::ALL {
+        run_case(case, kernel, true).map_err(|mut f| {
+            f.detail = format!("[Linux {kernel} model, compacting] {}", f.detail);
+            f
+        })?;
+    }
+    Ok(())
+}
+
+fn run_case(case: &Case, kernel: KernelModel, compact: bool) -> Result<(), Failure> {
     case.validate()?;
     let mut w = World::with_model(case.slots, kernel);
     let mut trace = String::new();
@@ -451,6 +468,9 @@ pub fn check_case_on(case: &Case, kernel: KernelModel) -> Result<(), Failure> {
         }
         if let Err(detail) = w.compare() {
             return Err(fail(Stage::AfterStep { index, op }, detail, &trace));
+        }
+        if compact {
+            w.e.compact();
         }
     }
     // Drain everyone: the last callbacks must agree too.

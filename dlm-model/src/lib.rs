@@ -50,6 +50,6 @@ pub mod model;
 mod report;
 
 pub use gen::{Case, LockSel, Mix, Op};
-pub use harness::{check_case, check_case_on, Outcome, World};
+pub use harness::{check_case, check_case_compacting, check_case_on, Outcome, World};
 pub use model::{path_counts, report_coverage};
 pub use report::{Failure, Stage};

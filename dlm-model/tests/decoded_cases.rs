@@ -55,3 +55,16 @@ fn an_invalid_case_is_refused_not_run() {
     };
     assert!(check_case(&none).is_err());
 }
+
+#[test]
+fn compacting_the_engine_after_every_step_changes_nothing_the_model_sees() {
+    let mut ops = 0;
+    for data in inputs(300, 1200) {
+        let case = Case::from_bytes(&data);
+        ops += case.ops.len();
+        if let Err(e) = dlm_model::check_case_compacting(&case) {
+            panic!("compaction changed what the engine does on {data:?}: {e}");
+        }
+    }
+    assert!(ops > 300 * 50, "only {ops} operations decoded");
+}

@@ -134,29 +134,57 @@ impl Lockspace {
         self.delivery_used();
         let mut recs = VecDeque::new();
         let read = self.inner.transport.read_available(&mut recs);
-        if let Err(e) = read {
-            if super::lockspace::is_conn_failure(e) {
+        let epoch = match read {
+            Ok(epoch) => epoch,
+            Err(e) if super::lockspace::is_conn_failure(e) => {
                 if self.connection_failed() {
                     // Replayed onto a new daemon: nothing to hand out yet.
                     return Ok(0);
                 }
                 return Err(e.into());
             }
-            self.after_io();
-            return Err(e.into());
-        }
+            Err(e) => {
+                self.after_io();
+                return Err(e.into());
+            }
+        };
         let n = recs.len();
         for r in &recs {
-            self.handle_one(r);
+            self.handle_one(r, epoch);
         }
         self.after_io();
         self.inner.wake_waiters();
         Ok(n)
     }
 
-    fn handle_one(&self, r: &LockResult) {
-        let after = self.absorb(&mut self.state(), r);
+    fn handle_one(&self, r: &LockResult, epoch: u32) {
+        let mut st = self.state();
+        if self.stale(r, epoch) {
+            return;
+        }
+        let after = self.absorb(&mut st, r);
+        drop(st);
         self.run(after);
+    }
+
+    /// Whether record `r`, read in `epoch`, came from a connection that a
+    /// replay has since planned over without it (see
+    /// `Transport::epoch`); checked under the state lock, as the replay
+    /// moves the epoch.
+    #[cold]
+    pub(crate) fn stale(&self, r: &LockResult, epoch: u32) -> bool {
+        if self.inner.transport.epoch() == epoch {
+            return false;
+        }
+        log::debug!(
+            "lockspace {}: a record of the failed connection (token {:#x}, lock {:#x}, status {}) \
+             came after the replay planned without it: dropped",
+            self.inner.name,
+            r.astparam,
+            r.lkid,
+            r.status
+        );
+        true
     }
 
     /// Take in one callback record under the state lock: update the slot,

@@ -512,7 +512,9 @@ impl Lockspace {
                         LockFlags::empty()
                     },
                 mode,
-                lvb: *s.lvb.as_bytes(),
+                // A conversion down from PW or EX writes its own block
+                // (`lvb_out`), not the last one known.
+                lvb: *s.lvb_out.as_deref().unwrap_or(&s.lvb).as_bytes(),
                 has_bast: s.has_bast,
                 name: resource,
             };

@@ -105,14 +105,15 @@ impl Lockspace {
     /// wait for what was read or to read themselves.
     fn take_record(
         &self,
-        rec: Result<Option<LockResult>, Errno>,
+        rec: Result<Option<(LockResult, u32)>, Errno>,
         token: u64,
     ) -> Result<Option<Completion>, Errno> {
         let mut st = self.state();
         st.reading = false;
         let mut other = None;
         let got = match rec {
-            Ok(Some(r)) => Ok(self
+            Ok(Some((r, epoch))) if self.stale(&r, epoch) => Ok(None),
+            Ok(Some((r, _))) => Ok(self
                 .take_in_locked(&mut st, &r, token, &mut other)
                 .map(|t| t.completion(&r))),
             Ok(None) => Ok(None),
@@ -260,15 +261,15 @@ impl Lockspace {
 
     /// Block (up to `timeout`) for one record. A read comes before any
     /// poll: the record may be there already.
-    fn read_record(&self, timeout: Option<Duration>) -> Result<Option<LockResult>, Errno> {
+    fn read_record(&self, timeout: Option<Duration>) -> Result<Option<(LockResult, u32)>, Errno> {
         let t = &self.inner.transport;
-        if let Some(r) = t.read_next()? {
+        if let Some(r) = t.read_next_tagged()? {
             return Ok(Some(r));
         }
         // The one fd: on a daemon connection it is also readable while
         // records another thread read along with an answer wait.
         if wait_fds(&[t.poll_fd()], false, timeout)? {
-            return t.read_next();
+            return t.read_next_tagged();
         }
         Ok(None)
     }

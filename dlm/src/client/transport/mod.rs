@@ -73,16 +73,6 @@ impl Transport {
         matches!(self, Transport::Socket(_))
     }
 
-    /// The next callback record that can be read without blocking, copied
-    /// out.
-    #[inline]
-    pub(crate) fn read_next(&self) -> Result<Option<LockResult>, Errno> {
-        match self {
-            Transport::Kernel(k) => k.read_next(),
-            Transport::Socket(s) => s.read_next(),
-        }
-    }
-
     /// Read the next record without blocking and hand it to `v` where it
     /// lies (a kernel record is large, and copies cost). `None` if there
     /// is none.
@@ -109,16 +99,40 @@ impl Transport {
         }
     }
 
-    /// Every record that can be read without blocking, into `out`.
-    pub(crate) fn read_available(&self, out: &mut VecDeque<LockResult>) -> Result<(), Errno> {
+    /// Every record that can be read without blocking, into `out`; the
+    /// epoch they were read in (see [`epoch`](Self::epoch)).
+    pub(crate) fn read_available(&self, out: &mut VecDeque<LockResult>) -> Result<u32, Errno> {
         match self {
             Transport::Kernel(k) => {
                 while let Some(r) = k.read_next()? {
                     out.push_back(r);
                 }
-                Ok(())
+                Ok(0)
             }
             Transport::Socket(s) => s.read_available(out),
+        }
+    }
+
+    /// The next callback record that can be read without blocking, copied
+    /// out, with the epoch it was read in (see [`epoch`](Self::epoch)).
+    #[inline]
+    pub(crate) fn read_next_tagged(&self) -> Result<Option<(LockResult, u32)>, Errno> {
+        match self {
+            Transport::Kernel(k) => Ok(k.read_next()?.map(|r| (r, 0))),
+            Transport::Socket(s) => s.read_next_tagged(),
+        }
+    }
+
+    /// The epoch of the records read now: on a daemon connection, one more
+    /// each time a replay has planned from what the failed connection
+    /// brought (`Socket::take_stash`). A record read in an earlier epoch
+    /// and not taken in before it ended is dropped: the replay planned
+    /// without it, as if it had never come. Always 0 on the kernel.
+    #[inline]
+    pub(crate) fn epoch(&self) -> u32 {
+        match self {
+            Transport::Kernel(_) => 0,
+            Transport::Socket(s) => s.epoch(),
         }
     }
 

@@ -20,7 +20,7 @@ use std::io::{ErrorKind, Read};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -50,6 +50,10 @@ pub(crate) struct Socket {
     /// Records come only when read (`HELLO_PULL`): an `Ast` frame is then
     /// the answer to a `Read`.
     pull: bool,
+    /// One more each time a replay takes the stash to plan (see
+    /// [`take_stash`](Self::take_stash)): a record read before that and
+    /// not yet taken in is the failed connection's, and goes unseen.
+    epoch: AtomicU32,
 }
 
 impl std::fmt::Debug for Socket {
@@ -185,6 +189,7 @@ impl Socket {
             epoll: ep,
             shared: AtomicBool::new(false),
             pull,
+            epoch: AtomicU32::new(0),
         })
     }
 
@@ -352,11 +357,19 @@ impl Socket {
         }
     }
 
-    /// The next record that can be had without blocking: from the stash,
-    /// else from what the socket holds.
+    /// The epoch a record read now belongs to (see
+    /// [`take_stash`](Self::take_stash)).
     #[inline]
-    pub(crate) fn read_next(&self) -> Result<Option<LockResult>, Errno> {
+    pub(crate) fn epoch(&self) -> u32 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+
+    /// [`read_next`](Self::read_next), with the epoch the record was read
+    /// in (read under the receive lock, which the epoch moves under).
+    #[inline]
+    pub(crate) fn read_next_tagged(&self) -> Result<Option<(LockResult, u32)>, Errno> {
         let mut rx = self.rx();
+        let epoch = self.epoch();
         if rx.stash.is_empty() {
             self.fill(&mut rx)?;
         }
@@ -364,13 +377,22 @@ impl Socket {
         if rx.signalled && rx.stash.is_empty() {
             self.unsignal(&mut rx);
         }
-        Ok(r)
+        Ok(r.map(|r| (r, epoch)))
     }
 
-    /// Move every record that can be had without blocking into `out`.
-    /// End of file (the daemon went away) is `EPIPE`.
-    pub(crate) fn read_available(&self, out: &mut VecDeque<LockResult>) -> Result<(), Errno> {
+    /// The next record that can be had without blocking: from the stash,
+    /// else from what the socket holds.
+    #[inline]
+    pub(crate) fn read_next(&self) -> Result<Option<LockResult>, Errno> {
+        Ok(self.read_next_tagged()?.map(|(r, _)| r))
+    }
+
+    /// Move every record that can be had without blocking into `out`;
+    /// the epoch they were read in. End of file (the daemon went away) is
+    /// `EPIPE`.
+    pub(crate) fn read_available(&self, out: &mut VecDeque<LockResult>) -> Result<u32, Errno> {
         let mut rx = self.rx();
+        let epoch = self.epoch();
         let filled = self.fill(&mut rx);
         out.extend(rx.stash.drain(..));
         if rx.signalled {
@@ -379,7 +401,7 @@ impl Socket {
         // Records read before an error are handed out with it next time.
         match filled {
             Err(e) if out.is_empty() => Err(e),
-            _ => Ok(()),
+            _ => Ok(epoch),
         }
     }
 
@@ -451,9 +473,14 @@ impl Socket {
         Ok(())
     }
 
-    /// Every record waiting in the stash, taken out.
+    /// Every record waiting in the stash, taken out for a replay to plan
+    /// from, and a new epoch begun: a record another thread read before
+    /// this, and takes in after it, is dropped (see
+    /// [`epoch`](Self::epoch)), so what the replay plans from is all that
+    /// counts of the failed connection.
     pub(crate) fn take_stash(&self) -> VecDeque<LockResult> {
         let mut rx = self.rx();
+        self.epoch.fetch_add(1, Ordering::SeqCst);
         let out = std::mem::take(&mut rx.stash);
         if rx.signalled {
             self.unsignal(&mut rx);
