@@ -1234,14 +1234,27 @@ fn conn_failure(e: Errno) -> bool {
     .contains(&e.raw())
 }
 
+/// A new handle on the daemon. One opened while the daemon is being
+/// restarted finds no daemon (`DaemonUnavailable`, documented): tried
+/// again for as long as a replay would wait.
 fn open_handle(socket: &Path) -> R<Dlm> {
-    Dlm::builder()
-        .backend(dlm::Backend::Fallback)
-        .socket(socket)
-        .autostart(false)
-        .replay_wait(dlm::DEFAULT_REPLAY_WAIT)
-        .open()
-        .ctx("connect to dlmd")
+    let deadline = Instant::now() + dlm::DEFAULT_REPLAY_WAIT;
+    loop {
+        let r = Dlm::builder()
+            .backend(dlm::Backend::Fallback)
+            .socket(socket)
+            .autostart(false)
+            .replay_wait(dlm::DEFAULT_REPLAY_WAIT)
+            .open();
+        match r {
+            Err(dlm::Error::DaemonUnavailable(_, e))
+                if conn_failure(e) && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            r => return r.ctx("connect to dlmd"),
+        }
+    }
 }
 
 fn worker_main(me: u32, dir: PathBuf, socket: PathBuf, seed: u64) -> R<()> {
