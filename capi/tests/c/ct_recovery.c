@@ -16,7 +16,9 @@
  * for the lockspace in node-id order with slots 1, 2, ..., our slot that
  * of our node id (comms/<n>/local), ops_result 0 when dlm-controld
  * --single-node's event socket is there (it publishes the lockspace's
- * stops and starts), else -EOPNOTSUPP. A second join
+ * stops and starts) or a controller put the lockspace in configfs
+ * spaces/ (the library then follows the kernel's own recovery), else
+ * -EOPNOTSUPP. A second join
  * through the same call (the lockspace exists) gets its own recover_done;
  * each join is released (the kernel counts creations), the last with
  * force.
@@ -127,7 +129,9 @@ static void expected(struct dlm_slot *want, int *n, int *our, int *result)
 		*result = 0;
 		return;
 	}
-	*result = access("/run/dlm-controld/events.sock", F_OK) == 0 ? 0 : -EOPNOTSUPP;
+	snprintf(p, sizeof(p), "%s/spaces/%s", base, LS);
+	*result = access("/run/dlm-controld/events.sock", F_OK) == 0 || access(p, F_OK) == 0 ?
+		0 : -EOPNOTSUPP;
 	snprintf(p, sizeof(p), "%s/spaces/%s/nodes", base, LS);
 	d = opendir(p);
 	while (d && (e = readdir(d)) && nids < MAXM) {
