@@ -12,8 +12,8 @@
 #   --short         exclusion exclusion-ours exclusion-rust failure: join,
 #                   exclusion with its blocking callback (on Debian's
 #                   libdlm, ours and the Rust API), one node killed with
-#                   the survivors' grants (what .ci/run runs; about 4.5
-#                   minutes warm)
+#                   the survivors' grants and recovery callbacks (what
+#                   .ci/run runs; about 4 minutes warm, 223 s in CI)
 #   TEST...         just these (ci/cluster/run.sh --list)
 #
 # Prints each step's time, the figures (ci/out/cluster/run/figures.txt)
