@@ -41,7 +41,11 @@
 //! 5. A lock that the new daemon refuses to replay (another holder took
 //!    a conflicting lock meanwhile, `EAGAIN`, or its id, `EEXIST`) is
 //!    lost: its `on_lost` callback runs with [`LostReason::NotReplayed`],
-//!    and its id is no longer used.
+//!    and its id is no longer used. A replay that gives up (no daemon
+//!    answered within the handle's `replay_wait`) loses every lock, and
+//!    hangs up the connection: locks an interrupted turn had replayed onto
+//!    a daemon that is still there go with it, and that daemon's successor
+//!    does not wait for a connection that will never replay.
 //!
 //! Locks of dead processes that were kept as orphans (`PERSISTENT`) do
 //! not survive a daemon death: no client holds them.
@@ -300,6 +304,9 @@ impl Lockspace {
             }
             Err(e) => {
                 self.inner.replay_gave_up.store(true, Ordering::SeqCst);
+                // A turn may have replayed some locks onto a daemon that is
+                // still there: they go with the connection.
+                sock.hang_up();
                 log::error!(
                     "lockspace {}: replay failed ({e}); its locks are lost",
                     self.inner.name

@@ -220,6 +220,14 @@ impl Socket {
         self.shared.store(true, Ordering::SeqCst);
     }
 
+    /// End the connection from this side (both ways), for the daemon to
+    /// see it closed: a lockspace whose replay gave up must not stay open
+    /// on a daemon it half replayed onto, holding those locks for nobody
+    /// and counted among the connections its successor waits for.
+    pub(crate) fn hang_up(&self) {
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+    }
+
     /// Whether the daemon closed the connection (or reset it).
     pub(crate) fn closed(&self) -> bool {
         matches!(self.rx().failed, Some(e) if e == Errno::EPIPE || e == Errno::from_raw(libc::ECONNRESET))
