@@ -269,7 +269,7 @@ impl Lockspace {
             self.run(a);
         }
         self.run_lost(later.lost);
-        self.send_again_later(later.again);
+        self.send_again_later(later.again, later.epoch);
         match done {
             Ok(mut rep) => {
                 rep.took = t.elapsed();
@@ -437,22 +437,20 @@ impl Lockspace {
             }
         }
         rep.resent = again.len();
-        later.again = again
-            .into_iter()
-            .map(|(token, lkid, a)| (token, lkid, a, epoch))
-            .collect();
+        later.again = again;
+        later.epoch = epoch;
         Ok(rep)
     }
 
     /// Send again what a replay left (see `replay_onto_new`), on a thread
     /// of its own (on this one if no thread can be started).
-    fn send_again_later(&self, again: Vec<(u64, Option<u32>, Again, u32)>) {
+    fn send_again_later(&self, again: Vec<(u64, Option<u32>, Again)>, epoch: u32) {
         if again.is_empty() {
             return;
         }
         let ls = self.clone();
         let work = move || {
-            for (token, lkid, a, epoch) in again {
+            for (token, lkid, a) in again {
                 ls.send_again(token, lkid, &a, epoch);
             }
         };
@@ -661,7 +659,9 @@ impl Lockspace {
 struct Later {
     afters: Vec<super::dispatch::After>,
     lost: Vec<(Option<LostFn>, Option<SharedSink>, LockId, Errno)>,
-    again: Vec<(u64, Option<u32>, Again, u32)>,
+    again: Vec<(u64, Option<u32>, Again)>,
+    /// The epoch of `Inner::plans` that planned `again`.
+    epoch: u32,
 }
 
 /// A completion record for `token`'s lock, as the daemon would send it.
