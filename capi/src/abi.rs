@@ -238,6 +238,98 @@ pub unsafe fn ls_lock(
     })
 }
 
+/// `dlm_ls_lock_wait`: on a kernel handle in one flat function, the
+/// checks [`lock_on`] makes (in the same order, with the same errors)
+/// and then [`Direct::lock_wait`]; anything else through [`ls_lock`].
+///
+/// # Safety
+/// As [`ls_lock`].
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub unsafe fn ls_lock_wait(
+    flavor: Flavor,
+    ls: *mut c_void,
+    mode: u32,
+    lksb: *mut DlmLksb,
+    flags: u32,
+    name: *const c_void,
+    namelen: c_uint,
+    bastarg: *mut c_void,
+    bastaddr: AstFn,
+    range: *mut c_void,
+) -> c_int {
+    // Some(result) from the flat path; None for the general one.
+    let flat = guard(Some(-1), || {
+        let Some(h) = registry::get(ls) else {
+            return Err(libc::EINVAL);
+        };
+        let Some(d) = h.direct() else {
+            return Ok(None);
+        };
+        let lflags = flags & !(LKF_WAIT | LockFlags::TIMEOUT.bits());
+        let convert = lflags & LockFlags::CONVERT.bits() != 0;
+        if !range.is_null()
+            || lksb.is_null()
+            || (!convert && lflags & LockFlags::ORPHAN.bits() != 0)
+        {
+            return Ok(None);
+        }
+        let sb = Addr::of(lksb);
+        // SAFETY: lksb is non-NULL and valid by the caller's contract.
+        if lflags & LockFlags::VALBLK.bits() != 0 && !unsafe { ffi::has_lvb(sb) } {
+            return Err(libc::EINVAL);
+        }
+        let namelen = namelen as usize;
+        if !convert && (namelen > DLM_RESNAME_MAXLEN || (name.is_null() && namelen > 0)) {
+            return Err(libc::EINVAL);
+        }
+        // SAFETY: as above.
+        unsafe { ffi::set_status(sb, EINPROG) };
+        let mode = LockMode::try_from(mode).map_err(|e| e.raw())?;
+        let name: &[u8] = if convert || namelen == 0 {
+            &[]
+        } else {
+            // SAFETY: non-NULL (checked) with namelen bytes by contract.
+            unsafe { ffi::bytes(name, namelen) }
+        };
+        let op = direct::Op {
+            mode: mode as u8,
+            flags: lflags,
+            lksb: sb,
+            name,
+            ast: 0,
+            astarg: bastarg as usize as u64,
+            bast: bastaddr.map_or(0, |f| f as usize as u64),
+            timeout_cs: 0,
+        };
+        d.lock_wait(h.seam.has_thread(), &op)?;
+        // SAFETY: as above.
+        wait_result(flavor, unsafe { ffi::status(sb) }).map(Some)
+    });
+    match flat {
+        Some(rv) => rv,
+        // SAFETY: the caller's contract, passed on.
+        None => unsafe {
+            ls_lock(
+                flavor,
+                ls,
+                mode,
+                lksb,
+                flags,
+                name,
+                namelen,
+                None,
+                bastarg,
+                bastaddr,
+                range,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                true,
+            )
+        },
+    }
+}
+
 /// `dlm_lock` and `dlm_lock_wait`: on the default lockspace, opened or
 /// created if need be.
 ///
@@ -339,6 +431,30 @@ unsafe fn lock_on(flavor: Flavor, h: &Arc<Handle>, a: &LockArgs, wait: bool) -> 
         // SAFETY: the caller's contract, passed on.
         return unsafe { lock_direct(flavor, h, d, a, lflags, mode, timeout_cs, wait) };
     }
+    // SAFETY: the caller's contract, passed on.
+    unsafe { lock_fallback(flavor, h, a, lksb, lflags, mode, timed, timeout_cs, wait) }
+}
+
+/// A lock request or conversion on a fallback handle, through the `dlm`
+/// crate (after [`lock_on`]'s checks).
+///
+/// # Safety
+/// As [`ls_lock`]; `lksb` checked non-NULL.
+#[allow(clippy::too_many_arguments)]
+#[inline(never)]
+unsafe fn lock_fallback(
+    flavor: Flavor,
+    h: &Arc<Handle>,
+    a: &LockArgs,
+    lksb: Addr,
+    lflags: LockFlags,
+    mode: LockMode,
+    timed: bool,
+    timeout_cs: u64,
+    wait: bool,
+) -> R<c_int> {
+    let convert = lflags.contains(LockFlags::CONVERT);
+    let namelen = a.namelen as usize;
     let ls = h.lockspace_or(libc::ENOTCONN)?;
     // A waiting call that may read on this thread waits in the `dlm`
     // crate's own waiting call (see `reads_inline`), unless it needs what
@@ -501,6 +617,7 @@ fn waited(flavor: Flavor, h: &Handle, sink: &SinkRef, id: LockId, c: &Completion
 /// What a waiting call returns for status `st`: lite, -1 with errno =
 /// status unless it is 0 or `EUNLOCK`; threaded, 0 (the status is in the
 /// lksb).
+#[inline(always)]
 fn wait_result(flavor: Flavor, st: c_int) -> R<c_int> {
     if flavor == Flavor::Lite {
         ffi::set_errno(st);
@@ -606,6 +723,48 @@ pub unsafe fn ls_unlock(
     })
 }
 
+/// `dlm_ls_unlock_wait`: on a kernel handle in one flat function (the
+/// checks of [`unlock_on`], then the device); else through [`ls_unlock`].
+///
+/// # Safety
+/// As [`ls_unlock`].
+#[inline(always)]
+pub unsafe fn ls_unlock_wait(
+    flavor: Flavor,
+    ls: *mut c_void,
+    lkid: u32,
+    flags: u32,
+    lksb: *mut DlmLksb,
+) -> c_int {
+    // Some(result) from the flat path; None for the general one.
+    let flat = guard(Some(-1), || {
+        let Some(h) = registry::get(ls) else {
+            return Err(if ls.is_null() {
+                libc::ENOTCONN
+            } else {
+                libc::EINVAL
+            });
+        };
+        let Some(d) = h.direct() else {
+            return Ok(None);
+        };
+        if lkid == 0 || lksb.is_null() {
+            return Err(libc::EINVAL);
+        }
+        let sb = Addr::of(lksb);
+        // SAFETY: non-NULL, valid by the caller's contract.
+        unsafe { ffi::set_status(sb, EINPROG) };
+        d.unlock(&h, lkid, flags & !LKF_WAIT, sb, 0, true)?;
+        // SAFETY: as above.
+        wait_result(flavor, unsafe { ffi::status(sb) }).map(Some)
+    });
+    match flat {
+        Some(rv) => rv,
+        // SAFETY: the caller's contract, passed on.
+        None => unsafe { ls_unlock(flavor, ls, lkid, flags, lksb, std::ptr::null_mut(), true) },
+    }
+}
+
 /// `dlm_unlock` and `dlm_unlock_wait`: on the default lockspace, which
 /// they do not open (`ENOTCONN` without one).
 ///
@@ -654,6 +813,25 @@ unsafe fn unlock_on(
         // SAFETY: as above.
         return wait_result(flavor, unsafe { ffi::status(lksb) });
     }
+    // SAFETY: the caller's contract, passed on.
+    unsafe { unlock_fallback(flavor, h, lkid, lflags, lksb, astarg, wait) }
+}
+
+/// An unlock or cancel on a fallback handle, through the `dlm` crate
+/// (after [`unlock_on`]'s checks).
+///
+/// # Safety
+/// As [`ls_unlock`]; `lksb` checked non-NULL.
+#[inline(never)]
+unsafe fn unlock_fallback(
+    flavor: Flavor,
+    h: &Handle,
+    lkid: u32,
+    lflags: LockFlags,
+    lksb: Addr,
+    astarg: *mut c_void,
+    wait: bool,
+) -> R<c_int> {
     let ls = h.lockspace_or(libc::ENOTCONN)?;
     let sink = h.shared.find(lkid).ok_or(libc::ENOENT)?;
     let fast = wait && !lflags.contains(LockFlags::CANCEL) && reads_inline(flavor, h);

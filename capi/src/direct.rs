@@ -247,7 +247,7 @@ impl Direct {
         })
     }
 
-    #[inline]
+    #[inline(always)]
     fn write(&self, w: &LockWrite) -> R<i64> {
         let b = w.as_bytes();
         // SAFETY: b is readable for its length; fd is open (owned).
@@ -288,7 +288,7 @@ impl Direct {
         Ok(true)
     }
 
-    #[inline]
+    #[inline(always)]
     fn claim(&self, me: u64) -> Role {
         match self.reader.compare_exchange(0, me, SeqCst, SeqCst) {
             Ok(_) => Role::Own,
@@ -297,9 +297,19 @@ impl Direct {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn release(&self) {
         self.reader.store(0, SeqCst);
+        if self.nwaits.load(SeqCst) > 0 || self.ast_wants.load(SeqCst) {
+            self.release_wake();
+        }
+    }
+
+    /// Wake who waits for the reader to go: other threads' waiting
+    /// calls, the AST thread.
+    #[cold]
+    #[inline(never)]
+    fn release_wake(&self) {
         if self.nwaits.load(SeqCst) > 0 {
             let _g = lock(&self.waits);
             self.cv.notify_all();
@@ -317,6 +327,7 @@ impl Direct {
     }
 
     /// Whether the calling thread is the AST thread.
+    #[inline(always)]
     fn on_ast_thread(&self, me: u64) -> bool {
         self.ast_tid.load(SeqCst) == me
     }
@@ -422,6 +433,7 @@ impl Direct {
 
     /// Whether ASTs read on this thread run here: always without an AST
     /// thread (lite; threaded before `dlm_ls_pthread_init()`), else on it.
+    #[inline(always)]
     fn inline(&self, has_thread: bool, me: u64) -> bool {
         !has_thread || self.on_ast_thread(me)
     }
@@ -443,7 +455,7 @@ impl Direct {
 
     /// Write `w` as a waiting call's operation on status block `lksb`
     /// and wait for its completion (in the lksb when this returns).
-    #[inline]
+    #[inline(always)]
     fn write_wait(&self, w: &LockWrite, lksb: Addr, has_thread: bool) -> R<i64> {
         let me = ffi::thread_self();
         let role = self.claim(me);
@@ -454,15 +466,7 @@ impl Direct {
         self.own[depth].store(lksb.0, Relaxed);
         self.depth.store(depth + 1, Relaxed);
         let inline = self.inline(has_thread, me);
-        let r = self.write(w).and_then(|n| {
-            let mut buf = Buf::uninit();
-            while self.own[depth].load(Relaxed) == lksb.0 {
-                if !self.read_take(&mut buf, inline)? {
-                    self.poll(1000)?;
-                }
-            }
-            Ok(n)
-        });
+        let r = self.write_then_read(w, lksb, depth, inline);
         self.depth.store(depth, Relaxed);
         if role == Role::Own {
             self.release();
@@ -470,7 +474,23 @@ impl Direct {
         r
     }
 
+    /// Write `w`, then read until the completion of own waiting call
+    /// `depth` (status block `lksb`) has come.
+    #[inline(always)]
+    fn write_then_read(&self, w: &LockWrite, lksb: Addr, depth: usize, inline: bool) -> R<i64> {
+        let n = self.write(w)?;
+        let mut buf = Buf::uninit();
+        while self.own[depth].load(Relaxed) == lksb.0 {
+            if !self.read_take(&mut buf, inline)? {
+                self.poll(1000)?;
+            }
+        }
+        Ok(n)
+    }
+
     /// A waiting call while another thread reads (or nested too deep).
+    #[cold]
+    #[inline(never)]
     fn write_wait_other(
         &self,
         w: &LockWrite,
@@ -530,6 +550,8 @@ impl Direct {
         }
     }
 
+    #[cold]
+    #[inline(never)]
     fn poll(&self, ms: c_int) -> R<()> {
         ffi::poll_in(&[self.fd.as_raw_fd()], ms).map(|_| ())
     }
@@ -542,6 +564,8 @@ impl Direct {
         }
     }
 
+    #[cold]
+    #[inline(never)]
     fn note_bast(&self, lkid: u32, bast: bool, has_thread: bool) {
         if !bast && self.nbasts.load(SeqCst) == 0 {
             return;
@@ -652,6 +676,44 @@ impl Direct {
         }
         if let Some(seq) = timer {
             self.timer_start(h, op.lksb, seq, lkid, op.timeout_cs);
+        }
+        Ok(())
+    }
+
+    /// `dlm_ls_lock_wait()` without an orphan to adopt (the common
+    /// case, kept flat: one function from the checks to the completion).
+    /// `flags` are the caller's, `LKF_WAIT` and `LKF_TIMEOUT` taken out
+    /// (a waiting call has no timeout to honour); the checks libdlm makes
+    /// are done. Its result as the call returns it.
+    #[inline(always)]
+    pub(crate) fn lock_wait(&self, has_thread: bool, op: &Op<'_>) -> R<()> {
+        let convert = op.flags & LKF_CONVERT != 0;
+        let mut w = LockWrite::new(Command::Lock, VERSION);
+        w.set_mode(op.mode);
+        w.set_flags(op.flags);
+        w.set_user_args(0, mark(), op.astarg, op.bast, op.lksb.0 as u64);
+        if convert {
+            // SAFETY: lksb is valid by the caller's contract (checked
+            // non-NULL).
+            w.set_lkid(unsafe { ffi::lkid(op.lksb) });
+            if op.flags & LKF_VALBLK != 0 {
+                // SAFETY: as above; VALBLK with a value block was checked.
+                if let Some(v) = unsafe { ffi::lvb(op.lksb) } {
+                    w.set_lvb(&v);
+                }
+            }
+        } else {
+            w.set_name(op.name).map_err(|e| e.raw())?;
+        }
+        let n = self.write_wait(&w, op.lksb, has_thread)?;
+        if op.bast != 0 || self.nbasts.load(Relaxed) > 0 {
+            let lkid = if convert {
+                // SAFETY: as above.
+                unsafe { ffi::lkid(op.lksb) }
+            } else {
+                n as u32
+            };
+            self.note_bast(lkid, op.bast != 0, has_thread);
         }
         Ok(())
     }

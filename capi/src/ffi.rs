@@ -27,6 +27,7 @@ impl Addr {
 }
 
 /// Set the calling thread's `errno`.
+#[inline(always)]
 pub(crate) fn set_errno(e: c_int) {
     // SAFETY: __errno_location() returns the calling thread's errno,
     // valid for the thread's lifetime.
@@ -322,6 +323,7 @@ pub(crate) fn at_fork(prepare: extern "C" fn(), parent: extern "C" fn(), child: 
 
 /// The calling thread, as a number (pthread_self(); no thread-local
 /// storage, see [`spawn`]).
+#[inline(always)]
 pub(crate) fn thread_self() -> u64 {
     // SAFETY: pthread_self() has no preconditions.
     unsafe { libc::pthread_self() as u64 }

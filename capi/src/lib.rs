@@ -250,8 +250,8 @@ macro_rules! export_libdlm {
             range: *mut c_void,
         ) -> c_int {
             let _ = parent;
-            $crate::abi::ls_lock($flavor, ls, mode, lksb, flags, name, namelen, None, bastarg,
-                bastaddr, range, ::std::ptr::null_mut(), ::std::ptr::null_mut(), true)
+            $crate::abi::ls_lock_wait($flavor, ls, mode, lksb, flags, name, namelen, bastarg,
+                bastaddr, range)
         }
         /// `dlm_ls_unlock()`.
         ///
@@ -269,7 +269,7 @@ macro_rules! export_libdlm {
         #[allow(unsafe_code)]
         #[no_mangle]
         pub unsafe extern "C" fn dlm_ls_unlock_wait(ls: *mut c_void, lkid: u32, flags: u32, lksb: *mut DlmLksb) -> c_int {
-            $crate::abi::ls_unlock($flavor, ls, lkid, flags, lksb, ::std::ptr::null_mut(), true)
+            $crate::abi::ls_unlock_wait($flavor, ls, lkid, flags, lksb)
         }
         /// `dlm_ls_deadlock_cancel()`.
         #[allow(unsafe_code)]

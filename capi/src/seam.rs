@@ -82,6 +82,7 @@ impl Seam {
     }
 
     /// Whether an AST thread runs.
+    #[inline(always)]
     pub(crate) fn has_thread(&self) -> bool {
         self.has_thread.load(Ordering::SeqCst)
     }
