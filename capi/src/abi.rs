@@ -239,8 +239,8 @@ pub unsafe fn ls_lock(
 }
 
 /// `dlm_ls_lock_wait`: on a kernel handle in one flat function, the
-/// checks [`lock_on`] makes (in the same order, with the same errors)
-/// and then [`Direct::lock_wait`]; anything else through [`ls_lock`].
+/// checks `lock_on` makes (in the same order, with the same errors)
+/// and then `Direct::lock_wait`; anything else through [`ls_lock`].
 ///
 /// # Safety
 /// As [`ls_lock`].
@@ -724,7 +724,7 @@ pub unsafe fn ls_unlock(
 }
 
 /// `dlm_ls_unlock_wait`: on a kernel handle in one flat function (the
-/// checks of [`unlock_on`], then the device); else through [`ls_unlock`].
+/// checks of `unlock_on`, then the device); else through [`ls_unlock`].
 ///
 /// # Safety
 /// As [`ls_unlock`].
