@@ -240,7 +240,8 @@ pub unsafe fn ls_lock(
 
 /// `dlm_ls_lock_wait`: on a kernel handle in one flat function, the
 /// checks `lock_on` makes (in the same order, with the same errors)
-/// and then `Direct::lock_wait`; anything else through [`ls_lock`].
+/// and then `Direct::lock_wait`; anything else (a fallback handle, a
+/// range, an orphan to adopt) through `lock_on` with the same handle.
 ///
 /// # Safety
 /// As [`ls_lock`].
@@ -258,45 +259,40 @@ pub unsafe fn ls_lock_wait(
     bastaddr: AstFn,
     range: *mut c_void,
 ) -> c_int {
-    // Some(result) from the flat path; None for the general one.
-    let flat = guard(Some(-1), || {
-        let Some(h) = registry::get(ls) else {
-            return Err(libc::EINVAL);
+    guard(-1, || {
+        let h = registry::get(ls).ok_or(libc::EINVAL)?;
+        let lflags = LockFlags::from_bits_retain(flags & !LKF_WAIT) - LockFlags::TIMEOUT;
+        // A range (ENOSYS), no lksb (EINVAL) and the adoption of an
+        // orphan are the general path's.
+        let adopts = lflags.contains(LockFlags::ORPHAN) && !lflags.contains(LockFlags::CONVERT);
+        let flat = range.is_null() && !lksb.is_null() && !adopts;
+        let Some(d) = h.direct().filter(|_| flat) else {
+            let args = LockArgs {
+                mode,
+                lksb,
+                flags,
+                name,
+                namelen,
+                astaddr: None,
+                astarg: bastarg,
+                bastaddr,
+                range,
+                xid: std::ptr::null_mut(),
+                timeout: std::ptr::null_mut(),
+            };
+            // SAFETY: the caller's contract, passed on.
+            return unsafe { lock_on(flavor, &h, &args, true) };
         };
-        let Some(d) = h.direct() else {
-            return Ok(None);
-        };
-        let lflags = flags & !(LKF_WAIT | LockFlags::TIMEOUT.bits());
-        let convert = lflags & LockFlags::CONVERT.bits() != 0;
-        if !range.is_null()
-            || lksb.is_null()
-            || (!convert && lflags & LockFlags::ORPHAN.bits() != 0)
-        {
-            return Ok(None);
-        }
         let sb = Addr::of(lksb);
         // SAFETY: lksb is non-NULL and valid by the caller's contract.
-        if lflags & LockFlags::VALBLK.bits() != 0 && !unsafe { ffi::has_lvb(sb) } {
-            return Err(libc::EINVAL);
-        }
-        let namelen = namelen as usize;
-        if !convert && (namelen > DLM_RESNAME_MAXLEN || (name.is_null() && namelen > 0)) {
-            return Err(libc::EINVAL);
-        }
-        // SAFETY: as above.
-        unsafe { ffi::set_status(sb, EINPROG) };
+        unsafe { check_lock(sb, lflags, name, namelen) }?;
         let mode = LockMode::try_from(mode).map_err(|e| e.raw())?;
-        let name: &[u8] = if convert || namelen == 0 {
-            &[]
-        } else {
-            // SAFETY: non-NULL (checked) with namelen bytes by contract.
-            unsafe { ffi::bytes(name, namelen) }
-        };
         let op = direct::Op {
             mode: mode as u8,
-            flags: lflags,
+            flags: lflags.bits(),
             lksb: sb,
-            name,
+            // SAFETY: checked by check_lock; the caller's contract.
+            name: unsafe { request_name(lflags, name, namelen) },
             ast: 0,
             astarg: bastarg as usize as u64,
             bast: bastaddr.map_or(0, |f| f as usize as u64),
@@ -304,30 +300,8 @@ pub unsafe fn ls_lock_wait(
         };
         d.lock_wait(h.seam.has_thread(), &op)?;
         // SAFETY: as above.
-        wait_result(flavor, unsafe { ffi::status(sb) }).map(Some)
-    });
-    match flat {
-        Some(rv) => rv,
-        // SAFETY: the caller's contract, passed on.
-        None => unsafe {
-            ls_lock(
-                flavor,
-                ls,
-                mode,
-                lksb,
-                flags,
-                name,
-                namelen,
-                None,
-                bastarg,
-                bastaddr,
-                range,
-                std::ptr::null_mut(),
-                std::ptr::null_mut(),
-                true,
-            )
-        },
-    }
+        wait_result(flavor, unsafe { ffi::status(sb) })
+    })
 }
 
 /// `dlm_lock` and `dlm_lock_wait`: on the default lockspace, opened or
@@ -383,6 +357,46 @@ struct LockArgs {
     timeout: *mut u64,
 }
 
+/// libdlm's own checks of a lock call's value block and name, in its
+/// order, once `range` and `lksb` have passed; then `EINPROG` into the
+/// lksb, after which the DLM's checks come. `lflags` without `LKF_WAIT`
+/// and `LKF_TIMEOUT`.
+///
+/// # Safety
+/// `lksb` is non-NULL and valid.
+#[inline(always)]
+unsafe fn check_lock(lksb: Addr, lflags: LockFlags, name: *const c_void, namelen: c_uint) -> R<()> {
+    // SAFETY: the caller's contract.
+    if lflags.contains(LockFlags::VALBLK) && !unsafe { ffi::has_lvb(lksb) } {
+        return Err(libc::EINVAL);
+    }
+    let namelen = namelen as usize;
+    if !lflags.contains(LockFlags::CONVERT)
+        && (namelen > DLM_RESNAME_MAXLEN || (name.is_null() && namelen > 0))
+    {
+        return Err(libc::EINVAL);
+    }
+    // SAFETY: as above.
+    unsafe { ffi::set_status(lksb, EINPROG) };
+    Ok(())
+}
+
+/// The name a new request sends: `namelen` bytes at `name`, none for a
+/// conversion.
+///
+/// # Safety
+/// After [`check_lock`]: `name` non-NULL with `namelen` bytes unless
+/// `namelen` is 0.
+#[inline(always)]
+unsafe fn request_name<'a>(lflags: LockFlags, name: *const c_void, namelen: c_uint) -> &'a [u8] {
+    if lflags.contains(LockFlags::CONVERT) || namelen == 0 {
+        &[]
+    } else {
+        // SAFETY: the caller's contract.
+        unsafe { ffi::bytes(name, namelen as usize) }
+    }
+}
+
 /// A lock request or conversion on handle `h`.
 ///
 /// # Safety
@@ -403,18 +417,7 @@ unsafe fn lock_on(flavor: Flavor, h: &Arc<Handle>, a: &LockArgs, wait: bool) -> 
     let timed = lflags.contains(LockFlags::TIMEOUT);
     let lflags = lflags - LockFlags::TIMEOUT;
     // SAFETY: lksb is non-NULL and valid by the caller's contract.
-    if lflags.contains(LockFlags::VALBLK) && !unsafe { ffi::has_lvb(lksb) } {
-        return Err(libc::EINVAL);
-    }
-    let convert = lflags.contains(LockFlags::CONVERT);
-    let namelen = a.namelen as usize;
-    if !convert && (namelen > DLM_RESNAME_MAXLEN || (a.name.is_null() && namelen > 0)) {
-        return Err(libc::EINVAL);
-    }
-    // What follows is what the DLM checks (after libdlm has written
-    // EINPROG into the lksb).
-    // SAFETY: as above.
-    unsafe { ffi::set_status(lksb, EINPROG) };
+    unsafe { check_lock(lksb, lflags, a.name, a.namelen) }?;
     if !wait && a.astaddr.is_none() {
         return Err(libc::EINVAL);
     }
@@ -454,7 +457,6 @@ unsafe fn lock_fallback(
     wait: bool,
 ) -> R<c_int> {
     let convert = lflags.contains(LockFlags::CONVERT);
-    let namelen = a.namelen as usize;
     let ls = h.lockspace_or(libc::ENOTCONN)?;
     // A waiting call that may read on this thread waits in the `dlm`
     // crate's own waiting call (see `reads_inline`), unless it needs what
@@ -502,12 +504,8 @@ unsafe fn lock_fallback(
         }
         sink
     } else {
-        let bytes: &[u8] = if namelen == 0 {
-            &[]
-        } else {
-            // SAFETY: non-NULL (checked) with namelen bytes by contract.
-            unsafe { ffi::bytes(a.name, namelen) }
-        };
+        // SAFETY: checked by check_lock; the caller's contract.
+        let bytes = unsafe { request_name(lflags, a.name, a.namelen) };
         let res = ResourceName::new(bytes).map_err(|e| e.raw())?;
         let mut s = Sink::new(lksb);
         s.ast = ast;
@@ -572,14 +570,8 @@ unsafe fn lock_direct(
     timeout_cs: u64,
     wait: bool,
 ) -> R<c_int> {
-    let convert = lflags.contains(LockFlags::CONVERT);
-    let namelen = a.namelen as usize;
-    let name: &[u8] = if convert || namelen == 0 {
-        &[]
-    } else {
-        // SAFETY: non-NULL (checked) with namelen bytes by contract.
-        unsafe { ffi::bytes(a.name, namelen) }
-    };
+    // SAFETY: checked by check_lock; the caller's contract.
+    let name = unsafe { request_name(lflags, a.name, a.namelen) };
     let op = direct::Op {
         mode: mode as u8,
         flags: lflags.bits(),
@@ -699,7 +691,7 @@ fn wait_done(flavor: Flavor, h: &Handle, ls: &Lockspace, done: &AtomicBool) -> R
     }
 }
 
-/// `dlm_ls_unlock` and `dlm_ls_unlock_wait`.
+/// `dlm_ls_unlock`.
 ///
 /// # Safety
 /// `lksb` valid until the unlock's AST.
@@ -712,22 +704,19 @@ pub unsafe fn ls_unlock(
     astarg: *mut c_void,
     wait: bool,
 ) -> c_int {
-    guard(-1, || {
-        let h = registry::get(ls).ok_or(if ls.is_null() {
-            libc::ENOTCONN
-        } else {
-            libc::EINVAL
-        })?;
-        // SAFETY: the caller's contract, passed on.
-        unsafe { unlock_on(flavor, &h, lkid, flags, lksb, astarg, wait) }
+    // SAFETY: the caller's contract, passed on.
+    guard(-1, || unsafe {
+        unlock_ls(flavor, ls, lkid, flags, lksb, astarg, wait)
     })
 }
 
-/// `dlm_ls_unlock_wait`: on a kernel handle in one flat function (the
-/// checks of `unlock_on`, then the device); else through [`ls_unlock`].
+/// `dlm_ls_unlock_wait`: [`ls_unlock`] waiting, as a function of its own,
+/// so that its guarded body is inlined into its one export (a body that
+/// two exports share is not), a flat function from the checks to the
+/// completion.
 ///
 /// # Safety
-/// As [`ls_unlock`].
+/// `lksb` is valid.
 #[inline(always)]
 pub unsafe fn ls_unlock_wait(
     flavor: Flavor,
@@ -736,33 +725,33 @@ pub unsafe fn ls_unlock_wait(
     flags: u32,
     lksb: *mut DlmLksb,
 ) -> c_int {
-    // Some(result) from the flat path; None for the general one.
-    let flat = guard(Some(-1), || {
-        let Some(h) = registry::get(ls) else {
-            return Err(if ls.is_null() {
-                libc::ENOTCONN
-            } else {
-                libc::EINVAL
-            });
-        };
-        let Some(d) = h.direct() else {
-            return Ok(None);
-        };
-        if lkid == 0 || lksb.is_null() {
-            return Err(libc::EINVAL);
-        }
-        let sb = Addr::of(lksb);
-        // SAFETY: non-NULL, valid by the caller's contract.
-        unsafe { ffi::set_status(sb, EINPROG) };
-        d.unlock(&h, lkid, flags & !LKF_WAIT, sb, 0, true)?;
-        // SAFETY: as above.
-        wait_result(flavor, unsafe { ffi::status(sb) }).map(Some)
-    });
-    match flat {
-        Some(rv) => rv,
-        // SAFETY: the caller's contract, passed on.
-        None => unsafe { ls_unlock(flavor, ls, lkid, flags, lksb, std::ptr::null_mut(), true) },
-    }
+    // SAFETY: the caller's contract, passed on.
+    guard(-1, || unsafe {
+        unlock_ls(flavor, ls, lkid, flags, lksb, std::ptr::null_mut(), true)
+    })
+}
+
+/// An unlock or cancel on the handle `ls` names (`ENOTCONN` for NULL).
+///
+/// # Safety
+/// As [`ls_unlock`].
+#[inline(always)]
+unsafe fn unlock_ls(
+    flavor: Flavor,
+    ls: *mut c_void,
+    lkid: u32,
+    flags: u32,
+    lksb: *mut DlmLksb,
+    astarg: *mut c_void,
+    wait: bool,
+) -> R<c_int> {
+    let h = registry::get(ls).ok_or(if ls.is_null() {
+        libc::ENOTCONN
+    } else {
+        libc::EINVAL
+    })?;
+    // SAFETY: the caller's contract, passed on.
+    unsafe { unlock_on(flavor, &h, lkid, flags, lksb, astarg, wait) }
 }
 
 /// `dlm_unlock` and `dlm_unlock_wait`: on the default lockspace, which
@@ -789,6 +778,7 @@ pub unsafe fn unlock_default(
 ///
 /// # Safety
 /// As [`ls_unlock`].
+#[inline(always)]
 unsafe fn unlock_on(
     flavor: Flavor,
     h: &Handle,

@@ -205,6 +205,48 @@ pub(crate) struct Op<'a> {
     pub(crate) timeout_cs: u64,
 }
 
+/// The device request of lock call `op` (`wait`: a waiting call's, whose
+/// completion routine is [`wait_mark`]).
+#[inline(always)]
+fn lock_write(op: &Op<'_>, wait: bool) -> R<LockWrite> {
+    let mut w = LockWrite::new(Command::Lock, VERSION);
+    w.set_mode(op.mode);
+    w.set_flags(op.flags);
+    let (cast, castarg) = if wait {
+        (mark(), 0)
+    } else {
+        (op.ast, op.astarg)
+    };
+    w.set_user_args(castarg, cast, op.astarg, op.bast, op.lksb.0 as u64);
+    if op.flags & LKF_CONVERT != 0 {
+        // SAFETY: lksb is valid by the caller's contract (checked
+        // non-NULL).
+        w.set_lkid(unsafe { ffi::lkid(op.lksb) });
+        if op.flags & LKF_VALBLK != 0 {
+            // SAFETY: as above; VALBLK with a value block was checked.
+            if let Some(v) = unsafe { ffi::lvb(op.lksb) } {
+                w.set_lvb(&v);
+            }
+        }
+    } else {
+        w.set_name(op.name).map_err(|e| e.raw())?;
+    }
+    Ok(w)
+}
+
+/// The lock id of lock call `op` once its write returned `n`: the
+/// lksb's for a conversion, else the new lock's (the write's result).
+#[inline(always)]
+fn op_lkid(op: &Op<'_>, n: i64) -> u32 {
+    if op.flags & LKF_CONVERT != 0 {
+        // SAFETY: lksb is valid by the caller's contract (checked
+        // non-NULL).
+        unsafe { ffi::lkid(op.lksb) }
+    } else {
+        n as u32
+    }
+}
+
 static TIMER_SEQ: AtomicU64 = AtomicU64::new(1);
 
 impl Direct {
@@ -611,28 +653,7 @@ impl Direct {
     pub(crate) fn lock(&self, h: &Arc<Handle>, op: &Op<'_>, wait: bool) -> R<()> {
         let has_thread = h.seam.has_thread();
         let convert = op.flags & LKF_CONVERT != 0;
-        let mut w = LockWrite::new(Command::Lock, VERSION);
-        w.set_mode(op.mode);
-        w.set_flags(op.flags);
-        let (cast, castarg) = if wait {
-            (mark(), 0)
-        } else {
-            (op.ast, op.astarg)
-        };
-        w.set_user_args(castarg, cast, op.astarg, op.bast, op.lksb.0 as u64);
-        if convert {
-            // SAFETY: lksb is valid by the caller's contract (checked
-            // non-NULL).
-            w.set_lkid(unsafe { ffi::lkid(op.lksb) });
-            if op.flags & LKF_VALBLK != 0 {
-                // SAFETY: as above; VALBLK with a value block was checked.
-                if let Some(v) = unsafe { ffi::lvb(op.lksb) } {
-                    w.set_lvb(&v);
-                }
-            }
-        } else {
-            w.set_name(op.name).map_err(|e| e.raw())?;
-        }
+        let w = lock_write(op, wait)?;
         let timer = (op.timeout_cs > 0).then(|| self.timer_arm(op.lksb));
         let orphan = !convert && op.flags & LKF_ORPHAN != 0;
         let r = if wait && !orphan {
@@ -656,12 +677,7 @@ impl Direct {
                 return Err(e);
             }
         };
-        let lkid = if convert {
-            // SAFETY: as above.
-            unsafe { ffi::lkid(op.lksb) }
-        } else {
-            n as u32
-        };
+        let lkid = op_lkid(op, n);
         if !wait || orphan {
             // SAFETY: as above.
             unsafe { ffi::set_lkid(op.lksb, lkid) };
@@ -687,33 +703,10 @@ impl Direct {
     /// are done. Its result as the call returns it.
     #[inline(always)]
     pub(crate) fn lock_wait(&self, has_thread: bool, op: &Op<'_>) -> R<()> {
-        let convert = op.flags & LKF_CONVERT != 0;
-        let mut w = LockWrite::new(Command::Lock, VERSION);
-        w.set_mode(op.mode);
-        w.set_flags(op.flags);
-        w.set_user_args(0, mark(), op.astarg, op.bast, op.lksb.0 as u64);
-        if convert {
-            // SAFETY: lksb is valid by the caller's contract (checked
-            // non-NULL).
-            w.set_lkid(unsafe { ffi::lkid(op.lksb) });
-            if op.flags & LKF_VALBLK != 0 {
-                // SAFETY: as above; VALBLK with a value block was checked.
-                if let Some(v) = unsafe { ffi::lvb(op.lksb) } {
-                    w.set_lvb(&v);
-                }
-            }
-        } else {
-            w.set_name(op.name).map_err(|e| e.raw())?;
-        }
+        let w = lock_write(op, true)?;
         let n = self.write_wait(&w, op.lksb, has_thread)?;
-        if op.bast != 0 || self.nbasts.load(Relaxed) > 0 {
-            let lkid = if convert {
-                // SAFETY: as above.
-                unsafe { ffi::lkid(op.lksb) }
-            } else {
-                n as u32
-            };
-            self.note_bast(lkid, op.bast != 0, has_thread);
+        if op.bast != 0 || self.nbasts.load(SeqCst) > 0 {
+            self.note_bast(op_lkid(op, n), op.bast != 0, has_thread);
         }
         Ok(())
     }
