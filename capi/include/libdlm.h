@@ -215,7 +215,14 @@ extern int dlm_ls_deadlock_cancel(dlm_lshandle_t ls,
 		uint32_t lkid,
 		uint32_t flags);
 
-/* Release the orphans of pid (0: every pid) on nodeid (0: this node). */
+/* Release the orphans of pid (0: every pid) on nodeid (0: this node).
+ * With pid the caller's own (the calling thread's id on the kernel, which
+ * compares it with current->pid; the process's id on the fallback) the
+ * DLM purges this handle's own locks instead, and no callback of theirs
+ * ever comes. dlm-rs forgets them too: calls waiting on them fail with
+ * ENOENT, where libdlm would wait for ever. A lock requested with
+ * LKF_FORCEUNLOCK among its own flags survives such a purge, dead and
+ * still granted, until its lockspace is released (the kernel's way). */
 extern int dlm_ls_purge(dlm_lshandle_t lockspace,
 		int nodeid,
 		int pid);

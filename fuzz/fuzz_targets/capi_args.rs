@@ -414,6 +414,17 @@ impl Run {
         }
     }
 
+    /// Whether `h` is a handle this input opened on a lockspace other
+    /// than the base one and the default one.
+    fn own_lockspace(&self, h: H) -> bool {
+        let H::Open(k) = h else {
+            return false;
+        };
+        self.mine
+            .iter()
+            .any(|(m, name)| *m == k && name != b"fz" && name != b"default")
+    }
+
     fn handle(&mut self, inp: &mut Input) -> H {
         let b = inp.u8();
         match b % 8 {
@@ -1064,15 +1075,15 @@ impl Run {
                 };
                 let pid = match inp.u8() % 4 {
                     0 => 0,
-                    // Not our own pid for now: a purge of the handle's own
-                    // locks makes a later waiting unlock of one of them
-                    // wait for ever (fuzz/known/capi_args/, open).
+                    // Our own pid purges the handle's own locks. One
+                    // requested with FORCEUNLOCK among its flags survives
+                    // that purge, dead and granted, until its lockspace is
+                    // released (as in the kernel): only on a lockspace of
+                    // the input's own, which the clean-up releases.
+                    1 if self.own_lockspace(h) => std::process::id() as c_int,
                     1 => 1,
                     _ => inp.u32() as c_int,
                 };
-                if pid == std::process::id() as c_int {
-                    return;
-                }
                 let rv = if self.lite {
                     abi::ls_purge(h.ptr(), nodeid, pid)
                 } else {

@@ -388,7 +388,7 @@ impl Lockspace {
     /// Write a request, then make sure whatever callback records the write
     /// brought along (the daemon may send them with its answer) are seen.
     #[inline]
-    fn write(&self, bytes: &[u8]) -> Result<i64, Errno> {
+    pub(crate) fn write(&self, bytes: &[u8]) -> Result<i64, Errno> {
         let r = self.inner.transport.write(bytes);
         self.after_io();
         r
@@ -969,13 +969,6 @@ impl Lockspace {
         self.lock_op_call(Command::Deadlock, id, LockMode::Nl, flags, None, false)
             .map(drop)
             .map_err(Error::Os)
-    }
-
-    /// `dlm_ls_purge()`: release orphans of `pid` (0: all) on `nodeid`
-    /// (0: this node).
-    pub fn purge(&self, nodeid: u32, pid: u32) -> Result<()> {
-        let bytes = records::encode_purge(nodeid, pid, records::VERSION);
-        self.write(bytes.as_bytes()).map(drop).map_err(Error::Os)
     }
 
     /// `dlm_ls_lock_wait()`: ask for a lock and wait for the outcome.

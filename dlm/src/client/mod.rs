@@ -12,6 +12,7 @@
 //! | `dispatch` | taking in callback records: a record's effect on its slot, and its callbacks |
 //! | `wait` | waiting calls: the waiter/reader protocol |
 //! | `lockspace` | [`Lockspace`]: requests, conversions, unlocks, `dispatch()` |
+//! | `purge` | `dlm_ls_purge()`, and what a purge of this handle's own locks makes of their slots |
 //! | `event_loop` | the event-loop thread and the `mio` [`Source`](mio::event::Source) |
 //! | `lock` | [`Lock`], a granted lock |
 //! | `kernel` | finding the kernel's device nodes; its best-effort queries |
@@ -25,6 +26,7 @@ mod event_loop;
 mod kernel;
 mod lock;
 mod lockspace;
+mod purge;
 mod raw;
 mod recovery;
 mod replay;

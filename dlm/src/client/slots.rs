@@ -248,6 +248,25 @@ impl State {
         }
     }
 
+    /// A purge of the handle's own locks was written: every slot whose
+    /// lock the DLM knows (its id recorded) ends now, with no callback, and
+    /// an async waiter is woken to find it gone. How many ended.
+    pub(crate) fn end_written(&mut self) -> usize {
+        let mut n = 0;
+        for (idx, s) in self.slots.iter_mut().enumerate() {
+            if s.live && s.lkid != 0 {
+                #[cfg(feature = "async")]
+                if let Some(w) = s.waker.take() {
+                    w.wake();
+                }
+                s.release();
+                self.free.push(idx as u32);
+                n += 1;
+            }
+        }
+        n
+    }
+
     /// The waiter has taken its completion: see [`Slot::finish`].
     pub(crate) fn finish(&mut self, token: u64) {
         let (idx, gen) = split_token(token);

@@ -160,6 +160,12 @@ pub(crate) fn members_in(base: &Path, name: &LockspaceName) -> (Vec<Member>, u32
     (members, our_slot)
 }
 
+/// This node's id in the kernel's DLM, from configfs (`None` where it
+/// cannot be read).
+pub(crate) fn kernel_nodeid() -> Option<u32> {
+    local_nodeid(Path::new(CONFIGFS))
+}
+
 /// This node's id: the comms entry whose `local` is 1.
 fn local_nodeid(base: &Path) -> Option<u32> {
     let dir = std::fs::read_dir(base.join("comms")).ok()?;
