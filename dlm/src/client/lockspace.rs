@@ -41,6 +41,9 @@ pub(crate) enum Redo {
     /// decision completes it or sends it again, so it is not written
     /// again; nor at all, if such a replay came before the write.
     Planned(u32),
+    /// A write that stands alone (a purge): written again on the new
+    /// connection.
+    Again,
 }
 
 /// The write of an operation on the lock of slot `s`: `None` for a
@@ -383,15 +386,6 @@ impl Lockspace {
         let r = self.inner.transport.chmod(mode);
         self.after_io();
         r.map_err(Error::Os)
-    }
-
-    /// Write a request, then make sure whatever callback records the write
-    /// brought along (the daemon may send them with its answer) are seen.
-    #[inline]
-    pub(crate) fn write(&self, bytes: &[u8]) -> Result<i64, Errno> {
-        let r = self.inner.transport.write(bytes);
-        self.after_io();
-        r
     }
 
     /// An operation is over: records the transport read along with an

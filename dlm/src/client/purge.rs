@@ -18,10 +18,10 @@
 //! write, and its callbacks are not called (as the DLM calls none). A
 //! request not yet written when the purge was is not touched.
 
-use dlm_proto::error::{Error, Result};
+use dlm_proto::error::{Errno, Error, Result};
 use dlm_proto::records;
 
-use super::lockspace::Lockspace;
+use super::lockspace::{is_conn_failure, Lockspace, Redo};
 use super::Backend;
 
 impl Lockspace {
@@ -34,32 +34,51 @@ impl Lockspace {
     pub fn purge(&self, nodeid: u32, pid: u32) -> Result<()> {
         let bytes = records::encode_purge(nodeid, pid, records::VERSION);
         if !self.purges_own_locks(nodeid, pid) {
-            return self.write(bytes.as_bytes()).map(drop).map_err(Error::Os);
+            // Sent again after a replay, if the daemon's death took it.
+            let (written, gate) = self.gated_write(bytes.as_bytes(), Redo::Again);
+            drop(gate);
+            self.after_io();
+            return written.map(drop).map_err(Error::Os);
         }
-        // No other write of this handle is on its way meanwhile: on the
-        // daemon, every write holds the gate shared until what it did is
-        // recorded; on the kernel, every write is made under the state
-        // lock. Slots with a lock id are then exactly the locks the purge
-        // reached.
-        let gate = self
-            .inner
-            .write_gate
-            .write()
-            .unwrap_or_else(|p| p.into_inner());
-        let mut st = self.state();
-        let written = self.inner.transport.write(bytes.as_bytes());
-        let ended = if written.is_ok() { st.end_written() } else { 0 };
-        drop(st);
-        drop(gate);
-        if ended > 0 {
-            log::debug!(
-                "lockspace {}: a purge of our own locks ended {ended} of them",
-                self.inner.name
-            );
-            self.inner.cond.notify_all();
+        // Bounded: each turn is a replay that succeeded, onto a daemon
+        // that died again before the purge reached it.
+        for _ in 0..20 {
+            // No other write of this handle is on its way meanwhile: on
+            // the daemon, every write holds the gate shared until what it
+            // did is recorded; on the kernel, every write is made under the
+            // state lock. Slots with a lock id are then exactly the locks
+            // the purge reached.
+            let gate = self
+                .inner
+                .write_gate
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
+            let mut st = self.state();
+            let written = self.inner.transport.write(bytes.as_bytes());
+            if let Err(e) = written {
+                drop(st);
+                drop(gate);
+                if is_conn_failure(e) && self.inner.reconnect.is_some() && self.recover() {
+                    // The locks are on the new daemon now: purge them there.
+                    continue;
+                }
+                self.after_io();
+                return Err(Error::Os(e));
+            }
+            let ended = st.end_written();
+            drop(st);
+            drop(gate);
+            if ended > 0 {
+                log::debug!(
+                    "lockspace {}: a purge of our own locks ended {ended} of them",
+                    self.inner.name
+                );
+                self.inner.cond.notify_all();
+            }
+            self.after_io();
+            return Ok(());
         }
-        self.after_io();
-        written.map(drop).map_err(Error::Os)
+        Err(Error::Os(Errno::EPIPE))
     }
 
     /// Whether a purge of `nodeid` and `pid` purges this handle's own
