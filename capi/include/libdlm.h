@@ -219,10 +219,11 @@ extern int dlm_ls_deadlock_cancel(dlm_lshandle_t ls,
  * With pid the caller's own (the calling thread's id on the kernel, which
  * compares it with current->pid; the process's id on the fallback) the
  * DLM purges this handle's own locks instead, and no callback of theirs
- * ever comes. dlm-rs forgets them too: calls waiting on them fail with
- * ENOENT, where libdlm would wait for ever. A lock requested with
- * LKF_FORCEUNLOCK among its own flags survives such a purge, dead and
- * still granted, until its lockspace is released (the kernel's way). */
+ * ever comes. On the fallback dlm-rs forgets them too: calls waiting on
+ * them fail with ENOENT. On the kernel, as with libdlm, such a call waits
+ * for ever. A lock requested with LKF_FORCEUNLOCK among its own flags
+ * survives such a purge, dead and still granted, until its lockspace is
+ * released (the kernel's way). */
 extern int dlm_ls_purge(dlm_lshandle_t lockspace,
 		int nodeid,
 		int pid);
