@@ -1535,12 +1535,14 @@ fn soak() {
 
     // The daemons' grace periods: each restart opens one; it ends once
     // every connection the holders file counted has replayed, or at its
-    // bound, or never, when the next kill comes first (a connection that
+    // bound, or never, when the next kill comes first. A connection that
     // was open at the kill and closed since never replays, so the count
-    // is not reached: documented). The last daemon's must have ended.
+    // is not reached: the daemons that follow wait for it only until the
+    // bound of the grace period first opened for it ("overdue"). The last
+    // daemon's must have ended.
     let log = d.log_text();
     let mut graces: Vec<f64> = Vec::new();
-    let (mut opened, mut early, mut last_ended) = (0u32, 0u32, false);
+    let (mut opened, mut early, mut overdue, mut last_ended) = (0u32, 0u32, 0u32, false);
     // The baseline's restart (before the workers) opened the first, and
     // the observer's replay ended it.
     let mut lines = log
@@ -1555,7 +1557,11 @@ fn soak() {
             if let Some(t) = rest.split(' ').next().and_then(|t| t.parse().ok()) {
                 graces.push(t);
             }
-            early += u32::from(rest.contains("every connection that was open has replayed"));
+            if rest.contains("those an earlier dlmd awaited") {
+                overdue += 1;
+            } else if rest.contains("every connection that was open has replayed") {
+                early += 1;
+            }
             last_ended = true;
         }
     }
@@ -1590,7 +1596,8 @@ fn soak() {
     eprintln!(
         "soak: {WORKERS} processes for {:.1} s, seed {seed}\n{table}  \
          daemon kills {kills}, grace periods opened {opened}, ended {} ({early} once every \
-         connection had replayed, the others at their 10 s bound; the rest cut short by \
+         connection had replayed, {overdue} once all but those an earlier daemon awaited \
+         had and their bound was up, the others at their 10 s bound; the rest cut short by \
          the next kill; median {:.1} ms, max {:.1} ms), \
          longest replay of one lockspace {:.1} ms\n  \
          counter {counter}, increments reported {increments}\n  \

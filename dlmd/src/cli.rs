@@ -128,7 +128,9 @@ pub struct Args {
     /// with lockspace connections open), hold new requests for at most
     /// SECS seconds while the clients replay the locks they hold; 0 holds
     /// nothing. The period ends sooner once every connection the previous
-    /// daemon had open has replayed.
+    /// daemon had open has replayed. Connections that a daemon killed in
+    /// its own grace period was still waiting for are waited for only
+    /// until that period's end (at least 1 s).
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_grace)]
     pub grace_period: Duration,
 

@@ -9,7 +9,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{req, spawn_dlmd, unl, wait_until, Client, Daemon, Dlmd, TIMEOUT};
+use common::{req, spawn_dlmd, unl, wait_until, Client, Daemon, Dlmd, Proc, TIMEOUT};
 use dlm_proto::replay::{Replay, ReplayLvb};
 use dlm_proto::wire::{self, Kind};
 use dlm_proto::{LockFlags, LockMode, ResourceName};
@@ -324,4 +324,85 @@ fn a_clean_stop_leaves_no_holders_file_and_no_grace_period() {
     assert!(id > 0);
     let g = c.wait_ast();
     assert_eq!((g.status, g.lkid as i64), (0, id));
+}
+
+/// Kill `old` and start a new daemon on `socket` with `args`, logging to
+/// `log`.
+fn kill_and_restart(socket: &Path, log: &Path, old: &mut Proc, args: &[&str]) -> Dlmd {
+    old.signal(Signal::KILL);
+    assert!(old.wait_timeout(TIMEOUT).is_some(), "killed");
+    let mut args = args.to_vec();
+    args.push("--user");
+    let mut nd = spawn_dlmd(socket, log, &args);
+    wait_answering(socket, &mut nd);
+    nd
+}
+
+/// The holders file's text once `ok` holds for it.
+fn holders_once(d: &Daemon, what: &str, ok: impl Fn(&str) -> bool) -> String {
+    let path = d.dir.path().join("dlmd.sock.holders");
+    wait_until(what, TIMEOUT, || {
+        std::fs::read_to_string(&path).is_ok_and(|s| ok(s.trim()))
+    });
+    std::fs::read_to_string(&path).unwrap_or_default()
+}
+
+/// A client that never comes back after a crash (its process died, or it
+/// closed its lockspace while no daemon was there) is awaited for one
+/// grace period in all, not a new one on every daemon that dies within
+/// its grace period: under repeated kills, new requests would otherwise
+/// be held for ever (the 10-minute soak saw that).
+#[test]
+fn a_client_that_never_comes_back_is_awaited_for_one_grace_period_across_crashes() {
+    let mut d = Daemon::start();
+    let (_ctl, a, _) = d.lockspace("s");
+    let b = d.open("s");
+    holders_once(&d, "both connections counted", |s| s == "2");
+    // The first crash: A comes back, B never does.
+    let mut nd1 = kill_and_restart(&d.socket, &d.log, &mut d.proc, &["--grace-period", "3"]);
+    drop((a, b));
+    let _ctl1 = recreate(&d.socket, "s");
+    let mut a1 = replayer(&d.socket, "s");
+    assert_eq!(a1.call(Kind::ReplayDone, &[]), 0);
+    // Open: A's connection; awaited since the crash: B.
+    let text = holders_once(&d, "B passed on as awaited", |s| s.starts_with("2 1 "));
+    // The second crash, within the first daemon's grace period.
+    let mut nd2 = kill_and_restart(&d.socket, &d.log, &mut nd1.proc, &["--grace-period", "60"]);
+    drop(a1);
+    let _ctl2 = recreate(&d.socket, "s");
+    let mut c = d.open("s");
+    c.send(
+        Kind::Write,
+        dlm_proto::records::encode_lock(
+            dlm_proto::records::Command::Lock,
+            &req(LockMode::Ex, b"new", LockFlags::empty()),
+            dlm_proto::records::VERSION,
+        )
+        .as_bytes(),
+    );
+    let mut a2 = replayer(&d.socket, "s");
+    assert_eq!(a2.call(Kind::ReplayDone, &[]), 0);
+    // Held until B's first grace period (3 s, not this daemon's 60) is up.
+    let (k, body) = c.reply();
+    assert_eq!(k, Kind::Result);
+    assert!(wire::result_value(&body).expect("value") > 0);
+    assert_eq!(c.wait_ast().status, 0);
+    let log = d.log_text();
+    assert!(
+        log.contains("1 of them were awaited already by a dlmd that died in its grace period"),
+        "holders file {text:?}; {log}"
+    );
+    assert!(
+        log.contains("but those an earlier dlmd awaited, whose --grace-period is up"),
+        "{log}"
+    );
+    // A's and the newcomer's connections are all that is left to count.
+    holders_once(
+        &d,
+        "the grace period over, only open connections counted",
+        |s| s == "2",
+    );
+    drop((a2, c));
+    nd2.proc.signal(Signal::TERM);
+    assert!(nd2.proc.wait_timeout(TIMEOUT).is_some(), "stopped");
 }

@@ -209,7 +209,7 @@ impl Server {
         let _ = conn.flush();
         match conn.role {
             Role::Lockspace { ls, owner } => {
-                self.record_holders(false);
+                self.record_holders(false, false);
                 let removers = self.devices.close(ls, idx, owner);
                 self.deliver(ls);
                 for r in removers {

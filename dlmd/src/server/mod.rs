@@ -440,9 +440,7 @@ impl Server {
             self.trim_due = None;
             self.compact();
         }
-        if self.grace_due().is_some_and(|t| t <= now) {
-            self.end_grace("--grace-period is up");
-        }
+        self.grace_check(now);
         while let Some(d) = self.hello_deadlines.front().copied() {
             if d.at > now {
                 break;

@@ -13,7 +13,10 @@
 //! re-created before its locks are replayed), queries and reads go on.
 //! So no new request can take a lock that a client still has to replay.
 //! The period ends when as many connections have said `ReplayDone` as the
-//! file counted, or after `--grace-period`, whichever comes first; then
+//! file counted, or after `--grace-period`, whichever comes first (or,
+//! once all but the connections an earlier daemon already awaited have
+//! replayed, at the end of the grace period first opened for those: see
+//! [`crate::holders`]); then
 //! every lockspace grants what the replayed locks let through, with the
 //! blocking callbacks they call for (the kernel's `dlm_recover_grant`),
 //! and the held writes are carried out in the order they came.
@@ -43,6 +46,10 @@ pub(super) enum ReplayState {
     Done,
 }
 
+/// The least time connections an earlier daemon awaited are waited for
+/// on a new one (see [`Grace::overdue`]).
+const OVERDUE_FLOOR: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// An open grace period.
 #[derive(Debug)]
 pub(super) struct Grace {
@@ -50,6 +57,14 @@ pub(super) struct Grace {
     pub(super) until: Instant,
     /// Connections the previous daemon had open.
     pub(super) expected: usize,
+    /// Of `expected`, the connections an earlier daemon's grace period
+    /// was still waiting for when it died (see [`crate::holders`]), and
+    /// when that period ends: once it has, they are waited for no more.
+    pub(super) overdue: usize,
+    pub(super) overdue_until: Instant,
+    /// Connections that came back (a replaying `Hello`): from then on
+    /// they count among the open ones, not the awaited ones.
+    pub(super) arrived: usize,
     /// Connections that have said `ReplayDone`.
     pub(super) done: usize,
     /// Locks replayed, and refused.
@@ -64,11 +79,12 @@ impl Server {
         let Some(h) = &self.holders else {
             return;
         };
-        let left = h.left_behind(self.config.uid);
+        let behind = h.left_behind(self.config.uid, self.config.grace_period);
+        let left = behind.open;
         if left == 0 {
             return;
         }
-        log::debug!("{} says {left}", h.path().display());
+        log::debug!("{} says {behind:?}", h.path().display());
         if self.config.grace_period.is_zero() {
             log::warn!(
                 "the previous dlmd stopped uncleanly with {left} lockspace connection(s) open; \
@@ -83,10 +99,28 @@ impl Server {
              replay their locks",
             self.config.grace_period.as_secs_f64()
         );
+        let (overdue, overdue_until) = match behind.overdue {
+            Some(o) => {
+                log::warn!(
+                    "{} of them were awaited already by a dlmd that died in its grace period: \
+                     they are waited for {:.1} s more at most",
+                    o.count,
+                    o.left.as_secs_f64()
+                );
+                (o.count, now + o.left)
+            }
+            None => (0, now),
+        };
+        // Clients reconnect within milliseconds of a daemon being there:
+        // awaited ones are given at least a moment on this one.
+        let overdue_until = overdue_until.max(now + OVERDUE_FLOOR.min(self.config.grace_period));
         self.grace = Some(Grace {
             started: now,
             until: now + self.config.grace_period,
             expected: left,
+            overdue,
+            overdue_until,
+            arrived: 0,
             done: 0,
             replayed: 0,
             refused: 0,
@@ -169,10 +203,8 @@ impl Server {
         c.replay = ReplayState::Done;
         if let Some(g) = &mut self.grace {
             g.done += 1;
-            if g.done >= g.expected {
-                self.end_grace("every connection that was open has replayed");
-            }
         }
+        self.grace_check(Instant::now());
         self.sync_holders();
         Ok(0)
     }
@@ -216,14 +248,49 @@ impl Server {
         }
     }
 
-    /// The grace period's deadline, if one is open.
+    /// End the grace period if it is over at `now`: every connection
+    /// counted has replayed; or its bound is up; or the ones an earlier
+    /// daemon awaited are past their own bound and all the others have
+    /// replayed.
+    pub(super) fn grace_check(&mut self, now: Instant) {
+        let Some(g) = &self.grace else {
+            return;
+        };
+        if g.done >= g.expected {
+            self.end_grace("every connection that was open has replayed");
+        } else if now >= g.until {
+            self.end_grace("--grace-period is up");
+        } else if g.overdue > 0
+            && now >= g.overdue_until
+            && g.done >= g.expected.saturating_sub(g.overdue)
+        {
+            self.end_grace(
+                "every connection that was open has replayed but those an earlier dlmd awaited, \
+                 whose --grace-period is up",
+            );
+        }
+    }
+
+    /// When the grace period may next end by time, if one is open: its
+    /// bound, or before it that of the connections an earlier daemon
+    /// awaited.
     pub(super) fn grace_due(&self) -> Option<Instant> {
-        self.grace.as_ref().map(|g| g.until)
+        self.grace.as_ref().map(|g| {
+            if g.overdue > 0 && Instant::now() < g.overdue_until {
+                g.overdue_until.min(g.until)
+            } else {
+                g.until
+            }
+        })
     }
 
     /// Keep the holders file's count of lockspace connections true.
-    /// `opened`: a lockspace connection opened, else one closed.
-    pub(super) fn record_holders(&mut self, opened: bool) {
+    /// `opened`: a lockspace connection opened (`replaying`: one of those
+    /// the grace period awaits came back), else one closed.
+    pub(super) fn record_holders(&mut self, opened: bool, replaying: bool) {
+        if let (true, true, Some(g)) = (opened, replaying, &mut self.grace) {
+            g.arrived += 1;
+        }
         if opened {
             self.ls_conns += 1;
         } else {
@@ -235,14 +302,27 @@ impl Server {
     /// Write the holders file: the lockspace connections open, and during
     /// a grace period those of the previous daemon not yet replayed (so a
     /// daemon that dies in its grace period leaves them for the next).
+    ///
+    /// Those not yet replayed are passed on as overdue, with the bound of
+    /// this grace period, or the earlier one they inherited if that ends
+    /// first, so that daemons killed one after another within their grace
+    /// periods do not wait for them for ever.
     pub(super) fn sync_holders(&mut self) {
-        let pending = self
-            .grace
-            .as_ref()
-            .map_or(0, |g| g.expected.saturating_sub(g.done));
+        let (pending, overdue) = match &self.grace {
+            Some(g) => {
+                let pending = g.expected.saturating_sub(g.arrived.max(g.done));
+                let until = if g.overdue > 0 {
+                    g.overdue_until.min(g.until)
+                } else {
+                    g.until
+                };
+                (pending, Some((pending, until)))
+            }
+            None => (0, None),
+        };
         let n = self.ls_conns + pending;
         if let Some(h) = &mut self.holders {
-            h.record(n);
+            h.record(n, overdue);
         }
     }
 }

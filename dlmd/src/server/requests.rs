@@ -236,7 +236,7 @@ impl Server {
             conn.replay = replay;
         }
         if matches!(role, Role::Lockspace { .. }) {
-            self.record_holders(true);
+            self.record_holders(true, replay == ReplayState::Replaying);
         }
         Ok(value)
     }
