@@ -145,6 +145,41 @@ fn a_waiting_request_is_sent_again_and_granted_after_the_restart() {
     assert!(matches!(t.join().unwrap(), Some(Ok(()))));
 }
 
+#[test]
+fn a_lock_dropped_while_its_replay_waits_for_a_daemon_is_unlocked_not_brought_back() {
+    log_to_stderr();
+    let args = ["--user", "--grace-period", "30"];
+    let mut d = Daemon::start_with(&args);
+    let (_dlm, ls) = space(&d, "rd");
+    ls.start_event_loop().unwrap();
+    let lock = ls
+        .lock(LockRequest::new(res("r"), LockMode::Ex))
+        .unwrap()
+        .granted()
+        .unwrap();
+    d.kill();
+    // The event loop meets the failure at once, plans the replay (the lock
+    // is held) and waits for a daemon to replay onto; meanwhile the
+    // lock's owner drops it (the soak's stray lock: such a drop used to
+    // skip the unlock, and the replay brought the lock back, held by
+    // nobody).
+    std::thread::sleep(Duration::from_millis(300));
+    let dropper = std::thread::spawn(move || drop(lock));
+    std::thread::sleep(Duration::from_millis(200));
+    d.restart(&args);
+    dropper.join().unwrap();
+    common::wait_for("the replay", Duration::from_secs(10), || {
+        ls.generation() == 2
+    });
+    assert!(ls.held().is_empty(), "not brought back: {:?}", ls.held());
+    let (_dlm2, other) = space(&d, "rd");
+    common::wait_for(
+        "EX free for another handle",
+        Duration::from_secs(10),
+        || grantable(&other, "r", LockMode::Ex),
+    );
+}
+
 // ---------------------------------------------------------------------
 // Real processes: a shared counter under EX while the daemon is killed.
 

@@ -196,8 +196,20 @@ impl Daemon {
     /// Kill the daemon (SIGKILL: no clean stop) and start a new one on
     /// the same socket with `args`, logging to the same file.
     pub fn crash_and_restart(&mut self, args: &[&str]) {
+        self.kill();
+        self.restart(args);
+    }
+
+    /// Kill the daemon (SIGKILL) and reap it; [`restart`](Self::restart)
+    /// starts the next one.
+    pub fn kill(&mut self) {
         let _ = self.proc.0.kill();
         let _ = self.proc.0.wait();
+    }
+
+    /// Start a daemon with `args` on the socket of the one
+    /// [`kill`](Self::kill) ended, logging to the same file.
+    pub fn restart(&mut self, args: &[&str]) {
         let log = std::fs::OpenOptions::new()
             .append(true)
             .open(self._dir.0.join("dlmd.log"))

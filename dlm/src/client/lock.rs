@@ -11,9 +11,11 @@ use super::lockspace::Lockspace;
 use super::request::{granted_mode, unlock_flags, LockId};
 use super::slots::HeldLock;
 
-/// A granted lock. Dropping it unlocks it (without waiting); use
-/// [`Lock::unlock`] to wait for the unlock, or [`Lock::into_id`] to keep
-/// the lock beyond this value.
+/// A granted lock. Dropping it unlocks it (without waiting for the
+/// unlock's completion; on the fallback, a drop that meets a replay of
+/// the lockspace onto a restarted daemon waits for that replay, so that
+/// the lock is not brought back); use [`Lock::unlock`] to wait for the
+/// unlock, or [`Lock::into_id`] to keep the lock beyond this value.
 #[derive(Debug)]
 pub struct Lock {
     pub(super) ls: Lockspace,
@@ -233,8 +235,12 @@ impl Lock {
             // Its end was delivered (another opener unlocked it).
             return;
         }
-        if self.ls.inner.transport.closed() {
-            // The connection closed: the lock went with it.
+        if self.ls.inner.transport.closed() && !self.ls.can_replay() {
+            // The connection closed for good: the lock went with it. One
+            // that a replay brings back (under way on another thread, or
+            // still to come) is unlocked all the same: the unlock waits
+            // for the replay and goes to the new daemon, or the replay
+            // finds it decided and does not bring the lock back.
             return;
         }
         if let Err(e) = self.ls.unlock(self.id, LockFlags::empty(), None) {

@@ -47,6 +47,11 @@
 //!    a daemon that is still there go with it, and that daemon's successor
 //!    does not wait for a connection that will never replay.
 //!
+//! A [`Lock`](crate::Lock) dropped while a replay waits for a daemon
+//! waits for the replay too, and its unlock goes to the new daemon (the
+//! replay has brought the lock back, or finds its unlock decided and does
+//! not): a drop never leaves a replayed lock that nobody holds.
+//!
 //! Locks of dead processes that were kept as orphans (`PERSISTENT`) do
 //! not survive a daemon death: no client holds them.
 //!
@@ -210,6 +215,14 @@ impl Lockspace {
             .last_replay
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether a failed connection of this lockspace is replayed onto a
+    /// new one (a fallback lockspace whose replay has not given up).
+    pub(crate) fn can_replay(&self) -> bool {
+        self.inner.reconnect.is_some()
+            && matches!(self.inner.transport, Transport::Socket(_))
+            && !self.inner.replay_gave_up.load(Ordering::SeqCst)
     }
 
     /// The connection failed: replay onto a new one if this lockspace
