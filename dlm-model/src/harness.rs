@@ -12,9 +12,9 @@
 
 use std::fmt::Write as _;
 
-use dlm_engine::{Engine, KernelModel, LockInfo, LockParams, OwnerId, UnlockParams};
+use dlm_engine::{Engine, KernelModel, LockParams, OwnerId, UnlockParams};
 use dlm_proto::records::AstRecord;
-use dlm_proto::Errno;
+use dlm_proto::{Errno, LockMode};
 
 use crate::gen::{first_pid, lock_pid, lvb_bytes, purge_pid, reopen_pid, user_args};
 use crate::gen::{Case, LockSel, Op, NAMES};
@@ -328,45 +328,40 @@ impl World {
     /// Compares everything observable; `Err` describes the first
     /// difference.
     pub fn compare(&self) -> Result<(), String> {
-        let eng: Vec<LockInfo> = self.e.locks();
+        let eng = self.e.locks();
         let model = self.m.snapshot();
-        let norm_e: Vec<String> = eng
+        let norm_e: Vec<Norm<'_>> = eng
             .iter()
-            .map(|l| {
-                let owner = l.owner.map(|o| self.slot_of_engine(o));
-                format!(
-                    "{} {:?} gr={:?} rq={:?} q={:?} owner={:?} pid={} flags={:#x}",
-                    l.lkid,
-                    String::from_utf8_lossy(&l.resource),
-                    l.granted,
-                    l.requested,
-                    l.queue.map(queue),
-                    owner,
-                    l.pid,
-                    l.flags.bits()
-                )
+            .map(|l| Norm {
+                lkid: l.lkid,
+                resource: &l.resource,
+                granted: l.granted,
+                requested: l.requested,
+                queue: l.queue.map(queue),
+                owner: l.owner.map(|o| self.slot_of_engine(o)),
+                pid: l.pid,
+                flags: l.flags.bits(),
             })
             .collect();
-        let norm_m: Vec<String> = model
+        let norm_m: Vec<Norm<'_>> = model
             .iter()
-            .map(|l| {
-                let owner = l.owner.map(|p| self.slot_of_model(p));
-                format!(
-                    "{} {:?} gr={:?} rq={:?} q={:?} owner={:?} pid={} flags={:#x}",
-                    l.lkid,
-                    String::from_utf8_lossy(&l.resource),
-                    l.granted,
-                    l.requested,
-                    l.queue,
-                    owner,
-                    l.pid,
-                    l.flags
-                )
+            .map(|l| Norm {
+                lkid: l.lkid,
+                resource: &l.resource,
+                granted: l.granted,
+                requested: l.requested,
+                queue: l.queue,
+                owner: l.owner.map(|p| self.slot_of_model(p)),
+                pid: l.pid,
+                flags: l.flags,
             })
             .collect();
         if norm_e != norm_m {
+            let lines = |v: &[Norm<'_>]| v.iter().map(Norm::line).collect::<Vec<String>>();
             return Err(format!(
-                "locks() differ\n  engine: {norm_e:#?}\n  model:  {norm_m:#?}"
+                "locks() differ\n  engine: {:#?}\n  model:  {:#?}",
+                lines(&norm_e),
+                lines(&norm_m)
             ));
         }
         if self.e.lock_count() != self.m.lock_count() {
@@ -404,6 +399,38 @@ impl World {
             }
         }
         Ok(())
+    }
+}
+
+/// One lock of either side's `locks()` snapshot, with its owner as a
+/// slot: what [`World::compare`] compares. It is formatted only when the
+/// two sides differ, since formatting every lock after every step cost
+/// more than running the step.
+#[derive(PartialEq)]
+struct Norm<'a> {
+    lkid: u32,
+    resource: &'a [u8],
+    granted: Option<LockMode>,
+    requested: Option<LockMode>,
+    queue: Option<model::Queue>,
+    owner: Option<Result<usize, String>>,
+    pid: u32,
+    flags: u32,
+}
+
+impl Norm<'_> {
+    fn line(&self) -> String {
+        format!(
+            "{} {:?} gr={:?} rq={:?} q={:?} owner={:?} pid={} flags={:#x}",
+            self.lkid,
+            String::from_utf8_lossy(self.resource),
+            self.granted,
+            self.requested,
+            self.queue,
+            self.owner,
+            self.pid,
+            self.flags
+        )
     }
 }
 
@@ -451,23 +478,43 @@ pub fn check_case_compacting(case: &Case) -> Result<(), Failure> {
 
 fn run_case(case: &Case, kernel: KernelModel, compact: bool) -> Result<(), Failure> {
     case.validate()?;
+    run_steps(case, kernel, compact).map_err(|(stage, detail)| {
+        let ran = match &stage {
+            Stage::Step { index, .. } | Stage::AfterStep { index, .. } => index + 1,
+            _ => case.ops.len(),
+        };
+        Failure {
+            trace: trace(case, kernel, compact, ran),
+            stage,
+            detail,
+        }
+    })
+}
+
+/// The steps of [`run_case`], with no trace: where and how the two sides
+/// first differ.
+fn run_steps(case: &Case, kernel: KernelModel, compact: bool) -> Result<(), (Stage, String)> {
     let mut w = World::with_model(case.slots, kernel);
-    let mut trace = String::new();
-    let fail = |stage, detail, trace: &String| Failure {
-        stage,
-        detail,
-        trace: trace.clone(),
-    };
     for (index, op) in case.ops.iter().enumerate() {
         let (a, b) = w.step(op);
-        let _ = writeln!(trace, "  #{index}: {op:?} -> {a:?}");
-        let op = op.clone();
         if a != b {
             let detail = format!("engine {a:?}, model {b:?}");
-            return Err(fail(Stage::Step { index, op }, detail, &trace));
+            return Err((
+                Stage::Step {
+                    index,
+                    op: op.clone(),
+                },
+                detail,
+            ));
         }
         if let Err(detail) = w.compare() {
-            return Err(fail(Stage::AfterStep { index, op }, detail, &trace));
+            return Err((
+                Stage::AfterStep {
+                    index,
+                    op: op.clone(),
+                },
+                detail,
+            ));
         }
         if compact {
             w.e.compact();
@@ -478,9 +525,54 @@ fn run_case(case: &Case, kernel: KernelModel, compact: bool) -> Result<(), Failu
         let (a, b) = w.step(&Op::Drain { slot });
         if a != b {
             let detail = format!("engine {a:?}, model {b:?}");
-            return Err(fail(Stage::FinalDrain { slot }, detail, &trace));
+            return Err((Stage::FinalDrain { slot }, detail));
         }
     }
-    w.compare()
-        .map_err(|detail| fail(Stage::End, detail, &trace))
+    w.compare().map_err(|detail| (Stage::End, detail))
+}
+
+/// The trace of a failed case: its first `ran` steps run again on a fresh
+/// world (both sides are deterministic, so they return what they returned
+/// the first time), one line each with what the engine returned.
+fn trace(case: &Case, kernel: KernelModel, compact: bool, ran: usize) -> String {
+    let mut w = World::with_model(case.slots, kernel);
+    let mut trace = String::new();
+    for (index, op) in case.ops.iter().take(ran).enumerate() {
+        let (a, _) = w.step(op);
+        let _ = writeln!(trace, "  #{index}: {op:?} -> {a:?}");
+        if compact {
+            w.e.compact();
+        }
+    }
+    trace
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A failure's trace is rebuilt by running the case again: one line
+    /// per step run, with what the engine returned the first time.
+    #[test]
+    fn a_trace_runs_the_case_again_up_to_the_failing_step() {
+        let data: Vec<u8> = (0..600u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        let case = Case::from_bytes(&data);
+        assert!(case.ops.len() > 10, "only {} operations", case.ops.len());
+        for compact in [false, true] {
+            let mut w = World::with_model(case.slots, KernelModel::V6_1);
+            let mut want = String::new();
+            for (index, op) in case.ops.iter().take(7).enumerate() {
+                let (a, _) = w.step(op);
+                let _ = writeln!(want, "  #{index}: {op:?} -> {a:?}");
+                if compact {
+                    w.e.compact();
+                }
+            }
+            assert_eq!(trace(&case, KernelModel::V6_1, compact, 7), want);
+        }
+        let all = trace(&case, KernelModel::V6_12, false, usize::MAX);
+        assert_eq!(all.lines().count(), case.ops.len());
+    }
 }
