@@ -205,11 +205,11 @@ pub(crate) struct Op<'a> {
     pub(crate) timeout_cs: u64,
 }
 
-/// The device request of lock call `op` (`wait`: a waiting call's, whose
-/// completion routine is [`wait_mark`]).
+/// Fill `w`, a new `Command::Lock` request, with lock call `op` (`wait`:
+/// a waiting call's, whose completion routine is [`wait_mark`]). Filled in
+/// place, in the caller's frame: a request returned by value is copied.
 #[inline(always)]
-fn lock_write(op: &Op<'_>, wait: bool) -> R<LockWrite> {
-    let mut w = LockWrite::new(Command::Lock, VERSION);
+fn lock_write(w: &mut LockWrite, op: &Op<'_>, wait: bool) -> R<()> {
     w.set_mode(op.mode);
     w.set_flags(op.flags);
     let (cast, castarg) = if wait {
@@ -231,7 +231,7 @@ fn lock_write(op: &Op<'_>, wait: bool) -> R<LockWrite> {
     } else {
         w.set_name(op.name).map_err(|e| e.raw())?;
     }
-    Ok(w)
+    Ok(())
 }
 
 /// The lock id of lock call `op` once its write returned `n`: the
@@ -653,7 +653,8 @@ impl Direct {
     pub(crate) fn lock(&self, h: &Arc<Handle>, op: &Op<'_>, wait: bool) -> R<()> {
         let has_thread = h.seam.has_thread();
         let convert = op.flags & LKF_CONVERT != 0;
-        let w = lock_write(op, wait)?;
+        let mut w = LockWrite::new(Command::Lock, VERSION);
+        lock_write(&mut w, op, wait)?;
         let timer = (op.timeout_cs > 0).then(|| self.timer_arm(op.lksb));
         let orphan = !convert && op.flags & LKF_ORPHAN != 0;
         let r = if wait && !orphan {
@@ -703,7 +704,8 @@ impl Direct {
     /// are done. Its result as the call returns it.
     #[inline(always)]
     pub(crate) fn lock_wait(&self, has_thread: bool, op: &Op<'_>) -> R<()> {
-        let w = lock_write(op, true)?;
+        let mut w = LockWrite::new(Command::Lock, VERSION);
+        lock_write(&mut w, op, true)?;
         let n = self.write_wait(&w, op.lksb, has_thread)?;
         if op.bast != 0 || self.nbasts.load(SeqCst) > 0 {
             self.note_bast(op_lkid(op, n), op.bast != 0, has_thread);
