@@ -260,7 +260,7 @@ pub unsafe fn ls_lock_wait(
     range: *mut c_void,
 ) -> c_int {
     guard(-1, || {
-        let h = registry::get(ls).ok_or(libc::EINVAL)?;
+        let h = registry::call(ls).ok_or(libc::EINVAL)?;
         let lflags = LockFlags::from_bits_retain(flags & !LKF_WAIT) - LockFlags::TIMEOUT;
         // A range (ENOSYS), no lksb (EINVAL) and the adoption of an
         // orphan are the general path's.
@@ -280,6 +280,8 @@ pub unsafe fn ls_lock_wait(
                 xid: std::ptr::null_mut(),
                 timeout: std::ptr::null_mut(),
             };
+            // The general path wants the handle's own reference.
+            let h = registry::get(ls).ok_or(libc::EINVAL)?;
             // SAFETY: the caller's contract, passed on.
             return unsafe { lock_on(flavor, &h, &args, true) };
         };
@@ -745,7 +747,7 @@ unsafe fn unlock_ls(
     astarg: *mut c_void,
     wait: bool,
 ) -> R<c_int> {
-    let h = registry::get(ls).ok_or(if ls.is_null() {
+    let h = registry::call(ls).ok_or(if ls.is_null() {
         libc::ENOTCONN
     } else {
         libc::EINVAL

@@ -13,6 +13,10 @@ use crate::direct::Direct;
 use crate::seam::{Dispatchable, Seam};
 use crate::sink::Shared;
 
+mod fast;
+pub(crate) use fast::call;
+use fast::{fast_add, SLOTS};
+
 /// An open lockspace handle.
 #[derive(Debug)]
 pub(crate) struct Handle {
@@ -103,7 +107,10 @@ static INHERITED: Mutex<Vec<Arc<Dlm>>> = Mutex::new(Vec::new());
 /// Lockspaces of the parent process closed in a child (see [`Handle::close`]).
 static INHERITED_LS: Mutex<Vec<Lockspace>> = Mutex::new(Vec::new());
 static OPENED: AtomicBool = AtomicBool::new(false);
-static HANDLES: RwLock<Vec<(usize, Arc<Handle>)>> = RwLock::new(Vec::new());
+/// An open handle in the table: its key, the handle, and its fast slot
+/// if it has one.
+type Entry = (usize, Arc<Handle>, Option<usize>);
+static HANDLES: RwLock<Vec<Entry>> = RwLock::new(Vec::new());
 static DEFAULT: Mutex<Option<usize>> = Mutex::new(None);
 
 /// The connection to the DLM (the kernel's control device or `dlmd`),
@@ -155,10 +162,9 @@ pub(crate) fn add(ls: Lockspace) -> Result<usize, c_int> {
         direct,
     });
     let key = Arc::as_ptr(&h) as usize;
-    HANDLES
-        .write()
-        .unwrap_or_else(|p| p.into_inner())
-        .push((key, h));
+    let mut t = HANDLES.write().unwrap_or_else(|p| p.into_inner());
+    let fast = fast_add(&h);
+    t.push((key, h, fast));
     Ok(key)
 }
 
@@ -173,8 +179,8 @@ pub(crate) fn get(key: *mut c_void) -> Option<Arc<Handle>> {
         .read()
         .unwrap_or_else(|p| p.into_inner())
         .iter()
-        .find(|(k, _)| *k == key)
-        .map(|(_, h)| h.clone())
+        .find(|(k, ..)| *k == key)
+        .map(|(_, h, _)| h.clone())
 }
 
 /// In a child after fork(): the kernel handles' readers and waiters were
@@ -184,7 +190,7 @@ pub(crate) fn after_fork_child() {
     let Ok(t) = HANDLES.try_read() else {
         return;
     };
-    for (_, h) in t.iter() {
+    for (_, h, _) in t.iter() {
         if let Some(d) = h.direct() {
             d.after_fork_child();
         }
@@ -197,8 +203,8 @@ pub(crate) fn by_fd(fd: c_int) -> Option<Arc<Handle>> {
         .read()
         .unwrap_or_else(|p| p.into_inner())
         .iter()
-        .find(|(_, h)| h.seam.fd() == fd)
-        .map(|(_, h)| h.clone())
+        .find(|(_, h, _)| h.seam.fd() == fd)
+        .map(|(_, h, _)| h.clone())
 }
 
 /// Close handle `key`: it is forgotten, its AST thread stopped; `None`
@@ -207,8 +213,12 @@ pub(crate) fn remove(key: *mut c_void) -> Option<Option<Lockspace>> {
     let k = key as usize;
     let h = {
         let mut t = HANDLES.write().unwrap_or_else(|p| p.into_inner());
-        let i = t.iter().position(|(x, _)| *x == k)?;
-        t.swap_remove(i).1
+        let i = t.iter().position(|(x, ..)| *x == k)?;
+        let (_, h, fast) = t.swap_remove(i);
+        if let Some(i) = fast {
+            SLOTS[i].close();
+        }
+        h
     };
     {
         let mut d = DEFAULT.lock().unwrap_or_else(|p| p.into_inner());
