@@ -67,6 +67,11 @@ for t in $targets; do
             tail -40 "/tmp/fuzz-$t.log"; echo "fuzz: $t: a regression input fails again"; exit 1; }
     fi
     mkdir -p "corpus/$t"
+    if [ "$t" = engine_ops ] && ! compgen -G "corpus/$t/seed-*" >/dev/null; then
+        # Cases of the model tests' strategy (fuzz/README.md).
+        (cd .. && cargo run --release -q -p dlm-model --example fuzz_seeds -- "fuzz/corpus/$t" 200) ||
+            echo "fuzz: engine_ops: no seed cases (see above); fuzzing from nothing"
+    fi
     if [ -n "$runs" ]; then limit=(-runs="$runs"); else limit=(-max_total_time="$secs"); fi
     start=$(date +%s)
     if ! fz run "$t" "corpus/$t" -- "${limit[@]}" -print_final_stats=1 \
