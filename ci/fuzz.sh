@@ -80,6 +80,6 @@ for t in $targets; do
         echo "fuzz: $t: FAILED; the input is in fuzz/artifacts/$t/ (add it to fuzz/regressions/$t/ once fixed)"
         exit 1
     fi
-    execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "/tmp/fuzz-$t.log" | grep -o '[0-9]*$' || echo '?')
+    execs=$(grep -ao 'stat::number_of_executed_units: *[0-9]*' "/tmp/fuzz-$t.log" | grep -o '[0-9]*$' || echo '?')
     echo "fuzz: $t: $execs executions in $(( $(date +%s) - start )) s, no failure"
 done
