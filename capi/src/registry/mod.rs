@@ -1,6 +1,10 @@
 //! The process's libdlm state: the connection to the DLM, the open
-//! handles (a `dlm_lshandle_t` is a key here, never dereferenced), and
-//! the default lockspace.
+//! handles, and the default lockspace.
+//!
+//! A `dlm_lshandle_t` is a key here: the address of its [`Handle`],
+//! which is believed only once it equals an open handle's key (a handle
+//! made up, closed or freed is `EINVAL`). The waiting calls find theirs
+//! through [`fast`].
 
 use std::os::fd::RawFd;
 use std::os::raw::{c_int, c_void};
