@@ -51,18 +51,11 @@ fn run(mix: Mix, names: std::ops::RangeInclusive<u8>, cases: u32, salt: &str) {
 /// Every kind of operation, with reads interleaved at random. A read
 /// takes one callback: the engine and the model are compared after each.
 const GENERAL: Mix = Mix {
-    open: 3,
-    close: 2,
     request: 22,
-    convert: 16,
-    adopt: 3,
-    unlock: 8,
-    cancel: 5,
-    deadlock: 2,
-    purge: 2,
     read: 24,
     drain: 5,
     read_max: 1,
+    ..Mix::GENERAL
 };
 
 /// One or two resources, few reads and many conversions, so that callback

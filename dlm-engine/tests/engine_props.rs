@@ -46,20 +46,7 @@ fn run(mix: Mix, names: std::ops::RangeInclusive<u8>, cases: u32, what: &str) {
 }
 
 /// Every kind of operation, reads interleaved at random.
-const GENERAL: Mix = Mix {
-    open: 3,
-    close: 2,
-    request: 20,
-    convert: 16,
-    adopt: 3,
-    unlock: 8,
-    cancel: 5,
-    deadlock: 2,
-    purge: 2,
-    read: 30,
-    drain: 8,
-    read_max: 3,
-};
+const GENERAL: Mix = Mix::GENERAL;
 
 /// One or two resources and many conversions: long queues, conversion
 /// deadlocks, and callback arrays that fill up.

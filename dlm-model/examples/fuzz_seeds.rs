@@ -1,6 +1,6 @@
 //! Seeds for the `engine_ops` fuzz target: cases of the proptest
-//! strategy, every kind of operation weighted as the model tests weight
-//! them, written as the bytes `Case::from_bytes` decodes back to them.
+//! strategy with the property tests' general mix ([`Mix::GENERAL`]),
+//! written as the bytes `Case::from_bytes` decodes back to them.
 //!
 //! Random bytes decode mostly to requests whose flags the engine refuses
 //! (each candidate flag is a coin toss), so a fuzzer that starts from
@@ -19,21 +19,6 @@ use dlm_model::gen::{case_strategy, Mix};
 use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 
-const EVERY: Mix = Mix {
-    open: 3,
-    close: 2,
-    request: 22,
-    convert: 16,
-    adopt: 3,
-    unlock: 8,
-    cancel: 5,
-    deadlock: 3,
-    purge: 3,
-    read: 25,
-    drain: 10,
-    read_max: 3,
-};
-
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let (Some(dir), count) = (args.next().map(PathBuf::from), args.next()) else {
@@ -51,7 +36,7 @@ fn main() -> ExitCode {
     // The same seeds every run: a fixed generator.
     let rng = TestRng::deterministic_rng(RngAlgorithm::ChaCha);
     let mut runner = TestRunner::new_with_rng(Config::default(), rng);
-    let strategy = case_strategy(EVERY, 1..=4);
+    let strategy = case_strategy(Mix::GENERAL, 1..=4);
     for i in 0..count {
         let case = match strategy.new_tree(&mut runner) {
             Ok(tree) => tree.current(),

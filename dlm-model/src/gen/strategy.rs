@@ -105,6 +105,25 @@ pub struct Mix {
     pub read_max: u8,
 }
 
+impl Mix {
+    /// Every kind of operation, reads of up to three callbacks interleaved
+    /// at random: the property tests' general mix, and the fuzz seeds'.
+    pub const GENERAL: Mix = Mix {
+        open: 3,
+        close: 2,
+        request: 20,
+        convert: 16,
+        adopt: 3,
+        unlock: 8,
+        cancel: 5,
+        deadlock: 2,
+        purge: 2,
+        read: 30,
+        drain: 8,
+        read_max: 3,
+    };
+}
+
 /// One operation over `slots` slots and the first `names` names, name 2
 /// spelled as `third` (an index into [`NAMES`]).
 fn op_strategy(slots: u8, names: u8, third: u8, mix: Mix) -> BoxedStrategy<Op> {
