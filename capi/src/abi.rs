@@ -280,10 +280,8 @@ pub unsafe fn ls_lock_wait(
                 xid: std::ptr::null_mut(),
                 timeout: std::ptr::null_mut(),
             };
-            // The general path wants the handle's own reference.
-            let h = registry::get(ls).ok_or(libc::EINVAL)?;
             // SAFETY: the caller's contract, passed on.
-            return unsafe { lock_on(flavor, &h, &args, true) };
+            return unsafe { lock_on(flavor, &h.arc(), &args, true) };
         };
         let sb = Addr::of(lksb);
         // SAFETY: lksb is non-NULL and valid by the caller's contract.

@@ -33,7 +33,7 @@ const FREEING: usize = 1 << (usize::BITS - 2);
 pub(crate) struct Slot<T = Handle> {
     /// The handle's key (its address), 0 for none.
     key: AtomicUsize,
-    /// Calls in progress, and [`CLOSED`].
+    /// Calls in progress, [`CLOSED`] and [`FREEING`].
     state: AtomicUsize,
     /// The slot's reference to its handle (`Arc::into_raw`), NULL for none.
     arc: AtomicPtr<T>,
@@ -99,7 +99,7 @@ impl<T> Slot<T> {
 
     /// Drop the slot's reference, if the slot is closed with no call in
     /// it: only the one thread that moves the state from exactly
-    /// [`CLOSED`] to [`FREEING`] does. Two threads can each have seen
+    /// [`CLOSED`] to `CLOSED | FREEING` does. Two threads can each have seen
     /// the last call go (a call that looked for the handle before it was
     /// closed counts itself in and out again after), and the later one
     /// can be late enough to find the slot given to the next handle,
@@ -165,19 +165,31 @@ impl Drop for Call {
 /// [`get`], but from its fast slot if it has one.
 #[inline(always)]
 pub(crate) fn call(key: *mut c_void) -> Option<Call> {
-    let k = key as usize;
-    if k == 0 {
-        return None;
-    }
-    for s in SLOTS.iter() {
-        if s.enter(k) {
-            if let Some(h) = NonNull::new(k as *mut Handle) {
-                return Some(Call::Fast(s, h));
-            }
-            s.leave();
-        }
+    let h = NonNull::new(key.cast::<Handle>())?;
+    let k = h.as_ptr() as usize;
+    if let Some(s) = SLOTS.iter().find(|s| s.enter(k)) {
+        return Some(Call::Fast(s, h));
     }
     super::get(key).map(Call::Shared)
+}
+
+impl Call {
+    /// The handle as a reference of its own, for what keeps it past the
+    /// call (the general path's timers), without looking it up again.
+    pub(crate) fn arc(&self) -> Arc<Handle> {
+        match self {
+            Call::Fast(_, h) => {
+                // SAFETY: h is the pointer fill() got from Arc::into_raw,
+                // whose reference the slot keeps while this call is
+                // counted in: one more strong count, owned by the Arc.
+                unsafe {
+                    Arc::increment_strong_count(h.as_ptr());
+                    Arc::from_raw(h.as_ptr())
+                }
+            }
+            Call::Shared(h) => h.clone(),
+        }
+    }
 }
 
 #[cfg(test)]
