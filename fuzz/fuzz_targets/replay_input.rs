@@ -10,9 +10,19 @@
 //! locks on one resource are incompatible; a replay the engine accepts
 //! is a granted lock with that id, mode and owner; a refused one changes
 //! nothing; and the engine never panics.
+//!
+//! The target keeps the ids of the locks it made (every request's and
+//! every accepted replay's) and reads back only those, each step: a
+//! snapshot of the whole lock table (`Engine::locks`) walks every slot
+//! up to the highest id, and a replay may take an id near
+//! `REPLAY_LKID_MAX`, so that walk made the executions a second fall a
+//! hundredfold as the corpus found such ids. `lock_count` tells whether
+//! a lock appeared that the target does not know of.
 #![no_main]
 
-use dlm_engine::{Engine, LockParams, OwnerId, ReplayLock, UnlockParams, UserArgs};
+use std::collections::BTreeSet;
+
+use dlm_engine::{Engine, LockInfo, LockParams, OwnerId, ReplayLock, UnlockParams, UserArgs};
 use dlm_proto::replay::{Replay, ReplayLvb};
 use dlm_proto::{LockFlags, LockMode};
 use libfuzzer_sys::fuzz_target;
@@ -26,20 +36,38 @@ const ARGS: UserArgs = UserArgs {
     xid: 0,
 };
 
-fn check(e: &Engine) {
-    let locks = e.locks();
-    for (i, a) in locks.iter().enumerate() {
-        for b in &locks[i + 1..] {
-            if a.resource != b.resource {
-                continue;
-            }
-            if let (Some(x), Some(y)) = (a.granted, b.granted) {
+/// The locks the target made, as the engine has them now; ids that no
+/// longer name a lock are forgotten.
+fn snapshot(e: &Engine, ids: &mut BTreeSet<u32>) -> Vec<LockInfo> {
+    let mut locks = Vec::with_capacity(ids.len());
+    ids.retain(|&id| match e.lock_info(id) {
+        Some(l) => {
+            locks.push(l);
+            true
+        }
+        None => false,
+    });
+    assert_eq!(
+        locks.len(),
+        e.lock_count(),
+        "every lock is one the target made"
+    );
+    locks
+}
+
+/// No two granted modes on one resource conflict.
+fn check(locks: &[LockInfo]) {
+    let mut held: Vec<(&[u8], LockMode, u32)> = locks
+        .iter()
+        .filter_map(|l| Some((l.resource.as_slice(), l.granted?, l.lkid)))
+        .collect();
+    held.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    for run in held.chunk_by(|a, b| a.0 == b.0) {
+        for (i, &(res, x, a)) in run.iter().enumerate() {
+            for &(_, y, b) in &run[i + 1..] {
                 assert!(
                     x.compatible(y),
-                    "locks {:#x} ({x:?}) and {:#x} ({y:?}) on {:?} are both granted",
-                    a.lkid,
-                    b.lkid,
-                    a.resource
+                    "locks {a:#x} ({x:?}) and {b:#x} ({y:?}) on {res:?} are both granted"
                 );
             }
         }
@@ -50,6 +78,8 @@ fuzz_target!(|data: &[u8]| {
     let mut e = Engine::new();
     let owners: Vec<OwnerId> = (1..=3).map(|p| e.open_owner(p)).collect();
     let mut open = [true; 3];
+    let mut ids = BTreeSet::new();
+    let mut locks = Vec::new();
     let mut i = 0;
     while i < data.len() {
         let op = data[i];
@@ -68,21 +98,31 @@ fuzz_target!(|data: &[u8]| {
                 if !open[who] {
                     continue;
                 }
-                let before = e.locks();
                 let mut l = ReplayLock::new(r.lkid, r.mode, r.name.as_bytes(), ARGS).flags(r.flags);
                 match r.lvb {
                     ReplayLvb::None => {}
                     ReplayLvb::Valid(v) => l = l.lvb(v, true),
                     ReplayLvb::NotValid(v) => l = l.lvb(v, false),
                 }
+                let known = ids.contains(&r.lkid);
                 match e.replay_granted(owners[who], l) {
                     Ok(()) => {
-                        let got = e.locks().into_iter().find(|x| x.lkid == r.lkid);
-                        let got = got.expect("an accepted replay is a lock");
+                        assert!(
+                            !known,
+                            "a replay took lock id {:#x}, which is in use",
+                            r.lkid
+                        );
+                        let got = e.lock_info(r.lkid).expect("an accepted replay is a lock");
                         assert_eq!(got.granted, Some(r.mode));
                         assert_eq!(got.owner, Some(owners[who]));
+                        ids.insert(r.lkid);
                     }
-                    Err(_) => assert_eq!(e.locks(), before, "a refused replay changes nothing"),
+                    Err(_) => {
+                        let before = std::mem::take(&mut locks);
+                        locks = snapshot(&e, &mut ids);
+                        assert_eq!(locks, before, "a refused replay changes nothing");
+                        continue;
+                    }
                 }
             }
             // An ordinary request on one of four names.
@@ -95,14 +135,17 @@ fuzz_target!(|data: &[u8]| {
                     LockFlags::empty()
                 };
                 if open[who] {
-                    let _ = e.lock(owners[who], &LockParams::new(m, &name, ARGS).flags(flags));
+                    if let Ok(id) =
+                        e.lock(owners[who], &LockParams::new(m, &name, ARGS).flags(flags))
+                    {
+                        ids.insert(id);
+                    }
                 }
             }
             // Unlock (or cancel) some lock of the owner's.
             4 => {
-                let mine: Vec<u32> = e
-                    .locks()
-                    .into_iter()
+                let mine: Vec<u32> = locks
+                    .iter()
                     .filter(|l| l.owner == Some(owners[who]))
                     .map(|l| l.lkid)
                     .collect();
@@ -118,9 +161,7 @@ fuzz_target!(|data: &[u8]| {
             5 => {
                 e.recover_grant();
             }
-            6 => {
-                while e.read(owners[who]).is_some() {}
-            }
+            6 => while e.read(owners[who]).is_some() {},
             _ => {
                 if open[who] {
                     let _ = e.close_owner(owners[who]);
@@ -128,6 +169,7 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
         }
-        check(&e);
+        locks = snapshot(&e, &mut ids);
+        check(&locks);
     }
 });
