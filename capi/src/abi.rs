@@ -460,12 +460,15 @@ unsafe fn lock_fallback(
     let ls = h.lockspace_or(libc::ENOTCONN)?;
     // A waiting call that may read on this thread waits in the `dlm`
     // crate's own waiting call (see `reads_inline`), unless it needs what
-    // only this crate's waiter does: a userspace timeout, or the
-    // synchronous adoption of an orphan.
+    // only this crate's waiter does: a userspace timeout, the synchronous
+    // adoption of an orphan, or ASTs run while it waits (the `dlm` crate's
+    // call runs none until it returns, and one may be what it waits for:
+    // a blocking AST whose routine unlocks the lock in its way).
     let fast = wait
         && !(timed && timeout_cs > 0)
         && !lflags.contains(LockFlags::ORPHAN)
-        && reads_inline(flavor, h);
+        && reads_inline(flavor, h)
+        && !h.shared.has_routines();
     let waiter = (wait && !fast).then(|| Arc::new(AtomicBool::new(false)));
     let (ast, astarg) = if wait {
         (None, Addr(0))
@@ -484,6 +487,7 @@ unsafe fn lock_fallback(
             s.bastarg = Addr::of(a.astarg);
             s.lksb = lksb;
             s.waiter.clone_from(&waiter);
+            s.count_routines(&h.shared);
             s.id.ok_or(libc::ENOENT)?
         };
         let lvb = if lflags.contains(LockFlags::VALBLK) {
@@ -513,13 +517,18 @@ unsafe fn lock_fallback(
         s.bast = a.bastaddr;
         s.bastarg = Addr::of(a.astarg);
         s.waiter.clone_from(&waiter);
+        s.count_routines(&h.shared);
         let sink = LockSink::new(s, &h.shared);
         let req = LockRequest::new(res, mode).flags(lflags);
+        let refused = |e| {
+            sink::lock(&sink).uncount_routines(&h.shared);
+            errno(e)
+        };
         if fast {
-            let (id, c) = ls.request_wait(req, sink.clone()).map_err(errno)?;
+            let (id, c) = ls.request_wait(req, sink.clone()).map_err(refused)?;
             return waited(flavor, h, &sink, id, &c);
         }
-        let id = ls.request_with_sink(req, sink.clone()).map_err(errno)?;
+        let id = ls.request_with_sink(req, sink.clone()).map_err(refused)?;
         // SAFETY: as above.
         unsafe { ffi::set_lkid(lksb, id.lkid()) };
         // In the table before the id is in the sink: a completion on the
@@ -824,7 +833,10 @@ unsafe fn unlock_fallback(
 ) -> R<c_int> {
     let ls = h.lockspace_or(libc::ENOTCONN)?;
     let sink = h.shared.find(lkid).ok_or(libc::ENOENT)?;
-    let fast = wait && !lflags.contains(LockFlags::CANCEL) && reads_inline(flavor, h);
+    let fast = wait
+        && !lflags.contains(LockFlags::CANCEL)
+        && reads_inline(flavor, h)
+        && !h.shared.has_routines();
     let waiter = (wait && !fast).then(|| Arc::new(AtomicBool::new(false)));
     let id = {
         let mut s = sink::lock(&sink);

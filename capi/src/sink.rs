@@ -34,6 +34,8 @@ pub(crate) struct Sink {
     pub(crate) timed_out: bool,
     /// Completions so far (a timer knows whether its operation is over).
     pub(crate) completions: u64,
+    /// Counted in [`Shared::with_routines`].
+    counted: bool,
 }
 
 /// A lock's sink as the `dlm` crate delivers to it (one allocation per
@@ -81,6 +83,24 @@ impl Sink {
             ended: false,
             timed_out: false,
             completions: 0,
+            counted: false,
+        }
+    }
+
+    /// Count the lock in `shared`'s [`Shared::with_routines`] once it has
+    /// an AST or blocking AST routine (until it ends).
+    pub(crate) fn count_routines(&mut self, shared: &Shared) {
+        if !self.counted && (self.ast.is_some() || self.bast.is_some()) {
+            self.counted = true;
+            shared.with_routines.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Take the lock out of that count (it ended, or never began).
+    pub(crate) fn uncount_routines(&mut self, shared: &Shared) {
+        if self.counted {
+            self.counted = false;
+            shared.with_routines.fetch_sub(1, Ordering::SeqCst);
         }
     }
 }
@@ -119,6 +139,12 @@ pub(crate) struct Shared {
     due: Mutex<VecDeque<Due>>,
     /// How many: read without the lock, so that running none is cheap.
     due_n: AtomicUsize,
+    /// Live locks with an AST or blocking AST routine: while there are
+    /// any, an AST may have to run in the middle of a waiting call (a
+    /// blocking AST whose routine unlocks what the call waits behind), so
+    /// waiting calls wait where ASTs run, not in the `dlm` crate's own
+    /// waiting call (see `abi::lock_on`).
+    with_routines: AtomicUsize,
 }
 
 impl Shared {
@@ -144,6 +170,11 @@ impl Shared {
         if t.get(&lkid).is_some_and(|s| std::ptr::eq(&**s, sink)) {
             t.remove(&lkid);
         }
+    }
+
+    /// Whether some live lock has an AST or blocking AST routine.
+    pub(crate) fn has_routines(&self) -> bool {
+        self.with_routines.load(Ordering::SeqCst) > 0
     }
 
     /// Wake the waiting calls.
@@ -239,7 +270,7 @@ impl Shared {
 /// A completion's bookkeeping in the lock's sink: its status as C sees
 /// it, whether the lock ended with it, and whether it is the lock's first
 /// (the id was not in the sink yet).
-fn note(s: &mut Sink, id: LockId, c: &Completion) -> (Status, bool, bool) {
+fn note(s: &mut Sink, shared: &Shared, id: LockId, c: &Completion) -> (Status, bool, bool) {
     let mut status = c.status;
     if status == Status::Cancelled && s.timed_out {
         status = Status::TimedOut;
@@ -255,6 +286,9 @@ fn note(s: &mut Sink, id: LockId, c: &Completion) -> (Status, bool, bool) {
         s.granted_once = true;
     }
     s.ended |= ends;
+    if ends {
+        s.uncount_routines(shared);
+    }
     let first = s.id.is_none();
     s.id = Some(id);
     (status, ends, first)
@@ -270,7 +304,7 @@ impl dlm::Sink for LockSink {
         };
         let (due, ended, first) = {
             let mut s = self.lock();
-            let (status, ends, first) = note(&mut s, id, c);
+            let (status, ends, first) = note(&mut s, &shared, id, c);
             let due = Due::Completion {
                 lksb: s.lksb,
                 status: status.to_user(),
@@ -328,7 +362,7 @@ impl dlm::Sink for LockSink {
 pub(crate) fn waited(sink: &SinkRef, shared: &Shared, id: LockId, c: &Completion) -> c_int {
     let (lksb, status, ended, first) = {
         let mut s = sink.lock();
-        let (status, ends, first) = note(&mut s, id, c);
+        let (status, ends, first) = note(&mut s, shared, id, c);
         (s.lksb, status.to_user(), ends, first)
     };
     if ended {

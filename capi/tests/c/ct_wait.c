@@ -265,6 +265,48 @@ static void lite_bast_ends_wait(void)
 }
 #endif
 
+#if !CT_THREADED
+/*
+ * lite: a _wait call (o) reads a blocking AST for another lock of this
+ * process (h), whose routine unlocks h with a nested dlm_ls_unlock_wait.
+ * The nested call reads the fd itself (the outer one cannot until the
+ * routine returns); h's unlock grants o.
+ */
+static struct ct_lock nh;
+static int nested_rv = -2, nested_err, nested_status, nested_calls;
+
+static void nested_bast(void *arg)
+{
+	struct ct_lock *l = arg;
+
+	nested_calls++;
+	nested_rv = uw(l, 0, &nested_err);
+	nested_status = l->lksb.sb_status;
+}
+
+static void lite_nested_wait(void)
+{
+	struct ct_lock o;
+	int rv, err;
+
+	ct_section("lite: a _wait call from a blocking AST that a _wait call runs");
+	ct_lock_init(&nh, "h");
+	ct_lock_init(&o, "o");
+	errno = 0;
+	rv = dlm_ls_lock_wait(ls, LKM_EXMODE, &nh.lksb, 0, "nw", 2, 0, &nh, nested_bast, NULL);
+	err = errno;
+	ct_wait_result("h EX, with a blocking AST that unlocks it with a _wait call", rv, err,
+		       &nh.lksb, 0);
+	rv = lw(&o, LKM_EXMODE, 0, "nw", 0, &err);
+	ct_wait_result("o EX (h's blocking AST runs during it)", rv, err, &o.lksb, 0);
+	ct_eq("h's blocking AST ran", nested_calls, 1);
+	ct_call("its unlock of h returns", nested_rv, nested_err, 0);
+	ct_eq_err("h's status", nested_status, EUNLOCK);
+	rv = uw(&o, 0, &err);
+	ct_wait_result("unlock o", rv, err, &o.lksb, EUNLOCK);
+}
+#endif
+
 static void blocking(void)
 {
 	struct ct_lock a, b;
@@ -292,6 +334,7 @@ static void blocking(void)
 
 #if !CT_THREADED
 	lite_bast_ends_wait();
+	lite_nested_wait();
 #endif
 }
 
