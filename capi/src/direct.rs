@@ -316,18 +316,28 @@ impl Direct {
         Ok(n as usize)
     }
 
-    /// Read one record and take it in: whether there was one.
+    /// Read one record: `None` for none now.
     #[inline(always)]
-    fn read_take(&self, buf: &mut Buf, inline: bool) -> R<bool> {
+    fn read_view<'b>(&self, buf: &'b mut Buf) -> R<Option<ResultView<'b>>> {
         let n = self.read_raw(buf)?;
         if n == 0 {
-            return Ok(false);
+            return Ok(None);
         }
         // SAFETY: read() wrote n (at most RECORD_MAX) bytes of buf.
         let bytes = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n) };
-        let v = ResultView::parse(bytes).map_err(|e| e.raw())?;
-        self.take(&v, inline);
-        Ok(true)
+        ResultView::parse(bytes).map(Some).map_err(|e| e.raw())
+    }
+
+    /// Read one record and take it in: whether there was one.
+    #[inline(always)]
+    fn read_take(&self, buf: &mut Buf, inline: bool) -> R<bool> {
+        match self.read_view(buf)? {
+            Some(v) => {
+                self.take(&v, inline);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 
     #[inline(always)]
@@ -497,37 +507,105 @@ impl Direct {
 
     /// Write `w` as a waiting call's operation on status block `lksb`
     /// and wait for its completion (in the lksb when this returns).
+    ///
+    /// The common case is kept short: a thread that becomes the reader
+    /// (so no waiting call of its own is in progress) and whose first
+    /// record is its completion, with no timer or blocking AST to keep,
+    /// fills its status block and is done, without registering the wait
+    /// in `own`. Only a record for someone else needs the registration,
+    /// since taking it in may run an AST that makes a nested waiting
+    /// call, which must find this one's completion if it reads it.
     #[inline(always)]
     fn write_wait(&self, w: &LockWrite, lksb: Addr, has_thread: bool) -> R<i64> {
         let me = ffi::thread_self();
         let role = self.claim(me);
+        if role == Role::Own {
+            let r = self.write_read_solo(w, lksb, has_thread, me);
+            self.release();
+            return r;
+        }
         let depth = self.depth.load(Relaxed);
         if role == Role::Other || depth >= NEST {
             return self.write_wait_other(w, lksb, role, has_thread, me);
         }
+        let n = self.write(w)?;
         self.own[depth].store(lksb.0, Relaxed);
         self.depth.store(depth + 1, Relaxed);
-        let inline = self.inline(has_thread, me);
-        let r = self.write_then_read(w, lksb, depth, inline);
-        self.depth.store(depth, Relaxed);
-        if role == Role::Own {
-            self.release();
-        }
-        r
+        self.read_own(lksb, depth, self.inline(has_thread, me))
+            .map(|()| n)
     }
 
-    /// Write `w`, then read until the completion of own waiting call
-    /// `depth` (status block `lksb`) has come.
+    /// [`write_wait`](Self::write_wait) for a thread that has just
+    /// become the reader (nothing in `own`).
     #[inline(always)]
-    fn write_then_read(&self, w: &LockWrite, lksb: Addr, depth: usize, inline: bool) -> R<i64> {
+    fn write_read_solo(&self, w: &LockWrite, lksb: Addr, has_thread: bool, me: u64) -> R<i64> {
         let n = self.write(w)?;
         let mut buf = Buf::uninit();
-        while self.own[depth].load(Relaxed) == lksb.0 {
-            if !self.read_take(&mut buf, inline)? {
-                self.poll(1000)?;
+        if let Some(v) = self.read_view(&mut buf)? {
+            if v.bast_mode() == 0
+                && v.user_lksb() as usize == lksb.0
+                && (self.ntimers.load(Relaxed) | self.nbasts.load(Relaxed)) == 0
+            {
+                fill(&v, lksb.0, v.status().wrapping_neg());
+                return Ok(n);
             }
+            self.solo_slow(Some(&v), lksb, has_thread, me)?;
+        } else {
+            self.solo_slow(None, lksb, has_thread, me)?;
         }
         Ok(n)
+    }
+
+    /// The rest of a solo waiting call whose first read was not its
+    /// completion (`first`: the record it read, if any).
+    #[cold]
+    #[inline(never)]
+    fn solo_slow(
+        &self,
+        first: Option<&ResultView<'_>>,
+        lksb: Addr,
+        has_thread: bool,
+        me: u64,
+    ) -> R<()> {
+        let inline = self.inline(has_thread, me);
+        self.own[0].store(lksb.0, Relaxed);
+        self.depth.store(1, Relaxed);
+        match first {
+            Some(v) => self.take(v, inline),
+            None => {
+                if let Err(e) = self.poll(1000) {
+                    self.depth.store(0, Relaxed);
+                    return Err(e);
+                }
+            }
+        }
+        self.read_own(lksb, 0, inline)
+    }
+
+    /// Read until the completion of own waiting call `depth` (status
+    /// block `lksb`, registered in `own[depth]`, with `depth + 1` calls
+    /// in `own`) has come; `depth` calls are left in `own` on return.
+    #[inline(always)]
+    fn read_own(&self, lksb: Addr, depth: usize, inline: bool) -> R<()> {
+        let mut buf = Buf::uninit();
+        let mut r = Ok(());
+        while self.own[depth].load(Relaxed) == lksb.0 {
+            match self.read_take(&mut buf, inline) {
+                Ok(true) => {}
+                Ok(false) => {
+                    if let Err(e) = self.poll(1000) {
+                        r = Err(e);
+                        break;
+                    }
+                }
+                Err(e) => {
+                    r = Err(e);
+                    break;
+                }
+            }
+        }
+        self.depth.store(depth, Relaxed);
+        r
     }
 
     /// A waiting call while another thread reads (or nested too deep).
