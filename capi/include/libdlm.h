@@ -45,6 +45,11 @@
  *    (EBUSY without force while locks remain), as libdlm does. Kept.
  *  - unlock_resource() without a default lockspace sets errno to ENOTCONN
  *    (libdlm sets -ENOTCONN). Fixed.
+ *  - lock_resource() and unlock_resource() keep their status block off
+ *    the caller's stack, for as long as a callback may still come into it
+ *    (libdlm's is on its stack: the completion of an unlock whose lock's
+ *    earlier completion came first writes into a frame that has
+ *    returned). Fixed; what they return is unchanged.
  *  - NULL or unknown handles, NULL lksbs, names, version pointers, and a
  *    NULL handle to dlm_ls_pthread_init(), fail with -1 (or NULL) and
  *    errno EINVAL (dlm_open_lockspace(NULL): ENOENT, as libdlm) where

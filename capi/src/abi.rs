@@ -19,6 +19,7 @@ use dlm::{LockFlags, LockMode, LockRequest, Lockspace, LockspaceFlags, Lockspace
 use crate::direct::{self, Direct};
 use crate::ffi::{self, Addr};
 use crate::registry::{self, Handle};
+use crate::resource;
 use crate::sink::{self, LockSink, Sink, SinkRef};
 use crate::{AstFn, DlmLksb, Flavor, DLM_LOCKSPACE_LEN, DLM_RESNAME_MAXLEN, EINPROG, EUNLOCK};
 use crate::{DLM_LVB_LEN, LKF_WAIT};
@@ -984,21 +985,20 @@ pub unsafe fn lock_resource(
         if lockid.is_null() || resource.is_null() {
             return Err(libc::EINVAL);
         }
-        let mut sb = DlmLksb {
-            sb_status: 0,
-            sb_lkid: 0,
-            sb_flags: 0,
-            sb_lvbptr: std::ptr::null_mut(),
-        };
-        if (flags as u32) & LockFlags::CONVERT.bits() != 0 {
+        let convert = (flags as u32) & LockFlags::CONVERT.bits() != 0;
+        let lkid = if convert {
             // SAFETY: non-NULL, valid by the caller's contract.
-            sb.sb_lkid = unsafe { ffi::get(lockid) }.unwrap_or(0) as u32;
-        }
+            unsafe { ffi::get(lockid) }.unwrap_or(0) as u32
+        } else {
+            0
+        };
+        // Not on this stack: see `resource`.
+        let (mut sb, kept) = resource::take(lkid);
         // SAFETY: non-NULL and NUL-terminated by the caller's contract.
         let name = unsafe { ffi::c_str(resource) };
         let args = LockArgs {
             mode: mode as u32,
-            lksb: &mut sb,
+            lksb: sb.ptr(),
             flags: flags as u32,
             name: name.as_ptr().cast(),
             namelen: name.len() as c_uint,
@@ -1009,28 +1009,23 @@ pub unsafe fn lock_resource(
             xid: std::ptr::null_mut(),
             timeout: std::ptr::null_mut(),
         };
-        // SAFETY: sb lives until the wait is over; name is the caller's.
+        // SAFETY: sb lives as long as the lock's callbacks may come; name
+        // is the caller's.
         let r = unsafe { lock_on(Flavor::Threaded, &h, &args, true) };
-        forget_lksb(&h, sb.sb_lkid, Addr::of(&mut sb));
+        let status = sb.status();
+        let got = sb.lkid();
+        // A conversion leaves the lock, whatever its result; a new lock
+        // lives once granted.
+        resource::after_lock(sb, kept, r.is_ok() && (convert || status == 0));
         r?;
         // SAFETY: as above.
-        unsafe { ffi::put(lockid, sb.sb_lkid as c_int) };
-        ffi::set_errno(sb.sb_status);
-        if sb.sb_status != 0 {
-            return Err(sb.sb_status);
+        unsafe { ffi::put(lockid, got as c_int) };
+        ffi::set_errno(status);
+        if status != 0 {
+            return Err(status);
         }
         Ok(0)
     })
-}
-
-/// A lock's sink must not keep pointing at a status block on our stack.
-fn forget_lksb(h: &Handle, lkid: u32, lksb: Addr) {
-    if let Some(s) = h.shared.find(lkid) {
-        let mut s = sink::lock(&s);
-        if s.lksb == lksb {
-            s.lksb = Addr(0);
-        }
-    }
 }
 
 /// `unlock_resource`: a waiting unlock on the default lockspace; 0 when
@@ -1039,29 +1034,26 @@ fn forget_lksb(h: &Handle, lkid: u32, lksb: Addr) {
 pub fn unlock_resource(lockid: c_int) -> c_int {
     guard(-1, || {
         let (_, h) = registry::default_handle().ok_or(libc::ENOTCONN)?;
-        let mut sb = DlmLksb {
-            sb_status: 0,
-            sb_lkid: 0,
-            sb_flags: 0,
-            sb_lvbptr: std::ptr::null_mut(),
-        };
-        // SAFETY: sb lives until the wait is over.
+        // Not on this stack: see `resource`.
+        let (mut sb, kept) = resource::take(lockid as u32);
+        // SAFETY: sb lives as long as the lock's callbacks may come.
         let r = unsafe {
             unlock_on(
                 Flavor::Threaded,
                 &h,
                 lockid as u32,
                 0,
-                &mut sb,
+                sb.ptr(),
                 std::ptr::null_mut(),
                 true,
             )
         };
-        forget_lksb(&h, lockid as u32, Addr::of(&mut sb));
+        let status = sb.status();
+        resource::after_unlock(sb, kept, lockid as u32, r.is_ok());
         r?;
-        ffi::set_errno(sb.sb_status);
-        if sb.sb_status != EUNLOCK {
-            return Err(sb.sb_status);
+        ffi::set_errno(status);
+        if status != EUNLOCK {
+            return Err(status);
         }
         Ok(0)
     })

@@ -57,6 +57,7 @@ mod direct;
 mod ffi;
 pub mod recovery;
 mod registry;
+mod resource;
 mod seam;
 mod sink;
 
