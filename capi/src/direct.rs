@@ -32,6 +32,7 @@
 //! hand-off per operation, as it does in libdlm.
 #![allow(unsafe_code)]
 
+use std::cell::UnsafeCell;
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::raw::{c_int, c_void};
@@ -106,6 +107,26 @@ pub(crate) struct Direct {
     woken: AtomicBool,
     /// The AST thread (`pthread_self()`), 0 for none.
     ast_tid: AtomicU64,
+    /// The requests of a waiting call that became the reader
+    /// ([`Role::Own`]), by [`Solo`]: filled in place, every field each
+    /// time, so that no call zeroes a request of its own. Only the thread
+    /// that holds `reader` touches them, and only until its `write()` has
+    /// returned (the kernel has copied the request by then).
+    solo: [UnsafeCell<LockWrite>; 2],
+}
+
+// SAFETY: every field but `solo` is Sync. `solo` is touched only by the
+// thread that moved `reader` from 0 to its own id (`claim`, a SeqCst
+// compare-exchange) and before it stores 0 there again (`release`, a
+// SeqCst store): one thread at a time, each seeing the last one's writes,
+// as under a mutex.
+unsafe impl Sync for Direct {}
+
+/// Which of [`Direct::solo`]'s requests.
+#[derive(Clone, Copy)]
+enum Solo {
+    Lock = 0,
+    Unlock = 1,
 }
 
 #[derive(Debug)]
@@ -205,9 +226,11 @@ pub(crate) struct Op<'a> {
     pub(crate) timeout_cs: u64,
 }
 
-/// Fill `w`, a new `Command::Lock` request, with lock call `op` (`wait`:
-/// a waiting call's, whose completion routine is [`wait_mark`]). Filled in
-/// place, in the caller's frame: a request returned by value is copied.
+/// Fill `w`, a `Command::Lock` request, with lock call `op` (`wait`: a
+/// waiting call's, whose completion routine is [`wait_mark`]). Every field
+/// a lock call sets is written, so that `w` may be a reused one (the
+/// reader's, [`Direct::solo`]); filled in place, in the caller's frame or
+/// there: a request returned by value is copied.
 #[inline(always)]
 fn lock_write(w: &mut LockWrite, op: &Op<'_>, wait: bool) -> R<()> {
     w.set_mode(op.mode);
@@ -222,16 +245,31 @@ fn lock_write(w: &mut LockWrite, op: &Op<'_>, wait: bool) -> R<()> {
         // SAFETY: lksb is valid by the caller's contract (checked
         // non-NULL).
         w.set_lkid(unsafe { ffi::lkid(op.lksb) });
-        if op.flags & LKF_VALBLK != 0 {
-            // SAFETY: as above; VALBLK with a value block was checked.
-            if let Some(v) = unsafe { ffi::lvb(op.lksb) } {
-                w.set_lvb(&v);
-            }
+        // SAFETY: as above; VALBLK with a value block was checked.
+        match unsafe { ffi::lvb(op.lksb) }.filter(|_| op.flags & LKF_VALBLK != 0) {
+            Some(v) => w.set_lvb(&v),
+            None => w.set_lvb(&[0; DLM_LVB_LEN]),
         }
+        w.set_name(&[]).map_err(|e| e.raw())?;
     } else {
+        w.set_lkid(0);
+        w.set_lvb(&[0; DLM_LVB_LEN]);
         w.set_name(op.name).map_err(|e| e.raw())?;
     }
     Ok(())
+}
+
+/// Fill `w`, a `Command::Unlock` request, with an unlock or cancel (every
+/// field an unlock sets, as [`lock_write`]).
+#[inline(always)]
+fn unlock_write(w: &mut LockWrite, lkid: u32, flags: u32, lksb: Addr, astarg: u64) {
+    w.set_flags(flags);
+    w.set_lkid(lkid);
+    w.set_user_args(astarg, 0, 0, 0, lksb.0 as u64);
+    // The value block an unlock from PW/EX with VALBLK writes: the
+    // lksb's, or zeros (libdlm sends uninitialised stack bytes).
+    // SAFETY: lksb is valid by the caller's contract (non-NULL).
+    w.set_lvb(&unsafe { ffi::lvb(lksb) }.unwrap_or([0; DLM_LVB_LEN]));
 }
 
 /// The lock id of lock call `op` once its write returned `n`: the
@@ -286,6 +324,10 @@ impl Direct {
             ast_wants: AtomicBool::new(false),
             woken: AtomicBool::new(false),
             ast_tid: AtomicU64::new(0),
+            solo: [
+                UnsafeCell::new(LockWrite::new(Command::Lock, VERSION)),
+                UnsafeCell::new(LockWrite::new(Command::Unlock, VERSION)),
+            ],
         })
     }
 
@@ -516,19 +558,37 @@ impl Direct {
     /// since taking it in may run an AST that makes a nested waiting
     /// call, which must find this one's completion if it reads it.
     #[inline(always)]
-    fn write_wait(&self, w: &LockWrite, lksb: Addr, has_thread: bool) -> R<i64> {
+    fn write_wait(
+        &self,
+        kind: Solo,
+        lksb: Addr,
+        has_thread: bool,
+        fill: impl FnOnce(&mut LockWrite) -> R<()>,
+    ) -> R<i64> {
         let me = ffi::thread_self();
         let role = self.claim(me);
         if role == Role::Own {
-            let r = self.write_read_solo(w, lksb, has_thread, me);
+            // SAFETY: this thread holds `reader` (see `solo`) until the
+            // release below, and no other reference to the request lives
+            // past this call.
+            let w = unsafe { &mut *self.solo[kind as usize].get() };
+            let r = fill(w).and_then(|()| self.write_read_solo(w, lksb, has_thread, me));
             self.release();
             return r;
         }
+        let mut w = LockWrite::new(
+            match kind {
+                Solo::Lock => Command::Lock,
+                Solo::Unlock => Command::Unlock,
+            },
+            VERSION,
+        );
+        fill(&mut w)?;
         let depth = self.depth.load(Relaxed);
         if role == Role::Other || depth >= NEST {
-            return self.write_wait_other(w, lksb, role, has_thread, me);
+            return self.write_wait_other(&w, lksb, role, has_thread, me);
         }
-        let n = self.write(w)?;
+        let n = self.write(&w)?;
         self.own[depth].store(lksb.0, Relaxed);
         self.depth.store(depth + 1, Relaxed);
         self.read_own(lksb, depth, self.inline(has_thread, me))
@@ -731,21 +791,22 @@ impl Direct {
     pub(crate) fn lock(&self, h: &Arc<Handle>, op: &Op<'_>, wait: bool) -> R<()> {
         let has_thread = h.seam.has_thread();
         let convert = op.flags & LKF_CONVERT != 0;
-        let mut w = LockWrite::new(Command::Lock, VERSION);
-        lock_write(&mut w, op, wait)?;
         let timer = (op.timeout_cs > 0).then(|| self.timer_arm(op.lksb));
         let orphan = !convert && op.flags & LKF_ORPHAN != 0;
         let r = if wait && !orphan {
-            self.write_wait(&w, op.lksb, has_thread)
+            self.write_wait(Solo::Lock, op.lksb, has_thread, |w| lock_write(w, op, wait))
         } else {
-            if !orphan {
-                self.async_begin(has_thread);
-            }
-            let r = self.write(&w);
-            if r.is_err() && !orphan {
-                self.interest.fetch_sub(1, SeqCst);
-            }
-            r
+            let mut w = LockWrite::new(Command::Lock, VERSION);
+            lock_write(&mut w, op, wait).and_then(|()| {
+                if !orphan {
+                    self.async_begin(has_thread);
+                }
+                let r = self.write(&w);
+                if r.is_err() && !orphan {
+                    self.interest.fetch_sub(1, SeqCst);
+                }
+                r
+            })
         };
         let n = match r {
             Ok(n) => n,
@@ -782,9 +843,7 @@ impl Direct {
     /// are done. Its result as the call returns it.
     #[inline(always)]
     pub(crate) fn lock_wait(&self, has_thread: bool, op: &Op<'_>) -> R<()> {
-        let mut w = LockWrite::new(Command::Lock, VERSION);
-        lock_write(&mut w, op, true)?;
-        let n = self.write_wait(&w, op.lksb, has_thread)?;
+        let n = self.write_wait(Solo::Lock, op.lksb, has_thread, |w| lock_write(w, op, true))?;
         if op.bast != 0 || self.nbasts.load(SeqCst) > 0 {
             self.note_bast(op_lkid(op, n), op.bast != 0, has_thread);
         }
@@ -803,20 +862,15 @@ impl Direct {
         wait: bool,
     ) -> R<()> {
         let has_thread = h.seam.has_thread();
-        let mut w = LockWrite::new(Command::Unlock, VERSION);
-        w.set_flags(flags);
-        w.set_lkid(lkid);
-        w.set_user_args(if wait { 0 } else { astarg }, 0, 0, 0, lksb.0 as u64);
-        // The value block an unlock from PW/EX with VALBLK writes: the
-        // lksb's, or zeros (libdlm sends uninitialised stack bytes).
-        // SAFETY: lksb is valid by the caller's contract (non-NULL).
-        if let Some(v) = unsafe { ffi::lvb(lksb) } {
-            w.set_lvb(&v);
-        }
         if wait {
-            self.write_wait(&w, lksb, has_thread)?;
+            self.write_wait(Solo::Unlock, lksb, has_thread, |w| {
+                unlock_write(w, lkid, flags, lksb, 0);
+                Ok(())
+            })?;
             return Ok(());
         }
+        let mut w = LockWrite::new(Command::Unlock, VERSION);
+        unlock_write(&mut w, lkid, flags, lksb, astarg);
         let counts = flags & LKF_CANCEL == 0;
         if counts {
             self.async_begin(has_thread);
