@@ -287,7 +287,10 @@ pub unsafe fn ls_lock_wait(
         let sb = Addr::of(lksb);
         // SAFETY: lksb is non-NULL and valid by the caller's contract.
         unsafe { check_lock(sb, lflags, name, namelen) }?;
-        let mode = LockMode::try_from(mode).map_err(|e| e.raw())?;
+        // LockMode::try_from's check, without building the mode.
+        if mode > LockMode::Ex as u32 {
+            return Err(libc::EINVAL);
+        }
         let op = direct::Op {
             mode: mode as u8,
             flags: lflags.bits(),

@@ -321,10 +321,48 @@ pub(crate) fn at_fork(prepare: extern "C" fn(), parent: extern "C" fn(), child: 
     });
 }
 
-/// The calling thread, as a number (pthread_self(); no thread-local
-/// storage, see [`spawn`]).
+/// The calling thread, as a number: `pthread_self()` (no thread-local
+/// storage, see [`spawn`]). On x86-64 Linux it is read from the thread
+/// pointer itself, one load instead of a call: the x86-64 TLS ABI puts the
+/// thread control block's own address at `%fs:0`, and that address is the
+/// `pthread_t` of glibc and musl (`thread_self_is_pthread_self` checks it).
 #[inline(always)]
 pub(crate) fn thread_self() -> u64 {
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    {
+        let t: u64;
+        // SAFETY: a load from the calling thread's own control block,
+        // which every thread has for its whole life; it writes nothing.
+        unsafe {
+            std::arch::asm!(
+                "mov {}, qword ptr fs:[0]",
+                out(reg) t,
+                options(nostack, readonly, preserves_flags, pure)
+            )
+        };
+        t
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
     // SAFETY: pthread_self() has no preconditions.
-    unsafe { libc::pthread_self() as u64 }
+    unsafe {
+        libc::pthread_self() as u64
+    }
+}
+
+#[cfg(test)]
+mod thread_tests {
+    #[test]
+    fn thread_self_is_pthread_self() {
+        let check = || {
+            // SAFETY: pthread_self() has no preconditions.
+            let p = unsafe { libc::pthread_self() } as u64;
+            assert_eq!(super::thread_self(), p);
+            p
+        };
+        let main = check();
+        let others: Vec<u64> = (0..4)
+            .map(|_| std::thread::spawn(check).join().expect("a thread"))
+            .collect();
+        assert!(others.iter().all(|&t| t != main));
+    }
 }

@@ -238,3 +238,24 @@ fn malformed_results_are_eproto() {
     );
     assert_eq!(decode_version(&encode_version()), Ok(VERSION));
 }
+
+#[test]
+fn names_of_every_length_are_sent_whole_and_alone() {
+    let long: Vec<u8> = (1..=64).collect();
+    for n in 0..=64 {
+        let mut w = LockWrite::new(Command::Lock, VERSION);
+        // A longer name first: a request filled again sends only the new
+        // name's bytes.
+        w.set_name(&[0xee; 64]).unwrap();
+        w.set_name(&long[..n]).unwrap();
+        let b = w.as_bytes();
+        assert_eq!(b.len(), WRITE_REQUEST_SIZE + n, "length {n}");
+        assert_eq!(&b[WRITE_REQUEST_SIZE..], &long[..n], "name of length {n}");
+        match decode_write(b).unwrap().request {
+            Request::Lock(d) => assert_eq!(d.name(), &long[..n]),
+            other => panic!("{other:?}"),
+        }
+    }
+    let mut w = LockWrite::new(Command::Lock, VERSION);
+    assert!(w.set_name(&[b'x'; 65]).is_err());
+}

@@ -313,7 +313,7 @@ impl LockWrite {
             return Err(Errno::EINVAL);
         }
         self.w.buf[LP_NAMELEN] = name.len() as u8;
-        self.w.buf[LP_NAME..LP_NAME + name.len()].copy_from_slice(name);
+        copy_short(&mut self.w.buf[LP_NAME..LP_NAME + name.len()], name);
         self.w.len = WRITE_REQUEST_SIZE + name.len();
         Ok(())
     }
@@ -333,6 +333,34 @@ impl LockWrite {
     #[inline]
     pub fn as_bytes(&self) -> &[u8] {
         self.w.as_bytes()
+    }
+}
+
+/// `dst.copy_from_slice(src)`, inline for up to 16 bytes (two copies that
+/// may overlap, or three single bytes): most resource names are short,
+/// and a call to `memcpy` costs more than such a copy.
+#[inline(always)]
+fn copy_short(dst: &mut [u8], src: &[u8]) {
+    let n = src.len();
+    if dst.len() != n {
+        return dst.copy_from_slice(src);
+    }
+    match n {
+        0 => {}
+        1..=3 => {
+            dst[0] = src[0];
+            dst[n / 2] = src[n / 2];
+            dst[n - 1] = src[n - 1];
+        }
+        4..=7 => {
+            dst[..4].copy_from_slice(&src[..4]);
+            dst[n - 4..].copy_from_slice(&src[n - 4..]);
+        }
+        8..=16 => {
+            dst[..8].copy_from_slice(&src[..8]);
+            dst[n - 8..].copy_from_slice(&src[n - 8..]);
+        }
+        _ => dst.copy_from_slice(src),
     }
 }
 
