@@ -261,28 +261,32 @@ pub unsafe fn ls_lock_wait(
     range: *mut c_void,
 ) -> c_int {
     guard(-1, || {
-        let h = registry::call(ls).ok_or(libc::EINVAL)?;
+        let args = || LockArgs {
+            mode,
+            lksb,
+            flags,
+            name,
+            namelen,
+            astaddr: None,
+            astarg: bastarg,
+            bastaddr,
+            range,
+            xid: std::ptr::null_mut(),
+            timeout: std::ptr::null_mut(),
+        };
+        // A handle without a fast slot: the general path, from the table.
+        let Some(h) = registry::fast_call(ls) else {
+            // SAFETY: the caller's contract, passed on.
+            return unsafe { lock_wait_general(flavor, ls, &args()) };
+        };
         let lflags = LockFlags::from_bits_retain(flags & !LKF_WAIT) - LockFlags::TIMEOUT;
         // A range (ENOSYS), no lksb (EINVAL) and the adoption of an
         // orphan are the general path's.
         let adopts = lflags.contains(LockFlags::ORPHAN) && !lflags.contains(LockFlags::CONVERT);
         let flat = range.is_null() && !lksb.is_null() && !adopts;
         let Some(d) = h.direct().filter(|_| flat) else {
-            let args = LockArgs {
-                mode,
-                lksb,
-                flags,
-                name,
-                namelen,
-                astaddr: None,
-                astarg: bastarg,
-                bastaddr,
-                range,
-                xid: std::ptr::null_mut(),
-                timeout: std::ptr::null_mut(),
-            };
             // SAFETY: the caller's contract, passed on.
-            return unsafe { lock_on(flavor, &h.arc(), &args, true) };
+            return unsafe { lock_on(flavor, &h.arc(), &args(), true) };
         };
         let sb = Addr::of(lksb);
         // SAFETY: lksb is non-NULL and valid by the caller's contract.
@@ -306,6 +310,18 @@ pub unsafe fn ls_lock_wait(
         // SAFETY: as above.
         wait_result(flavor, unsafe { ffi::status(sb) })
     })
+}
+
+/// [`ls_lock_wait`] on a handle without a fast slot (the table's).
+///
+/// # Safety
+/// As [`ls_lock`].
+#[cold]
+#[inline(never)]
+unsafe fn lock_wait_general(flavor: Flavor, ls: *mut c_void, args: &LockArgs) -> R<c_int> {
+    let h = registry::get(ls).ok_or(libc::EINVAL)?;
+    // SAFETY: the caller's contract, passed on.
+    unsafe { lock_on(flavor, &h, args, true) }
 }
 
 /// `dlm_lock` and `dlm_lock_wait`: on the default lockspace, opened or
@@ -738,10 +754,29 @@ pub unsafe fn ls_unlock_wait(
     flags: u32,
     lksb: *mut DlmLksb,
 ) -> c_int {
-    // SAFETY: the caller's contract, passed on.
-    guard(-1, || unsafe {
-        unlock_ls(flavor, ls, lkid, flags, lksb, std::ptr::null_mut(), true)
+    guard(-1, || match registry::fast_call(ls) {
+        // SAFETY: the caller's contract, passed on.
+        Some(h) => unsafe { unlock_on(flavor, &h, lkid, flags, lksb, std::ptr::null_mut(), true) },
+        // SAFETY: as above.
+        None => unsafe { unlock_wait_general(flavor, ls, lkid, flags, lksb) },
     })
+}
+
+/// [`ls_unlock_wait`] on a handle without a fast slot (the table's).
+///
+/// # Safety
+/// As [`ls_unlock`].
+#[cold]
+#[inline(never)]
+unsafe fn unlock_wait_general(
+    flavor: Flavor,
+    ls: *mut c_void,
+    lkid: u32,
+    flags: u32,
+    lksb: *mut DlmLksb,
+) -> R<c_int> {
+    // SAFETY: the caller's contract, passed on.
+    unsafe { unlock_ls(flavor, ls, lkid, flags, lksb, std::ptr::null_mut(), true) }
 }
 
 /// An unlock or cancel on the handle `ls` names (`ENOTCONN` for NULL).

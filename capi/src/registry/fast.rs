@@ -131,10 +131,58 @@ pub(super) fn fast_add(h: &Arc<Handle>) -> Option<usize> {
     SLOTS.iter().position(|s| s.fill(h))
 }
 
+/// A call counted in its handle's fast slot: the handle stays while it
+/// lives; dropping it takes the call out again.
+pub(crate) struct FastCall {
+    slot: &'static Slot,
+    h: NonNull<Handle>,
+}
+
+impl Deref for FastCall {
+    type Target = Handle;
+    #[inline(always)]
+    fn deref(&self) -> &Handle {
+        // SAFETY: the slot holds a reference to this handle until the
+        // last call counted in it leaves, and this one has not.
+        unsafe { self.h.as_ref() }
+    }
+}
+
+impl Drop for FastCall {
+    #[inline(always)]
+    fn drop(&mut self) {
+        self.slot.leave();
+    }
+}
+
+impl FastCall {
+    /// The handle as a reference of its own, for what keeps it past the
+    /// call (the general path's timers), without looking it up again.
+    pub(crate) fn arc(&self) -> Arc<Handle> {
+        // SAFETY: h is the pointer fill() got from Arc::into_raw, whose
+        // reference the slot keeps while this call is counted in: one
+        // more strong count, owned by the Arc.
+        unsafe {
+            Arc::increment_strong_count(self.h.as_ptr());
+            Arc::from_raw(self.h.as_ptr())
+        }
+    }
+}
+
+/// The handle `key` names, for the length of one call, if it is open and
+/// has a fast slot.
+#[inline(always)]
+pub(crate) fn fast_call(key: *mut c_void) -> Option<FastCall> {
+    let h = NonNull::new(key.cast::<Handle>())?;
+    let k = h.as_ptr() as usize;
+    let slot = SLOTS.iter().find(|s| s.enter(k))?;
+    Some(FastCall { slot, h })
+}
+
 /// The handle of one call, found by [`call`].
 pub(crate) enum Call {
     /// In its fast slot, which the call is counted in.
-    Fast(&'static Slot, NonNull<Handle>),
+    Fast(FastCall),
     /// From the table.
     Shared(Arc<Handle>),
 }
@@ -144,52 +192,20 @@ impl Deref for Call {
     #[inline(always)]
     fn deref(&self) -> &Handle {
         match self {
-            // SAFETY: the slot holds a reference to this handle until the
-            // last call counted in it leaves, and this one has not.
-            Call::Fast(_, h) => unsafe { h.as_ref() },
+            Call::Fast(c) => c,
             Call::Shared(h) => h,
         }
     }
 }
 
-impl Drop for Call {
-    #[inline(always)]
-    fn drop(&mut self) {
-        if let Call::Fast(s, _) = self {
-            s.leave();
-        }
-    }
-}
-
 /// The handle `key` names, if it is open, for the length of one call: as
-/// [`get`], but from its fast slot if it has one.
+/// [`get`](super::get), but from its fast slot if it has one.
 #[inline(always)]
 pub(crate) fn call(key: *mut c_void) -> Option<Call> {
-    let h = NonNull::new(key.cast::<Handle>())?;
-    let k = h.as_ptr() as usize;
-    if let Some(s) = SLOTS.iter().find(|s| s.enter(k)) {
-        return Some(Call::Fast(s, h));
+    if let Some(c) = fast_call(key) {
+        return Some(Call::Fast(c));
     }
     super::get(key).map(Call::Shared)
-}
-
-impl Call {
-    /// The handle as a reference of its own, for what keeps it past the
-    /// call (the general path's timers), without looking it up again.
-    pub(crate) fn arc(&self) -> Arc<Handle> {
-        match self {
-            Call::Fast(_, h) => {
-                // SAFETY: h is the pointer fill() got from Arc::into_raw,
-                // whose reference the slot keeps while this call is
-                // counted in: one more strong count, owned by the Arc.
-                unsafe {
-                    Arc::increment_strong_count(h.as_ptr());
-                    Arc::from_raw(h.as_ptr())
-                }
-            }
-            Call::Shared(h) => h.clone(),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use crate::seam::{Dispatchable, Seam};
 use crate::sink::Shared;
 
 mod fast;
-pub(crate) use fast::call;
+pub(crate) use fast::{call, fast_call};
 use fast::{fast_add, SLOTS};
 
 /// An open lockspace handle.
