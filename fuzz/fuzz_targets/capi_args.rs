@@ -345,6 +345,8 @@ struct Run {
     default_used: bool,
     /// Lockspaces closed, not released: released at the end.
     late_release: Vec<Vec<u8>>,
+    /// Lockspaces released by the input, which may stay (see `cleanup`).
+    released: Vec<Vec<u8>>,
     /// The longest LKF_TIMEOUT timeout given, in centiseconds: the
     /// library's timer thread for it sleeps that long.
     timer_cs: u64,
@@ -1036,7 +1038,9 @@ impl Run {
             if let Some(i) = self.mine.iter().position(|(m, _)| *m == k) {
                 let (_, name) = self.mine.swap_remove(i);
                 self.closed.push(k);
-                if !release {
+                if release {
+                    self.released.push(name);
+                } else {
                     // Closed, not released: release it at the end (the
                     // lockspace stays until its creations are released).
                     self.late_release.push(name);
@@ -1308,6 +1312,7 @@ fuzz_target!(|data: &[u8]| {
         default_used: false,
         name: [0; 100],
         late_release: Vec::new(),
+        released: Vec::new(),
         timer_cs: 0,
     };
     for i in 0..NLKSB {
@@ -1360,6 +1365,30 @@ fn cleanup(run: &mut Run) {
     }
     if run.default_used && !run.lite {
         let _ = dlm_pthread_cleanup();
+    }
+    // A lock requested with LKF_FORCEUNLOCK among its flags outlives the
+    // handle that took it: closing the handle force-unlocks its locks, and
+    // the DLM refuses that one, as the kernel's clear_proc_locks() is
+    // refused (EBUSY). Its lockspace's release without force then fails
+    // (EBUSY, which dlm_release_lockspace() does not report, as libdlm's
+    // does not). Such locks, and only such, may be left in a lockspace
+    // the input released: release it again, with force.
+    for name in std::mem::take(&mut run.released) {
+        let Ok(n) = dlm::LockspaceName::new(&name[..]) else {
+            continue;
+        };
+        let Ok(locks) = g.dlm.locks(&n) else {
+            continue;
+        };
+        let stray: Vec<_> = locks
+            .iter()
+            .filter(|l| !(l.orphan && l.flags & FORCEUNLOCK != 0))
+            .collect();
+        assert!(
+            stray.is_empty(),
+            "locks left in the released lockspace {n} after the input: {stray:?}"
+        );
+        run.late_release.push(name);
     }
     // Closed (not released) lockspaces: join each again, and release.
     for name in std::mem::take(&mut run.late_release) {
