@@ -306,7 +306,7 @@ pub unsafe fn ls_lock_wait(
             bast: bastaddr.map_or(0, |f| f as usize as u64),
             timeout_cs: 0,
         };
-        d.lock_wait(h.seam.has_thread(), &op)?;
+        d.lock_wait(has_thread(flavor, &h), &op)?;
         // SAFETY: as above.
         wait_result(flavor, unsafe { ffi::status(sb) })
     })
@@ -619,6 +619,13 @@ unsafe fn lock_direct(
     wait_result(flavor, unsafe { ffi::status(op.lksb) })
 }
 
+/// Whether `h` has an AST thread: never in the lite library, which has
+/// no call that starts one (known at compile time there).
+#[inline(always)]
+fn has_thread(flavor: Flavor, h: &Handle) -> bool {
+    flavor == Flavor::Threaded && h.seam.has_thread()
+}
+
 /// Whether a waiting call on `h` reads its completion on this thread:
 /// always in the lite library; in the threaded one when no AST thread
 /// runs (libdlm would wait forever), or on the AST thread itself.
@@ -844,7 +851,14 @@ unsafe fn unlock_on(
     // SAFETY: non-NULL, valid by the caller's contract.
     unsafe { ffi::set_status(lksb, EINPROG) };
     if let Some(d) = h.direct() {
-        d.unlock(h, lkid, lflags.bits(), lksb, astarg as usize as u64, wait)?;
+        d.unlock(
+            has_thread(flavor, h),
+            lkid,
+            lflags.bits(),
+            lksb,
+            astarg as usize as u64,
+            wait,
+        )?;
         if !wait {
             return Ok(0);
         }

@@ -53,6 +53,10 @@ const LKF_CONVERT: u32 = dlm_proto::flags::LockFlags::CONVERT.bits();
 const LKF_CANCEL: u32 = dlm_proto::flags::LockFlags::CANCEL.bits();
 const LKF_ORPHAN: u32 = dlm_proto::flags::LockFlags::ORPHAN.bits();
 const LKF_VALBLK: u32 = dlm_proto::flags::LockFlags::VALBLK.bits();
+/// In [`Direct::wants`]: one waiting call of a thread that is not the
+/// reader (counted in twos), and the AST thread waiting for the reader.
+const WAITER: usize = 2;
+const AST_WANTS: usize = 1;
 /// How deep waiting calls nest on the reading thread (an AST that waits,
 /// from a wait) before the rest register as other threads' do.
 const NEST: usize = 8;
@@ -84,7 +88,10 @@ pub(crate) struct Direct {
     depth: AtomicUsize,
     /// Waiting calls of threads that are not the reader.
     waits: Mutex<Vec<(usize, bool)>>,
-    nwaits: AtomicUsize,
+    /// Who waits for the reader to go, in one word so that the reader's
+    /// release reads one: [`WAITER`] for each of `waits`, and [`AST_WANTS`]
+    /// while the AST thread waits for the reader to finish.
+    wants: AtomicUsize,
     cv: Condvar,
     /// Asynchronous operations in flight (their completions are the AST
     /// thread's to run).
@@ -100,8 +107,6 @@ pub(crate) struct Direct {
     ndue: AtomicUsize,
     /// Wakes the AST thread.
     wake: OwnedFd,
-    /// The AST thread waits for the reader to finish.
-    ast_wants: AtomicBool,
     /// The AST thread's last wait saw the eventfd readable (only that
     /// thread touches this).
     woken: AtomicBool,
@@ -269,7 +274,10 @@ fn unlock_write(w: &mut LockWrite, lkid: u32, flags: u32, lksb: Addr, astarg: u6
     // The value block an unlock from PW/EX with VALBLK writes: the
     // lksb's, or zeros (libdlm sends uninitialised stack bytes).
     // SAFETY: lksb is valid by the caller's contract (non-NULL).
-    w.set_lvb(&unsafe { ffi::lvb(lksb) }.unwrap_or([0; DLM_LVB_LEN]));
+    match unsafe { ffi::lvb(lksb) } {
+        Some(v) => w.set_lvb(&v),
+        None => w.set_lvb(&[0; DLM_LVB_LEN]),
+    }
 }
 
 /// The lock id of lock call `op` once its write returned `n`: the
@@ -311,7 +319,7 @@ impl Direct {
             own: Default::default(),
             depth: AtomicUsize::new(0),
             waits: Mutex::new(Vec::new()),
-            nwaits: AtomicUsize::new(0),
+            wants: AtomicUsize::new(0),
             cv: Condvar::new(),
             interest: AtomicIsize::new(0),
             basts: Mutex::new(Vec::new()),
@@ -321,7 +329,6 @@ impl Direct {
             due: Mutex::new(VecDeque::new()),
             ndue: AtomicUsize::new(0),
             wake,
-            ast_wants: AtomicBool::new(false),
             woken: AtomicBool::new(false),
             ast_tid: AtomicU64::new(0),
             solo: [
@@ -391,10 +398,16 @@ impl Direct {
         }
     }
 
+    /// Whether threads other than the reader have waiting calls.
+    #[inline(always)]
+    fn waiters(&self) -> bool {
+        self.wants.load(SeqCst) >= WAITER
+    }
+
     #[inline(always)]
     fn release(&self) {
         self.reader.store(0, SeqCst);
-        if self.nwaits.load(SeqCst) > 0 || self.ast_wants.load(SeqCst) {
+        if self.wants.load(SeqCst) != 0 {
             self.release_wake();
         }
     }
@@ -404,11 +417,13 @@ impl Direct {
     #[cold]
     #[inline(never)]
     fn release_wake(&self) {
-        if self.nwaits.load(SeqCst) > 0 {
+        if self.waiters() {
             let _g = lock(&self.waits);
             self.cv.notify_all();
         }
-        if self.ast_wants.load(SeqCst) && self.ast_wants.swap(false, SeqCst) {
+        if self.wants.load(SeqCst) & AST_WANTS != 0
+            && self.wants.fetch_and(!AST_WANTS, SeqCst) & AST_WANTS != 0
+        {
             self.wake_ast();
         }
     }
@@ -448,7 +463,7 @@ impl Direct {
                     return;
                 }
             }
-            if self.nwaits.load(SeqCst) > 0 && self.take_registered(v, lksb, status) {
+            if self.waiters() && self.take_registered(v, lksb, status) {
                 return;
             }
             self.interest.fetch_sub(1, SeqCst);
@@ -682,7 +697,7 @@ impl Direct {
         {
             let mut g = lock(&self.waits);
             g.push((lksb.0, false));
-            self.nwaits.fetch_add(1, SeqCst);
+            self.wants.fetch_add(WAITER, SeqCst);
         }
         let r = self
             .write(w)
@@ -691,7 +706,7 @@ impl Direct {
         if let Some(i) = g.iter().position(|e| e.0 == lksb.0) {
             g.swap_remove(i);
         }
-        self.nwaits.fetch_sub(1, SeqCst);
+        self.wants.fetch_sub(WAITER, SeqCst);
         r
     }
 
@@ -850,18 +865,18 @@ impl Direct {
         Ok(())
     }
 
-    /// An unlock or cancel (`wait`: a waiting call).
+    /// An unlock or cancel (`wait`: a waiting call; `has_thread`: the
+    /// handle has an AST thread).
     #[inline]
     pub(crate) fn unlock(
         &self,
-        h: &Handle,
+        has_thread: bool,
         lkid: u32,
         flags: u32,
         lksb: Addr,
         astarg: u64,
         wait: bool,
     ) -> R<()> {
-        let has_thread = h.seam.has_thread();
         if wait {
             self.write_wait(Solo::Unlock, lksb, has_thread, |w| {
                 unlock_write(w, lkid, flags, lksb, 0);
@@ -961,10 +976,10 @@ impl Direct {
         }
         if let Ok(mut w) = self.waits.try_lock() {
             w.clear();
-            self.nwaits.store(0, SeqCst);
+            self.wants.store(0, SeqCst);
         }
         self.ast_tid.store(0, SeqCst);
-        self.ast_wants.store(false, SeqCst);
+        self.wants.fetch_and(!AST_WANTS, SeqCst);
     }
 
     /// The AST thread starts (`tid`) or stops (0).
@@ -988,7 +1003,7 @@ impl Direct {
             if self.reader.load(SeqCst) == 0 {
                 n = 3;
             } else {
-                self.ast_wants.store(true, SeqCst);
+                self.wants.fetch_or(AST_WANTS, SeqCst);
                 if self.reader.load(SeqCst) == 0 {
                     return Ok(());
                 }
@@ -1013,7 +1028,7 @@ impl Direct {
         let me = ffi::thread_self();
         match self.claim(me) {
             Role::Other => {
-                self.ast_wants.store(true, SeqCst);
+                self.wants.fetch_or(AST_WANTS, SeqCst);
                 Ok(0)
             }
             role => {
