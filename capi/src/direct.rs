@@ -265,12 +265,14 @@ fn lock_write(w: &mut LockWrite, op: &Op<'_>, wait: bool) -> R<()> {
 }
 
 /// Fill `w`, a `Command::Unlock` request, with an unlock or cancel (every
-/// field an unlock sets, as [`lock_write`]).
+/// field an unlock sets, as [`lock_write`]; its AST addresses stay zero,
+/// as in a new request and in [`Direct::solo`]'s, which no lock call
+/// fills).
 #[inline(always)]
 fn unlock_write(w: &mut LockWrite, lkid: u32, flags: u32, lksb: Addr, astarg: u64) {
     w.set_flags(flags);
     w.set_lkid(lkid);
-    w.set_user_args(astarg, 0, 0, 0, lksb.0 as u64);
+    w.set_castparam_lksb(astarg, lksb.0 as u64);
     // The value block an unlock from PW/EX with VALBLK writes: the
     // lksb's, or zeros (libdlm sends uninitialised stack bytes).
     // SAFETY: lksb is valid by the caller's contract (non-NULL).

@@ -299,6 +299,16 @@ impl LockWrite {
         put_u64(b, LP_LKSB, lksb);
     }
 
+    /// Of [`set_user_args`](Self::set_user_args), only the completion
+    /// parameter and the status block address (an unlock's: it sends no
+    /// AST addresses, which stay as they were, zero in a new request).
+    #[inline]
+    pub fn set_castparam_lksb(&mut self, castparam: u64, lksb: u64) {
+        let b = &mut self.w.buf;
+        put_u64(b, LP_CASTPARAM, castparam);
+        put_u64(b, LP_LKSB, lksb);
+    }
+
     /// The value block (written by conversions and unlocks from PW/EX).
     #[inline]
     pub fn set_lvb(&mut self, lvb: &[u8; LVB_LEN]) {
