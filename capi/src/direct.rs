@@ -190,6 +190,16 @@ fn call(addr: u64, arg: u64) {
 type Buf = std::mem::MaybeUninit<[u8; RECORD_MAX]>;
 const RECORD_MAX: usize = RESULT_WITH_LVB_SIZE;
 
+/// The record `read()` wrote into `buf`, `n` bytes (at most
+/// [`RECORD_MAX`]), checked.
+#[inline(always)]
+fn view(buf: &Buf, n: usize) -> R<ResultView<'_>> {
+    // SAFETY: read() wrote the first n bytes of buf, n <= RECORD_MAX (the
+    // length it was given).
+    let bytes = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n) };
+    ResultView::parse(bytes).map_err(|e| e.raw())
+}
+
 /// Fill the status block the kernel echoed with a completion, as
 /// libdlm's dispatch does (positive status; the value block copied when
 /// the record carries one).
@@ -374,9 +384,7 @@ impl Direct {
         if n == 0 {
             return Ok(None);
         }
-        // SAFETY: read() wrote n (at most RECORD_MAX) bytes of buf.
-        let bytes = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n) };
-        ResultView::parse(bytes).map(Some).map_err(|e| e.raw())
+        view(buf, n).map(Some)
     }
 
     /// Read one record and take it in: whether there was one.
@@ -618,7 +626,9 @@ impl Direct {
     fn write_read_solo(&self, w: &LockWrite, lksb: Addr, has_thread: bool, me: u64) -> R<i64> {
         let n = self.write(w)?;
         let mut buf = Buf::uninit();
-        if let Some(v) = self.read_view(&mut buf)? {
+        let got = self.read_raw(&mut buf)?;
+        if got > 0 {
+            let v = view(&buf, got)?;
             if v.bast_mode() == 0
                 && v.user_lksb() as usize == lksb.0
                 && (self.ntimers.load(Relaxed) | self.nbasts.load(Relaxed)) == 0
@@ -626,35 +636,29 @@ impl Direct {
                 fill(&v, lksb.0, v.status().wrapping_neg());
                 return Ok(n);
             }
-            self.solo_slow(Some(&v), lksb, has_thread, me)?;
-        } else {
-            self.solo_slow(None, lksb, has_thread, me)?;
         }
+        self.solo_slow(&buf, got, lksb, has_thread, me)?;
         Ok(n)
     }
 
     /// The rest of a solo waiting call whose first read was not its
-    /// completion (`first`: the record it read, if any).
+    /// completion (`got`: the length of the record it read into `buf`,
+    /// 0 for none; parsed already). The record is parsed again here, so
+    /// that the common case keeps no view of it past its own test.
     #[cold]
     #[inline(never)]
-    fn solo_slow(
-        &self,
-        first: Option<&ResultView<'_>>,
-        lksb: Addr,
-        has_thread: bool,
-        me: u64,
-    ) -> R<()> {
+    fn solo_slow(&self, buf: &Buf, got: usize, lksb: Addr, has_thread: bool, me: u64) -> R<()> {
         let inline = self.inline(has_thread, me);
         self.own[0].store(lksb.0, Relaxed);
         self.depth.store(1, Relaxed);
-        match first {
-            Some(v) => self.take(v, inline),
-            None => {
-                if let Err(e) = self.poll(1000) {
-                    self.depth.store(0, Relaxed);
-                    return Err(e);
-                }
-            }
+        let first = if got > 0 {
+            view(buf, got).map(|v| self.take(&v, inline))
+        } else {
+            self.poll(1000)
+        };
+        if let Err(e) = first {
+            self.depth.store(0, Relaxed);
+            return Err(e);
         }
         self.read_own(lksb, 0, inline)
     }
