@@ -589,7 +589,7 @@ impl Direct {
         lksb: Addr,
         has_thread: bool,
         fill: impl FnOnce(&mut LockWrite) -> R<()>,
-    ) -> R<i64> {
+    ) -> R<()> {
         let me = ffi::thread_self();
         let role = self.claim(me);
         if role == Role::Own {
@@ -613,18 +613,17 @@ impl Direct {
         if role == Role::Other || depth >= NEST {
             return self.write_wait_other(&w, lksb, role, has_thread, me);
         }
-        let n = self.write(&w)?;
+        self.write(&w)?;
         self.own[depth].store(lksb.0, Relaxed);
         self.depth.store(depth + 1, Relaxed);
         self.read_own(lksb, depth, self.inline(has_thread, me))
-            .map(|()| n)
     }
 
     /// [`write_wait`](Self::write_wait) for a thread that has just
     /// become the reader (nothing in `own`).
     #[inline(always)]
-    fn write_read_solo(&self, w: &LockWrite, lksb: Addr, has_thread: bool, me: u64) -> R<i64> {
-        let n = self.write(w)?;
+    fn write_read_solo(&self, w: &LockWrite, lksb: Addr, has_thread: bool, me: u64) -> R<()> {
+        self.write(w)?;
         let mut buf = Buf::uninit();
         let got = self.read_raw(&mut buf)?;
         if got > 0 {
@@ -634,11 +633,10 @@ impl Direct {
                 && (self.ntimers.load(Relaxed) | self.nbasts.load(Relaxed)) == 0
             {
                 fill(&v, lksb.0, v.status().wrapping_neg());
-                return Ok(n);
+                return Ok(());
             }
         }
-        self.solo_slow(&buf, got, lksb, has_thread, me)?;
-        Ok(n)
+        self.solo_slow(&buf, got, lksb, has_thread, me)
     }
 
     /// The rest of a solo waiting call whose first read was not its
@@ -699,7 +697,7 @@ impl Direct {
         role: Role,
         has_thread: bool,
         me: u64,
-    ) -> R<i64> {
+    ) -> R<()> {
         {
             let mut g = lock(&self.waits);
             g.push((lksb.0, false));
@@ -707,7 +705,7 @@ impl Direct {
         }
         let r = self
             .write(w)
-            .and_then(|n| self.wait_registered(lksb, role, has_thread, me).map(|()| n));
+            .and_then(|_| self.wait_registered(lksb, role, has_thread, me));
         let mut g = lock(&self.waits);
         if let Some(i) = g.iter().position(|e| e.0 == lksb.0) {
             g.swap_remove(i);
@@ -814,8 +812,12 @@ impl Direct {
         let convert = op.flags & LKF_CONVERT != 0;
         let timer = (op.timeout_cs > 0).then(|| self.timer_arm(op.lksb));
         let orphan = !convert && op.flags & LKF_ORPHAN != 0;
+        // The lock id: the write's result (a new lock's), or, for a
+        // waiting call, the status block's once its completion is in.
         let r = if wait && !orphan {
             self.write_wait(Solo::Lock, op.lksb, has_thread, |w| lock_write(w, op, wait))
+                // SAFETY: lksb is valid by the caller's contract.
+                .map(|()| unsafe { ffi::lkid(op.lksb) })
         } else {
             let mut w = LockWrite::new(Command::Lock, VERSION);
             lock_write(&mut w, op, wait).and_then(|()| {
@@ -826,11 +828,11 @@ impl Direct {
                 if r.is_err() && !orphan {
                     self.interest.fetch_sub(1, SeqCst);
                 }
-                r
+                r.map(|n| op_lkid(op, n))
             })
         };
-        let n = match r {
-            Ok(n) => n,
+        let lkid = match r {
+            Ok(lkid) => lkid,
             Err(e) => {
                 if let Some(seq) = timer {
                     self.timer_cancel(op.lksb, seq);
@@ -838,7 +840,6 @@ impl Direct {
                 return Err(e);
             }
         };
-        let lkid = op_lkid(op, n);
         if !wait || orphan {
             // SAFETY: as above.
             unsafe { ffi::set_lkid(op.lksb, lkid) };
@@ -864,9 +865,11 @@ impl Direct {
     /// are done. Its result as the call returns it.
     #[inline(always)]
     pub(crate) fn lock_wait(&self, has_thread: bool, op: &Op<'_>) -> R<()> {
-        let n = self.write_wait(Solo::Lock, op.lksb, has_thread, |w| lock_write(w, op, true))?;
+        self.write_wait(Solo::Lock, op.lksb, has_thread, |w| lock_write(w, op, true))?;
         if op.bast != 0 || self.nbasts.load(SeqCst) > 0 {
-            self.note_bast(op_lkid(op, n), op.bast != 0, has_thread);
+            // SAFETY: lksb is valid by the caller's contract; its
+            // completion, in, gave it the lock's id.
+            self.note_bast(unsafe { ffi::lkid(op.lksb) }, op.bast != 0, has_thread);
         }
         Ok(())
     }
