@@ -46,6 +46,14 @@ fn guard<T>(fail: T, f: impl FnOnce() -> R<T>) -> T {
     }
 }
 
+/// `EINVAL`, out of line: the waiting calls' checks return it from a
+/// cold path, so that the common one does not set up the error first.
+#[cold]
+#[inline(never)]
+fn einval() -> c_int {
+    libc::EINVAL
+}
+
 fn errno(e: dlm::Error) -> c_int {
     e.errno().raw()
 }
@@ -293,7 +301,7 @@ pub unsafe fn ls_lock_wait(
         unsafe { check_lock(sb, lflags, name, namelen) }?;
         // LockMode::try_from's check, without building the mode.
         if mode > LockMode::Ex as u32 {
-            return Err(libc::EINVAL);
+            return Err(einval());
         }
         let op = direct::Op {
             mode: mode as u8,
@@ -388,13 +396,13 @@ struct LockArgs {
 unsafe fn check_lock(lksb: Addr, lflags: LockFlags, name: *const c_void, namelen: c_uint) -> R<()> {
     // SAFETY: the caller's contract.
     if lflags.contains(LockFlags::VALBLK) && !unsafe { ffi::has_lvb(lksb) } {
-        return Err(libc::EINVAL);
+        return Err(einval());
     }
     let namelen = namelen as usize;
     if !lflags.contains(LockFlags::CONVERT)
         && (namelen > DLM_RESNAME_MAXLEN || (name.is_null() && namelen > 0))
     {
-        return Err(libc::EINVAL);
+        return Err(einval());
     }
     // SAFETY: as above.
     unsafe { ffi::set_status(lksb, EINPROG) };
@@ -844,7 +852,7 @@ unsafe fn unlock_on(
     wait: bool,
 ) -> R<c_int> {
     if lkid == 0 || lksb.is_null() {
-        return Err(libc::EINVAL);
+        return Err(einval());
     }
     let lksb = Addr::of(lksb);
     let lflags = LockFlags::from_bits_retain(flags & !LKF_WAIT);

@@ -102,6 +102,9 @@ pub(crate) struct Direct {
     /// Operations under a userspace timeout.
     timers: Mutex<Vec<Timer>>,
     ntimers: AtomicUsize,
+    /// `ntimers + nbasts`: whether a completion needs [`Direct::take_slow`],
+    /// in one word for the common case's test.
+    extra: AtomicUsize,
     /// ASTs a waiting call read for the AST thread to run.
     due: Mutex<VecDeque<Rec>>,
     ndue: AtomicUsize,
@@ -338,6 +341,7 @@ impl Direct {
             nbasts: AtomicUsize::new(0),
             timers: Mutex::new(Vec::new()),
             ntimers: AtomicUsize::new(0),
+            extra: AtomicUsize::new(0),
             due: Mutex::new(VecDeque::new()),
             ndue: AtomicUsize::new(0),
             wake,
@@ -408,6 +412,18 @@ impl Direct {
         }
     }
 
+    /// Set `ntimers` or `nbasts` (`c`, under its list's lock) to `n`,
+    /// and `extra` with it: the count it had.
+    fn set_count(&self, c: &AtomicUsize, n: usize) -> usize {
+        let was = c.swap(n, SeqCst);
+        if n > was {
+            self.extra.fetch_add(n - was, SeqCst);
+        } else if was > n {
+            self.extra.fetch_sub(was - n, SeqCst);
+        }
+        was
+    }
+
     /// Whether threads other than the reader have waiting calls.
     #[inline(always)]
     fn waiters(&self) -> bool {
@@ -459,7 +475,7 @@ impl Direct {
         let mut status = v.status().wrapping_neg();
         let lksb = v.user_lksb() as usize;
         if !bast {
-            if (self.ntimers.load(Relaxed) | self.nbasts.load(Relaxed)) != 0 {
+            if self.extra.load(Relaxed) != 0 {
                 status = self.take_slow(v, lksb, status);
             }
             // A waiting call's completion: the reader's own (innermost
@@ -630,7 +646,7 @@ impl Direct {
             let v = view(&buf, got)?;
             if v.bast_mode() == 0
                 && v.user_lksb() as usize == lksb.0
-                && (self.ntimers.load(Relaxed) | self.nbasts.load(Relaxed)) == 0
+                && self.extra.load(Relaxed) == 0
             {
                 fill(&v, lksb.0, v.status().wrapping_neg());
                 return Ok(());
@@ -778,7 +794,7 @@ impl Direct {
             }
             _ => {}
         }
-        let was = self.nbasts.swap(b.len(), SeqCst);
+        let was = self.set_count(&self.nbasts, b.len());
         if was == 0 && !b.is_empty() && has_thread {
             self.wake_ast();
         }
@@ -789,14 +805,14 @@ impl Direct {
         if let Some(i) = b.iter().position(|&x| x == lkid) {
             b.swap_remove(i);
         }
-        self.nbasts.store(b.len(), SeqCst);
+        self.set_count(&self.nbasts, b.len());
     }
 
     fn timer_done(&self, lksb: usize, status: c_int) -> c_int {
         let mut t = lock(&self.timers);
         if let Some(i) = t.iter().position(|x| x.lksb == lksb) {
             let x = t.swap_remove(i);
-            self.ntimers.store(t.len(), SeqCst);
+            self.set_count(&self.ntimers, t.len());
             if x.fired && status == crate::ECANCEL {
                 return libc::ETIMEDOUT;
             }
@@ -924,14 +940,14 @@ impl Direct {
             lkid: 0,
             fired: false,
         });
-        self.ntimers.store(t.len(), SeqCst);
+        self.set_count(&self.ntimers, t.len());
         seq
     }
 
     fn timer_cancel(&self, lksb: Addr, seq: u64) {
         let mut t = lock(&self.timers);
         t.retain(|x| !(x.lksb == lksb.0 && x.seq == seq));
-        self.ntimers.store(t.len(), SeqCst);
+        self.set_count(&self.ntimers, t.len());
     }
 
     /// The userspace lock timeout (the kernel dropped `LKF_TIMEOUT`;
