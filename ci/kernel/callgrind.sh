@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Where the user-space instructions of the C ABI's lite `_wait` pair go,
 # function by function: valgrind's callgrind in the guest, on the kernel
-# DLM, for the same C binary (bench-libdlm.c, built against Debian's
+# DLM, for the same C binary (bench-libdlm.c, or bench-flood.c, built against Debian's
 # libdlm-dev) on Debian's libdlm_lt and on dlm-rs's.
 #
-#   ci/kernel/callgrind.sh [--kernel 6.1|6.12] [--lib DIR] [--threaded]
+#   ci/kernel/callgrind.sh [--kernel 6.1|6.12] [--lib DIR] [--threaded] [--flood]
+#   --flood: the flood row's program (bench-flood.c, per request) instead
+#            of the _wait pair's
 #   DLM_CALLGRIND_PAIRS=N ci/kernel/callgrind.sh    pairs a run (default 20,000)
 #   DLM_CALLGRIND_ARGS="--dump-instr=yes" ci/kernel/callgrind.sh   more callgrind options
 #
@@ -20,12 +22,14 @@ cd "$(dirname "$0")/../.."
 . ci/lib.sh
 lib=""
 variant=lt
+prog=bench-libdlm
 while [ $# -gt 0 ]; do
     case "$1" in
     --kernel) DLM_KERNEL=$2; shift 2 ;;
     --lib) lib=$(cd "$2" && pwd); shift 2 ;;
     --threaded) variant=thr; shift ;;
-    *) die "unknown argument '$1' (usage: callgrind.sh [--kernel SERIES] [--lib DIR] [--threaded])" 2 ;;
+    --flood) prog=bench-flood; shift ;;
+    *) die "unknown argument '$1' (usage: callgrind.sh [--kernel SERIES] [--lib DIR] [--threaded] [--flood])" 2 ;;
     esac
 done
 kernel_setup
@@ -42,13 +46,13 @@ bins=$(ci/kernel/build.sh) || die "building the static controller failed"
 controller=${bins%%$'\n'*}
 
 if [ "$variant" = thr ]; then
-    gcc -O2 -g -Wall -Wextra -Werror -DBENCH_THREADED -D_REENTRANT -o "$out/bench-libdlm" \
-        ci/kernel/bench-libdlm.c -ldlm -lpthread
+    gcc -O2 -g -Wall -Wextra -Werror -DBENCH_THREADED -D_REENTRANT -o "$out/$prog" \
+        "ci/kernel/$prog.c" -ldlm -lpthread
 else
-    gcc -O2 -g -Wall -Wextra -Werror -o "$out/bench-libdlm" ci/kernel/bench-libdlm.c -ldlm_lt
+    gcc -O2 -g -Wall -Wextra -Werror -o "$out/$prog" "ci/kernel/$prog.c" -ldlm_lt
 fi
 init=$out/initramfs.cpio
-ci/kernel/initramfs.sh -o "$init" --controller "$controller" "$out/bench-libdlm" >&2
+ci/kernel/initramfs.sh -o "$init" --controller "$controller" "$out/$prog" >&2
 ci/kernel/add-lib.sh "$init" "$lib"
 
 # valgrind and the callgrind tool, at their host paths, as one more cpio.
@@ -71,7 +75,7 @@ for who in debian ours; do
     [ "$who" = ours ] && lp=/opt/dlm-rs/lib
     for n in 1000 '"$((pairs + 1000))"'; do
         LD_LIBRARY_PATH=$lp /usr/bin/valgrind.bin -q --tool=callgrind '"${DLM_CALLGRIND_ARGS:-}"' --callgrind-out-file=/tmp/cg.$who.$n \
-            bench-libdlm $who cg-$who-$n $n || fail=1
+            '"$prog"' $who cg-$who-$n $n || fail=1
         echo "CGBEGIN $who $n"
         gzip -c /tmp/cg.$who.$n | base64
         echo "CGEND $who $n"
@@ -96,7 +100,7 @@ done
 # Inclusive counts of each function, the difference of the two runs
 # divided into instructions a pair (start-up and tear-down cancel out).
 for who in debian ours; do
-    echo "== $who: user instructions a pair (inclusive, callgrind, $pairs pairs; ${variant})"
+    echo "== $who: user instructions a $([ "$prog" = bench-flood ] && echo request || echo pair) (inclusive, callgrind, $pairs of them; ${variant})"
     for n in 1000 $((pairs + 1000)); do
         callgrind_annotate --inclusive=yes --threshold=100 "$out/callgrind.$who.$n" 2>/dev/null |
             awk '/^ *[0-9,]+ .*[^ ]:/ { c = $1; gsub(/,/, "", c); $1 = ""; sub(/^ /, ""); sub(/ \[[^]]*\]$/, ""); print c "\t" $0 }' \
